@@ -1,0 +1,5 @@
+import sys
+
+from inheritune.cli import main
+
+sys.exit(main())

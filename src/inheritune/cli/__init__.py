@@ -1,0 +1,53 @@
+"""Derive small, strong language models from larger pretrained ones.
+
+One subcommand per step of the workflow, one file each in this package.
+
+Every failure a user can cause ends as one line on stderr and a non-zero exit;
+``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from inheritune.cli import derive
+from inheritune.errors import InherituneError
+
+COMMANDS = [derive]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inheritune", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def quiet_transformers() -> None:
+    """Our own progress bars and messages are the output; transformers' would bury them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    quiet_transformers()
+    try:
+        return args.func(args) or 0
+    except InherituneError as e:
+        print(f"inheritune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("inheritune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"inheritune: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""Model loading, the family table, and block surgery (derive, grow)."""

@@ -1,0 +1,109 @@
+"""Everything inheritune knows about model architectures, in one table.
+
+Each Hugging Face ``model_type`` maps to a :class:`Family` that says where the block list,
+embeddings, final norm and LM head live, and which parts of a block belong to attention and
+which to the MLP. Adding an architecture is adding a row; no other module names layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+from transformers import PretrainedConfig
+
+from inheritune.errors import InherituneError
+
+
+@dataclass(frozen=True)
+class Family:
+    blocks: str  # dotted path of the nn.ModuleList of transformer blocks
+    embed: str  # token embedding
+    final_norm: str
+    head: str = "lm_head"
+    pos_embed: str | None = None  # learned positional embedding, where the family has one
+    extras: tuple[str, ...] = ()  # other non-block modules to inherit (OPT's project_in/out)
+    attn_parts: tuple[str, ...] = ("self_attn", "input_layernorm")  # inside a block
+    mlp_parts: tuple[str, ...] = ("mlp", "post_attention_layernorm")
+    attn_out: str = "self_attn.o_proj"  # its input is the concatenation of head outputs
+    ffn_out: str = "mlp"  # the module whose output is the block's FFN contribution
+    layer_lists: tuple[str, ...] = field(default=("layer_types",))  # per-layer config lists
+
+
+_LLAMA_LIKE = Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm")
+
+FAMILIES: dict[str, Family] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "phi3": _LLAMA_LIKE,
+    "gemma3_text": Family(
+        blocks="model.layers",
+        embed="model.embed_tokens",
+        final_norm="model.norm",
+        mlp_parts=("mlp", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+        attn_parts=("self_attn", "input_layernorm", "post_attention_layernorm"),
+    ),
+    "gpt2": Family(
+        blocks="transformer.h",
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        pos_embed="transformer.wpe",
+        attn_parts=("attn", "ln_1"),
+        mlp_parts=("mlp", "ln_2"),
+        attn_out="attn.c_proj",
+        layer_lists=(),
+    ),
+    "opt": Family(
+        blocks="model.decoder.layers",
+        embed="model.decoder.embed_tokens",
+        final_norm="model.decoder.final_layer_norm",
+        pos_embed="model.decoder.embed_positions",
+        extras=("model.decoder.project_in", "model.decoder.project_out"),
+        attn_parts=("self_attn", "self_attn_layer_norm"),
+        mlp_parts=("fc1", "fc2", "final_layer_norm"),
+        attn_out="self_attn.out_proj",
+        ffn_out="fc2",
+        layer_lists=(),
+    ),
+    "gpt_neox": Family(
+        blocks="gpt_neox.layers",
+        embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm",
+        attn_parts=("attention", "input_layernorm"),
+        mlp_parts=("mlp", "post_attention_layernorm"),
+        attn_out="attention.dense",
+        layer_lists=(),
+    ),
+}
+
+
+def family_of(config: PretrainedConfig) -> Family:
+    """The table row for a model's config, or a clear error naming what is supported."""
+    family = FAMILIES.get(config.model_type)
+    if family is None:
+        supported = ", ".join(sorted(FAMILIES))
+        raise InherituneError(
+            f"unsupported architecture '{config.model_type}'; supported: {supported}"
+        )
+    return family
+
+
+def module(model: nn.Module, path: str) -> nn.Module | None:
+    """The submodule at a dotted path, or None when this model lacks it (e.g. OPT's project_in)."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def blocks(model: nn.Module) -> nn.ModuleList:
+    return model.get_submodule(family_of(model.config).blocks)
+
+
+def num_layers(config: PretrainedConfig) -> int:
+    return int(config.num_hidden_layers)
+
+
+def num_heads(config: PretrainedConfig) -> int:
+    return int(config.num_attention_heads)

@@ -1,0 +1,152 @@
+"""Build models from other models' blocks: derive (inherit the first n) and grow (add k more).
+
+Both are one operation, :func:`stack_blocks`: a new model with the template's architecture
+whose i-th block is copied from ``sources[i]``; everything outside the blocks (embeddings,
+positional embeddings, final norm, LM head) comes from the template.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from inheritune.errors import InherituneError
+from inheritune.models.families import Family, family_of, module, num_layers
+from inheritune.models.loading import load_model
+
+Init = Literal["all", "attention", "mlp", "none"]
+INIT_CHOICES: tuple[str, ...] = ("all", "attention", "mlp", "none")
+
+
+def parse_layers(spec: int | str | Sequence[int], total: int) -> list[int]:
+    """Reference block indices from a count (``15`` = first 15) or a list (``"0-11,15"``)."""
+    if isinstance(spec, str) and spec.strip().isdigit():
+        spec = int(spec)
+    if isinstance(spec, int):
+        if not 1 <= spec <= total:
+            raise InherituneError(f"--layers {spec} is out of range: the reference has {total} layers (1..{total})")
+        return list(range(spec))
+    if isinstance(spec, str):
+        indices: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if "-" in part:
+                    lo, hi = (int(x) for x in part.split("-", 1))
+                    if hi < lo:
+                        raise ValueError
+                    indices.extend(range(lo, hi + 1))
+                else:
+                    indices.append(int(part))
+            except ValueError:
+                raise InherituneError(f"--layers: cannot parse '{part}' (use N or a list like 0-11,15)") from None
+    else:
+        indices = [int(i) for i in spec]
+    if not indices:
+        raise InherituneError("--layers is empty")
+    bad = [i for i in indices if not 0 <= i < total]
+    if bad:
+        raise InherituneError(f"--layers: index {bad[0]} is out of range: the reference has layers 0..{total - 1}")
+    seen: set[int] = set()
+    for i in indices:
+        if i in seen:
+            raise InherituneError(f"--layers: index {i} is repeated")
+        seen.add(i)
+    return indices
+
+
+def _block_parts(family: Family, init: str) -> tuple[str, ...] | None:
+    """Submodule names of a block to copy; None means the whole block."""
+    if init not in INIT_CHOICES:
+        raise InherituneError(f"--init must be one of {', '.join(INIT_CHOICES)}, not '{init}'")
+    return {"all": None, "attention": family.attn_parts, "mlp": family.mlp_parts, "none": ()}[init]
+
+
+@torch.no_grad()
+def stack_blocks(
+    template: PreTrainedModel,
+    sources: Sequence[tuple[PreTrainedModel, int]],
+    init: str = "all",
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A model like ``template`` whose block i is a copy of block ``sources[i][1]`` of ``sources[i][0]``.
+
+    Parts a block does not inherit (per ``init``) keep the family's own fresh initialisation,
+    drawn with ``seed`` so that a derivation is reproducible.
+    """
+    family = family_of(template.config)
+    parts = _block_parts(family, init)
+    config = copy.deepcopy(template.config)
+    config.num_hidden_layers = len(sources)
+    for key in family.layer_lists:
+        if getattr(config, key, None) is not None:
+            setattr(config, key, [getattr(src.config, key)[i] for src, i in sources])
+    for src, _ in sources:
+        if family_of(src.config) is not family:
+            raise InherituneError(f"cannot mix {src.config.model_type} blocks into a {config.model_type} model")
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=template.dtype)
+    for path in (family.embed, family.final_norm, family.head):
+        model.get_submodule(path).load_state_dict(template.get_submodule(path).state_dict())
+    for path in (family.pos_embed, *family.extras):  # optional: only some configs have them
+        if path and (src := module(template, path)) is not None:
+            module(model, path).load_state_dict(src.state_dict())
+    new_blocks = model.get_submodule(family.blocks)
+    for new_block, (src, i) in zip(new_blocks, sources):
+        old_block = src.get_submodule(family.blocks)[i]
+        for part in parts if parts is not None else ("",):
+            dst, from_ = (new_block, old_block) if part == "" else (module(new_block, part), module(old_block, part))
+            if dst is not None and from_ is not None:
+                dst.load_state_dict(from_.state_dict())
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model.eval()
+
+
+def derive(
+    reference: str | Path | PreTrainedModel,
+    layers: int | str | Sequence[int],
+    init: Init = "all",
+    seed: int = 0,
+) -> PreTrainedModel:
+    """The Inheritune step: a smaller model made of the reference's chosen blocks (default: the first n).
+
+    >>> small = derive("smollm2-135m", layers=15)
+    """
+    ref = reference if isinstance(reference, PreTrainedModel) else load_model(reference)
+    indices = parse_layers(layers, num_layers(ref.config))
+    return stack_blocks(ref, [(ref, i) for i in indices], init=init, seed=seed)
+
+
+def grow(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    add: int,
+    mode: Literal["reference", "duplicate"] = "reference",
+) -> PreTrainedModel:
+    """Deepen a trained model by ``add`` blocks, keeping its own trained blocks first.
+
+    ``reference`` mode takes the reference's blocks n..n+add-1 (the paper's growth);
+    ``duplicate`` repeats the model's own last ``add`` blocks instead.
+    """
+    n = num_layers(model.config)
+    if add < 1:
+        raise InherituneError(f"grow: the step must be at least 1 layer, not {add}")
+    own = [(model, i) for i in range(n)]
+    if mode == "reference":
+        total = num_layers(reference.config)
+        if n + add > total:
+            raise InherituneError(f"cannot grow {n} -> {n + add} layers: the reference has only {total}")
+        new = [(reference, i) for i in range(n, n + add)]
+    elif mode == "duplicate":
+        if add > n:
+            raise InherituneError(f"cannot duplicate {add} blocks of a {n}-layer model")
+        new = [(model, i) for i in range(n - add, n)]
+    else:
+        raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
+    return stack_blocks(model, own + new)

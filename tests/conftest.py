@@ -1,0 +1,100 @@
+"""Shared test fixtures: tiny models of every family, a tiny real tokenizer, generated text.
+
+Nothing here downloads: models are built from configs with random weights, the tokenizer is
+trained in-process on generated text.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    Gemma3TextConfig,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    OPTConfig,
+    Phi3Config,
+    Qwen2Config,
+)
+
+torch.set_num_threads(2)
+
+VOCAB = 320  # byte-level BPE: 256 bytes + 2 specials + merges
+_COMMON = dict(vocab_size=VOCAB, max_position_embeddings=128)
+_LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, **_COMMON)
+
+TINY_CONFIGS = {
+    "gpt2": lambda n: GPT2Config(n_layer=n, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=128,
+                                 resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+    "llama": lambda n: LlamaConfig(num_hidden_layers=n, **_LLAMA_LIKE),
+    "qwen2": lambda n: Qwen2Config(num_hidden_layers=n, **_LLAMA_LIKE),
+    "mistral": lambda n: MistralConfig(num_hidden_layers=n, sliding_window=None, **_LLAMA_LIKE),
+    "phi3": lambda n: Phi3Config(num_hidden_layers=n, pad_token_id=0, **_LLAMA_LIKE),
+    "gemma3_text": lambda n: Gemma3TextConfig(
+        num_hidden_layers=n, head_dim=8, sliding_window=16, query_pre_attn_scalar=8,
+        layer_types=["sliding_attention" if (i + 1) % 3 else "full_attention" for i in range(n)], **_LLAMA_LIKE
+    ),
+    "opt": lambda n: OPTConfig(num_hidden_layers=n, hidden_size=32, ffn_dim=64, num_attention_heads=4,
+                               word_embed_proj_dim=32, dropout=0.0, **_COMMON),
+    "gpt_neox": lambda n: GPTNeoXConfig(num_hidden_layers=n, hidden_size=32, intermediate_size=64,
+                                        num_attention_heads=4, **_COMMON),
+}
+FAMILY_NAMES = sorted(TINY_CONFIGS)
+
+
+def tiny_model(family: str = "llama", layers: int = 4, seed: int = 0):
+    """A randomly initialised model of ``family`` with ``layers`` blocks (fp32, eval mode)."""
+    torch.manual_seed(seed)
+    config = TINY_CONFIGS[family](layers)
+    config.eos_token_id = 1
+    config.bos_token_id = 1
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+WORDS = ("the cat dog sat ran on a mat log big small red blue and then it was happy sad "
+         "model layer token learns attention head quickly slowly over under").split()
+
+
+def generated_text(n_docs: int = 200, seed: int = 0) -> list[str]:
+    """Documents of a toy grammar: learnable structure, so losses can fall in a few steps."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        sents = []
+        for _ in range(rng.randint(2, 6)):
+            a, b, c = rng.sample(WORDS, 3)
+            sents.append(f"The {a} {b} on the {c}.")
+        docs.append(" ".join(sents))
+    return docs
+
+
+def make_tokenizer(vocab_size: int = VOCAB) -> PreTrainedTokenizerFast:
+    """A real byte-level BPE tokenizer trained on the generated text (ids < ``vocab_size``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(generated_text(300, seed=123), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<eos>")
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+def save_tiny(path: Path, family: str = "llama", layers: int = 4, seed: int = 0, tok=None) -> Path:
+    """Write a tiny model (and tokenizer) as an ordinary HF folder."""
+    model = tiny_model(family, layers, seed)
+    tok = tok or make_tokenizer()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
