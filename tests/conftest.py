@@ -25,11 +25,11 @@ from transformers import (
 torch.set_num_threads(2)
 
 VOCAB = 320  # byte-level BPE: 256 bytes + 2 specials + merges
-_COMMON = dict(vocab_size=VOCAB, max_position_embeddings=128)
+_COMMON = dict(vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=1, eos_token_id=1)
 _LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, **_COMMON)
 
 TINY_CONFIGS = {
-    "gpt2": lambda n: GPT2Config(n_layer=n, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=128,
+    "gpt2": lambda n: GPT2Config(n_layer=n, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=128, bos_token_id=1, eos_token_id=1,
                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
     "llama": lambda n: LlamaConfig(num_hidden_layers=n, **_LLAMA_LIKE),
     "qwen2": lambda n: Qwen2Config(num_hidden_layers=n, **_LLAMA_LIKE),
@@ -51,8 +51,6 @@ def tiny_model(family: str = "llama", layers: int = 4, seed: int = 0):
     """A randomly initialised model of ``family`` with ``layers`` blocks (fp32, eval mode)."""
     torch.manual_seed(seed)
     config = TINY_CONFIGS[family](layers)
-    config.eos_token_id = 1
-    config.bos_token_id = 1
     return AutoModelForCausalLM.from_config(config).eval()
 
 
@@ -97,4 +95,30 @@ def save_tiny(path: Path, family: str = "llama", layers: int = 4, seed: int = 0,
     tok = tok or make_tokenizer()
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    return path
+
+
+def make_data_dir(path: Path, tok=None, n_docs: int = 200, val_docs: int = 20, seed: int = 0) -> Path:
+    """A prepared data folder in the shared format, written directly (no `data prepare`)."""
+    import json
+
+    import numpy as np
+
+    from inheritune.data.shards import FORMAT, MANIFEST
+    from inheritune.models.loading import tokenizer_fingerprint
+
+    tok = tok or make_tokenizer()
+    docs = generated_text(n_docs, seed)
+    path.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, part in (("val", docs[:val_docs]), ("train", docs[val_docs:])):
+        ids = [i for d in part for i in tok.encode(d) + [tok.eos_token_id]]
+        np.asarray(ids, dtype=np.uint16).tofile(path / f"{split}-00000.bin")
+        splits[split] = {"shards": [f"{split}-00000.bin"], "shard_tokens": [len(ids)], "tokens": len(ids),
+                         "documents": len(part)}
+    manifest = {"format": FORMAT, "dtype": "uint16", "seed": seed, "sources": ["generated"],
+                "tokenizer": {"name": "test-bpe", "fingerprint": tokenizer_fingerprint(tok),
+                              "vocab_size": len(tok), "eos_token_id": tok.eos_token_id},
+                "splits": splits}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return path

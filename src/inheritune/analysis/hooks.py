@@ -1,0 +1,109 @@
+"""One mechanism for per-head quantities: attention probabilities, head masks, FFN knock-outs.
+
+Every analysis (attention rank, importance, pruning, induction) goes through these context
+managers; each restores the model exactly as it found it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers import PreTrainedModel
+
+from inheritune.errors import InherituneError
+from inheritune.models.families import blocks, family_of, num_heads
+
+
+@contextmanager
+def eager_attention(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
+    """Temporarily use the eager attention kernel, the one that can return probabilities."""
+    previous = model.config._attn_implementation
+    if previous != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        if previous != "eager":
+            model.set_attn_implementation(previous)
+
+
+@torch.no_grad()
+def attention_probs(model: PreTrainedModel, input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """Post-softmax attention per layer, each ``[batch, heads, T, T]`` in fp32."""
+    with eager_attention(model):
+        out = model(input_ids=input_ids, output_attentions=True)
+    if not out.attentions or out.attentions[0] is None:
+        raise InherituneError(f"{model.config.model_type} returned no attention probabilities")
+    return [a.float() for a in out.attentions]
+
+
+def _out_projections(model: PreTrainedModel) -> list[torch.nn.Module]:
+    family = family_of(model.config)
+    return [block.get_submodule(family.attn_out) for block in blocks(model)]
+
+
+@contextmanager
+def head_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Scale each head's output by ``mask[layer, head]`` (0 removes the head; a leaf with
+    ``requires_grad`` gives the gradient importance dL/dmask).
+
+    Works on the input of the attention output projection, which is the concatenation of the
+    heads' outputs in every family, so no family needs its own attention code.
+    """
+    heads = num_heads(model.config)
+    projections = _out_projections(model)
+    if mask.shape != (len(projections), heads):
+        raise InherituneError(f"head mask must be {len(projections)} x {heads}, got {tuple(mask.shape)}")
+
+    def hook_for(layer: int):
+        def pre_hook(_module, args):
+            x = args[0]
+            shaped = x.unflatten(-1, (heads, x.shape[-1] // heads))
+            scaled = shaped * mask[layer].to(x.dtype)[:, None]
+            return (scaled.flatten(-2), *args[1:])
+
+        return pre_hook
+
+    handles = [p.register_forward_pre_hook(hook_for(i)) for i, p in enumerate(projections)]
+    try:
+        yield mask
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def head_outputs(model: PreTrainedModel) -> Iterator[dict[int, torch.Tensor]]:
+    """Record each layer's per-head outputs ``[batch, T, heads, head_dim]`` (before the output projection)."""
+    heads = num_heads(model.config)
+    records: dict[int, torch.Tensor] = {}
+
+    def hook_for(layer: int):
+        def pre_hook(_module, args):
+            records[layer] = args[0].detach().unflatten(-1, (heads, args[0].shape[-1] // heads))
+
+        return pre_hook
+
+    handles = [p.register_forward_pre_hook(hook_for(i)) for i, p in enumerate(_out_projections(model))]
+    try:
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def ffn_knockout(model: PreTrainedModel, layers: Iterable[int]) -> Iterator[None]:
+    """Remove the FFN contribution of the given layers (their FFN output becomes zero)."""
+    family = family_of(model.config)
+    all_blocks = blocks(model)
+    handles = []
+    for layer in layers:
+        ffn = all_blocks[layer].get_submodule(family.ffn_out)
+        handles.append(ffn.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

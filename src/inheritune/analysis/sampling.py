@@ -1,0 +1,41 @@
+"""Sequences to analyse: N windows of T tokens, drawn reproducibly from data or a text file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inheritune.data.shards import open_data
+from inheritune.errors import InherituneError
+
+
+def sample_sequences(tokens: np.ndarray, n: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """``[n, seq_len]`` windows at seeded random offsets of a token stream."""
+    if seq_len < 2:
+        raise InherituneError(f"sequence length must be at least 2, not {seq_len}")
+    if len(tokens) < seq_len:
+        raise InherituneError(f"sequence length {seq_len} is longer than the data ({len(tokens)} tokens)")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(tokens) - seq_len + 1, size=n)
+    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts]))
+
+
+def sequences_from(data: str | Path | None, text: str | Path | None, tokenizer, n: int, seq_len: int,
+                   seed: int = 0, split: str = "val") -> torch.Tensor:
+    """Windows from a prepared data folder's split, or from a UTF-8 text file tokenized here."""
+    if (data is None) == (text is None):
+        raise InherituneError("give exactly one of --data DIR or --text FILE")
+    if data is not None:
+        return sample_sequences(open_data(data).tokens(split), n, seq_len, seed)
+    path = Path(text)
+    if not path.is_file():
+        raise InherituneError(f"text file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InherituneError(f"{path} is not UTF-8 (invalid byte at offset {e.start})") from None
+    if not content.strip():
+        raise InherituneError(f"{path} is empty")
+    return sample_sequences(np.asarray(tokenizer.encode(content), dtype=np.int64), n, seq_len, seed)

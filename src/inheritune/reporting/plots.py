@@ -1,0 +1,62 @@
+"""The few plot shapes every command draws (headless, PNG), written atomically."""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from inheritune.io import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def heatmap(matrix: np.ndarray, path: str | Path, title: str, xlabel: str = "head", ylabel: str = "layer",
+            cbar: str = "", cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None) -> Path:
+    """A rows x columns heatmap, row 0 at the top (layer 0 first)."""
+    matrix = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * matrix.shape[1] + 2), max(3, 0.22 * matrix.shape[0] + 1.5)))
+    im = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=cbar)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return _save(fig, path)
+
+
+def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str,
+           xlabel: str, ylabel: str, hlines: Mapping[str, float] | None = None, logx: bool = False) -> Path:
+    """Named (x, y) curves on one axis, with optional labelled horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, (x, y) in series.items():
+        ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
+    for name, y in (hlines or {}).items():
+        ax.axhline(y, linestyle="--", color="gray", linewidth=1)
+        ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def bars(values: Sequence[float], path: str | Path, title: str, xlabel: str, ylabel: str,
+         highlight: Sequence[int] = ()) -> Path:
+    """One bar per index (e.g. per layer), highlighted indices in a second colour."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(values) + 2), 3.5))
+    colors = ["tab:red" if i in set(highlight) else "tab:blue" for i in range(len(values))]
+    ax.bar(range(len(values)), values, color=colors)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
