@@ -107,3 +107,20 @@ def ffn_knockout(model: PreTrainedModel, layers: Iterable[int]) -> Iterator[None
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def final_residual(model: PreTrainedModel) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the residual stream entering the final norm, ``[batch, T, hidden]`` under ``"resid"``:
+    what the unembedding reads, for direct-logit measures such as a head's copying score."""
+    records: dict[str, torch.Tensor] = {}
+    norm = model.get_submodule(family_of(model.config).final_norm)
+
+    def pre_hook(_module, args):
+        records["resid"] = args[0].detach()
+
+    handle = norm.register_forward_pre_hook(pre_hook)
+    try:
+        yield records
+    finally:
+        handle.remove()

@@ -26,6 +26,7 @@ class Family:
     mlp_parts: tuple[str, ...] = ("mlp", "post_attention_layernorm")
     attn_out: str = "self_attn.o_proj"  # its input is the concatenation of head outputs
     ffn_out: str = "mlp"  # the module whose output is the block's FFN contribution
+    ffn_proj: str = "mlp.down_proj"  # the FFN's last linear layer: zeroing it removes the FFN output
     layer_lists: tuple[str, ...] = field(default=("layer_types",))  # per-layer config lists
 
 
@@ -52,6 +53,7 @@ FAMILIES: dict[str, Family] = {
         attn_parts=("attn", "ln_1"),
         mlp_parts=("mlp", "ln_2"),
         attn_out="attn.c_proj",
+        ffn_proj="mlp.c_proj",
         layer_lists=(),
     ),
     "opt": Family(
@@ -64,6 +66,7 @@ FAMILIES: dict[str, Family] = {
         mlp_parts=("fc1", "fc2", "final_layer_norm"),
         attn_out="self_attn.out_proj",
         ffn_out="fc2",
+        ffn_proj="fc2",
         layer_lists=(),
     ),
     "gpt_neox": Family(
@@ -73,6 +76,7 @@ FAMILIES: dict[str, Family] = {
         attn_parts=("attention", "input_layernorm"),
         mlp_parts=("mlp", "post_attention_layernorm"),
         attn_out="attention.dense",
+        ffn_proj="mlp.dense_4h_to_h",
         layer_lists=(),
     ),
 }
