@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from inheritune.cli import derive
+from inheritune.cli import derive, train
 from inheritune.errors import InherituneError
 
-COMMANDS = [derive]
+COMMANDS = [derive, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,84 @@
+"""`inheritune train MODEL --data DIR --out RUN [--tokens N | --steps N] [options]`: the train step.
+
+Every TrainConfig field is an option (``--seq-len``) and a key of the ``--config`` YAML recipe;
+options given on the command line override the recipe. Distributed: launch with
+``torchrun --nproc_per_node=K -m inheritune train ...``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from inheritune.training.config import FIELDS, make_config, read_recipe
+
+HELP = {
+    "seq_len": "context length of training windows (default 512)",
+    "batch_size": "micro-batch per rank (default 4)",
+    "tokens_per_step": "global tokens per optimizer step; gradients accumulate to reach it (default: one micro-batch per rank)",
+    "steps": "optimizer steps to train",
+    "tokens": "training tokens (steps = ceil(tokens / tokens_per_step))",
+    "warmup_steps": "linear warmup steps (default min(2000, 10%% of steps))",
+    "weight_decay": "AdamW weight decay on >=2-D weights (default 0.1)",
+    "eval_every": "validation every K steps (default ~10 per run; always at step 0 and the end)",
+    "eval_tokens": "cap on validation tokens per evaluation (default: the whole val split)",
+    "checkpoint_every": "checkpoint every K steps (default: eval_every; always at the end)",
+    "precision": "auto (bf16 autocast on CPU and bf16 GPUs) | bf16 | fp32",
+    "on_nonfinite": "stop (default) or skip the batch on a non-finite loss",
+    "fsdp": "shard parameters with FSDP2 fully_shard instead of DDP",
+    "peak_flops": "per-device peak FLOP/s for MFU (default: measured with a matmul at start)",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on prepared token data (the recipe's train step)")
+    p.add_argument("model", help="model folder, .gguf file, alias or hub id")
+    p.add_argument("--data", required=True, help="prepared data folder (inheritune data prepare)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final model)")
+    p.add_argument("--config", help="YAML recipe whose keys are the options below (seq_len: 1024, ...)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest valid checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    for f in FIELDS.values():
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f"default {f.default!r}"))
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif kind.startswith("tuple"):
+            p.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **kwargs)
+        else:
+            p.add_argument(flag, type=str, **kwargs)  # converted (with a one-line error) by make_config
+    p.set_defaults(func=run)
+
+
+def _parse(name: str, value):
+    """CLI strings to numbers ("3e-4", "1000", "1e6", "none"); make_config checks the kind."""
+    if not isinstance(value, str) or FIELDS[name].type == "str":
+        return value
+    if value.lower() in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            number = kind(value)
+            return int(number) if kind is float and number.is_integer() and "int" in FIELDS[name].type else number
+        except ValueError:
+            pass
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from inheritune.training import TrainingInterrupted, train
+
+    recipe = read_recipe(args.config) if args.config else {}
+    given = {name: _parse(name, getattr(args, name)) for name in FIELDS if hasattr(args, name)}
+    config = make_config(recipe, **given)
+    try:
+        result = train(args.model, args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as e:
+        print(f"inheritune: {e}")
+        return 130
+    finally:
+        from inheritune.training.distributed import teardown
+
+        teardown()
+    print(f"trained {result.steps} steps ({result.tokens} tokens) in {result.wall_time:.1f}s: "
+          f"val loss {result.val_history[0]['val_loss']:.4f} -> {result.final_val_loss:.4f}; model -> {result.model_dir}")
+    return 0

@@ -1,0 +1,79 @@
+"""Checkpoints: RUN/checkpoints/step-NNNNNNN/ = HF model folder + trainer_state.pt, written atomically.
+
+A checkpoint folder appears in one rename once complete (``atomic_dir``), so a kill at any
+moment leaves either the previous checkpoints or the new one, never half of one. Resuming
+still checks each candidate and falls back to an older one if a file was damaged later.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from inheritune.errors import InherituneError
+from inheritune.io import atomic_dir
+
+STATE = "trainer_state.pt"
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save(run_dir: Path, step: int, model, tokenizer, state: dict, keep: int,
+         model_state: dict | None = None) -> Path:
+    """Write one checkpoint, then delete all but the newest ``keep``.
+
+    ``model_state`` is the full state dict when the live model is sharded (FSDP2).
+    """
+    out = checkpoint_dir(run_dir) / f"step-{step:07d}"
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        torch.save(state, tmp / STATE)
+    for old in sorted(checkpoint_dir(run_dir).glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The model tensors of an HF folder (one or several safetensors files)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InherituneError(f"{folder} has no safetensors weights")
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        tensors.update(load_file(f))
+    return tensors
+
+
+def load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Copy saved tensors into ``model``; only weights tied to a saved one may be absent."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    names = dict(model.named_parameters(remove_duplicate=False))
+    untied = [k for k in missing if not any(names[a] is names.get(k) for a in tensors if a in names)]
+    if unexpected or untied:
+        raise InherituneError(f"checkpoint {where} does not fit the model "
+                              f"(missing {untied[:3]}, unexpected {unexpected[:3]})")
+
+
+def latest(run_dir: Path) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
+    """The newest checkpoint that loads (folder, trainer state, weights); corrupt ones are reported and skipped."""
+    for folder in sorted(checkpoint_dir(run_dir).glob("step-*"), reverse=True):
+        try:
+            state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+            return folder, state, weights(folder)
+        except Exception as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"inheritune: warning: skipping corrupt checkpoint {folder}: {detail[:200]}", file=sys.stderr)
+    return None
+
+
+def clean_partial(run_dir: Path) -> None:
+    """Remove temp folders a killed run left behind (they were never renamed into place)."""
+    for tmp in checkpoint_dir(run_dir).glob(".step-*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""The training recipe as one dataclass: Python arguments, YAML keys and CLI options are its fields.
+
+Defaults are the paper's (AdamW 0.9/0.95, weight decay 0.1, peak lr 2e-4, warmup then cosine to
+1e-5, grad clip 1.0, no dropout); see METHOD.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from inheritune.errors import InherituneError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+NONFINITE = ("stop", "skip")
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 512
+    batch_size: int = 4  # micro-batch per rank
+    tokens_per_step: int | None = None  # global; None = one micro-batch per rank
+    steps: int | None = None  # exactly one of steps / tokens
+    tokens: int | None = None
+    lr: float = 2e-4
+    min_lr: float = 1e-5
+    warmup_steps: int | None = None  # None = min(2000, 10% of steps)
+    weight_decay: float = 0.1  # on >=2-D weights only
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_every: int | None = None  # None = ~10 evaluations per run; always at step 0 and the end
+    eval_tokens: int | None = None  # cap on val tokens per evaluation (None = the whole val split)
+    checkpoint_every: int | None = None  # None = same as eval_every
+    keep_checkpoints: int = 2
+    precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 autocast on CPU and bf16-capable GPUs)
+    compile: bool = False
+    seed: int = 0
+    on_nonfinite: str = "stop"  # stop | skip
+    fsdp: bool = False
+    log_every: int = 1
+    peak_flops: float | None = None  # per device, for MFU; None = measure a bf16/fp32 matmul at start
+    progress: bool = True  # tqdm bar (on an interactive terminal)
+
+    def validate(self) -> TrainConfig:
+        """Check values a user can get wrong, with the option's name in the message."""
+        if (self.steps is None) == (self.tokens is None):
+            raise InherituneError("give exactly one of steps (--steps) or tokens (--tokens)")
+        for name in ("seq_len", "batch_size", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise InherituneError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("steps", "tokens", "tokens_per_step", "eval_every", "checkpoint_every", "eval_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InherituneError(f"{name} must be at least 1, not {value}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise InherituneError(f"warmup_steps must be >= 0, not {self.warmup_steps}")
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
+            raise InherituneError(f"need lr > 0 and 0 <= min_lr <= lr (got lr={self.lr}, min_lr={self.min_lr})")
+        if self.precision not in PRECISIONS:
+            raise InherituneError(f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
+        if self.on_nonfinite not in NONFINITE:
+            raise InherituneError(f"on_nonfinite must be one of {', '.join(NONFINITE)}, not '{self.on_nonfinite}'")
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise InherituneError(f"betas must be two numbers in [0, 1), not {self.betas}")
+        return self
+
+    def total_steps(self, tokens_per_step: int) -> int:
+        return self.steps if self.steps is not None else math.ceil(self.tokens / tokens_per_step)
+
+    def schedule(self, total_steps: int) -> tuple[int, int, int]:
+        """(warmup, eval_every, checkpoint_every) with the defaults filled in for this run length."""
+        warmup = self.warmup_steps if self.warmup_steps is not None else min(2000, total_steps // 10)
+        eval_every = self.eval_every or max(1, math.ceil(total_steps / 10))
+        return warmup, eval_every, self.checkpoint_every or eval_every
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value):
+    """YAML gives ints for floats and lists for tuples; reject anything else of the wrong kind."""
+    default = FIELDS[name].default
+    kind = FIELDS[name].type
+    if value is None and "None" in kind:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if kind.startswith("float"):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind.startswith("tuple"):
+            return tuple(float(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise InherituneError(f"config key '{name}' must be {kind} (default {default!r}), not {value!r}") from None
+
+
+def make_config(config: TrainConfig | dict | None = None, **overrides) -> TrainConfig:
+    """A validated TrainConfig from a config (or dict of its fields) plus keyword overrides."""
+    base = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config or {})
+    base.update(overrides)
+    unknown = sorted(set(base) - set(FIELDS))
+    if unknown:
+        raise InherituneError(f"unknown training option '{unknown[0]}' (known: {', '.join(FIELDS)})")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in base.items()}).validate()
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The keys of a YAML recipe; every key must be a TrainConfig field."""
+    path = Path(path)
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InherituneError(f"recipe not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise InherituneError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise InherituneError(f"recipe {path} must be a mapping of option: value")
+    recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
+    unknown = sorted(set(recipe) - set(FIELDS))
+    if unknown:
+        raise InherituneError(f"recipe {path}: unknown key '{unknown[0]}' (known: {', '.join(FIELDS)})")
+    return {k: _coerce(k, v) for k, v in recipe.items()}

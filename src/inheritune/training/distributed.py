@@ -1,0 +1,78 @@
+"""Data parallelism through torchrun: read its environment, wrap the model in DDP or FSDP2.
+
+torchrun does all process management (``torchrun --nproc_per_node=K -m inheritune train ...``;
+multi-node through its ``--nnodes/--node-rank/--rdzv-*`` flags). Without torchrun's variables
+this is a single process and nothing is initialised.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from inheritune.models.families import blocks
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    local_rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup() -> Dist:
+    """One process per device: NCCL on GPUs, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, local_rank, world, device)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, env: Dist, fsdp: bool) -> torch.nn.Module:
+    """DDP (gradients all-reduced) or FSDP2 (parameters, gradients and optimizer state sharded per block)."""
+    if env.world == 1 and not fsdp:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in blocks(model):
+            fully_shard(block)
+        return fully_shard(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+
+
+def any_rank(flag: bool, env: Dist) -> bool:
+    """True on every rank when it is true on one (so all ranks stop at the same step)."""
+    if env.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean(value: float, env: Dist) -> float:
+    if env.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64 if env.device.type == "cpu" else torch.float32, device=env.device)
+    dist.all_reduce(t)
+    return t.item() / env.world

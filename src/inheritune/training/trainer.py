@@ -1,0 +1,353 @@
+"""The training loop of the recipe: one function, ``train``, used by the CLI, grow and run.
+
+Read top to bottom: set up the run folder, model and data; resume from a checkpoint if asked;
+then for each optimizer step accumulate gradients over micro-batches, clip, step, and every
+so often evaluate, log and checkpoint. Everything that decides the loss curve (weights,
+optimizer moments, the step number, RNG) is in the checkpoint, and the batches are a pure
+function of (seed, step), so a killed run resumes on the same curve.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import PreTrainedModel
+
+from inheritune.data.loader import TrainLoader
+from inheritune.data.shards import open_data
+from inheritune.errors import InherituneError
+from inheritune.evaluation.loss import val_loss
+from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
+from inheritune.training import checkpoint, distributed
+from inheritune.training.config import TrainConfig, make_config
+from inheritune.training.flops import flops_per_token, matmul_peak
+from inheritune.training.logs import RunLog
+from inheritune.training.optim import lr_at, make_optimizer
+
+# Options that may change between a run and its resumption: they do not touch the loss curve.
+RESUMABLE_CHANGES = {"eval_every", "eval_tokens", "checkpoint_every", "keep_checkpoints", "log_every",
+                     "compile", "peak_flops", "progress"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path  # RUN/final: HF folder (safetensors + tokenizer) of the final model
+    steps: int
+    tokens: int  # training tokens consumed
+    final_val_loss: float
+    val_history: list[dict]  # [{"step", "tokens", "val_loss"}...] including step 0 and the end
+    wall_time: float  # seconds of training (excluding time before a resume)
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainResult:
+        return cls(**{**d, "run_dir": Path(d["run_dir"]), "model_dir": Path(d["model_dir"])})
+
+
+class TrainingInterrupted(InherituneError):
+    """SIGINT/SIGTERM: the step finished and a checkpoint was written; ``--resume`` continues."""
+
+
+def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path,
+          config: TrainConfig | None = None, *, tokenizer=None, resume: bool = False,
+          overwrite: bool = False, **overrides) -> TrainResult:
+    """Train ``model`` on the prepared data folder ``data``; the run folder ``out`` holds everything.
+
+    ``resume=True``: a finished run returns its stored result, an unfinished one continues
+    from its latest valid checkpoint, a missing one starts fresh.
+    """
+    config = make_config(config, **overrides)
+    run_dir = Path(out)
+    if resume and (run_dir / "result.json").is_file():
+        return TrainResult.from_json(read_json(run_dir / "result.json", "run result"))
+    env = distributed.setup()
+    resuming = resume and run_dir.exists()
+    if not resuming:
+        check_output_dir(run_dir, overwrite)
+        if env.main and run_dir.exists():
+            shutil.rmtree(run_dir)
+        _barrier(env)
+
+    # --- data, model, tokenizer: everything checked before any training -------------------
+    tokens_data = open_data(data)
+    if isinstance(model, PreTrainedModel):
+        model_name = f"<in-memory {type(model).__name__}>"
+    else:
+        model_name = str(model)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
+        model = load_model(model)
+    if tokenizer is not None:
+        tokens_data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the model's tokenizer ({model_name})")
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions is not None and config.seq_len > max_positions:
+        raise InherituneError(f"seq_len {config.seq_len} is larger than the model supports ({max_positions} positions)")
+    micro_tokens = config.batch_size * config.seq_len * env.world
+    tokens_per_step = config.tokens_per_step or micro_tokens
+    if tokens_per_step % micro_tokens:
+        raise InherituneError(f"tokens_per_step {tokens_per_step} is not a multiple of batch_size x seq_len x ranks "
+                              f"= {config.batch_size} x {config.seq_len} x {env.world} = {micro_tokens}")
+    total_steps = config.total_steps(tokens_per_step)
+    warmup, eval_every, checkpoint_every = config.schedule(total_steps)
+    loader = TrainLoader(tokens_data, config.seq_len, config.batch_size, tokens_per_step // config.seq_len,
+                         config.seed, env.rank, env.world)
+
+    # --- resume: the latest checkpoint that loads -------------------------------------------
+    found = None
+    if resuming:
+        checkpoint.clean_partial(run_dir) if env.main else None
+        found = checkpoint.latest(run_dir)
+        if found is None:
+            raise InherituneError(f"no checkpoint to resume in {run_dir} (start over with --overwrite instead of --resume)")
+        _check_same_recipe(run_dir, config)
+
+    autocast = _autocast_dtype(config.precision, env.device)
+    _prepare(model, env.device)
+    if found is not None:
+        checkpoint.load_into(model, found[2], found[0])
+    flops = flops_per_token(model, config.seq_len)
+    n_params = parameter_count(model)
+    torch.manual_seed(config.seed)
+    wrapped = distributed.wrap(model, env, config.fsdp)
+    optimizer = make_optimizer(wrapped, config)
+    step, wall_before, val_history = 0, 0.0, []
+    if found is not None:
+        state = found[1]
+        _load_optimizer(wrapped, optimizer, state["optimizer"], config.fsdp)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and env.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        step, wall_before, val_history = state["step"], state["wall_time"], state["val_history"]
+    forward = torch.compile(wrapped) if config.compile else wrapped
+
+    if env.main:
+        atomic_write_json(run_dir / "config.json", {
+            "config": dataclasses.asdict(config), "model": model_name, "data": str(data), "world": env.world,
+            "precision": "bf16" if autocast else "fp32", "tokens_per_step": tokens_per_step,
+            "micro_steps": loader.micro_steps, "total_steps": total_steps, "warmup_steps": warmup,
+            "eval_every": eval_every, "checkpoint_every": checkpoint_every, "parameters": n_params,
+            "flops_per_token": flops, "tokenizer_fingerprint": tokens_data.fingerprint,
+        })
+    log = RunLog(run_dir, keep_until=step if found is not None else None, enabled=env.main)
+    peak = config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0)
+
+    def evaluate(at: int) -> float:
+        result = val_loss(model, tokens_data, seq_len=config.seq_len, batch_size=config.batch_size,
+                          max_tokens=config.eval_tokens, autocast=autocast)
+        val_history.append({"step": at, "tokens": at * tokens_per_step, "val_loss": result["loss"]})
+        return result["loss"]
+
+    def save(at: int, wall: float) -> Path | None:
+        full = _full_state(wrapped, optimizer, config.fsdp)
+        path = None
+        if env.main:
+            rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if env.device.type == "cuda" else {})
+            state = {"step": at, "tokens": at * tokens_per_step, "wall_time": wall, "val_history": val_history,
+                     "optimizer": full[1], "rng": rng,
+                     "loader": {"seed": config.seed, "seq_len": config.seq_len, "tokens_per_step": tokens_per_step}}
+            path = checkpoint.save(run_dir, at, model, tokenizer, state, config.keep_checkpoints, full[0])
+        _barrier(env)
+        return path
+
+    if found is None:
+        loss0 = evaluate(0)
+        log.write({"step": 0, "tokens": 0, "lr": 0.0, "val_loss": loss0})
+    show = env.main and config.progress
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (show and sys.stderr.isatty()))
+    wall_start = time.perf_counter()
+    last_time, last_step, last_ckpt = time.perf_counter(), step, found[0] if found else None
+    with _stop_signals() as stop_requested:
+        while step < total_steps:
+            lr = lr_at(step + 1, config, total_steps, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=env.device)
+            for micro in range(loader.micro_steps):
+                batch = loader.batch(step, micro).to(env.device, non_blocking=True)
+                with _grad_sync(wrapped, micro == loader.micro_steps - 1, config.fsdp):
+                    with torch.autocast(env.device.type, dtype=autocast) if autocast else nullcontext():
+                        logits = forward(input_ids=batch[:, :-1]).logits
+                    loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten()) / loader.micro_steps
+                    loss.backward()
+                loss_sum += loss.detach()
+            norm = _clip(wrapped, config.grad_clip)
+            # One collective per step: the mean loss, whether any rank saw a non-finite value, a stop request.
+            flags = torch.stack([loss_sum.float(), (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
+                                 torch.tensor(float(stop_requested()), device=env.device)])
+            if env.world > 1:
+                torch.distributed.all_reduce(flags)
+            train_loss, nonfinite, stop = (flags[0] / env.world).item(), flags[1].item() > 0, flags[2].item() > 0
+            step += 1
+            if nonfinite and config.on_nonfinite == "stop":
+                kept = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "; no checkpoint was written yet"
+                raise InherituneError(f"non-finite loss at step {step} (loss {train_loss}){kept} "
+                                      f"(lower --lr, or pass --on-nonfinite skip)")
+            if nonfinite:
+                optimizer.zero_grad(set_to_none=True)  # skip this batch: no update
+            else:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            bar.update(1)
+            at_eval = step % eval_every == 0 or step == total_steps
+            if step % config.log_every == 0 or at_eval or nonfinite:
+                now = time.perf_counter()
+                tok_s = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
+                row = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": train_loss,
+                       "tokens_per_s": tok_s, "mfu": flops * tok_s / (peak * env.world)}
+                if nonfinite:
+                    row["skipped"] = True
+                if at_eval:
+                    row["val_loss"] = evaluate(step)
+                    if show:
+                        tqdm.write(f"step {step}/{total_steps}  tokens {step * tokens_per_step}  "
+                                   f"train {train_loss:.4f}  val {row['val_loss']:.4f}  {tok_s:.0f} tok/s")
+                log.write(row)
+                bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:.0f}")
+                last_time, last_step = time.perf_counter(), step
+            if step % checkpoint_every == 0 or step == total_steps or stop:
+                last_ckpt = save(step, wall_before + time.perf_counter() - wall_start)
+                last_time = time.perf_counter()  # tokens/s counts training time only
+            if stop and step < total_steps:
+                bar.close()
+                log.close()
+                raise TrainingInterrupted(f"stopped by signal after step {step}/{total_steps}; checkpoint "
+                                          f"{last_ckpt or run_dir / 'checkpoints'} written; continue with --resume")
+    bar.close()
+    log.close()
+
+    wall = wall_before + time.perf_counter() - wall_start
+    full = _full_state(wrapped, optimizer, config.fsdp, optimizer_too=False)
+    result = TrainResult(run_dir, run_dir / "final", step, step * tokens_per_step, val_history[-1]["val_loss"],
+                         val_history, wall)
+    if env.main:
+        with atomic_dir(result.model_dir, overwrite=True) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        atomic_write_json(run_dir / "result.json", result.to_json())
+    _barrier(env)
+    return result
+
+
+# --- helpers, in the order the loop uses them ---------------------------------------------
+
+def _barrier(env: distributed.Dist) -> None:
+    if env.world > 1:
+        torch.distributed.barrier()
+
+
+def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:
+    """A resumed run must follow the same recipe, or its curve would not continue the original."""
+    stored = read_json(run_dir / "config.json", "run config")["config"]
+    for key, value in dataclasses.asdict(config).items():
+        old = stored.get(key)
+        if key not in RESUMABLE_CHANGES and json.loads(json.dumps(value)) != old:
+            raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
+                                  f"resume with the same recipe (or start over with --overwrite)")
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast (fp32 master weights) where it is faster: on CPU and on bf16-capable GPUs."""
+    if precision == "fp32":
+        return None
+    supported = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not supported:
+        raise InherituneError(f"precision bf16 is not supported on {device}; use --precision fp32")
+    return torch.bfloat16 if supported else None
+
+
+def _prepare(model: PreTrainedModel, device: torch.device) -> None:
+    """fp32 master weights on the device, no dropout (the paper's recipe), SDPA attention."""
+    model.to(device=device, dtype=torch.float32)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        try:
+            model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):  # the family has no SDPA kernel: eager it stays
+            pass
+    model.train()
+
+
+def _load_optimizer(model, optimizer, state: dict, fsdp: bool) -> None:
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def _full_state(model, optimizer, fsdp: bool, optimizer_too: bool = True) -> tuple[dict | None, dict | None]:
+    """(model state, optimizer state) in full, gathered from shards under FSDP2 (None = take them as they are)."""
+    if not fsdp:
+        return None, optimizer.state_dict() if optimizer_too else None
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options) if optimizer_too else None)
+
+
+@contextmanager
+def _grad_sync(model, sync: bool, fsdp: bool):
+    """Gradient accumulation: all-reduce only on the last micro-batch of a step."""
+    if fsdp:
+        model.set_requires_gradient_sync(sync)
+        yield
+    elif isinstance(model, torch.nn.parallel.DistributedDataParallel) and not sync:
+        with model.no_sync():
+            yield
+    else:
+        yield
+
+
+def _clip(model, max_norm: float) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+@contextmanager
+def _stop_signals():
+    """SIGINT/SIGTERM set a flag: the loop finishes its step, checkpoints and stops. A second one kills."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print(f"inheritune: {signal.Signals(signum).name} received: finishing the step and writing a checkpoint",
+              file=sys.stderr)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested.is_set
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
