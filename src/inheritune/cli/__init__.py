@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from inheritune.cli import derive, train
+from inheritune.cli import data, derive, train
 from inheritune.errors import InherituneError
 
-COMMANDS = [derive, train]
+COMMANDS = [derive, data, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,3 +79,54 @@ def open_data(root: str | Path) -> TokenData:
     if manifest.get("format") != FORMAT:
         raise InherituneError(f"{root / MANIFEST} is not an inheritune data manifest (format {manifest.get('format')!r})")
     return TokenData(root, manifest)
+
+
+class ShardWriter:
+    """Append token arrays to one split's shards, optionally stopping at a token cap.
+
+    Shards are opened lazily and cut at ``shard_tokens``; ``close()`` returns the split's
+    manifest entry. Used inside ``io.atomic_dir``, so an interrupted write never looks complete.
+    """
+
+    def __init__(self, root: Path, split: str, dtype: np.dtype, shard_tokens: int, limit: int | None = None):
+        self.root, self.split, self.dtype = Path(root), split, np.dtype(dtype)
+        self.shard_tokens, self.limit = shard_tokens, limit
+        self.names: list[str] = []
+        self.counts: list[int] = []
+        self.tokens = 0
+        self.documents = 0
+        self._file = None
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.tokens >= self.limit
+
+    def write(self, ids: np.ndarray) -> None:
+        """One document's ids (EOS included); past the cap, the tail is dropped."""
+        if self.full:
+            return
+        if self.limit is not None:
+            ids = ids[: self.limit - self.tokens]
+        self.documents += 1
+        ids = np.asarray(ids, dtype=self.dtype)
+        while len(ids):
+            if self._file is None or self.counts[-1] == self.shard_tokens:
+                self._next_shard()
+            take = min(len(ids), self.shard_tokens - self.counts[-1])
+            self._file.write(ids[:take].tobytes())
+            self.counts[-1] += take
+            self.tokens += take
+            ids = ids[take:]
+
+    def _next_shard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.names.append(f"{self.split}-{len(self.names):05d}.bin")
+        self.counts.append(0)
+        self._file = open(self.root / self.names[-1], "wb")
+
+    def close(self) -> dict:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return {"shards": self.names, "shard_tokens": self.counts, "tokens": self.tokens, "documents": self.documents}
