@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from inheritune.cli import data, derive, train
+from inheritune.cli import data, derive, importance, train
 from inheritune.errors import InherituneError
 
-COMMANDS = [derive, data, train]
+COMMANDS = [derive, data, train, importance]
 
 
 def build_parser() -> argparse.ArgumentParser:
