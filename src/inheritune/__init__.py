@@ -4,9 +4,10 @@ The Python API mirrors the CLI: each function is one step of the workflow.
 """
 from inheritune.data.prepare import prepare_data
 from inheritune.errors import InherituneError
+from inheritune.evaluation.harness import evaluate
 from inheritune.models.loading import load, load_model, load_tokenizer, save_model
 from inheritune.models.surgery import derive, grow, stack_blocks
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "derive", "grow", "load", "load_model", "load_tokenizer", "prepare_data", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "derive", "evaluate", "grow", "load", "load_model", "load_tokenizer", "prepare_data", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"

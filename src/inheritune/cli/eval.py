@@ -1,0 +1,41 @@
+"""`inheritune eval MODEL [--data DIR] [--tasks ...]`: validation loss and harness tasks, as JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from inheritune.evaluation.harness import evaluate
+from inheritune.evaluation.tasks import LOCAL_TASKS
+from inheritune.errors import InherituneError
+from inheritune.io import atomic_write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="validation loss and lm-eval tasks of a model, as JSON")
+    p.add_argument("model", help="alias (smollm2-135m, gemma3-270m), model folder, .gguf file or hub id")
+    p.add_argument("--data", help="prepared data folder: loss/perplexity on its val split (and cloze-local's passages)")
+    p.add_argument("--tasks", default="", help=f"comma-separated: {', '.join(LOCAL_TASKS)} (offline) or lm-eval task "
+                                               "names such as arc_easy,piqa,sciq,hellaswag,lambada_openai (need the hub)")
+    p.add_argument("--num-fewshot", type=int, help="few-shot examples for every task (default: each task's own; mmlu-local 5)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples of each task")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--seq-len", type=int, default=512, help="window length of the validation loss")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    p.add_argument("--out", help="also write the JSON here (atomically)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import datasets
+
+    datasets.disable_progress_bars()  # lm-eval's per-task progress is enough
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.batch_size < 1:
+        raise InherituneError(f"--batch-size must be >= 1, got {args.batch_size}")
+    result = evaluate(args.model, data=args.data, tasks=tasks, num_fewshot=args.num_fewshot, limit=args.limit,
+                      batch_size=args.batch_size, device=args.device, seq_len=args.seq_len)
+    result = {"model": str(args.model), "data": args.data, **result}
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
