@@ -1,14 +1,11 @@
 """induction: a hand-built two-layer induction circuit is found; a previous-token head is not."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from conftest import save_tiny, tiny_model
+from conftest import save_tiny
 from inheritune.analysis.induction import candidate_tokens, induction_scores, repeated_sequences, top_heads
 
 V = P = D = 32  # vocabulary, positions, head size: the residual stream is [token | position | previous token]
@@ -72,14 +69,17 @@ def test_repeated_sequences_are_unique_tokens_in_range_repeated():
     assert not torch.equal(ids[0], ids[1])
 
 
-def test_induction_cli_writes_scores_heatmaps_and_top_heads(tmp_path):
+def test_induction_cli_writes_scores_heatmaps_and_top_heads(tmp_path, capsys):
     import json
+
+    from inheritune.cli import main
 
     save_tiny(tmp_path / "m", "llama", layers=2)
     out = tmp_path / "ind"
-    r = subprocess.run([sys.executable, "-m", "inheritune", "induction", str(tmp_path / "m"), "--out", str(out),
-                        "--seeds", "4", "--seg-len", "8"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    code = main(["induction", str(tmp_path / "m"), "--out", str(out), "--seeds", "4", "--seg-len", "8"])
+    assert code == 0, capsys.readouterr().err
+    assert main(["induction", str(tmp_path / "m"), "--out", str(out), "--repeats", "1"]) == 2
+    assert "at least 2 repeats" in capsys.readouterr().err
     result = json.loads((out / "induction.json").read_text())
     assert np.asarray(result["prefix"]).shape == (2, 4)
     assert len(result["top_heads"]) == 8

@@ -233,6 +233,8 @@ def run_induction(args: argparse.Namespace) -> int:
     for value, name in ((args.seg_len, "--seg-len"), (args.seeds, "--seeds"), (args.top, "--top"),
                         (args.batch_size, "--batch-size")):
         _positive(value, name)
+    if args.repeats < 2:
+        raise InherituneError(f"induction needs at least 2 repeats, not {args.repeats}")
     if not 0 <= args.exclude < 0.5:
         raise InherituneError(f"--exclude must be in [0, 0.5), not {args.exclude:g}")
     model, tokenizer = _load(args)
