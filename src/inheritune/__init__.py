@@ -2,6 +2,7 @@
 
 The Python API mirrors the CLI: each function is one step of the workflow.
 """
+from inheritune.analysis.analyze import analyze
 from inheritune.analysis.importance import ffn_importance, head_importance
 from inheritune.analysis.induction import induction_scores
 from inheritune.data.prepare import prepare_data
@@ -11,5 +12,5 @@ from inheritune.models.loading import load, load_model, load_tokenizer, save_mod
 from inheritune.models.surgery import derive, grow, stack_blocks
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "ffn_importance", "head_importance", "induction_scores", "derive", "evaluate", "grow", "load", "load_model", "load_tokenizer", "prepare_data", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "analyze", "ffn_importance", "head_importance", "induction_scores", "derive", "evaluate", "grow", "load", "load_model", "load_tokenizer", "prepare_data", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"

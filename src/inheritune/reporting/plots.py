@@ -60,3 +60,15 @@ def bars(values: Sequence[float], path: str | Path, title: str, xlabel: str, yla
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def matrices(panels: Mapping[str, np.ndarray], path: str | Path, title: str, cbar: str = "") -> Path:
+    """Square matrices side by side on one colour scale (e.g. attention maps of two heads)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    vmax = max(float(np.max(m)) for m in panels.values())
+    for ax, (name, m) in zip(axes[0], panels.items()):
+        im = ax.imshow(np.asarray(m, dtype=float), cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set(title=name, xlabel="key position", ylabel="query position")
+    fig.colorbar(im, ax=list(axes[0]), label=cbar)
+    fig.suptitle(title)
+    return _save(fig, path)

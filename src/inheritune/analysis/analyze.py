@@ -1,0 +1,315 @@
+"""`analyze`: see lazy layers and layer redundancy on your own model, and how many layers to inherit.
+
+One pass over N sequences of T tokens captures, per layer, the post-softmax attention of every
+head (through the model's eager attention, restored afterwards) and the residual stream (block
+hooks). From them:
+
+- per head: approximate rank at energy tau of the matrix averaged over the sequences (as the
+  authors do) and the per-sequence rank distribution; the heaviest column's share of attention,
+  which column it is and how often it is the first token; the fewest columns holding 90% of the
+  squared mass; the normalised row entropy;
+- per layer: max and mean over heads, Block Influence, the angular distance to the next layer,
+  and the lazy verdict: max-over-heads rank <= ``lazy_rank`` * T AND mean-over-heads heaviest
+  column share >= ``lazy_mass``;
+- a recommendation of how many leading layers to inherit (rule stated in the output).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from inheritune.analysis import attention as metrics
+from inheritune.analysis.depth import angular_distance, best_slices, block_influence, cosine_sums, residual_states
+from inheritune.analysis.hooks import attention_probs
+from inheritune.analysis.sampling import sequences_from
+from inheritune.errors import InherituneError
+from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.models.families import family_of, num_heads, num_layers
+from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
+from inheritune.reporting import plots
+
+FORMAT = "inheritune-analysis/1"
+# Defaults of the lazy verdict, chosen for T ~ 100 (see the README): diffuse (uniform causal)
+# attention already has rank ~5 at T=100, so rank alone cannot flag a layer; a head whose
+# heaviest column takes half of all attention is a sink, which random or local heads never are.
+LAZY_RANK = 0.1  # max over heads of the rank <= 0.1 * T (10 at T=100)
+LAZY_MASS = 0.5  # mean over heads of the heaviest-column share >= 0.5
+BI_SHARE = 0.9  # secondary rule: depth where cumulative Block Influence reaches this share
+MEMORY_BUDGET = 256 * 2**20  # bytes of attention probabilities held per batch
+# Per-head arrays written to analysis.json and to one CSV each.
+HEAD_METRICS = {
+    "rank": "approximate rank at energy tau of the head's attention averaged over the sequences",
+    "rank_seq_mean": "mean over sequences of the per-sequence rank",
+    "rank_seq_q10": "10th percentile of the per-sequence rank",
+    "rank_seq_q50": "median of the per-sequence rank",
+    "rank_seq_q90": "90th percentile of the per-sequence rank",
+    "column_mass": "share of attention on the heaviest column of the averaged matrix",
+    "column_mass_seq_mean": "mean over sequences of the per-sequence heaviest-column share",
+    "heaviest_column": "index of the heaviest column of the averaged matrix (0 = first token)",
+    "first_token_share": "fraction of sequences whose heaviest column is the first token",
+    "columns_90": "fewest columns holding 90% of the squared mass of the averaged matrix",
+    "entropy": "mean over sequences and rows of the normalised row entropy (1 = uniform)",
+}
+
+
+def _check_options(sequences: int, seq_len: int, tau: float, batch_size: int | None, lazy_rank: float,
+                   lazy_mass: float, bi_share: float) -> None:
+    if not 0 < tau <= 1:
+        raise InherituneError(f"--tau must be in (0, 1], not {tau}")
+    if sequences < 1:
+        raise InherituneError(f"--sequences must be at least 1, not {sequences}")
+    if seq_len < 2:
+        raise InherituneError(f"--seq-len must be at least 2, not {seq_len}")
+    if batch_size is not None and batch_size < 1:
+        raise InherituneError(f"--batch-size must be at least 1, not {batch_size}")
+    for name, value in (("--lazy-rank", lazy_rank), ("--lazy-mass", lazy_mass), ("--bi-share", bi_share)):
+        if not 0 < value <= 1:
+            raise InherituneError(f"{name} must be in (0, 1], not {value}")
+
+
+def _context_length(model: PreTrainedModel) -> int | None:
+    value = getattr(model.config, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def _load(model, data, text, tokenizer):
+    """The model, a tokenizer when one is needed (text, or a fingerprint check of data), and a name."""
+    if isinstance(model, PreTrainedModel):
+        if text is not None and tokenizer is None:
+            raise InherituneError("analysing --text with an in-memory model needs its tokenizer (tokenizer=...)")
+        return model, tokenizer, getattr(model.config, "_name_or_path", "") or model.config.model_type
+    loaded = load_model(model)
+    return loaded, tokenizer or load_tokenizer(model), str(model)
+
+
+@torch.no_grad()
+def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: int) -> dict:
+    """One pass over the sequences; keeps only sums and per-sequence scalars, never all matrices."""
+    n, t = ids.shape
+    sum_attn = sum_cos = None
+    ranks, masses, columns, entropies = [], [], [], []
+    device = next(model.parameters()).device
+    for start in range(0, n, batch_size):
+        batch = ids[start:start + batch_size].to(device)
+        with residual_states(model) as states:
+            probs = torch.stack(attention_probs(model, batch)).cpu()  # [L, B, H, T, T]
+        batch_attn = probs.sum(1)
+        batch_cos = cosine_sums(states).cpu()
+        sum_attn = batch_attn if sum_attn is None else sum_attn + batch_attn
+        sum_cos = batch_cos if sum_cos is None else sum_cos + batch_cos
+        ranks.append(metrics.approx_rank_fast(probs, tau))
+        mass, column = metrics.heaviest_column(probs)
+        masses.append(mass)
+        columns.append(column)
+        entropies.append(metrics.row_entropy(probs))
+    return {
+        "mean_attn": sum_attn / n,  # [L, H, T, T]
+        "mean_cos": sum_cos / (n * t),  # [L+1, L+1]
+        "ranks": torch.cat(ranks, 1).float(),  # [L, N, H]
+        "masses": torch.cat(masses, 1),
+        "columns": torch.cat(columns, 1),
+        "entropies": torch.cat(entropies, 1),
+    }
+
+
+def _head_metrics(c: dict, tau: float) -> dict[str, np.ndarray]:
+    """Every per-head metric as an ``[L, H]`` array."""
+    mean = c["mean_attn"]
+    mass, column = metrics.heaviest_column(mean)
+    q = torch.quantile(c["ranks"], torch.tensor([0.1, 0.5, 0.9]), dim=1)  # [3, L, H]
+    out = {
+        "rank": metrics.approx_rank(mean, tau),
+        "rank_seq_mean": c["ranks"].mean(1),
+        "rank_seq_q10": q[0],
+        "rank_seq_q50": q[1],
+        "rank_seq_q90": q[2],
+        "column_mass": mass,
+        "column_mass_seq_mean": c["masses"].mean(1),
+        "heaviest_column": column,
+        "first_token_share": (c["columns"] == 0).float().mean(1),
+        "columns_90": metrics.columns_for_energy(mean, 0.9),
+        "entropy": c["entropies"].mean(1),
+    }
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _recommend(lazy: list[bool], bi: list[float], bi_share: float) -> dict:
+    """Primary rule: inherit the layers before the first lazy layer; secondary: cumulative Block Influence."""
+    n_layers = len(lazy)
+    # Layer 0 sees raw embeddings and is never worth dropping, so the search starts at layer 1.
+    first_lazy = next((i for i in range(1, n_layers) if lazy[i]), None)
+    cumulative = np.cumsum(bi) / max(sum(bi), 1e-12)
+    by_bi = min(int(np.searchsorted(cumulative, bi_share - 1e-9)) + 1, n_layers)
+    primary = n_layers if first_lazy is None else first_lazy
+    rule = ("number of layers before the first lazy layer (searched from layer 1)" if first_lazy is not None
+            else "no lazy layer after layer 0: keep every layer (see by_block_influence)")
+    return {
+        "recommended_layers": primary,
+        "rule": rule,
+        "first_lazy_layer": first_lazy,
+        "by_block_influence": by_bi,
+        "by_block_influence_rule": f"fewest leading layers holding {bi_share:g} of the total Block Influence",
+    }
+
+
+def _csv(matrix: np.ndarray, header: str) -> str:
+    rows = [f"layer,{header}"]
+    for layer, row in enumerate(matrix):
+        rows.append(f"{layer}," + ",".join(f"{v:.6g}" for v in row))
+    return "\n".join(rows) + "\n"
+
+
+def _write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, distance: np.ndarray,
+           out: Path, overwrite: bool) -> None:
+    """analysis.json, one CSV per metric, the PNGs; all or nothing (atomic folder)."""
+    n_layers, n_heads = heads["rank"].shape
+    t = result["seq_len"]
+    layers = result["layers"]
+    lazy = result["lazy_layers"]
+    with atomic_dir(out, overwrite) as tmp:
+        head_cols = ",".join(f"head_{h}" for h in range(n_heads))
+        for name, matrix in heads.items():
+            atomic_write_text(tmp / f"{name}.csv", _csv(matrix, head_cols))
+        summary_keys = ["rank_max", "rank_mean", "column_mass_max", "column_mass_mean", "columns_90_max",
+                        "entropy_mean", "first_token_share_mean", "block_influence", "angular_distance_next", "lazy"]
+        atomic_write_text(tmp / "layers.csv", _csv(
+            np.array([[float(row[k]) for k in summary_keys] for row in layers]), ",".join(summary_keys)))
+        atomic_write_text(tmp / "angular_distance.csv", _csv(distance, ",".join(f"x_{i}" for i in range(len(distance)))))
+
+        x = list(range(n_layers))
+        plots.curves(
+            {"max over heads": (x, heads["rank"].max(1)), "mean over heads": (x, heads["rank"].mean(1))},
+            tmp / result["plots"]["rank"], f"Attention rank at {result['tau']:g} energy (T={t})", "layer",
+            "approximate rank",
+            hlines={f"lazy threshold ({result['thresholds']['lazy_rank_max']})": result["thresholds"]["lazy_rank_max"],
+                    f"uniform causal ({result['uniform_causal_rank']})": result["uniform_causal_rank"]},
+        )
+        plots.heatmap(heads["column_mass"], tmp / result["plots"]["column_mass"],
+                      "Heaviest-column share of attention", cbar="share", vmin=0, vmax=1)
+        plots.bars([row["block_influence"] for row in layers], tmp / result["plots"]["block_influence"],
+                   "Block Influence (1 - cos(input, output)); lazy layers in red", "layer", "Block Influence",
+                   highlight=lazy)
+        plots.heatmap(distance, tmp / result["plots"]["angular_distance"],
+                      "Angular distance between residual states", xlabel="state (input of layer)",
+                      ylabel="state (input of layer)", cbar="arccos(cos)/pi", vmin=0)
+        ex = result["example_heads"]
+        plots.matrices(
+            {f"{kind} head: layer {ex[kind][0]} head {ex[kind][1]}": mean_attn[ex[kind][0], ex[kind][1]].numpy()
+             for kind in ("lazy", "non_lazy")},
+            tmp / result["plots"]["attention_maps"], "Attention averaged over the sequences", cbar="probability")
+        atomic_write_json(tmp / "analysis.json", result)
+
+
+def analyze(
+    model: str | Path | PreTrainedModel,
+    data: str | Path | None = None,
+    text: str | Path | None = None,
+    out: str | Path | None = None,
+    sequences: int = 100,
+    seq_len: int = 100,
+    tau: float = 0.9,
+    seed: int = 0,
+    tokenizer=None,
+    overwrite: bool = False,
+    batch_size: int | None = None,
+    lazy_rank: float = LAZY_RANK,
+    lazy_mass: float = LAZY_MASS,
+    bi_share: float = BI_SHARE,
+) -> dict:
+    """Analyse ``model`` on ``sequences`` x ``seq_len`` tokens of ``data`` (a prepared folder, val split)
+    or ``text`` (a UTF-8 file); write the results to ``out`` if given and return them (the analysis.json dict).
+    """
+    _check_options(sequences, seq_len, tau, batch_size, lazy_rank, lazy_mass, bi_share)
+    if (data is None) == (text is None):
+        raise InherituneError("give exactly one of --data DIR or --text FILE")
+    if out is not None:
+        check_output_dir(out, overwrite)  # fail before the slow load
+    start = time.perf_counter()
+    model, tokenizer, name = _load(model, data, text, tokenizer)
+    family_of(model.config)  # one-line error for unsupported architectures
+    context = _context_length(model)
+    if context is not None and seq_len > context:
+        raise InherituneError(f"--seq-len {seq_len} is longer than the model's context ({context} tokens)")
+    if data is not None and tokenizer is not None:
+        from inheritune.data.shards import open_data
+
+        open_data(data).check_tokenizer(tokenizer_fingerprint(tokenizer))
+    ids = sequences_from(data, text, tokenizer, sequences, seq_len, seed)
+    vocab = model.get_input_embeddings().num_embeddings
+    if int(ids.max()) >= vocab:
+        raise InherituneError(f"the data has token id {int(ids.max())}, beyond the model's vocabulary ({vocab})")
+
+    n_layers, n_heads = num_layers(model.config), num_heads(model.config)
+    if batch_size is None:
+        batch_size = max(1, min(sequences, MEMORY_BUDGET // (4 * n_layers * n_heads * seq_len * seq_len)))
+    was_training = model.training
+    model.eval()
+    try:
+        captured = _capture(model, ids, tau, batch_size)
+    finally:
+        model.train(was_training)
+    heads = _head_metrics(captured, tau)
+    distance = angular_distance(captured["mean_cos"])
+    bi = block_influence(captured["mean_cos"])
+
+    rank_max = max(1, math.floor(lazy_rank * seq_len))
+    layers = []
+    for layer in range(n_layers):
+        row: dict = {"layer": layer}
+        for key, matrix in heads.items():
+            row[key] = matrix[layer].tolist()
+        for key in ("rank", "rank_seq_mean", "column_mass", "columns_90", "entropy", "first_token_share"):
+            row[f"{key}_max"] = float(heads[key][layer].max())
+            row[f"{key}_mean"] = float(heads[key][layer].mean())
+        row["block_influence"] = bi[layer]
+        row["angular_distance_next"] = float(distance[layer, layer + 1])
+        row["lazy"] = bool(row["rank_max"] <= rank_max and row["column_mass_mean"] >= lazy_mass)
+        layers.append(row)
+    lazy = [row["layer"] for row in layers if row["lazy"]]
+    recommendation = _recommend([row["lazy"] for row in layers], bi, bi_share)
+
+    # Example maps: the most sink-like head of all, and the highest-rank head.
+    flat_mass, flat_rank = heads["column_mass"].ravel(), heads["rank"].ravel()
+    lazy_head = divmod(int(np.argmax(flat_mass)), n_heads)
+    active_head = divmod(int(np.lexsort((flat_mass, -flat_rank))[0]), n_heads)
+
+    result = {
+        "format": FORMAT,
+        "model": name,
+        "model_type": model.config.model_type,
+        "num_layers": n_layers,
+        "num_heads": n_heads,
+        "source": {"data": str(data)} if data is not None else {"text": str(text)},
+        "sequences": sequences,
+        "seq_len": seq_len,
+        "tau": tau,
+        "seed": seed,
+        "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share},
+        "lazy_rule": f"lazy = max-over-heads rank <= {rank_max} (lazy_rank * T) AND mean-over-heads "
+                     f"heaviest-column share >= {lazy_mass:g}",
+        "uniform_causal_rank": metrics.uniform_causal_rank(seq_len, tau),
+        "lazy_layers": lazy,
+        **recommendation,
+        "layers": layers,
+        "head_metrics": HEAD_METRICS,
+        "angular_distance": distance.tolist(),
+        "best_slices_to_drop": best_slices(distance),
+        "example_heads": {"lazy": list(lazy_head), "non_lazy": list(active_head)},
+        "plots": {
+            "rank": "rank_per_layer.png",
+            "column_mass": "column_mass.png",
+            "block_influence": "block_influence.png",
+            "angular_distance": "angular_distance.png",
+            "attention_maps": "attention_maps.png",
+        },
+        "csv": [f"{k}.csv" for k in HEAD_METRICS] + ["layers.csv", "angular_distance.csv"],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if out is not None:
+        _write(result, heads, captured["mean_attn"], distance.numpy(), Path(out), overwrite)
+    return result

