@@ -10,7 +10,6 @@ median is reported. Writes benchmarks/results/data.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile

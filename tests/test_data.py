@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -285,7 +286,7 @@ def test_cli_prepares_and_keeps_existing_outputs_on_every_bad_input(reference, t
         code, _, err = _cli(capsys, *extra, "--tokenizer", str(reference), "--out", str(out), "--overwrite")
         assert code == 2, (extra, err)
         assert err.count("\n") == 1 and err.startswith("inheritune: error: "), err
-        assert __import__("re").search(message, err), (message, err)
+        assert re.search(message, err), (message, err)
         assert _snapshot(out) == before, extra
     code, _, err = _cli(capsys, str(src), "--tokenizer", str(other), "--out", str(out), "--overwrite")
     assert code == 2 and "tokenized with" in err and "use a new --out" in err and err.count("\n") == 1

@@ -8,6 +8,7 @@ What a document is: a ``.txt`` file is one document; a jsonl line or parquet row
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,8 @@ def _hf_documents(ds: HFDataset, text_field: str) -> Iterator[str]:
     except ImportError:
         raise InherituneError("hf: sources need the datasets package: run `pip install datasets`") from None
     where = ds.name + (f":{ds.config}" if ds.config else "") + f"@{ds.split}"
+    datasets.logging.set_verbosity_error()  # retry notices would break the one-line error contract
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         stream = datasets.load_dataset(ds.name, ds.config, split=ds.split, streaming=True)
         for row in stream:
