@@ -20,6 +20,15 @@ from inheritune.training.logs import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, precision="fp32", progress=False)
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny matmuls: two threads only contend on a shared machine
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +40,9 @@ def setup(tmp_path_factory):
     return root, model, data
 
 
-def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "inheritune", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kwargs)
+                          env={**os.environ, **ONE_THREAD})
 
 
 def _log(run: Path) -> list[dict]:
@@ -97,7 +106,123 @@ def test_cli_errors_are_one_line(setup, tmp_path):
              "--config", str(tmp_path / "recipe.yaml"))
     assert r.returncode == 2 and r.stderr.startswith("inheritune: error: ") and "unknown key 'learning_rate'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = _cli("train", str(model), "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--seq-len", "4096")
-    assert r.returncode == 2 and "larger than the model supports (128 positions)" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+LONG = dict(steps=40, eval_every=4, keep_checkpoints=3, **FAST)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    root, model, data = setup
+    train(model, data, root / "reference", **LONG)
+    return _log(root / "reference")
+
+
+def _curve(rows: list[dict]) -> list[tuple]:
+    return [(r["step"], r["tokens"], r["lr"], r["train_loss"], r["val_loss"]) for r in rows]
+
+
+def _assert_same_curve(rows: list[dict], reference: list[dict]) -> None:
+    assert [r[:3] for r in _curve(rows)] == [r[:3] for r in _curve(reference)]
+    for a, b in zip(_curve(rows), _curve(reference)):
+        for x, y in zip(a[3:], b[3:]):
+            assert (x is None and y is None) or abs(x - y) <= 1e-6, (a, b)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_sigkill_then_resume_gives_the_same_curve_even_past_a_corrupt_checkpoint(setup, uninterrupted, tmp_path):
+    root, model, data = setup
+    run = tmp_path / "run"
+    args = ["train", str(model), "--data", str(data), "--out", str(run), "--steps", "40", "--eval-every", "4",
+            "--keep-checkpoints", "3", "--seq-len", "32", "--batch-size", "4", "--lr", "3e-3", "--precision", "fp32"]
+    proc = subprocess.Popen([sys.executable, "-m", "inheritune", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_THREAD})
+    _wait_for(run / "checkpoints" / "step-0000008", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "result.json").exists(), "the run finished before it could be killed"
+    # Damage the newest checkpoint: resume must skip it and use the one before.
+    newest = sorted((run / "checkpoints").glob("step-*"))[-1]
+    (newest / "model.safetensors").write_bytes(b"\0" * 100)
+    result = train(model, data, run, resume=True, **LONG)
+    assert result.steps == 40
+    _assert_same_curve(_log(run), uninterrupted)
+    assert [h["step"] for h in result.val_history] == list(range(0, 41, 4))
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_resumes(setup, uninterrupted, tmp_path):
+    import threading
+
+    from inheritune.training import TrainingInterrupted
+
+    root, model, data = setup
+    run = tmp_path / "run"
+
+    def terminate_after_first_checkpoint():
+        while not (run / "checkpoints" / "step-0000004").exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by train(): the main thread finishes its step
+
+    threading.Thread(target=terminate_after_first_checkpoint, daemon=True).start()
+    with pytest.raises(TrainingInterrupted, match="continue with --resume"):
+        train(model, data, run, **LONG)
+    stopped = _log(run)[-1]["step"]
+    assert 4 <= stopped < 40 and (run / "checkpoints" / f"step-{stopped:07d}").is_dir()
+    assert not (run / "result.json").exists()
+    train(model, data, run, resume=True, **LONG)
+    _assert_same_curve(_log(run), uninterrupted)
+
+
+def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(setup, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    root, model_dir, data = setup
+    calls = {"n": 0}
+
+    def poison(module, args, output):  # the 3rd training forward (step 3) returns inf activations
+        calls["n"] += 1
+        return output * float("inf") if module.training and calls["n"] == 3 else output
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.get_input_embeddings().register_forward_hook(poison)
+    # eval runs (step 0, 2, 4) are in eval mode: count training forwards only
+    model.get_input_embeddings().register_forward_pre_hook(lambda m, a: calls.__setitem__("n", calls["n"] - (not m.training)))
+    with pytest.raises(InherituneError, match="non-finite loss at step 3.*step-0000002"):
+        train(model, data, tmp_path / "stop", tokenizer=tokenizer, steps=6, eval_every=2, **FAST)
+    assert sorted(p.name for p in (tmp_path / "stop" / "checkpoints").iterdir()) == ["step-0000002"]
+
+    calls["n"] = 0
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.get_input_embeddings().register_forward_hook(poison)
+    model.get_input_embeddings().register_forward_pre_hook(lambda m, a: calls.__setitem__("n", calls["n"] - (not m.training)))
+    result = train(model, data, tmp_path / "skip", tokenizer=tokenizer, steps=6, eval_every=2, on_nonfinite="skip", **FAST)
+    rows = _log(tmp_path / "skip")
+    assert [r["step"] for r in rows if r.get("skipped")] == [3]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert result.final_val_loss < result.val_history[0]["val_loss"]
+
+
+def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(setup, tmp_path):
+    root, model, data = setup
+    common = dict(steps=6, eval_every=3, seq_len=32, lr=3e-3, precision="fp32")
+    single = train(model, data, tmp_path / "single", batch_size=2, tokens_per_step=4 * 32, progress=False, **common)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "inheritune", "train", str(model), "--data", str(data), "--out", str(tmp_path / "ddp"),
+                        "--batch-size=2", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world"] == 2 and config["micro_steps"] == 1 and config["tokens_per_step"] == 128
+    assert ddp["tokens"] == single.tokens == 6 * 128
+    for a, b in zip(ddp["val_history"], single.val_history):
+        assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
+    assert single.val_history[-1]["val_loss"] < single.val_history[0]["val_loss"]

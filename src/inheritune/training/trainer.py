@@ -72,7 +72,11 @@ def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path
     from its latest valid checkpoint, a missing one starts fresh.
     """
     config = make_config(config, **overrides)
-    run_dir = Path(out)
+    with _quiet_hf():
+        return _train(model, data, Path(out), config, tokenizer, resume, overwrite)
+
+
+def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool) -> TrainResult:
     if resume and (run_dir / "result.json").is_file():
         return TrainResult.from_json(read_json(run_dir / "result.json", "run result"))
     env = distributed.setup()
@@ -245,6 +249,20 @@ def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path
 
 
 # --- helpers, in the order the loop uses them ---------------------------------------------
+
+@contextmanager
+def _quiet_hf():
+    """Our bar and log lines are the output: no 'Writing model shards' bar at every checkpoint."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
 
 def _barrier(env: distributed.Dist) -> None:
     if env.world > 1:
