@@ -185,6 +185,18 @@ def test_max_tokens_caps_train_exactly_and_default_val_is_a_tenth(tokenizer, tmp
     assert total // 10 <= full.num_tokens("val") < total // 10 + 200  # small data: 10% of it
 
 
+def test_prepared_data_feeds_the_shared_val_loss(tokenizer, tmp_path):
+    """The folder is what train/eval read: val_loss runs on it and counts exactly its val tokens."""
+    from conftest import tiny_model
+    from inheritune.evaluation.loss import val_loss
+
+    data = open_data(prepare_data([str(_jsonl(tmp_path / "a.jsonl", _docs(80)))], tokenizer, tmp_path / "d",
+                                  val_tokens=600))
+    result = val_loss(tiny_model("llama", 2), data, seq_len=32, batch_size=4)
+    n = data.num_tokens("val")
+    assert np.isfinite(result["loss"]) and 0 < result["tokens"] <= n - 1
+
+
 def test_interleaved_sources_and_folders(tokenizer, tmp_path):
     (tmp_path / "books" / "sub").mkdir(parents=True)
     (tmp_path / "books" / "one.txt").write_text("A whole book.\n\nWith two paragraphs.\n", encoding="utf-8")
@@ -280,6 +292,7 @@ def test_cli_prepares_and_keeps_existing_outputs_on_every_bad_input(reference, t
         ([str(src), "--val-tokens", "10000000"], r"--val-tokens 10,000,000 is larger than the data"),
         ([str(tmp_path / "missing.txt")], r"no such file, folder or corpus: .*missing\.txt"),
         ([str(src), "--max-tokens", "0"], r"--max-tokens must be at least 1"),
+        ([str(tmp_path / "bad" / "a.txt")], r"hold one document .* at least two are needed"),
         (["hf:x@"], r"expected hf:NAME"),
     ]
     for extra, message in cases:

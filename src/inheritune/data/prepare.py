@@ -254,7 +254,7 @@ def _check_split(splits: dict, read: dict, val_tokens: int | None) -> None:
         raise InherituneError("the sources hold no text")
     if read["documents"] == 1:
         raise InherituneError(f"the sources hold one document ({data}); the train/val split is by document, "
-                              "so at least two are needed")
+                              "so at least two are needed (a .txt file is one document: give several, or .jsonl)")
     if splits["train"]["tokens"] == 0:
         if val_tokens is not None:
             raise InherituneError(f"--val-tokens {val_tokens:,} is larger than the data ({data}): lower it")
