@@ -9,10 +9,11 @@ to a split as they go:
   ``val_tokens``. A bounded heap holds the current candidates; a document pushed out of it
   (or never let in) is written to train at once. Memory stays at about ``val_tokens``.
 
-So the split is by document (none is in both), depends only on the seed and the text (not
-on batching or order), and exact duplicates share a key and therefore a split.
-``max_tokens`` caps the train split exactly (its last document may be cut); the validation
-set comes on top of it.
+So the split is by document (none is in both), is the same for the same seed and text
+whatever the batching or document order, and exact duplicates share a key and therefore a
+split. ``max_tokens`` caps the train split exactly (its last document may be cut) and stops
+reading there, so the validation set is drawn from the documents read up to that point and
+comes on top of the cap.
 """
 from __future__ import annotations
 
