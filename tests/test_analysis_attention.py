@@ -61,10 +61,11 @@ def test_fast_rank_matches_svd_rank_on_random_attention():
         assert torch.equal(M.approx_rank(a, tau), M.approx_rank_fast(a, tau))
 
 
-def _force_first_token_sink(model, layers: set[int]) -> None:
-    """GPT-2 whose ``layers`` attend (almost) only to position 0, whatever the tokens.
+def _force_first_token_sink(model, layers: set[int], bos_id: int | None = None) -> None:
+    """GPT-2 whose ``layers`` attend (almost) only to position 0, whatever the tokens (or, with
+    ``bos_id``, only to that token wherever it is: a content sink, as in BOS-trained models).
 
-    Position 0's embedding carries a marker in dimension 31, and every token a constant 1 in
+    Position 0's (or the BOS token's) embedding carries a marker in dimension 31, and every token a constant 1 in
     dimension 30; no block writes to either, so both survive the residual stream. In the forced
     layers, queries read the constant and keys read the marker: only position 0 gets a large score.
     """
@@ -75,7 +76,10 @@ def _force_first_token_sink(model, layers: set[int]) -> None:
         t.wte.weight[:, marker] = 0
         t.wte.weight[:, const] = 1
         t.wpe.weight[:, [marker, const]] = 0
-        t.wpe.weight[0, marker] = 4
+        if bos_id is None:
+            t.wpe.weight[0, marker] = 4
+        else:
+            t.wte.weight[bos_id, marker] = 4
         for i, block in enumerate(t.h):
             for proj in (block.attn.c_proj, block.mlp.c_proj):  # Conv1D: weight [in, out]
                 proj.weight[:, [marker, const]] = 0
@@ -103,6 +107,16 @@ def test_forced_sink_layers_and_only_those_are_lazy(tokenizer, tmp_path):
             assert row["heaviest_column"] == [0] * 4 and row["first_token_share"] == [1.0] * 4
         else:  # diffuse random-init attention: low rank too, which is why mass is also required
             assert row["rank_max"] <= r["uniform_causal_rank"] + 2 and row["column_mass_mean"] < 0.2
+
+
+def test_bos_option_reveals_a_sink_on_the_bos_token(tokenizer, tmp_path):
+    model = tiny_model("gpt2", 4)
+    _force_first_token_sink(model, {1, 3}, bos_id=tokenizer.bos_token_id)
+    (tmp_path / "t.txt").write_text("\n".join(generated_text(60)))  # no BOS token inside the text
+    common = dict(text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=6, seq_len=48)
+    assert analyze(model, **common)["lazy_layers"] == []
+    r = analyze(model, bos=True, **common)
+    assert r["bos"] and r["lazy_layers"] == [1, 3] and r["recommended_layers"] == 1
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

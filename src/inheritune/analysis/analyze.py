@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from inheritune.analysis.hooks import attention_probs
 from inheritune.analysis.sampling import sequences_from
 from inheritune.errors import InherituneError
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
-from inheritune.models.families import family_of, num_heads, num_layers
+from inheritune.models.families import family_of, module, num_heads, num_layers
 from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
 from inheritune.reporting import plots
 
@@ -87,6 +89,19 @@ def _load(model, data, text, tokenizer):
     return loaded, tokenizer or load_tokenizer(model), str(model)
 
 
+@contextmanager
+def _last_position_logits(model: PreTrainedModel) -> Iterator[None]:
+    """Feed the LM head only the last position: the analysis needs no logits, and the head
+    (vocabulary x hidden) can cost as much as all blocks together (Gemma-3: 262k x 640)."""
+    head = module(model, family_of(model.config).head)
+    handle = head.register_forward_pre_hook(lambda _m, args: (args[0][:, -1:], *args[1:])) if head else None
+    try:
+        yield
+    finally:
+        if handle:
+            handle.remove()
+
+
 @torch.no_grad()
 def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: int) -> dict:
     """One pass over the sequences; keeps only sums and per-sequence scalars, never all matrices."""
@@ -96,7 +111,7 @@ def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: 
     device = next(model.parameters()).device
     for start in range(0, n, batch_size):
         batch = ids[start:start + batch_size].to(device)
-        with residual_states(model) as states:
+        with residual_states(model) as states, _last_position_logits(model):
             probs = torch.stack(attention_probs(model, batch)).cpu()  # [L, B, H, T, T]
         batch_attn = probs.sum(1)
         batch_cos = cosine_sums(states).cpu()
@@ -220,9 +235,13 @@ def analyze(
     lazy_rank: float = LAZY_RANK,
     lazy_mass: float = LAZY_MASS,
     bi_share: float = BI_SHARE,
+    bos: bool = False,
 ) -> dict:
     """Analyse ``model`` on ``sequences`` x ``seq_len`` tokens of ``data`` (a prepared folder, val split)
     or ``text`` (a UTF-8 file); write the results to ``out`` if given and return them (the analysis.json dict).
+
+    ``bos`` starts every sequence with the BOS token (then T-1 sampled tokens): models trained
+    with BOS at each document start often sink attention on that token, not on position 0.
     """
     _check_options(sequences, seq_len, tau, batch_size, lazy_rank, lazy_mass, bi_share)
     if (data is None) == (text is None):
@@ -240,6 +259,12 @@ def analyze(
 
         open_data(data).check_tokenizer(tokenizer_fingerprint(tokenizer))
     ids = sequences_from(data, text, tokenizer, sequences, seq_len, seed)
+    if bos:
+        bos_id = getattr(tokenizer, "bos_token_id", None)
+        bos_id = model.config.bos_token_id if bos_id is None else bos_id
+        if bos_id is None:
+            raise InherituneError("--bos: neither the tokenizer nor the model config defines a BOS token")
+        ids = torch.cat([torch.full((len(ids), 1), int(bos_id)), ids[:, :-1]], dim=1)
     vocab = model.get_input_embeddings().num_embeddings
     if int(ids.max()) >= vocab:
         raise InherituneError(f"the data has token id {int(ids.max())}, beyond the model's vocabulary ({vocab})")
@@ -289,6 +314,7 @@ def analyze(
         "seq_len": seq_len,
         "tau": tau,
         "seed": seed,
+        "bos": bos,
         "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share},
         "lazy_rule": f"lazy = max-over-heads rank <= {rank_max} (lazy_rank * T) AND mean-over-heads "
                      f"heaviest-column share >= {lazy_mass:g}",

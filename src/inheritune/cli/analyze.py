@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"... and mean heaviest-column share >= this (default {LAZY_MASS})")
     p.add_argument("--bi-share", type=float, default=BI_SHARE,
                    help=f"secondary rule: cumulative Block Influence share (default {BI_SHARE})")
+    p.add_argument("--bos", action="store_true", help="start every sequence with the BOS token (then T-1 sampled tokens)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=run)
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     r = analyze(args.model, data=args.data, text=args.text, out=args.out, sequences=args.sequences,
                 seq_len=args.seq_len, tau=args.tau, seed=args.seed, overwrite=args.overwrite,
                 batch_size=args.batch_size, lazy_rank=args.lazy_rank, lazy_mass=args.lazy_mass,
-                bi_share=args.bi_share)
+                bi_share=args.bi_share, bos=args.bos)
     lazy = ", ".join(map(str, r["lazy_layers"])) or "none"
     print(f"{r['num_layers']} layers x {r['num_heads']} heads on {r['sequences']} x {r['seq_len']} tokens "
           f"in {r['seconds']:.1f}s; lazy layers: {lazy}")
