@@ -13,6 +13,12 @@ from typing import Any
 from inheritune.errors import InherituneError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     """Refuse to clobber a non-empty folder unless the user asked for it."""
     out = Path(out)
@@ -33,9 +39,7 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
         if out.exists():
@@ -55,6 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
