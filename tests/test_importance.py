@@ -50,6 +50,24 @@ def test_head_with_zeroed_output_projection_has_zero_importance_and_ranks_last(f
     assert all(p.requires_grad for p in model.parameters())  # restored after the analysis
 
 
+def test_task_examples_score_the_answer_only_and_accuracy_is_the_top_option(tokenizer):
+    model = tiny_model("llama", 2)
+    options = (" the", " dog", " mat")  # single tokens of the test tokenizer
+    pairs = [("The cat sat on", " the"), ("The big red", " dog"), ("It was on the", " mat"), ("The cat", " cat")]
+    examples = imp.task_examples(tokenizer, pairs, max_len=64, options=options)
+    assert [len(ex.choices) for ex in examples] == [3, 3, 3, 0]  # " cat" is two tokens: no accuracy
+    assert [ex.answer for ex in examples[:3]] == [0, 1, 2]
+    expected_loss, hits = [], []
+    for ex in examples:
+        logits = _logits(model, ex.ids[None])[0]
+        expected_loss.append(torch.nn.functional.cross_entropy(logits[ex.start - 1:-1], ex.ids[ex.start:]).item())
+        if ex.choices:
+            hits.append(int(logits[ex.start - 1, list(ex.choices)].argmax()) == ex.answer)
+    result = imp.evaluate(model, examples)
+    assert result["loss"] == pytest.approx(np.mean(expected_loss)) and result["accuracy"] == np.mean(hits)
+    assert len(imp.task_examples(tokenizer, pairs[:1], max_len=3, options=options)[0].ids) == 3
+
+
 def test_importance_is_the_mean_absolute_per_example_gradient():
     model = tiny_model("llama", 2)
     examples = imp.lm_examples(_ids(model, 3, 10))

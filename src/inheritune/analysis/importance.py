@@ -77,13 +77,14 @@ def task_examples(tokenizer, pairs: list[tuple[str, str]], max_len: int,
     """
     option_ids = [tokenizer.encode(o, add_special_tokens=False) for o in options]
     single = all(len(o) == 1 for o in option_ids) and len({o[0] for o in option_ids}) == len(options)
+    firsts = [o[0] for o in option_ids] if single else []
     examples = []
     for prompt, answer in pairs:
         p = tokenizer.encode(prompt)
         a = tokenizer.encode(answer, add_special_tokens=False)
-        ids = (p + a)[-max_len:]
-        choices = tuple(o[0] for o in option_ids) if single and len(a) == 1 else ()
-        index = [o[0] for o in option_ids].index(a[0]) if choices else -1
+        ids = (p + a)[-max(max_len, len(a) + 1):]
+        scorable = len(a) == 1 and a[0] in firsts
+        choices, index = (tuple(firsts), firsts.index(a[0])) if scorable else ((), -1)
         examples.append(Example(torch.tensor(ids), len(ids) - len(a), choices, index))
     return examples
 
