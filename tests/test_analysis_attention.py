@@ -129,7 +129,7 @@ def test_every_family_is_analysed_and_left_unmodified(family, tokenizer, tmp_pat
     with torch.no_grad():
         before = model(input_ids=ids).logits
     (tmp_path / "t.txt").write_text("\n".join(generated_text(30)))
-    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32, out=tmp_path / "out")
+    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
     assert model.config._attn_implementation == "sdpa"
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
     with torch.no_grad():
@@ -139,9 +139,19 @@ def test_every_family_is_analysed_and_left_unmodified(family, tokenizer, tmp_pat
         assert len(row["rank"]) == len(row["column_mass"]) == len(row["entropy"]) == r["num_heads"]
         assert 1 <= row["rank_max"] <= 32 and 0 < row["column_mass_max"] <= 1
         assert row["block_influence"] > 0
-    assert json.loads((tmp_path / "out" / "analysis.json").read_text()) == json.loads(json.dumps(r))
-    for name in list(r["plots"].values()) + r["csv"]:
-        assert (tmp_path / "out" / name).stat().st_size > 0, name
+
+
+def test_a_block_that_adds_nothing_has_zero_block_influence(tokenizer, tmp_path):
+    model = tiny_model("llama", 4)
+    with torch.no_grad():
+        model.model.layers[2].self_attn.o_proj.weight.zero_()
+        model.model.layers[2].mlp.down_proj.weight.zero_()
+    (tmp_path / "t.txt").write_text("\n".join(generated_text(30)))
+    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
+    bi = [row["block_influence"] for row in r["layers"]]
+    assert bi[2] == pytest.approx(0, abs=1e-6) and min(bi[:2] + bi[3:]) > 1e-3
+    assert r["layers"][2]["angular_distance_next"] == pytest.approx(0, abs=2e-3)  # arccos is steep near 1
+    assert r["best_slices_to_drop"][0] == {"n": 1, "start": 2, "distance": r["layers"][2]["angular_distance_next"]}
 
 
 def test_cli_on_a_data_folder(tmp_path, tokenizer):
@@ -155,8 +165,11 @@ def test_cli_on_a_data_folder(tmp_path, tokenizer):
     assert "lazy layers" in done.stdout and "recommended: inherit" in done.stdout
     r = json.loads((out / "analysis.json").read_text())
     assert r["source"] == {"data": str(tmp_path / "data")} and r["sequences"] == 6 and r["seq_len"] == 40
+    for name in list(r["plots"].values()) + r["csv"]:
+        assert (out / name).stat().st_size > 0, name
     rank_csv = (out / "rank.csv").read_text().splitlines()
     assert rank_csv[0] == "layer,head_0,head_1,head_2,head_3" and len(rank_csv) == 5
+    assert [int(float(v)) for v in rank_csv[1].split(",")[1:]] == r["layers"][0]["rank"]
 
 
 def _error(capsys, *argv) -> str:

@@ -94,11 +94,11 @@ def _last_position_logits(model: PreTrainedModel) -> Iterator[None]:
     """Feed the LM head only the last position: the analysis needs no logits, and the head
     (vocabulary x hidden) can cost as much as all blocks together (Gemma-3: 262k x 640)."""
     head = module(model, family_of(model.config).head)
-    handle = head.register_forward_pre_hook(lambda _m, args: (args[0][:, -1:], *args[1:])) if head else None
+    handle = head.register_forward_pre_hook(lambda _m, args: (args[0][:, -1:], *args[1:])) if head is not None else None
     try:
         yield
     finally:
-        if handle:
+        if handle is not None:
             handle.remove()
 
 
@@ -214,8 +214,8 @@ def _write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, 
                       ylabel="state (input of layer)", cbar="arccos(cos)/pi", vmin=0)
         ex = result["example_heads"]
         plots.matrices(
-            {f"{kind} head: layer {ex[kind][0]} head {ex[kind][1]}": mean_attn[ex[kind][0], ex[kind][1]].numpy()
-             for kind in ("lazy", "non_lazy")},
+            {f"{label}: layer {ex[kind][0]} head {ex[kind][1]}": mean_attn[ex[kind][0], ex[kind][1]].numpy()
+             for kind, label in (("lazy", "most sink-like head"), ("non_lazy", "highest-rank head"))},
             tmp / result["plots"]["attention_maps"], "Attention averaged over the sequences", cbar="probability")
         atomic_write_json(tmp / "analysis.json", result)
 
