@@ -61,7 +61,10 @@ def continuation_logprob(model, tok, context: str, continuation: str) -> tuple[f
 def test_val_loss_equals_plain_token_nll(data_dir, tokenizer):
     model = tiny_model("llama", 2, seed=3)
     seq_len = 50
+    model.train()
     result = evaluate(model, tokenizer, data=data_dir, seq_len=seq_len, batch_size=3)["val"]
+    assert model.training  # handed back in the mode it came in
+    model.eval()
 
     tokens = torch.from_numpy(open_data(data_dir).tokens("val").astype(np.int64))
     total, count = 0.0, 0
@@ -236,3 +239,14 @@ def test_packaged_smollm2_mmlu_local_runs():
     metrics = result["tasks"]["mmlu-local"]
     assert metrics["samples"] == 4 and metrics["num_fewshot"] == 5 and 0.0 <= metrics["acc"] <= 1.0
     assert result["time_s"]["load"] > 0
+
+
+def test_harness_task_failure_offline_is_one_line_with_the_local_alternatives(monkeypatch, tokenizer):
+    import lm_eval
+
+    def offline(**kwargs):
+        raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub")
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", offline)
+    with pytest.raises(InherituneError, match=r"arc_easy failed: ConnectionError: .*offline, use mmlu-local, cloze-local"):
+        evaluate(tiny_model("llama", 1), tokenizer, tasks=["arc_easy"], limit=1)

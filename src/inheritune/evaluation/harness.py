@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -28,26 +29,34 @@ from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fing
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
 
-def _task_manager(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTrainedTokenizerBase):
-    """A TaskManager that knows the requested local tasks (and the harness's, if any is asked for)."""
+@functools.lru_cache(maxsize=1)
+def _harness_manager():
+    """The harness's own task index (thousands of YAMLs: built once per process, only when needed)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """``{task: TaskManager that defines it}``: local tasks built into the cache, harness names checked."""
     from lm_eval.tasks import TaskManager
 
     for name in ("lm_eval", "lm-eval"):  # its notices (e.g. about passing a model object) are not for our users
         logging.getLogger(name).setLevel(logging.ERROR)
-    local = [t for t in tasks if t in LOCAL_TASKS]
     harness = [t for t in tasks if t not in LOCAL_TASKS]
-    paths = [str(build_local_task(t, data, tokenizer)) for t in local]
-    manager = TaskManager(include_path=paths or None, include_defaults=bool(harness))
-    unknown = [t for t in harness if t not in manager.all_tasks]
+    known = _harness_manager().all_tasks if harness else []
+    unknown = [t for t in harness if t not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
+        close = difflib.get_close_matches(unknown[0], known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise InherituneError(
             f"unknown task {', '.join(unknown)}{hint}; available: local tasks {', '.join(LOCAL_TASKS)}, "
-            f"the paper's {', '.join(PAPER_TASKS)}, or any of the {len(manager.all_tasks)} lm-eval tasks "
+            f"the paper's {', '.join(PAPER_TASKS)}, or any of the {len(known)} lm-eval tasks "
             f"(list them with `lm-eval ls tasks`)"
         )
-    return manager
+    return {task: _harness_manager() if task in harness else
+            TaskManager(include_path=[str(build_local_task(task, data, tokenizer))], include_defaults=False)
+            for task in tasks}
 
 
 def _metrics(task_results: dict) -> dict:
@@ -61,19 +70,28 @@ def _metrics(task_results: dict) -> dict:
     return out
 
 
-def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], manager,
+def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, managers: Mapping[str, object],
               num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 8) -> tuple[dict, dict]:
-    """Run each task through lm-eval; returns ``({task: metrics}, {task: seconds})``."""
+    """Run each task of ``task_managers(...)`` through lm-eval; returns ``({task: metrics}, {task: seconds})``."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     results, seconds = {}, {}
-    for task in tasks:  # one at a time, so each gets its own timing
+    for task, manager in managers.items():  # one at a time, so each gets its own timing
         start = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):  # lm-eval prints progress notes; stdout is the JSON
-            out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, limit=limit,
-                                          task_manager=manager, log_samples=False)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # lm-eval prints progress notes; stdout is the JSON
+                out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, limit=limit,
+                                              task_manager=manager, log_samples=False)
+        except Exception as e:
+            if task in LOCAL_TASKS:
+                raise
+            detail = (str(e).strip().splitlines() or [""])[0][:300]
+            raise InherituneError(
+                f"lm-eval task {task} failed: {type(e).__name__}: {detail} (harness tasks download their data "
+                f"from the HF hub; offline, use {', '.join(LOCAL_TASKS)})"
+            ) from None
         metrics = _metrics(out["results"][task])
         metrics["samples"] = int(out["n-samples"][task]["effective"])
         metrics["num_fewshot"] = int(out["n-shot"][task])
@@ -83,7 +101,7 @@ def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks:
 
 
 def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
-             data: str | Path | None = None, tasks: Sequence[str] = (), num_fewshot: int | None = None,
+             data: str | Path | TokenData | None = None, tasks: Sequence[str] = (), num_fewshot: int | None = None,
              limit: int | None = None, batch_size: int = 8, device: str | None = None,
              seq_len: int = 512) -> dict:
     """Validation loss on ``data``'s val split (if given) and the named tasks, as one dict.
@@ -102,7 +120,8 @@ def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizer
         raise InherituneError(f"--num-fewshot must be >= 0, got {num_fewshot}")
     if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
         raise InherituneError(f"--device {device} asked for, but no CUDA device is available")
-    data = open_data(data) if data is not None else None
+    if data is not None and not isinstance(data, TokenData):
+        data = open_data(data)
     reference = model if isinstance(model, (str, Path)) else None
     if tokenizer is None:
         if reference is None:
@@ -110,7 +129,7 @@ def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizer
         tokenizer = load_tokenizer(reference)
     if data is not None:
         data.check_tokenizer(tokenizer_fingerprint(tokenizer))
-    manager = _task_manager(tasks, data, tokenizer) if tasks else None
+    managers = task_managers(tasks, data, tokenizer)
     times: dict = {}
     if reference is not None:
         start = time.perf_counter()
@@ -118,13 +137,17 @@ def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizer
         times["load"] = round(time.perf_counter() - start, 2)
     if device is not None:
         model.to(device)
+    was_training = model.training
     model.eval()
     result: dict = {"val": None, "tasks": {}, "time_s": times}
-    if data is not None:
-        start = time.perf_counter()
-        result["val"] = val_loss(model, data, seq_len=seq_len, batch_size=batch_size)
-        times["val"] = round(time.perf_counter() - start, 2)
-    if tasks:
-        result["tasks"], task_times = run_tasks(model, tokenizer, tasks, manager, num_fewshot, limit, batch_size)
-        times.update(task_times)
+    try:
+        if data is not None:
+            start = time.perf_counter()
+            result["val"] = val_loss(model, data, seq_len=seq_len, batch_size=batch_size)
+            times["val"] = round(time.perf_counter() - start, 2)
+        if tasks:
+            result["tasks"], task_times = run_tasks(model, tokenizer, managers, num_fewshot, limit, batch_size)
+            times.update(task_times)
+    finally:
+        model.train(was_training)  # a model handed in mid-training goes back as it came
     return result
