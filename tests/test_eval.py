@@ -208,6 +208,8 @@ def test_cli_error_is_one_line_without_traceback(model_dir):
     (["--data", "/nonexistent/data"], "data folder not found"),
     (["--tasks", "mmlu-local", "--limit", "0"], "--limit must be a positive"),
     (["--tasks", "mmlu-local", "--num-fewshot", "-1"], "--num-fewshot must be >= 0"),
+    (["--tasks", "mmlu-local", "--out", "/tmp"], "--out /tmp is a folder"),
+    (["--tasks", "mmlu-local", "--batch-size", "0"], "--batch-size must be >= 1"),
 ])
 def test_bad_input_is_one_line(model_dir, args, message, capsys):
     assert main(["eval", str(model_dir), *args]) == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from inheritune.evaluation.harness import evaluate
 from inheritune.evaluation.tasks import LOCAL_TASKS
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.batch_size < 1:
         raise InherituneError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out and Path(args.out).is_dir():  # fail now, not after a long evaluation
+        raise InherituneError(f"--out {args.out} is a folder; give a file name such as {Path(args.out) / 'eval.json'}")
     result = evaluate(args.model, data=args.data, tasks=tasks, num_fewshot=args.num_fewshot, limit=args.limit,
                       batch_size=args.batch_size, device=args.device, seq_len=args.seq_len)
     result = {"model": str(args.model), "data": args.data, **result}
