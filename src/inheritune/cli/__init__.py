@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from inheritune.cli import analyze, data, derive, eval, importance, train
+from inheritune.cli import analyze, data, derive, eval, grow, importance, run, train
 from inheritune.errors import InherituneError
 
-COMMANDS = [derive, data, analyze, eval, train, importance]
+COMMANDS = [derive, data, analyze, eval, train, importance, grow, run]
 
 
 def build_parser() -> argparse.ArgumentParser:

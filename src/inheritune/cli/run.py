@@ -1,0 +1,33 @@
+"""`inheritune run [RECIPE.yaml] --out RUN`: the whole recipe, from data to a report comparing the arms."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a recipe end to end: data, grow until matched, scratch arms, report")
+    p.add_argument("recipe", nargs="?", help="recipe YAML (default: the embedded default, see --show-default)")
+    p.add_argument("--out", help="run folder (rerun the same command to resume)")
+    p.add_argument("--overwrite", action="store_true", help="discard a run in --out started with another recipe")
+    p.add_argument("--show-default", action="store_true", help="print the embedded default recipe and exit")
+    p.add_argument("--check", action="store_true", help="only check the recipe and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inheritune.errors import InherituneError
+    from inheritune.recipe import default_recipe_text, load_recipe
+
+    if args.show_default:
+        print(default_recipe_text(), end="")
+        return 0
+    recipe = load_recipe(args.recipe)  # every key checked before any work
+    if args.check:
+        print(f"recipe {args.recipe or '(default)'} is valid: reference {recipe.reference}")
+        return 0
+    if not args.out:
+        raise InherituneError("--out is required (the run folder)")
+    from inheritune.pipeline import run as run_recipe
+
+    run_recipe(recipe, args.out, overwrite=args.overwrite)
+    return 0

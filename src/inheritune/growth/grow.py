@@ -1,0 +1,231 @@
+"""Grow until matched: the Inheritune loop of derive -> train -> (grow -> train)* -> verdict.
+
+Round 1 derives the reference's first N blocks and trains them for T tokens. While the round's
+validation loss is above the reference's own (plus a margin), the trained model grows by K
+blocks (the reference's next ones, or copies of its own last ones) and trains again, up to M
+layers. Every round is an ordinary train run in ``RUN/round-XX-LL/``; a finished round has its
+``result.json``, so a killed grow run resumes in the round it was in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from inheritune.data.shards import TokenData, open_data
+from inheritune.errors import InherituneError
+from inheritune.evaluation.loss import val_loss
+from inheritune.io import atomic_dir, atomic_write_json, read_json
+from inheritune.models.families import num_layers
+from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
+from inheritune.models.surgery import derive, grow
+from inheritune.training import TrainConfig, TrainResult, train
+from inheritune.training.checkpoint import checkpoint_dir
+from inheritune.training.config import make_config
+from inheritune.training.trainer import _autocast_dtype  # the trainer's own rule, so the reference is scored alike
+
+SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
+SUMMARY = "summary.json"  # written last: its presence means the grow run finished
+
+
+@dataclass
+class GrowResult:
+    run_dir: Path
+    model_dir: Path  # the smallest matching model, or the last round's when none matched
+    matched: bool
+    layers: int
+    reference_val_loss: float
+    target: float  # reference_val_loss + margin
+    rounds: list[dict]  # per round: round, layers, run_dir, tokens, val_loss, start_val_loss, wall_time, matched
+    tokens: int  # training tokens over all rounds
+    wall_time: float  # training seconds over all rounds
+    verdict: str
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["run_dir"], d["model_dir"] = str(self.run_dir), str(self.model_dir)
+        return d
+
+
+def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
+                    tokenizer: PreTrainedTokenizerBase) -> TrainResult:
+    """Train, or continue a run a kill interrupted; one killed before its first checkpoint starts over."""
+    started = (run_dir / "result.json").is_file() or any(checkpoint_dir(run_dir).glob("step-*"))
+    return train(model, data, run_dir, config, tokenizer=tokenizer, resume=started, overwrite=not started)
+
+
+def data_key(data: TokenData) -> str:
+    """Identifies the validation set: tokenizer plus the val split's shards and sizes."""
+    val = json.dumps(data.manifest["splits"]["val"], sort_keys=True)
+    return hashlib.sha256(f"{data.fingerprint}|{val}".encode()).hexdigest()[:16]
+
+
+def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, config: TrainConfig, cache: Path) -> dict:
+    """The reference's val loss, measured like a train run measures (same seq_len, tokens, precision).
+
+    Cached in ``cache`` under a key of reference, val set and settings: the 30-layer forward
+    pass over the val set is not free, and every arm compares against the same number.
+    """
+    key = {"reference": name, "data": data_key(data), "seq_len": config.seq_len,
+           "eval_tokens": config.eval_tokens, "precision": config.precision}
+    if cache.is_file():
+        stored = read_json(cache, "reference cache")
+        if stored.get("key") == key:
+            return stored["result"]
+    start = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = val_loss(model.to(device), data, seq_len=config.seq_len, batch_size=config.batch_size,
+                      max_tokens=config.eval_tokens, autocast=_autocast_dtype(config.precision, device))
+    model.to("cpu")
+    result.update(layers=num_layers(model.config), params=parameter_count(model),
+                  wall_time=time.perf_counter() - start)
+    atomic_write_json(cache, {"key": key, "result": result})
+    return result
+
+
+def round_model(reference: PreTrainedModel, previous: Path | None, layers: int, mode: str, seed: int) -> PreTrainedModel:
+    """The model a round starts from: round 1 derives ``layers`` blocks, later rounds grow the
+    previous round's trained model (its final HF folder) to ``layers`` blocks."""
+    if previous is None:
+        return derive(reference, layers, seed=seed)
+    trained = load_model(previous)
+    return grow(trained, reference, layers - num_layers(trained.config), mode=mode)
+
+
+def round_dir(out: Path, index: int, layers: int) -> Path:
+    return out / f"round-{index:02d}-{layers:02d}"
+
+
+def _settings(reference: str, data: TokenData, start: int, step: int, max_layers: int, tokens: int,
+              margin: float, mode: str, config: TrainConfig) -> dict:
+    return {"reference": reference, "data": str(data.root), "data_key": data_key(data), "start_layers": start,
+            "step_layers": step, "max_layers": max_layers, "tokens_per_round": tokens, "margin": margin,
+            "mode": mode, "train": dataclasses.asdict(config)}
+
+
+def _prepare_out(out: Path, settings: dict, overwrite: bool) -> None:
+    """Resume a run started with the same settings; refuse (or, with overwrite, clear) anything else."""
+    if out.exists() and not out.is_dir():
+        raise InherituneError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(f.name != SETTINGS for f in out.iterdir()):  # settings alone: nothing ran yet
+        stored = read_json(out / SETTINGS, "grow settings") if (out / SETTINGS).is_file() else None
+        if stored == json.loads(json.dumps(settings)):
+            return
+        if not overwrite:
+            what = "was started with different settings" if stored else "is not empty"
+            diff = [k for k in settings if stored and stored.get(k) != json.loads(json.dumps(settings[k]))]
+            hint = f" ({', '.join(diff)} differ)" if diff else ""
+            raise InherituneError(f"output folder {out} {what}{hint}; pass --overwrite to start over or use a new --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / SETTINGS, settings)
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    with atomic_dir(dst, overwrite=True) as tmp:
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+
+
+def grow_until_matched(
+    reference: str | Path,
+    data: str | Path,
+    out: str | Path,
+    start_layers: int,
+    step_layers: int = 3,
+    max_layers: int | None = None,
+    tokens_per_round: int = 100_000,
+    margin: float = 0.0,
+    mode: str = "reference",
+    config: TrainConfig | None = None,
+    *,
+    overwrite: bool = False,
+    reference_model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    log: Callable[[str], None] = print,
+) -> GrowResult:
+    """Derive ``start_layers`` blocks of ``reference``, train, and grow by ``step_layers`` until the
+    validation loss is <= the reference's + ``margin`` or the model has ``max_layers`` blocks.
+
+    Rerunning with the same arguments resumes (or returns the finished result). Round ``r``
+    trains with seed ``config.seed + r - 1`` so that each round draws different windows.
+    """
+    out = Path(out)
+    config = make_config(config, steps=None, tokens=tokens_per_round)
+    if mode not in ("reference", "duplicate"):
+        raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
+    if step_layers < 1:
+        raise InherituneError(f"--step-layers must be at least 1, not {step_layers}")
+    if tokens_per_round < 1:
+        raise InherituneError(f"--tokens-per-round must be positive, not {tokens_per_round}")
+    if start_layers < 1 or (max_layers is not None and max_layers < start_layers):
+        raise InherituneError(f"need 1 <= --start-layers <= --max-layers, not {start_layers} and {max_layers}")
+    token_data = open_data(data)
+    settings = _settings(str(reference), token_data, start_layers, step_layers, max_layers, tokens_per_round,
+                         margin, mode, config)
+    _prepare_out(out, settings, overwrite)  # before the slow reference load: a wrong --out fails at once
+    ref = reference_model if reference_model is not None else load_model(reference)
+    tok = tokenizer if tokenizer is not None else load_tokenizer(reference)
+    token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
+    total = num_layers(ref.config)
+    max_layers = total if max_layers is None else max_layers
+    if start_layers > total or (mode == "reference" and max_layers > total):
+        raise InherituneError(f"the reference {reference} has {total} layers: --start-layers {start_layers} "
+                              f"and --max-layers {max_layers} must not exceed it")
+    if (out / SUMMARY).is_file():
+        stored = read_json(out / SUMMARY, "grow summary")
+        log(f"grow run {out} already finished: {stored['verdict']}")
+        return GrowResult(**{**stored, "run_dir": Path(stored["run_dir"]), "model_dir": Path(stored["model_dir"])})
+
+    ref_loss = reference_val_loss(ref, str(reference), token_data, config, out / "reference.json")["loss"]
+    target = ref_loss + margin
+    log(f"reference {reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
+
+    rounds: list[dict] = []
+    layers, previous = start_layers, None
+    while True:
+        index = len(rounds) + 1
+        run_dir = round_dir(out, index, layers)
+        seed = config.seed + index - 1
+        model = round_model(ref, previous, layers, mode, seed)  # cheap and deterministic: rebuilt on resume
+        if (run_dir / "result.json").is_file():
+            log(f"round {index} ({layers} layers): finished earlier, result reused")
+        else:
+            how = "derived" if previous is None else f"grown ({mode})"
+            log(f"round {index}: {layers} layers {how}, training {tokens_per_round} tokens -> {run_dir}")
+        result = train_resumable(model, token_data.root, run_dir, dataclasses.replace(config, seed=seed), tok)
+        matched = result.final_val_loss <= target
+        rounds.append({"round": index, "layers": layers, "run_dir": str(run_dir), "tokens": result.tokens,
+                       "val_loss": result.final_val_loss, "start_val_loss": result.val_history[0]["val_loss"],
+                       "wall_time": result.wall_time, "matched": matched})
+        log(f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
+            + ("matched" if matched else "not matched"))
+        if matched or layers >= max_layers:
+            break
+        previous, layers = Path(result.model_dir), min(layers + step_layers, max_layers)
+
+    last = rounds[-1]
+    if matched:
+        verdict = (f"matched: {layers} layers reach val loss {last['val_loss']:.4f} <= {target:.4f} "
+                   f"(reference {total} layers: {ref_loss:.4f}) after {len(rounds)} round(s)")
+    else:
+        verdict = (f"not matched: best {min(r['val_loss'] for r in rounds):.4f} > target {target:.4f} "
+                   f"(reference {total} layers: {ref_loss:.4f}) at the {max_layers}-layer limit after "
+                   f"{len(rounds)} round(s); {out / 'model'} is the last round's model")
+    _copy_model(Path(result.model_dir), out / "model")
+    grown = GrowResult(run_dir=out, model_dir=out / "model", matched=matched, layers=layers,
+                       reference_val_loss=ref_loss, target=target, rounds=rounds,
+                       tokens=sum(r["tokens"] for r in rounds), wall_time=sum(r["wall_time"] for r in rounds),
+                       verdict=verdict)
+    atomic_write_json(out / SUMMARY, grown.to_json())
+    log(verdict)
+    return grown

@@ -1,0 +1,224 @@
+"""A recipe: everything `inheritune run` does, as one YAML file checked before any work starts.
+
+The dataclasses below mirror the arguments of the functions the run calls (prepare_data,
+train, grow_until_matched, analyze, evaluate), so a recipe key means what the matching
+function argument means. Loading is strict: an unknown key, a wrong type or a missing
+reference is a one-line error naming the key, raised before data or models are touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inheritune.errors import InherituneError
+
+GROW_MODES = ("reference", "duplicate")
+NOGROW_INITS = ("all", "attention", "mlp")
+
+
+@dataclass
+class DataConfig:
+    """Either an existing prepared folder (``dir``) or sources for ``prepare_data``."""
+
+    dir: str | None = None
+    sources: list[str] = field(default_factory=lambda: ["default"])
+    max_tokens: int | None = None
+    val_tokens: int | None = None
+    seed: int = 0
+    text_field: str = "text"
+
+
+@dataclass
+class GrowConfig:
+    """The arguments of :func:`inheritune.growth.grow.grow_until_matched`."""
+
+    start_layers: int = 15
+    step_layers: int = 3
+    max_layers: int | None = None  # None = the reference's depth
+    tokens_per_round: int = 100_000
+    margin: float = 0.0
+    mode: str = "reference"
+
+
+@dataclass
+class ArmsConfig:
+    """Which comparison arms run besides ``inheritune``; all train on the same tokens, same val set."""
+
+    scratch: bool = True  # random init at the inheritune arm's final depth, its total tokens
+    scratch_2x: bool = False  # the same, twice the tokens (the arm that beat Inheritune in the authors' logs)
+    scratch_start: bool = False  # random init at start_layers, one round of tokens: same depth as round 1
+    reference_trained: bool = False  # the reference itself trained on the inheritune arm's total tokens
+    nogrow: list[str] = field(default_factory=list)  # inits (all/attention/mlp) of fixed-depth derived arms
+
+
+@dataclass
+class AnalysisConfig:
+    """The arguments of :func:`inheritune.analysis.analyze.analyze`, run on the reference."""
+
+    enabled: bool = False
+    sequences: int = 100
+    seq_len: int = 100
+    tau: float = 0.9
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Optional lm-eval tasks run on every arm's final model."""
+
+    tasks: list[str] = field(default_factory=list)
+    num_fewshot: int | None = None
+    limit: int | None = None
+    batch_size: int = 8
+
+
+@dataclass
+class Recipe:
+    reference: str
+    data: DataConfig = field(default_factory=DataConfig)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, shared by every arm
+    grow: GrowConfig = field(default_factory=GrowConfig)
+    arms: ArmsConfig = field(default_factory=ArmsConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {type(None): "null", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the type hint ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except InherituneError:
+                continue
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, key + ".")
+    elif origin is list:
+        if isinstance(value, list):
+            return [_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return value
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp in (str, bool, dict):
+        if isinstance(value, tp):
+            return value
+    else:
+        raise TypeError(f"recipe field {key} has an unsupported type {tp}")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    raise InherituneError(f"recipe key '{key}' must be {_type_name(tp)}, not {shown}")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, naming the first bad key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise InherituneError(f"unknown recipe key '{prefix}{key}' (expected one of: {', '.join(names)})")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise InherituneError(f"recipe is missing the required key '{prefix}{missing[0]}'")
+    return cls(**{k: _convert(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def _train_section(values: dict) -> dict:
+    """Check the ``train`` mapping against TrainConfig's own fields and types."""
+    from inheritune.training.config import TrainConfig, make_config
+
+    config = _build(TrainConfig, values, "train.")
+    for key in ("steps", "tokens"):
+        if key in values:
+            raise InherituneError(f"recipe key 'train.{key}' is set per arm (from grow.tokens_per_round); remove it")
+    make_config(config, tokens=1)  # TrainConfig's own value rules (tokens are set per arm)
+    return {k: getattr(config, k) for k in values}
+
+
+def _check(recipe: Recipe) -> Recipe:
+    """Value rules the types cannot express."""
+    g = recipe.grow
+    if g.start_layers < 1:
+        raise InherituneError(f"recipe key 'grow.start_layers' must be at least 1, not {g.start_layers}")
+    if g.step_layers < 1:
+        raise InherituneError(f"recipe key 'grow.step_layers' must be at least 1, not {g.step_layers}")
+    if g.max_layers is not None and g.max_layers < g.start_layers:
+        raise InherituneError(f"recipe key 'grow.max_layers' ({g.max_layers}) is below grow.start_layers ({g.start_layers})")
+    if g.tokens_per_round < 1:
+        raise InherituneError(f"recipe key 'grow.tokens_per_round' must be positive, not {g.tokens_per_round}")
+    if g.mode not in GROW_MODES:
+        raise InherituneError(f"recipe key 'grow.mode' must be one of {', '.join(GROW_MODES)}, not '{g.mode}'")
+    for i, init in enumerate(recipe.arms.nogrow):
+        if init not in NOGROW_INITS:
+            raise InherituneError(f"recipe key 'arms.nogrow[{i}]' must be one of {', '.join(NOGROW_INITS)}, not '{init}'")
+    if not recipe.reference.strip():
+        raise InherituneError("recipe key 'reference' is empty")
+    if recipe.data.dir is None and not recipe.data.sources:
+        raise InherituneError("recipe key 'data' needs 'dir' (a prepared folder) or 'sources'")
+    return recipe
+
+
+def recipe_from_dict(values: Any, where: str = "recipe") -> Recipe:
+    if not isinstance(values, dict):
+        raise InherituneError(f"{where} must be a YAML mapping of keys, not {type(values).__name__}")
+    recipe = _build(Recipe, values)
+    recipe.train = _train_section(recipe.train)
+    return _check(recipe)
+
+
+def default_recipe_text() -> str:
+    """The embedded default recipe (package data), used when no recipe file is given."""
+    return resources.files("inheritune").joinpath("recipes/default.yaml").read_text(encoding="utf-8")
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """Read and check a recipe file, or the embedded default when ``path`` is None."""
+    if path is None:
+        text, where = default_recipe_text(), "the default recipe"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise InherituneError(f"recipe not found: {path}")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InherituneError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return recipe_from_dict(values if values is not None else {}, where)

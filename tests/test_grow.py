@@ -1,0 +1,164 @@
+"""grow: stops at the first matching round and not before, grows from the trained blocks plus the
+reference's next ones, survives a SIGKILL in round 2, and refuses bad input in one line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_data_dir, make_tokenizer, tiny_model
+from inheritune import grow_until_matched
+from inheritune.data.shards import open_data
+from inheritune.evaluation.loss import val_loss
+from inheritune.models.families import FAMILIES, module
+from inheritune.models.loading import load_model
+from inheritune.growth.grow import round_model
+from inheritune.training import TrainConfig, train
+
+REF_LAYERS = 4
+# Small enough for seconds per round, long enough that the curves mean something.
+CONFIG = TrainConfig(seq_len=32, batch_size=4, eval_every=4, precision="fp32", progress=False)
+TOKENS_PER_ROUND = 8 * 128  # 8 steps of 4 x 32 tokens
+GROW_ARGS = dict(start_layers=1, step_layers=1, max_layers=3, tokens_per_round=TOKENS_PER_ROUND)
+
+
+def trained_reference(root: Path) -> tuple[Path, Path]:
+    """A 4-layer reference trained for 150 steps on generated text, and the data folder it was trained on."""
+    tok = make_tokenizer()
+    data = make_data_dir(root / "data", tok, n_docs=400, val_docs=40)
+    run = train(tiny_model("llama", REF_LAYERS, seed=1), data, root / "reference-run",
+                TrainConfig(seq_len=32, batch_size=8, steps=150, lr=3e-3, eval_every=150, precision="fp32",
+                            progress=False), tokenizer=tok)
+    return run.model_dir, data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grow")
+    reference, data = trained_reference(root)
+    # Never matched (margin -100): all three rounds run, so every later test knows each round's loss.
+    full = grow_until_matched(reference, data, root / "full", margin=-100.0, config=CONFIG, log=lambda m: None, **GROW_ARGS)
+    return root, reference, data, full
+
+
+def test_never_matched_runs_to_max_layers_with_a_clear_verdict(setup):
+    root, reference, data, full = setup
+    assert not full.matched
+    assert [r["layers"] for r in full.rounds] == [1, 2, 3]
+    assert full.layers == 3 and full.verdict.startswith("not matched")
+    assert full.tokens == 3 * TOKENS_PER_ROUND == sum(r["tokens"] for r in full.rounds)
+    summary = json.loads((root / "full" / "summary.json").read_text())
+    assert summary["rounds"] == full.rounds and summary["matched"] is False
+    for r in full.rounds:  # the summary's numbers are the round runs' own results
+        stored = json.loads((Path(r["run_dir"]) / "result.json").read_text())
+        assert r["val_loss"] == stored["final_val_loss"] and r["tokens"] == stored["tokens"]
+    # The model handed back is the last round's, weight for weight.
+    last = load_model(Path(full.rounds[-1]["run_dir"]) / "final")
+    handed = load_model(full.model_dir)
+    assert all(torch.equal(v, handed.state_dict()[k]) for k, v in last.state_dict().items())
+    # Training helps, and the reference's loss is measured once and cached.
+    assert full.rounds[-1]["val_loss"] < full.rounds[0]["start_val_loss"]
+    cached = json.loads((root / "full" / "reference.json").read_text())["result"]["loss"]
+    ref_now = val_loss(load_model(reference), open_data(data), seq_len=CONFIG.seq_len, batch_size=CONFIG.batch_size)
+    assert cached == full.reference_val_loss == pytest.approx(ref_now["loss"], abs=1e-6)
+
+
+def test_stops_at_the_first_round_that_meets_the_target_and_not_before(setup):
+    root, reference, data, full = setup
+    losses = [r["val_loss"] for r in full.rounds]
+    assert losses[1] < losses[0], "growing to 2 layers should lower the loss (premise of this test)"
+    # A target between round 1's and round 2's losses: round 1 misses it, round 2 meets it.
+    target = (losses[0] + losses[1]) / 2
+    margin = target - full.reference_val_loss
+    grown = grow_until_matched(reference, data, root / "stop", margin=margin, config=CONFIG, log=lambda m: None, **GROW_ARGS)
+    assert grown.matched and grown.layers == 2 and len(grown.rounds) == 2
+    assert [r["matched"] for r in grown.rounds] == [False, True]
+    assert [r["val_loss"] for r in grown.rounds] == losses[:2]  # same seeds, same curves
+    assert grown.verdict.startswith("matched: 2 layers")
+    # A generous margin stops after round 1.
+    easy = grow_until_matched(reference, data, root / "easy", margin=losses[0] - full.reference_val_loss,
+                              config=CONFIG, log=lambda m: None, **GROW_ARGS)
+    assert easy.matched and [r["layers"] for r in easy.rounds] == [1]
+
+
+@pytest.mark.parametrize("mode", ["reference", "duplicate"])
+def test_grown_model_keeps_trained_blocks_and_adds_the_right_new_ones(setup, mode):
+    root, reference, data, full = setup
+    ref = load_model(reference)
+    previous = Path(full.rounds[1]["run_dir"]) / "final"  # round 2: 2 trained layers
+    trained = load_model(previous)
+    grown = round_model(ref, previous, 4, mode, seed=0)
+    blocks = FAMILIES["llama"].blocks
+    assert grown.config.num_hidden_layers == 4
+    sources = [(trained, 0), (trained, 1)] + ([(ref, 2), (ref, 3)] if mode == "reference" else [(trained, 0), (trained, 1)])
+    for i, (src, j) in enumerate(sources):
+        mine, theirs = module(grown, f"{blocks}.{i}").state_dict(), module(src, f"{blocks}.{j}").state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), f"block {i} is not {mode} block {j}"
+    for path in ("model.embed_tokens", "model.norm", "lm_head"):  # outside the blocks: the trained model's
+        assert all(torch.equal(a, b) for a, b in zip(module(grown, path).state_dict().values(),
+                                                      module(trained, path).state_dict().values()))
+
+
+def test_each_round_starts_from_the_grown_model(setup):
+    """Round 3's step-0 val loss is exactly that of round 2's trained model grown by the reference's block 2."""
+    root, reference, data, full = setup
+    start = round_model(load_model(reference), Path(full.rounds[1]["run_dir"]) / "final", 3, "reference", seed=0)
+    loss = val_loss(start, open_data(data), seq_len=CONFIG.seq_len, batch_size=CONFIG.batch_size)["loss"]
+    assert full.rounds[2]["start_val_loss"] == pytest.approx(loss, abs=1e-6)
+
+
+def _cli(reference, data, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "inheritune", "grow", str(reference), "--data", str(data), "--out", str(out),
+            "--start-layers", "1", "--step-layers", "1", "--max-layers", "3", "--tokens-per-round", str(TOKENS_PER_ROUND),
+            "--margin", "-100", "--seq-len", "32", "--batch-size", "4", "--eval-every", "4", "--precision", "fp32",
+            "--no-progress", *extra]
+
+
+def test_killed_in_round_two_resumes_to_the_same_result(setup):
+    root, reference, data, full = setup
+    out = root / "killed"
+    # Round 2 checkpoints every 2 steps; kill as soon as one exists, before the round can finish.
+    round1 = out / "round-01-01" / "result.json"
+    proc = subprocess.Popen(_cli(reference, data, out, "--checkpoint-every", "2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / "round-02-02" / "checkpoints").glob("step-*")):
+        assert proc.poll() is None, f"grow ended before round 2 checkpointed: {proc.stderr.read()}"
+        assert time.time() < deadline, "round 2 never checkpointed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    round1_written = round1.stat().st_mtime_ns
+    assert not (out / "round-02-02" / "result.json").exists() and not (out / "summary.json").exists()
+
+    done = subprocess.run(_cli(reference, data, out, "--checkpoint-every", "2"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "round 1 (1 layers): finished earlier" in done.stdout and round1.stat().st_mtime_ns == round1_written
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["layers"] for r in summary["rounds"]] == [1, 2, 3]
+    assert [r["val_loss"] for r in summary["rounds"]] == pytest.approx([r["val_loss"] for r in full.rounds], abs=1e-5)
+    assert summary["reference_val_loss"] == full.reference_val_loss
+
+
+def test_bad_input_is_one_line_and_touches_nothing(setup, tmp_path):
+    root, reference, data, full = setup
+    # Deeper than the 4-layer reference (the later options replace the earlier ones).
+    r = subprocess.run(_cli(reference, data, tmp_path / "bad", "--start-layers", "5", "--max-layers", "6"),
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has 4 layers" in r.stderr, r.stderr
+    # A finished run with other settings is refused, and left as it was.
+    before = (root / "full" / "summary.json").read_bytes()
+    r = subprocess.run(_cli(reference, data, root / "full", "--lr", "1e-3"), capture_output=True, text=True)
+    assert r.returncode == 2 and "different settings (train differ)" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert (root / "full" / "summary.json").read_bytes() == before
+    # Data tokenized with another tokenizer.
+    other = make_data_dir(tmp_path / "other-data", make_tokenizer(300))
+    with pytest.raises(Exception, match="tokenizer mismatch"):
+        grow_until_matched(reference, other, tmp_path / "mismatch", config=CONFIG, log=lambda m: None, **GROW_ARGS)
