@@ -23,6 +23,7 @@ from inheritune.io import atomic_dir
 
 HERE = Path(__file__).parent
 MMLU_DEV_PER_TOPIC = 5
+BUILD_VERSION = 2  # part of the cache key: bump when build_local_task writes its files differently
 
 
 def cache_root() -> Path:
@@ -64,12 +65,16 @@ def build_local_task(name: str, data: TokenData | None = None,
     template = (HERE / template_name).read_text(encoding="utf-8")
     splits = builder(data, tokenizer)
     lines = {split: "".join(json.dumps(row) + "\n" for row in rows) for split, rows in splits.items()}
-    digest = hashlib.sha256(template.encode() + json.dumps(lines, sort_keys=True).encode()).hexdigest()[:16]
+    key = json.dumps([BUILD_VERSION, template, lines], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     folder = (cache or cache_root()) / "tasks" / f"{name}-{digest}"
     if (folder / template_name).is_file():
         return folder
     config = yaml.safe_load(template)
-    config["dataset_kwargs"] = {"data_files": {split: str(folder / f"{split}.jsonl") for split in lines}}
+    config["dataset_kwargs"] = {  # datasets' Arrow cache lives with the task, not in ~/.cache/huggingface
+        "data_files": {split: str(folder / f"{split}.jsonl") for split in lines},
+        "cache_dir": str(folder / "datasets-cache"),
+    }
     with atomic_dir(folder, overwrite=True) as tmp:  # a concurrent build writes identical files
         for split, text in lines.items():
             (tmp / f"{split}.jsonl").write_text(text, encoding="utf-8")
