@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_data_dir, make_tokenizer, save_tiny
+from conftest import FAMILY_NAMES, make_data_dir, make_tokenizer, save_tiny, tiny_model
 from inheritune.errors import InherituneError
 from inheritune.training import TrainConfig, train
 from inheritune.training.logs import COLUMNS
@@ -210,19 +210,45 @@ def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(setup, tokenize
     assert result.final_val_loss < result.val_history[0]["val_loss"]
 
 
-def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(setup, tmp_path):
+def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_batch(setup, tmp_path):
     root, model, data = setup
     common = dict(steps=6, eval_every=3, seq_len=32, lr=3e-3, precision="fp32")
     single = train(model, data, tmp_path / "single", batch_size=2, tokens_per_step=4 * 32, progress=False, **common)
-    args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "-m", "inheritune", "train", str(model), "--data", str(data), "--out", str(tmp_path / "ddp"),
-                        "--batch-size=2", *args], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
-    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
-    assert config["world"] == 2 and config["micro_steps"] == 1 and config["tokens_per_step"] == 128
-    assert ddp["tokens"] == single.tokens == 6 * 128
-    for a, b in zip(ddp["val_history"], single.val_history):
-        assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
     assert single.val_history[-1]["val_loss"] < single.val_history[0]["val_loss"]
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
+    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"])):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "inheritune", "train", str(model), "--data", str(data), "--out", str(tmp_path / name),
+                            "--batch-size=2", *args, *extra], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count("trained 6 steps") == 1  # rank 0 speaks for the run
+        result = json.loads((tmp_path / name / "result.json").read_text())
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["world"] == 2 and config["micro_steps"] == 1 and config["tokens_per_step"] == 128
+        assert result["tokens"] == single.tokens == 6 * 128
+        for a, b in zip(result["val_history"], single.val_history, strict=True):
+            assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4), name
+        # The final model is a whole (unsharded) HF model equal to the single-process one.
+        assert (tmp_path / name / "final" / "model.safetensors").stat().st_size == \
+            (tmp_path / "single" / "final" / "model.safetensors").stat().st_size
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_fused_chunked_loss_equals_plain_cross_entropy(family):
+    from inheritune.training.loss import CausalLMLoss
+
+    model = tiny_model(family, 2).train()
+    if family == "gemma3_text":
+        model.config.final_logit_softcapping = 5.0  # exercise the soft-cap gradient too
+    tokens = torch.randint(0, model.config.vocab_size, (3, 17))
+    results = []
+    for fused in (False, True):
+        model.zero_grad()
+        loss_fn = CausalLMLoss(model, fused=fused, chunk=7)  # chunks that do not divide the 48 rows
+        assert loss_fn.fused == fused
+        loss = loss_fn(tokens)
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert results[1][0] == pytest.approx(results[0][0], abs=1e-5)
+    for name, grad in results[0][1].items():
+        assert torch.allclose(results[1][1][name], grad, atol=1e-6), name

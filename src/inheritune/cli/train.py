@@ -7,6 +7,7 @@ options given on the command line override the recipe. Distributed: launch with
 from __future__ import annotations
 
 import argparse
+import os
 
 from inheritune.training.config import FIELDS, make_config, read_recipe
 
@@ -73,12 +74,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(args.model, args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as e:
-        print(f"inheritune: {e}")
+        if os.environ.get("RANK", "0") == "0":
+            print(f"inheritune: {e}")
         return 130
     finally:
         from inheritune.training.distributed import teardown
 
         teardown()
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 speaks for the run
     print(f"trained {result.steps} steps ({result.tokens} tokens) in {result.wall_time:.1f}s: "
           f"val loss {result.val_history[0]['val_loss']:.4f} -> {result.final_val_loss:.4f}; model -> {result.model_dir}")
     return 0

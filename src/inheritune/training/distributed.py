@@ -46,19 +46,22 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, env: Dist, fsdp: bool) -> torch.nn.Module:
-    """DDP (gradients all-reduced) or FSDP2 (parameters, gradients and optimizer state sharded per block)."""
-    if env.world == 1 and not fsdp:
-        return model
-    if fsdp:
-        from torch.distributed.fsdp import fully_shard
-
-        for block in blocks(model):
-            fully_shard(block)
-        return fully_shard(model)
+def data_parallel(module: torch.nn.Module, env: Dist) -> torch.nn.Module:
+    """DDP: every rank holds the whole model; gradients are all-reduced in buckets during backward."""
+    if env.world == 1:
+        return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    return DistributedDataParallel(module, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2: parameters, gradients and optimizer state sharded per block, gathered just in time."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks(model):
+        fully_shard(block)
+    return fully_shard(model)
 
 
 def any_rank(flag: bool, env: Dist) -> bool:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
@@ -34,6 +33,7 @@ from inheritune.training import checkpoint, distributed
 from inheritune.training.config import TrainConfig, make_config
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
+from inheritune.training.loss import CausalLMLoss
 from inheritune.training.optim import lr_at, make_optimizer
 
 # Options that may change between a run and its resumption: they do not touch the loss curve.
@@ -126,17 +126,21 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     flops = flops_per_token(model, config.seq_len)
     n_params = parameter_count(model)
     torch.manual_seed(config.seed)
-    wrapped = distributed.wrap(model, env, config.fsdp)
-    optimizer = make_optimizer(wrapped, config)
+    if config.fsdp:  # the HF model is the FSDP root, so evaluation and saving can call it directly
+        distributed.shard(model)
+        step_loss = CausalLMLoss(model, fused=False)
+    else:
+        step_loss = distributed.data_parallel(CausalLMLoss(model), env)
+    optimizer = make_optimizer(model, config)
     step, wall_before, val_history = 0, 0.0, []
     if found is not None:
         state = found[1]
-        _load_optimizer(wrapped, optimizer, state["optimizer"], config.fsdp)
+        _load_optimizer(model, optimizer, state["optimizer"], config.fsdp)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and env.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"])
         step, wall_before, val_history = state["step"], state["wall_time"], state["val_history"]
-    forward = torch.compile(wrapped) if config.compile else wrapped
+    forward = torch.compile(step_loss) if config.compile else step_loss
 
     if env.main:
         atomic_write_json(run_dir / "config.json", {
@@ -156,7 +160,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
         return result["loss"]
 
     def save(at: int, wall: float) -> Path | None:
-        full = _full_state(wrapped, optimizer, config.fsdp)
+        full = _full_state(model, optimizer, config.fsdp)
         path = None
         if env.main:
             rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if env.device.type == "cuda" else {})
@@ -183,13 +187,12 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
             loss_sum = torch.zeros((), device=env.device)
             for micro in range(loader.micro_steps):
                 batch = loader.batch(step, micro).to(env.device, non_blocking=True)
-                with _grad_sync(wrapped, micro == loader.micro_steps - 1, config.fsdp):
+                with _grad_sync(model if config.fsdp else step_loss, micro == loader.micro_steps - 1):
                     with torch.autocast(env.device.type, dtype=autocast) if autocast else nullcontext():
-                        logits = forward(input_ids=batch[:, :-1]).logits
-                    loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten()) / loader.micro_steps
+                        loss = forward(batch) / loader.micro_steps
                     loss.backward()
                 loss_sum += loss.detach()
-            norm = _clip(wrapped, config.grad_clip)
+            norm = _clip(model, config.grad_clip)
             # One collective per step: the mean loss, whether any rank saw a non-finite value, a stop request.
             flags = torch.stack([loss_sum.float(), (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
                                  torch.tensor(float(stop_requested()), device=env.device)])
@@ -235,7 +238,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     log.close()
 
     wall = wall_before + time.perf_counter() - wall_start
-    full = _full_state(wrapped, optimizer, config.fsdp, optimizer_too=False)
+    full = _full_state(model, optimizer, config.fsdp, optimizer_too=False)
     result = TrainResult(run_dir, run_dir / "final", step, step * tokens_per_step, val_history[-1]["val_loss"],
                          val_history, wall)
     if env.main:
@@ -327,9 +330,9 @@ def _full_state(model, optimizer, fsdp: bool, optimizer_too: bool = True) -> tup
 
 
 @contextmanager
-def _grad_sync(model, sync: bool, fsdp: bool):
-    """Gradient accumulation: all-reduce only on the last micro-batch of a step."""
-    if fsdp:
+def _grad_sync(model, sync: bool):
+    """Gradient accumulation: all-reduce (DDP) or reduce-scatter (FSDP2) only on a step's last micro-batch."""
+    if hasattr(model, "set_requires_gradient_sync"):
         model.set_requires_gradient_sync(sync)
         yield
     elif isinstance(model, torch.nn.parallel.DistributedDataParallel) and not sync:
