@@ -32,6 +32,13 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # The GGUF dequantiser uses a bare tqdm that the switch above does not reach.
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from tqdm.auto import tqdm
+
+    gguf_utils.tqdm = functools.partial(tqdm, disable=True)
 
 
 def main(argv: list[str] | None = None) -> int:
