@@ -109,6 +109,23 @@ def test_cli_errors_are_one_line(setup, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_yaml_recipe_keys_apply_and_command_line_options_override_them(setup, tmp_path):
+    from inheritune.cli import build_parser
+
+    root, model, data = setup
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seq_len: 32\nbatch_size: 4\nlr: 3.0e-3\nbetas: [0.9, 0.99]\nprecision: fp32\n"
+                      "tokens: 300\neval_every: 2\nprogress: false\n")
+    args = build_parser().parse_args(["train", str(model), "--data", str(data), "--out", str(tmp_path / "run"),
+                                      "--config", str(recipe), "--batch-size", "2", "--min-lr", "1e-4"])
+    assert args.func(args) == 0
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["config"]["seq_len"] == 32 and stored["config"]["betas"] == [0.9, 0.99]  # from the recipe
+    assert stored["config"]["batch_size"] == 2 and stored["config"]["min_lr"] == 1e-4  # the command line wins
+    assert stored["tokens_per_step"] == 64 and stored["total_steps"] == 5  # ceil(300 / 64)
+    assert [h["step"] for h in json.loads((tmp_path / "run" / "result.json").read_text())["val_history"]] == [0, 2, 4, 5]
+
+
 LONG = dict(steps=40, eval_every=4, keep_checkpoints=3, **FAST)
 
 
@@ -177,6 +194,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_resumes(setup, uninterrupted,
     stopped = _log(run)[-1]["step"]
     assert 4 <= stopped < 40 and (run / "checkpoints" / f"step-{stopped:07d}").is_dir()
     assert not (run / "result.json").exists()
+    with pytest.raises(InherituneError, match="was started with lr=0.003, not 0.001"):
+        train(model, data, run, resume=True, **{**LONG, "lr": 1e-3})
     train(model, data, run, resume=True, **LONG)
     _assert_same_curve(_log(run), uninterrupted)
 

@@ -82,10 +82,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     env = distributed.setup()
     resuming = resume and run_dir.exists()
     if not resuming:
-        check_output_dir(run_dir, overwrite)
-        if env.main and run_dir.exists():
-            shutil.rmtree(run_dir)
-        _barrier(env)
+        check_output_dir(run_dir, overwrite)  # fail fast; an old run is removed only once all checks pass
 
     # --- data, model, tokenizer: everything checked before any training -------------------
     tokens_data = open_data(data)
@@ -113,11 +110,17 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     # --- resume: the latest checkpoint that loads -------------------------------------------
     found = None
     if resuming:
-        checkpoint.clean_partial(run_dir) if env.main else None
+        if env.main:
+            checkpoint.clean_partial(run_dir)
         found = checkpoint.latest(run_dir)
-        if found is None:
-            raise InherituneError(f"no checkpoint to resume in {run_dir} (start over with --overwrite instead of --resume)")
-        _check_same_recipe(run_dir, config)
+        if found is None and not overwrite:
+            raise InherituneError(f"no checkpoint to resume in {run_dir} (add --overwrite to start it over)")
+        if found is not None:
+            _check_same_recipe(run_dir, config)
+    if found is None:  # a fresh run: clear what --overwrite allowed us to replace
+        if env.main and run_dir.exists():
+            shutil.rmtree(run_dir)
+        _barrier(env)
 
     autocast = _autocast_dtype(config.precision, env.device)
     _prepare(model, env.device)
