@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -154,15 +152,14 @@ def test_a_block_that_adds_nothing_has_zero_block_influence(tokenizer, tmp_path)
     assert r["best_slices_to_drop"][0] == {"n": 1, "start": 2, "distance": r["layers"][2]["angular_distance_next"]}
 
 
-def test_cli_on_a_data_folder(tmp_path, tokenizer):
+def test_cli_on_a_data_folder(tmp_path, tokenizer, capsys):
     save_tiny(tmp_path / "model", "llama", 4, tok=tokenizer)
     make_data_dir(tmp_path / "data", tokenizer, n_docs=60, val_docs=30)
     out = tmp_path / "analysis"
-    done = subprocess.run([sys.executable, "-m", "inheritune", "analyze", str(tmp_path / "model"),
-                           "--data", str(tmp_path / "data"), "--out", str(out), "--sequences", "6", "--seq-len", "40"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "lazy layers" in done.stdout and "recommended: inherit" in done.stdout
+    code = main(["analyze", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--out", str(out),
+                 "--sequences", "6", "--seq-len", "40"])  # in-process: test_derive covers `python -m`
+    printed = capsys.readouterr().out
+    assert code == 0 and "lazy layers" in printed and "recommended: inherit" in printed
     r = json.loads((out / "analysis.json").read_text())
     assert r["source"] == {"data": str(tmp_path / "data")} and r["sequences"] == 6 and r["seq_len"] == 40
     for name in list(r["plots"].values()) + r["csv"]:
