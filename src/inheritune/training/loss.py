@@ -30,9 +30,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if softcap is not None:
                 t = torch.tanh(z / softcap)
                 z = softcap * t
-            lse = torch.logsumexp(z, dim=-1)
-            total += (lse - z.gather(1, yc[:, None]).squeeze(1)).sum()
-            g = torch.exp(z - lse[:, None])  # softmax; minus one-hot = d(nll)/d(logits)
+            logp = torch.log_softmax(z, dim=-1)
+            total -= logp.gather(1, yc[:, None]).sum()
+            g = logp.exp_()  # softmax, in place; minus one-hot = d(nll)/d(logits)
             g[torch.arange(len(yc), device=g.device), yc] -= 1
             if softcap is not None:
                 g *= 1 - t * t
