@@ -12,6 +12,7 @@ import torch
 from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tiny_model
 from inheritune import analyze
 from inheritune.analysis import attention as M
+from inheritune.analysis.analyze import _recommend
 from inheritune.analysis.hooks import attention_probs
 from inheritune.cli import main
 
@@ -53,8 +54,8 @@ def test_block_matrix_rank_is_its_block_count(k):
 
 def test_fast_rank_matches_svd_rank_on_random_attention():
     torch.manual_seed(0)
-    scores = torch.randn(64, 50, 50) * torch.linspace(0.1, 6, 64)[:, None, None]
-    a = torch.softmax(scores.masked_fill(torch.ones(50, 50).triu(1).bool(), float("-inf")), -1)
+    scores = torch.randn(32, 40, 40) * torch.linspace(0.1, 6, 32)[:, None, None]
+    a = torch.softmax(scores.masked_fill(torch.ones(40, 40).triu(1).bool(), float("-inf")), -1)
     for tau in (0.5, 0.9, 0.99):
         assert torch.equal(M.approx_rank(a, tau), M.approx_rank_fast(a, tau))
 
@@ -92,19 +93,30 @@ def _force_first_token_sink(model, layers: set[int], bos_id: int | None = None) 
 
 def test_forced_sink_layers_and_only_those_are_lazy(tokenizer, tmp_path):
     model = tiny_model("gpt2", 6)
-    _force_first_token_sink(model, {2, 4, 5})
+    _force_first_token_sink(model, {1, 4, 5})
     (tmp_path / "t.txt").write_text("\n".join(generated_text(60)))
     r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=8, seq_len=64)
-    assert r["lazy_layers"] == [2, 4, 5]
-    assert r["recommended_layers"] == 2 and r["first_lazy_layer"] == 2
+    assert r["lazy_layers"] == [1, 4, 5]
+    # the recommendation looks from layer ceil(0.25 * 6) = 2 on: the early lazy layer 1 is skipped
+    assert r["recommended_layers"] == 4 and r["first_lazy_layer"] == 4 and "layer 2" in r["rule"]
     for row in r["layers"]:
-        forced = row["layer"] in {2, 4, 5}
+        forced = row["layer"] in {1, 4, 5}
         assert (row["rank_max"] == 1) == forced
         assert (row["column_mass_mean"] > 0.99) == forced
         if forced:
             assert row["heaviest_column"] == [0] * 4 and row["first_token_share"] == [1.0] * 4
         else:  # diffuse random-init attention: low rank too, which is why mass is also required
             assert row["rank_max"] <= r["uniform_causal_rank"] + 2 and row["column_mass_mean"] < 0.2
+
+
+def test_recommendation_rules():
+    lazy = [False, True, False, False, True, True, False, False]
+    bi = [0.5, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]  # cumulative share: .5 .6 .7 .8 .85 .9 ...
+    r = _recommend(lazy, bi, bi_share=0.9, min_depth=0.25)
+    assert (r["recommended_layers"], r["first_lazy_layer"], r["by_block_influence"]) == (4, 4, 6)
+    assert _recommend(lazy, bi, 0.8, min_depth=0.0)["recommended_layers"] == 1
+    none = _recommend([False] * 8, bi, 0.9, 0.25)
+    assert none["recommended_layers"] == 8 and none["first_lazy_layer"] is None
 
 
 def test_bos_option_reveals_a_sink_on_the_bos_token(tokenizer, tmp_path):

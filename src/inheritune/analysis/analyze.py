@@ -11,7 +11,9 @@ hooks). From them:
 - per layer: max and mean over heads, Block Influence, the angular distance to the next layer,
   and the lazy verdict: max-over-heads rank <= ``lazy_rank`` * T AND mean-over-heads heaviest
   column share >= ``lazy_mass``;
-- a recommendation of how many leading layers to inherit (rule stated in the output).
+- a recommendation of how many leading layers to inherit: the layers before the first lazy layer
+  at depth >= ``min_depth`` * L (rule stated in the output), and, as a second opinion, the depth
+  where cumulative Block Influence reaches ``bi_share``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ FORMAT = "inheritune-analysis/1"
 # heaviest column takes half of all attention is a sink, which random or local heads never are.
 LAZY_RANK = 0.1  # max over heads of the rank <= 0.1 * T (10 at T=100)
 LAZY_MASS = 0.5  # mean over heads of the heaviest-column share >= 0.5
+MIN_DEPTH = 0.25  # the recommendation looks for lazy layers from depth ceil(0.25 * L) on
 BI_SHARE = 0.9  # secondary rule: depth where cumulative Block Influence reaches this share
 MEMORY_BUDGET = 256 * 2**20  # bytes of attention probabilities held per batch
 # Per-head arrays written to analysis.json and to one CSV each.
@@ -153,16 +156,22 @@ def _head_metrics(c: dict, tau: float) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in out.items()}
 
 
-def _recommend(lazy: list[bool], bi: list[float], bi_share: float) -> dict:
-    """Primary rule: inherit the layers before the first lazy layer; secondary: cumulative Block Influence."""
+def _recommend(lazy: list[bool], bi: list[float], bi_share: float, min_depth: float) -> dict:
+    """Primary rule: inherit the layers before the first lazy layer at depth >= ``min_depth`` * L;
+    secondary: cumulative Block Influence.
+
+    Lazy layers in the first quarter (e.g. an early layer whose heads all watch BOS) are not the
+    deep-layer degeneration the recipe rests on, and inheriting fewer than L/4 layers is far
+    outside where it was tested (the papers keep half or more).
+    """
     n_layers = len(lazy)
-    # Layer 0 sees raw embeddings and is never worth dropping, so the search starts at layer 1.
-    first_lazy = next((i for i in range(1, n_layers) if lazy[i]), None)
+    start = max(1, math.ceil(min_depth * n_layers))
+    first_lazy = next((i for i in range(start, n_layers) if lazy[i]), None)
     cumulative = np.cumsum(bi) / max(sum(bi), 1e-12)
     by_bi = min(int(np.searchsorted(cumulative, bi_share - 1e-9)) + 1, n_layers)
     primary = n_layers if first_lazy is None else first_lazy
-    rule = ("number of layers before the first lazy layer (searched from layer 1)" if first_lazy is not None
-            else "no lazy layer after layer 0: keep every layer (see by_block_influence)")
+    rule = (f"number of layers before the first lazy layer at or after layer {start}" if first_lazy is not None
+            else f"no lazy layer at or after layer {start}: keep every layer (see by_block_influence)")
     return {
         "recommended_layers": primary,
         "rule": rule,
@@ -236,6 +245,7 @@ def analyze(
     lazy_mass: float = LAZY_MASS,
     bi_share: float = BI_SHARE,
     bos: bool = False,
+    min_depth: float = MIN_DEPTH,
 ) -> dict:
     """Analyse ``model`` on ``sequences`` x ``seq_len`` tokens of ``data`` (a prepared folder, val split)
     or ``text`` (a UTF-8 file); write the results to ``out`` if given and return them (the analysis.json dict).
@@ -244,6 +254,8 @@ def analyze(
     with BOS at each document start often sink attention on that token, not on position 0.
     """
     _check_options(sequences, seq_len, tau, batch_size, lazy_rank, lazy_mass, bi_share)
+    if not 0 <= min_depth < 1:
+        raise InherituneError(f"--min-depth must be in [0, 1), not {min_depth}")
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE")
     if out is not None:
@@ -296,7 +308,7 @@ def analyze(
         row["lazy"] = bool(row["rank_max"] <= rank_max and row["column_mass_mean"] >= lazy_mass)
         layers.append(row)
     lazy = [row["layer"] for row in layers if row["lazy"]]
-    recommendation = _recommend([row["lazy"] for row in layers], bi, bi_share)
+    recommendation = _recommend([row["lazy"] for row in layers], bi, bi_share, min_depth)
 
     # Example maps: the most sink-like head of all, and the highest-rank head.
     flat_mass, flat_rank = heads["column_mass"].ravel(), heads["rank"].ravel()
@@ -315,7 +327,8 @@ def analyze(
         "tau": tau,
         "seed": seed,
         "bos": bos,
-        "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share},
+        "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share,
+                       "min_depth": min_depth},
         "lazy_rule": f"lazy = max-over-heads rank <= {rank_max} (lazy_rank * T) AND mean-over-heads "
                      f"heaviest-column share >= {lazy_mass:g}",
         "uniform_causal_rank": metrics.uniform_causal_rank(seq_len, tau),

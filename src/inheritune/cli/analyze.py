@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.analysis.analyze import BI_SHARE, LAZY_MASS, LAZY_RANK, analyze
+from inheritune.analysis.analyze import BI_SHARE, LAZY_MASS, LAZY_RANK, MIN_DEPTH, analyze
 from inheritune.io import check_output_dir
 
 
@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"lazy if max-over-heads rank <= this fraction of T (default {LAZY_RANK})")
     p.add_argument("--lazy-mass", type=float, default=LAZY_MASS,
                    help=f"... and mean heaviest-column share >= this (default {LAZY_MASS})")
+    p.add_argument("--min-depth", type=float, default=MIN_DEPTH,
+                   help=f"recommendation: look for the first lazy layer from this fraction of depth on (default {MIN_DEPTH})")
     p.add_argument("--bi-share", type=float, default=BI_SHARE,
                    help=f"secondary rule: cumulative Block Influence share (default {BI_SHARE})")
     p.add_argument("--bos", action="store_true", help="start every sequence with the BOS token (then T-1 sampled tokens)")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     r = analyze(args.model, data=args.data, text=args.text, out=args.out, sequences=args.sequences,
                 seq_len=args.seq_len, tau=args.tau, seed=args.seed, overwrite=args.overwrite,
                 batch_size=args.batch_size, lazy_rank=args.lazy_rank, lazy_mass=args.lazy_mass,
-                bi_share=args.bi_share, bos=args.bos)
+                bi_share=args.bi_share, bos=args.bos, min_depth=args.min_depth)
     lazy = ", ".join(map(str, r["lazy_layers"])) or "none"
     print(f"{r['num_layers']} layers x {r['num_heads']} heads on {r['sequences']} x {r['seq_len']} tokens "
           f"in {r['seconds']:.1f}s; lazy layers: {lazy}")
