@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import make_data_dir, make_tokenizer, tiny_model
-from inheritune import grow_until_matched
+from inheritune import InherituneError, grow_until_matched
 from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.families import FAMILIES, module
@@ -24,7 +24,7 @@ from inheritune.training import TrainConfig, train
 
 REF_LAYERS = 4
 # Small enough for seconds per round, long enough that the curves mean something.
-CONFIG = TrainConfig(seq_len=32, batch_size=4, eval_every=4, precision="fp32", progress=False)
+CONFIG = TrainConfig(seq_len=32, batch_size=4, eval_every=4, precision="fp32", peak_flops=1e12, progress=False)
 TOKENS_PER_ROUND = 8 * 128  # 8 steps of 4 x 32 tokens
 GROW_ARGS = dict(start_layers=1, step_layers=1, max_layers=3, tokens_per_round=TOKENS_PER_ROUND)
 
@@ -35,7 +35,7 @@ def trained_reference(root: Path) -> tuple[Path, Path]:
     data = make_data_dir(root / "data", tok, n_docs=400, val_docs=40)
     run = train(tiny_model("llama", REF_LAYERS, seed=1), data, root / "reference-run",
                 TrainConfig(seq_len=32, batch_size=8, steps=150, lr=3e-3, eval_every=150, precision="fp32",
-                            progress=False), tokenizer=tok)
+                            peak_flops=1e12, progress=False), tokenizer=tok)
     return run.model_dir, data
 
 
@@ -117,7 +117,7 @@ def test_each_round_starts_from_the_grown_model(setup):
 def _cli(reference, data, out, *extra) -> list[str]:
     return [sys.executable, "-m", "inheritune", "grow", str(reference), "--data", str(data), "--out", str(out),
             "--start-layers", "1", "--step-layers", "1", "--max-layers", "3", "--tokens-per-round", str(TOKENS_PER_ROUND),
-            "--margin", "-100", "--seq-len", "32", "--batch-size", "4", "--eval-every", "4", "--precision", "fp32",
+            "--margin", "-100", "--seq-len", "32", "--batch-size", "4", "--eval-every", "4", "--precision", "fp32", "--peak-flops", "1e12",
             "--no-progress", *extra]
 
 
@@ -155,10 +155,11 @@ def test_bad_input_is_one_line_and_touches_nothing(setup, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has 4 layers" in r.stderr, r.stderr
     # A finished run with other settings is refused, and left as it was.
     before = (root / "full" / "summary.json").read_bytes()
-    r = subprocess.run(_cli(reference, data, root / "full", "--lr", "1e-3"), capture_output=True, text=True)
-    assert r.returncode == 2 and "different settings (train differ)" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    with pytest.raises(InherituneError, match=r"different settings \(train differ\)"):
+        grow_until_matched(reference, data, root / "full", margin=-100.0, config=TrainConfig(**{**CONFIG.__dict__, "lr": 1e-3}),
+                           log=lambda m: None, **GROW_ARGS)
     assert (root / "full" / "summary.json").read_bytes() == before
     # Data tokenized with another tokenizer.
     other = make_data_dir(tmp_path / "other-data", make_tokenizer(300))
-    with pytest.raises(Exception, match="tokenizer mismatch"):
+    with pytest.raises(InherituneError, match="tokenizer mismatch"):
         grow_until_matched(reference, other, tmp_path / "mismatch", config=CONFIG, log=lambda m: None, **GROW_ARGS)

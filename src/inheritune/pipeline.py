@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -108,7 +109,7 @@ def _inheritune_arm(grown: GrowResult, results: list[TrainResult], params: int) 
 
 
 def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool = False,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = partial(print, flush=True)) -> dict:
     """Run a recipe (a :class:`Recipe`, a YAML path, or None for the embedded default) into ``out``.
 
     Returns the report dict also written to ``out/report.json``.
@@ -225,6 +226,12 @@ def _report(recipe: Recipe, data, config, grown: GrowResult, arms: dict, analysi
         better = "beat" if inh["final_val_loss"] < s["final_val_loss"] else "did not beat"
         verdict += f"; it {better} scratch at {s['layers']} layers on the same tokens ({s['final_val_loss']:.4f})"
     verdict += "."
+    start = f"scratch-{recipe.grow.start_layers}L"
+    if start in arms:  # the equal-depth, equal-token comparison with round 1
+        first, s = grown.rounds[0], arms[start]
+        better = "beat" if first["val_loss"] < s["final_val_loss"] else "did not beat"
+        verdict += (f" At {first['layers']} layers after {first['tokens']:,} tokens, Inheritune ({first['val_loss']:.4f}) "
+                    f"{better} scratch ({s['final_val_loss']:.4f}).")
     setup = (f"Reference `{recipe.reference}`, data `{data.root}`; validation: the same fixed val split for every "
              f"arm (seq_len {config.seq_len}, eval_tokens {config.eval_tokens or 'all'}). Growth: start "
              f"{recipe.grow.start_layers} layers, +{recipe.grow.step_layers} per round ({recipe.grow.mode}), at most "

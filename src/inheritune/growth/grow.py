@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def grow_until_matched(
     overwrite: bool = False,
     reference_model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = partial(print, flush=True),
 ) -> GrowResult:
     """Derive ``start_layers`` blocks of ``reference``, train, and grow by ``step_layers`` until the
     validation loss is <= the reference's + ``margin`` or the model has ``max_layers`` blocks.

@@ -19,22 +19,26 @@ ARM_COLUMNS = ("arm", "layers", "params", "tokens", "final_val_loss", "ppl", "wa
 ROUND_COLUMNS = ("round", "layers", "tokens", "start_val_loss", "val_loss", "wall_time", "matched")
 
 
-def _fmt(value) -> str:
+def _fmt(value, column: str = "") -> str:
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
+    if column == "wall_time":
+        return f"{value:.1f} s"
+    if column == "ppl":
+        return f"{value:.2f}"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
-    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:.4f}"
+    if isinstance(value, int) and abs(value) >= 1000:
         return f"{value:,}"
     return str(value)
 
 
 def arm_rows(report: dict) -> list[list[str]]:
-    return [[name] + [_fmt(arm.get(c)) for c in ARM_COLUMNS[1:]] for name, arm in report["arms"].items()]
+    return [[name] + [_fmt(arm.get(c), c) for c in ARM_COLUMNS[1:]] for name, arm in report["arms"].items()]
 
 
 def round_rows(report: dict) -> list[list[str]]:
-    return [[_fmt(r.get(c)) for c in ROUND_COLUMNS] for r in report.get("growth", {}).get("rounds", [])]
+    return [[_fmt(r.get(c), c) for c in ROUND_COLUMNS] for r in report.get("growth", {}).get("rounds", [])]
 
 
 def draw_curves(report: dict, out: Path) -> Path:

@@ -1,0 +1,176 @@
+"""run: a tiny recipe end to end (report.md/html/png/json whose numbers are the runs' logs), resume
+without retraining, equal token budgets, and bad recipes refused before any work, naming the key."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import generated_text, make_tokenizer, save_tiny
+from inheritune.errors import InherituneError
+from inheritune.recipe import load_recipe
+
+ROUND_TOKENS = 4 * 128  # 4 steps of 4 x 32 tokens
+
+
+def _recipe(root: Path) -> dict:
+    tok = make_tokenizer()
+    reference = save_tiny(root / "reference", "llama", 3, seed=2, tok=tok)
+    docs = root / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in generated_text(300, seed=5)))
+    return {
+        "reference": str(reference),
+        "data": {"sources": [str(docs)], "val_tokens": 1000},
+        "train": {"seq_len": 32, "batch_size": 4, "eval_every": 2, "checkpoint_every": 4, "precision": "fp32",
+                  "peak_flops": 1e12, "progress": False},  # a given peak skips the trainer's matmul timing
+        "grow": {"start_layers": 1, "step_layers": 1, "max_layers": 2, "tokens_per_round": ROUND_TOKENS, "margin": -100},
+        "arms": {"scratch": True, "scratch_2x": True, "scratch_start": True, "nogrow": ["attention"]},
+    }
+
+
+def _inheritune(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inheritune", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(root)))
+    r = _inheritune("run", str(recipe), "--out", str(root / "out"))
+    assert r.returncode == 0, r.stderr
+    return recipe, root / "out", r.stdout
+
+
+def _log_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("val_loss") is not None]
+    return [r["tokens"] for r in rows], [r["val_loss"] for r in rows]
+
+
+def test_report_files_exist_and_are_self_contained(finished):
+    recipe, out, stdout = finished
+    png = (out / "val_loss_vs_tokens.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for arm in ("inheritune", "scratch", "scratch-2x", "scratch-1L", "inheritune-nogrow-attention", "reference"):
+        assert f"| {arm} |" in md and f"<td>{arm}</td>" in html
+    assert "## Growth rounds" in md and "<h2>Growth rounds</h2>" in html
+    assert html.count("data:image/png;base64,") == 1 and 'src="val_loss' not in html  # inlined, no links
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] in md and report["verdict"] in stdout
+
+
+def test_json_numbers_equal_the_runs_logs(finished):
+    recipe, out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    arms = report["arms"]
+    for name in ("scratch", "scratch-2x", "scratch-1L", "inheritune-nogrow-attention"):
+        run_dir = out / "arms" / name
+        result = json.loads((run_dir / "result.json").read_text())
+        assert arms[name]["final_val_loss"] == result["final_val_loss"]
+        assert arms[name]["tokens"] == result["tokens"] and arms[name]["wall_time"] == result["wall_time"]
+        tokens, losses = _log_curve(run_dir)
+        assert arms[name]["curve"] == {"tokens": tokens, "val_loss": losses}
+        assert arms[name]["final_val_loss"] == losses[-1]
+    # The inheritune arm: its rounds' logs end to end, round r shifted by the tokens before it.
+    summary = json.loads((out / "arms" / "inheritune" / "summary.json").read_text())
+    tokens, losses, offset = [], [], 0
+    for r in summary["rounds"]:
+        t, v = _log_curve(Path(r["run_dir"]))
+        tokens += [offset + x for x in t]
+        losses += v
+        offset += r["tokens"]
+    assert arms["inheritune"]["curve"] == {"tokens": tokens, "val_loss": losses}
+    assert arms["inheritune"]["final_val_loss"] == losses[-1] == summary["rounds"][-1]["val_loss"]
+    assert report["growth"]["rounds"] == summary["rounds"]
+    cached = json.loads((out / "arms" / "inheritune" / "reference.json").read_text())["result"]
+    assert arms["reference"]["final_val_loss"] == cached["loss"] == summary["reference_val_loss"]
+    # Equal budgets: scratch on the inheritune arm's total tokens, scratch-2x twice, scratch-1L one round.
+    total = sum(r["tokens"] for r in summary["rounds"])
+    assert arms["inheritune"]["tokens"] == total == 2 * ROUND_TOKENS
+    assert arms["scratch"]["tokens"] == arms["inheritune-nogrow-attention"]["tokens"] == total
+    assert arms["scratch-2x"]["tokens"] == 2 * total and arms["scratch-1L"]["tokens"] == ROUND_TOKENS
+    assert arms["scratch"]["layers"] == arms["inheritune"]["layers"] == 2 and arms["scratch-1L"]["layers"] == 1
+    assert arms["scratch"]["params"] == arms["inheritune"]["params"]
+
+
+def test_scratch_model_is_the_reference_architecture_with_fresh_weights():
+    import torch
+
+    from conftest import tiny_model
+    from inheritune.pipeline import scratch_model
+
+    ref = tiny_model("gemma3_text", 6)
+    scratch = scratch_model(ref, 4, seed=0)
+    assert scratch.config.num_hidden_layers == 4
+    assert scratch.config.layer_types == ref.config.layer_types[:4]  # per-layer lists cut to the depth
+    assert type(scratch) is type(ref) and scratch.config.hidden_size == ref.config.hidden_size
+    for name, p in scratch.named_parameters():  # nothing inherited: every matrix differs from the reference's
+        if p.dim() == 2:
+            assert not torch.equal(p, ref.get_parameter(name)), name
+    again = scratch_model(ref, 4, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(scratch.state_dict().values(), again.state_dict().values()))
+
+
+def test_rerun_resumes_without_retraining(finished):
+    from inheritune import run
+
+    recipe, out, _ = finished
+    results = sorted(out.glob("arms/**/result.json"))
+    stamps = [p.stat().st_mtime_ns for p in results]
+    before = json.loads((out / "report.json").read_text())
+    after = run(recipe, out, log=lambda m: None)
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert after["arms"] == before["arms"] and after["verdict"] == before["verdict"]
+    # Another recipe in the same folder is refused, and the finished run is left as it was.
+    other = yaml.safe_load(recipe.read_text()) | {"seed": 1}
+    changed = recipe.with_name("other.yaml")
+    changed.write_text(yaml.safe_dump(other))
+    with pytest.raises(InherituneError, match="different recipe"):
+        run(changed, out, log=lambda m: None)
+    assert json.loads((out / "report.json").read_text())["arms"] == before["arms"]
+
+
+BAD = [
+    ({"reference": "x", "grwo": {}}, "unknown recipe key 'grwo'"),
+    ({"reference": "x", "grow": {"strat_layers": 3}}, "unknown recipe key 'grow.strat_layers'"),
+    ({"reference": "x", "grow": {"start_layers": "fifteen"}}, "recipe key 'grow.start_layers' must be int"),
+    ({"reference": "x", "arms": {"scratch": "yes"}}, "recipe key 'arms.scratch' must be bool"),
+    ({"reference": "x", "train": {"lr": "high"}}, "recipe key 'train.lr' must be float"),
+    ({"reference": "x", "train": {"sequence_length": 256}}, "unknown recipe key 'train.sequence_length'"),
+    ({"reference": "x", "train": {"tokens": 1000}}, "recipe key 'train.tokens'"),
+    ({"reference": "x", "grow": {"mode": "sideways"}}, "recipe key 'grow.mode'"),
+    ({"grow": {"start_layers": 3}}, "missing the required key 'reference'"),
+    ([1, 2], "must be a YAML mapping"),
+]
+
+
+@pytest.mark.parametrize("values,message", BAD, ids=[m for _, m in BAD])
+def test_bad_recipes_are_rejected_naming_the_key(tmp_path, values, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(InherituneError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_recipe(path)
+
+
+def test_bad_recipe_fails_on_the_command_line_before_any_work(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("reference: smollm2-135m\ngrow:\n  start_layers: 15\n  step: 3\n")
+    r = _inheritune("run", str(path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'grow.step'" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_recipe_is_valid():
+    from inheritune.recipe import default_recipe_text
+
+    recipe = load_recipe()
+    assert recipe.reference == "smollm2-135m" and recipe.grow.start_layers == 15
+    assert recipe.grow.max_layers and recipe.grow.max_layers > recipe.grow.start_layers
+    assert yaml.safe_load(default_recipe_text())["grow"]["tokens_per_round"] == recipe.grow.tokens_per_round
