@@ -176,6 +176,8 @@ def test_comparison_table_and_rows():
     assert rows[0] == {"model": "reference", "val_loss": 2.5, "val_ppl": 12.18, "mmlu-local/acc": 0.3125,
                        "mmlu-local/acc_stderr": 0.05, "val_tokens": 1000, "mmlu-local/samples": 64}
     assert rows[1] == {"model": "scratch", "val_loss": 3.25, "val_ppl": 25.79}
+    nested = {"val": {"loss": 2.5, "ppl": 12.18, "tokens": 1000}, "tasks": {}, "time_s": {"val": 1.0}}
+    assert comparison_markdown({"reference": nested}).splitlines()[2] == "| reference | 2.5000 | 12.1800 | 1000 |"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """Side-by-side results of several models (reference, scratch, Inheritune): markdown and JSON rows.
 
-Input is ``{arm: {metric: value}}`` with flat metric names; ``flat_metrics`` turns an
-``evaluate()`` result into that form (``val_loss``, ``val_ppl``, ``mmlu-local/acc``, ...).
+Input is ``{arm: {metric: value}}`` with flat metric names (``val_loss``, ``val_ppl``,
+``mmlu-local/acc``, ...); an arm may also be a whole ``evaluate()`` result, flattened by ``flat_metrics``.
 """
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ def flat_metrics(result: Mapping) -> dict[str, float | int]:
     return flat
 
 
+def _flatten(results: Mapping[str, Metrics | Mapping]) -> dict[str, Metrics]:
+    return {arm: flat_metrics(m) if isinstance(m.get("tasks"), Mapping) else m for arm, m in results.items()}
+
+
 def _columns(results: Mapping[str, Metrics]) -> list[str]:
     """Every metric any arm has, in first-seen order; stderr folded into its metric's cell."""
     seen: dict[str, None] = {}
@@ -33,8 +37,9 @@ def _columns(results: Mapping[str, Metrics]) -> list[str]:
     return scores + [c for c in seen if c not in scores]
 
 
-def comparison_rows(results: Mapping[str, Metrics]) -> list[dict]:
+def comparison_rows(results: Mapping[str, Metrics | Mapping]) -> list[dict]:
     """JSON form: one dict per arm, ``{"model": arm, metric: value, ...}``, metrics in table order."""
+    results = _flatten(results)
     columns = _columns(results)
     rows = []
     for arm, metrics in results.items():
@@ -56,8 +61,9 @@ def _cell(value: float | int | str | None, stderr: float | None) -> str:
     return f"{text} ± {stderr:.4f}" if isinstance(stderr, float) and abs(stderr) < 1000 else text
 
 
-def comparison_markdown(results: Mapping[str, Metrics]) -> str:
+def comparison_markdown(results: Mapping[str, Metrics | Mapping]) -> str:
     """A markdown table: one row per arm, one column per metric (missing ones as "-")."""
+    results = _flatten(results)
     columns = _columns(results)
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for arm, metrics in results.items():
