@@ -135,14 +135,14 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     else:
         step_loss = distributed.data_parallel(CausalLMLoss(model), env)
     optimizer = make_optimizer(model, config)
-    step, wall_before, val_history = 0, 0.0, []
+    step, val_history = 0, []
     if found is not None:
         state = found[1]
         _load_optimizer(model, optimizer, state["optimizer"], config.fsdp)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and env.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"])
-        step, wall_before, val_history = state["step"], state["wall_time"], state["val_history"]
+        step, val_history = state["step"], state["val_history"]
     forward = torch.compile(step_loss) if config.compile else step_loss
 
     if env.main:
@@ -162,12 +162,12 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
         val_history.append({"step": at, "tokens": at * tokens_per_step, "val_loss": result["loss"]})
         return result["loss"]
 
-    def save(at: int, wall: float) -> Path | None:
+    def save(at: int) -> Path | None:
         full = _full_state(model, optimizer, config.fsdp)
         path = None
         if env.main:
             rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if env.device.type == "cuda" else {})
-            state = {"step": at, "tokens": at * tokens_per_step, "wall_time": wall, "val_history": val_history,
+            state = {"step": at, "tokens": at * tokens_per_step, "val_history": val_history,
                      "optimizer": full[1], "rng": rng,
                      "loader": {"seed": config.seed, "seq_len": config.seq_len, "tokens_per_step": tokens_per_step}}
             path = checkpoint.save(run_dir, at, model, tokenizer, state, config.keep_checkpoints, full[0])
@@ -230,7 +230,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:.0f}")
                 last_time, last_step = time.perf_counter(), step
             if step % checkpoint_every == 0 or step == total_steps or stop:
-                last_ckpt = save(step, wall_before + time.perf_counter() - wall_start)
+                last_ckpt = save(step)
                 last_time = time.perf_counter()  # tokens/s counts training time only
             if stop and step < total_steps:
                 bar.close()
@@ -240,7 +240,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     bar.close()
     log.close()
 
-    wall = wall_before + time.perf_counter() - wall_start
+    wall = time.perf_counter() - wall_start  # this invocation's training (a resumed run counts from the resume)
     full = _full_state(model, optimizer, config.fsdp, optimizer_too=False)
     result = TrainResult(run_dir, run_dir / "final", step, step * tokens_per_step, val_history[-1]["val_loss"],
                          val_history, wall)
