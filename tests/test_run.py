@@ -29,6 +29,8 @@ def _recipe(root: Path) -> dict:
                   "peak_flops": 1e12, "progress": False},  # a given peak skips the trainer's matmul timing
         "grow": {"start_layers": 1, "step_layers": 1, "max_layers": 2, "tokens_per_round": ROUND_TOKENS, "margin": -100},
         "arms": {"scratch": True, "scratch_2x": True, "scratch_start": True, "nogrow": ["attention"]},
+        "analysis": {"enabled": True, "sequences": 4, "seq_len": 16},
+        "eval": {"tasks": ["cloze-local"], "limit": 3},
     }
 
 
@@ -61,9 +63,18 @@ def test_report_files_exist_and_are_self_contained(finished):
     for arm in ("inheritune", "scratch", "scratch-2x", "scratch-1L", "inheritune-nogrow-attention", "reference"):
         assert f"| {arm} |" in md and f"<td>{arm}</td>" in html
     assert "## Growth rounds" in md and "<h2>Growth rounds</h2>" in html
-    assert html.count("data:image/png;base64,") == 1 and 'src="val_loss' not in html  # inlined, no links
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] in md and report["verdict"] in stdout
+    # The curves plus the reference's analysis plots, all inlined: the page needs no other file.
+    plots = report["analysis"]["plots"]
+    assert plots and all((out / p).read_bytes().startswith(b"\x89PNG") for p in plots.values())
+    assert html.count("data:image/png;base64,") == 1 + len(plots) and 'src="val_loss' not in html
+    assert all(f"]({p})" in md for p in plots.values())
+    # Downstream evaluation: one row per arm, the harness's val loss agreeing with the run's.
+    assert "## Downstream evaluation" in md and set(report["eval"]) == set(report["arms"])
+    for name, arm in report["arms"].items():
+        assert f"| {name} |" in report["eval_markdown"]
+        assert report["eval"][name]["val"]["loss"] == pytest.approx(arm["final_val_loss"], abs=1e-4)
 
 
 def test_json_numbers_equal_the_runs_logs(finished):
