@@ -236,7 +236,8 @@ def _report(recipe: Recipe, data, config, grown: GrowResult, arms: dict, analysi
              f"arm (seq_len {config.seq_len}, eval_tokens {config.eval_tokens or 'all'}). Growth: start "
              f"{recipe.grow.start_layers} layers, +{recipe.grow.step_layers} per round ({recipe.grow.mode}), at most "
              f"{recipe.grow.max_layers or ref['layers']}, {recipe.grow.tokens_per_round:,} tokens per round, "
-             f"margin {recipe.grow.margin}. Wall time of the whole run: {elapsed:.0f} s.")
+             f"margin {recipe.grow.margin}. wall_time: an arm's training seconds, evaluations included (a resumed "
+             f"run counts from its resume). This invocation of the run took {elapsed:.0f} s.")
     return {"title": f"{recipe.reference} -> {inh['layers']} layers", "verdict": verdict, "setup": setup,
             "recipe": recipe.to_dict(), "data": str(data.root), "seq_len": config.seq_len,
             "eval_tokens": config.eval_tokens, "arms": arms, "growth": grown.to_json(),
