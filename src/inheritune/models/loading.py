@@ -128,6 +128,7 @@ def load_model(
         raise _failure("model", source, e) from None
     if getattr(model.config, "quantization_config", None) is not None and source.kind == "gguf":
         del model.config.quantization_config  # weights are dequantized: save them as a plain model
+        model.hf_quantizer = None  # else save_pretrained refuses the (no longer) quantized model
     model.eval()
     return model
 
