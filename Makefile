@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(VENV)/bin/inheritune derive smollm2-135m --layers 15 --out runs/smollm2-15L --overwrite
+	$(VENV)/bin/inheritune run --out runs/default
 
 test: install
 	$(PY) -m pytest -q -ra

@@ -3,7 +3,6 @@ reference's next ones, survives a SIGKILL in round 2, and refuses bad input in o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

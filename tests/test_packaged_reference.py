@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.slow
 needs_smollm2 = pytest.mark.skipif(

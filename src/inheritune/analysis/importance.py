@@ -11,7 +11,6 @@ output is removed (``hooks.ffn_knockout``).
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,6 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from inheritune.analysis.hooks import ffn_knockout, head_mask
-from inheritune.evaluation.mmlu import LETTERS, load_mmlu_rows
 from inheritune.models.families import family_of, num_heads, num_layers
 
 THIRDS = ("early", "middle", "late")
@@ -43,29 +41,6 @@ class Example:
 def lm_examples(windows: torch.Tensor) -> list[Example]:
     """Language-modelling windows ``[N, T]``: every token after the first is scored."""
     return [Example(w, 1) for w in windows]
-
-
-def _question(row: dict, with_answer: bool) -> str:
-    lines = [row["question"].strip()] + [f"{l}. {str(c).strip()}" for l, c in zip(LETTERS, row["choices"])]
-    return "\n".join(lines) + "\nAnswer:" + (f" {LETTERS[row['answer']]}\n\n" if with_answer else "")
-
-
-def mmlu_prompts(n: int, shots: int = 3, seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` few-shot MMLU (prompt, answer) pairs in the usual layout: ``shots`` solved questions
-    of the query's topic, then the query ending in ``Answer:``; the answer is `` A``..`` D``.
-    """
-    rows = load_mmlu_rows()
-    by_topic: dict[str, list[dict]] = {}
-    for row in rows:
-        by_topic.setdefault(row["topic"], []).append(row)
-    rng = random.Random(seed)
-    pairs = []
-    for query in rng.sample(rows, n):
-        pool = [r for r in by_topic[query["topic"]] if r is not query]
-        header = f"The following are multiple choice questions (with answers) about {query['topic']}.\n\n"
-        shown = "".join(_question(r, True) for r in rng.sample(pool, min(shots, len(pool))))
-        pairs.append((header + shown + _question(query, False), " " + LETTERS[query["answer"]]))
-    return pairs
 
 
 def task_examples(tokenizer, pairs: list[tuple[str, str]], max_len: int,

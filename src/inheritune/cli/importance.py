@@ -19,6 +19,7 @@ from inheritune.analysis import prune as pr
 from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
 from inheritune.analysis.sampling import sequences_from
 from inheritune.errors import InherituneError
+from inheritune.evaluation.mmlu import few_shot_prompts
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, read_json
 from inheritune.models.families import family_of, num_heads, num_layers
 from inheritune.models.loading import load_model, load_tokenizer
@@ -97,7 +98,7 @@ def _examples(args: argparse.Namespace, model, tokenizer) -> dict[str, list[imp.
         sources["lm"] = imp.lm_examples(windows)
     limit = min(args.max_task_tokens, getattr(model.config, "max_position_embeddings", None) or args.max_task_tokens)
     for task in args.tasks:  # only mmlu-local so far
-        pairs = imp.mmlu_prompts(args.examples, args.shots, args.seed)
+        pairs = few_shot_prompts(args.examples, args.shots, args.seed)
         sources[task] = imp.task_examples(tokenizer, pairs, limit)
     return sources
 
@@ -211,8 +212,8 @@ def run_prune(args: argparse.Namespace) -> int:
             for metric in ("loss", "accuracy"):
                 if s["heads"][0][metric] is None:
                     continue
-                series = {f"heads pruned": (s["percent"], [r[metric] for r in s["heads"]]),
-                          f"FFNs pruned": (s["percent"], [r[metric] for r in s["ffn"]])}
+                series = {"heads pruned": (s["percent"], [r[metric] for r in s["heads"]]),
+                          "FFNs pruned": (s["percent"], [r[metric] for r in s["ffn"]])}
                 hlines = {"+5% loss": before[name]["loss"] * 1.05} if metric == "loss" else None
                 curves(series, tmp / f"sweep_{name}_{metric}.png", f"pruning by importance ({name})",
                        "percent pruned (least important first)", metric, hlines=hlines)
