@@ -3,34 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.train import HELP, _parse
-from inheritune.training.config import FIELDS, make_config, read_recipe
+from inheritune.cli.train import add_train_options, train_config
 
 PER_ROUND = ("steps", "tokens")  # set by --tokens-per-round
-
-
-def add_train_options(p: argparse.ArgumentParser) -> None:
-    """Every TrainConfig field but steps/tokens, as in `inheritune train`; --config reads them from YAML."""
-    p.add_argument("--config", help="YAML file of training options (seq_len: 256, ...)")
-    group = p.add_argument_group("training options (as in `inheritune train`)")
-    for f in FIELDS.values():
-        if f.name in PER_ROUND:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f"default {f.default!r}"))
-        if f.type == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif f.type.startswith("tuple"):
-            group.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **kwargs)
-        else:
-            group.add_argument(flag, type=str, **kwargs)
-
-
-def train_config(args: argparse.Namespace, tokens: int):
-    recipe = read_recipe(args.config) if args.config else {}
-    recipe = {k: v for k, v in recipe.items() if k not in PER_ROUND}
-    given = {name: _parse(name, getattr(args, name)) for name in FIELDS if hasattr(args, name)}
-    return make_config(recipe, **given, tokens=tokens)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="reference", choices=("reference", "duplicate"),
                    help="new blocks: the reference's next ones (default) or copies of the model's own last ones")
     p.add_argument("--overwrite", action="store_true", help="discard a run in --out started with other settings")
-    add_train_options(p)
+    add_train_options(p, skip=PER_ROUND)
     p.set_defaults(func=run)
 
 
@@ -55,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = grow_until_matched(args.reference, args.data, args.out, args.start_layers, args.step_layers,
                                 args.max_layers, args.tokens_per_round, args.margin, args.mode,
-                                train_config(args, args.tokens_per_round), overwrite=args.overwrite)
+                                train_config(args, steps=None, tokens=args.tokens_per_round), overwrite=args.overwrite)
     print(f"model -> {result.model_dir}; summary -> {result.run_dir / 'summary.json'}")
     return 0

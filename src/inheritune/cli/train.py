@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from inheritune.training.config import FIELDS, make_config, read_recipe
+from inheritune.training.config import FIELDS, TrainConfig, make_config, read_recipe
 
 HELP = {
     "seq_len": "context length of training windows (default 512)",
@@ -34,20 +34,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model folder, .gguf file, alias or hub id")
     p.add_argument("--data", required=True, help="prepared data folder (inheritune data prepare)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final model)")
-    p.add_argument("--config", help="YAML recipe whose keys are the options below (seq_len: 1024, ...)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest valid checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    for f in FIELDS.values():
-        flag = "--" + f.name.replace("_", "-")
-        kind = f.type
-        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f"default {f.default!r}"))
-        if kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif kind.startswith("tuple"):
-            p.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **kwargs)
-        else:
-            p.add_argument(flag, type=str, **kwargs)  # converted (with a one-line error) by make_config
+    add_train_options(p)
     p.set_defaults(func=run)
+
+
+def add_train_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Every TrainConfig field (but ``skip``) as an option, plus ``--config`` to read them from YAML.
+
+    Shared by `train` and `grow`, so both accept the same options with the same meaning.
+    """
+    p.add_argument("--config", help="YAML recipe whose keys are the training options (seq_len: 1024, ...)")
+    group = p.add_argument_group("training options")
+    for f in FIELDS.values():
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f"default {f.default!r}"))
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif f.type.startswith("tuple"):
+            group.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **kwargs)
+        else:
+            group.add_argument(flag, type=str, **kwargs)  # converted (with a one-line error) by make_config
+
+
+def train_config(args: argparse.Namespace, **fixed) -> TrainConfig:
+    """The ``--config`` recipe, overridden by options given on the command line, then by ``fixed``."""
+    recipe = read_recipe(args.config) if args.config else {}
+    recipe = {k: v for k, v in recipe.items() if k not in fixed}
+    given = {name: _parse(name, getattr(args, name)) for name in FIELDS if hasattr(args, name) and name not in fixed}
+    return make_config(recipe, **given, **fixed)
 
 
 def _parse(name: str, value):
@@ -68,9 +86,7 @@ def _parse(name: str, value):
 def run(args: argparse.Namespace) -> int:
     from inheritune.training import TrainingInterrupted, train
 
-    recipe = read_recipe(args.config) if args.config else {}
-    given = {name: _parse(name, getattr(args, name)) for name in FIELDS if hasattr(args, name)}
-    config = make_config(recipe, **given)
+    config = train_config(args)
     try:
         result = train(args.model, args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as e:

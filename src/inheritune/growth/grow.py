@@ -31,7 +31,7 @@ from inheritune.models.surgery import derive, grow
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config
-from inheritune.training.trainer import _autocast_dtype  # the trainer's own rule, so the reference is scored alike
+from inheritune.training.trainer import autocast_dtype  # the trainer's rule, so the reference is scored alike
 
 SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
 SUMMARY = "summary.json"  # written last: its presence means the grow run finished
@@ -84,7 +84,7 @@ def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, confi
     start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = val_loss(model.to(device), data, seq_len=config.seq_len, batch_size=config.batch_size,
-                      max_tokens=config.eval_tokens, autocast=_autocast_dtype(config.precision, device))
+                      max_tokens=config.eval_tokens, autocast=autocast_dtype(config.precision, device))
     model.to("cpu")
     result.update(layers=num_layers(model.config), params=parameter_count(model),
                   wall_time=time.perf_counter() - start)
