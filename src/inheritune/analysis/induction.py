@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.hooks import attention_probs, final_residual, head_outputs
+from inheritune.analysis.hooks import attention_probs, final_residual, head_outputs, input_weights
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, num_heads
 
@@ -66,9 +66,7 @@ def _positions(seg_len: int, repeats: int, offset: int) -> tuple[np.ndarray, tor
 def _head_write(proj: torch.nn.Module, out: torch.Tensor, head: int) -> torch.Tensor:
     """A head's output ``[..., head_dim]`` through its slice of the attention output projection."""
     d = out.shape[-1]
-    if isinstance(proj, torch.nn.Linear):
-        return out @ proj.weight[:, head * d:(head + 1) * d].T
-    return out @ proj.weight[head * d:(head + 1) * d]  # transformers' Conv1D stores [in, out]
+    return out @ input_weights(proj, head * d, (head + 1) * d)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.hooks import ffn_knockout, head_mask
+from inheritune.analysis.hooks import ffn_knockout, head_mask, input_features, input_weights
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, num_heads
 
@@ -60,13 +60,6 @@ def masked(model: PreTrainedModel, pruning: dict) -> Iterator[PreTrainedModel]:
         yield model
 
 
-def _zero_inputs(proj: torch.nn.Module, start: int, stop: int) -> None:
-    if isinstance(proj, torch.nn.Linear):
-        proj.weight[:, start:stop] = 0
-    else:  # transformers' Conv1D (GPT-2) stores its weight as [in, out]
-        proj.weight[start:stop] = 0
-
-
 @torch.no_grad()
 def bake(model: PreTrainedModel, pruning: dict) -> PreTrainedModel:
     """Write the plan into the weights (in place): pruned heads and FFNs output exactly zero."""
@@ -75,8 +68,8 @@ def bake(model: PreTrainedModel, pruning: dict) -> PreTrainedModel:
     heads = num_heads(model.config)
     for layer, head in pruning["heads"]:
         proj = all_blocks[layer].get_submodule(family.attn_out)
-        width = (proj.in_features if isinstance(proj, torch.nn.Linear) else proj.weight.shape[0]) // heads
-        _zero_inputs(proj, head * width, (head + 1) * width)
+        width = input_features(proj) // heads
+        input_weights(proj, head * width, (head + 1) * width).zero_()
     for layer in pruning["ffn"]:
         proj = all_blocks[layer].get_submodule(family.ffn_proj)
         proj.weight.zero_()
