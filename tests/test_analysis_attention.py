@@ -221,3 +221,13 @@ def test_packaged_smollm2_analysis(tmp_path):
     assert 1 <= r["recommended_layers"] <= 30 and 1 <= r["by_block_influence"] <= 30
     for name in list(r["plots"].values()) + r["csv"] + ["analysis.json"]:
         assert (tmp_path / "out" / name).stat().st_size > 0, name
+
+
+def test_text_file_with_invalid_utf8_names_file_and_offset(tmp_path, tokenizer):
+    from inheritune import InherituneError
+    from inheritune.analysis.sampling import sequences_from
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"The cat sat on the mat. " * 10 + b"\xff\xfe rest")
+    with pytest.raises(InherituneError, match=r"bad.txt: invalid UTF-8 at byte offset 240"):
+        sequences_from(None, bad, tokenizer, n=2, seq_len=8)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from inheritune.data.shards import open_data
+from inheritune.data.sources import decode_utf8
 from inheritune.errors import InherituneError
 
 
@@ -31,11 +32,7 @@ def sequences_from(data: str | Path | None, text: str | Path | None, tokenizer, 
     path = Path(text)
     if not path.is_file():
         raise InherituneError(f"text file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InherituneError(f"{path} is not UTF-8 (invalid byte at offset {e.start})") from None
+    content = decode_utf8(path.read_bytes(), path)
     if not content.strip():
         raise InherituneError(f"{path} is empty")
     return sample_sequences(np.asarray(tokenizer.encode(content), dtype=np.int64), n, seq_len, seed)

@@ -86,7 +86,8 @@ def _local_files(path: Path) -> list[Path]:
                           "Hugging Face datasets: hf:NAME[:CONFIG][@SPLIT])")
 
 
-def _decode(data: bytes, path: Path, errors: str, offset: int = 0) -> str:
+def decode_utf8(data: bytes, path: Path, errors: str = "strict", offset: int = 0) -> str:
+    """Text of a file (or of its bytes from ``offset``), naming the file and byte offset of bad UTF-8."""
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
@@ -108,14 +109,14 @@ def _read_file(path: Path, text_field: str, errors: str) -> Iterator[str]:
 
 
 def _read_txt(path: Path, text_field: str, errors: str) -> Iterator[str]:
-    yield _decode(path.read_bytes(), path, errors)
+    yield decode_utf8(path.read_bytes(), path, errors)
 
 
 def _read_jsonl(path: Path, text_field: str, errors: str) -> Iterator[str]:
     offset = 0
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
-            line = _decode(raw, path, errors, offset)
+            line = decode_utf8(raw, path, errors, offset)
             offset += len(raw)
             if not line.strip():
                 continue
