@@ -6,6 +6,7 @@ import argparse
 from inheritune.analysis.analyze import BI_SHARE, LAZY_MASS, LAZY_RANK, MIN_DEPTH, analyze
 from inheritune.cli.args import count
 from inheritune.io import check_output_dir
+from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,12 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"secondary rule: cumulative Block Influence share (default {BI_SHARE})")
     p.add_argument("--bos", action="store_true", help="start every sequence with the BOS token (then T-1 sampled tokens)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--tokenizer", metavar="REF",
+                   help="tokenizer to use (default: the model's; a weights-only model needs one only for --text)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite)  # fail before the slow load
-    r = analyze(args.model, data=args.data, text=args.text, out=args.out, sequences=args.sequences,
+    model, tokenizer = _load(args)
+    r = analyze(model, tokenizer=tokenizer, data=args.data, text=args.text, out=args.out, sequences=args.sequences,
                 seq_len=args.seq_len, tau=args.tau, seed=args.seed, overwrite=args.overwrite,
                 batch_size=args.batch_size, lazy_rank=args.lazy_rank, lazy_mass=args.lazy_mass,
                 bi_share=args.bi_share, bos=args.bos, min_depth=args.min_depth)
@@ -45,3 +50,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"recommended: inherit {r['recommended_layers']} layers ({r['rule']}); "
           f"by Block Influence: {r['by_block_influence']} -> {args.out}")
     return 0
+
+
+def _load(args: argparse.Namespace):
+    """Model and tokenizer, loaded here so that --trust-remote-code and --tokenizer reach them;
+    a weights-only model analyses --data without a tokenizer (the windows are token ids)."""
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model.config._name_or_path = str(args.model)  # analysis.json names the model as the user did
+    source = args.tokenizer or args.model
+    required = bool(args.tokenizer) or args.text is not None
+    tokenizer = load_tokenizer(source, trust_remote_code=args.trust_remote_code, required=required)
+    if args.tokenizer:
+        check_tokenizer_fits(model, tokenizer, source)
+    if tokenizer is None:
+        print(f"{args.model} has no tokenizer: --data is read as token ids, unchecked against the model's tokenizer",
+              flush=True)
+    return model, tokenizer

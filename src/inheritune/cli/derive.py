@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from inheritune.models.loading import load_model, load_tokenizer, parameter_count, save_model
+from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer, parameter_count, save_model
 from inheritune.models.surgery import INIT_CHOICES, derive
 from inheritune.io import check_output_dir
 
@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--tokenizer", metavar="REF",
+                   help="take the output's tokenizer from REF (default: the reference's; needed to attach one "
+                        "to a weights-only reference)")
     p.set_defaults(func=run)
 
 
@@ -25,12 +28,25 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite)  # fail before the slow load
     start = time.perf_counter()
     reference = load_model(args.reference, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.reference, trust_remote_code=args.trust_remote_code)
+    tokenizer = _tokenizer(args, reference)
     model = derive(reference, args.layers, init=args.init, seed=args.seed)
     save_model(model, tokenizer, args.out, overwrite=args.overwrite)
+    if tokenizer is None:
+        print(f"{args.reference} has no tokenizer: {args.out} holds weights only (attach one with --tokenizer REF)")
     print(
         f"derived {model.config.num_hidden_layers}/{reference.config.num_hidden_layers} layers "
         f"({parameter_count(model) / 1e6:.1f}M parameters, init={args.init}) -> {args.out} "
         f"in {time.perf_counter() - start:.1f}s"
     )
     return 0
+
+
+def _tokenizer(args: argparse.Namespace, reference) -> object | None:
+    """The output's tokenizer: --tokenizer's (checked against the embedding), else the reference's;
+    a weights-only reference derives a weights-only model (derive needs no tokenizer), said in one
+    line by ``run``."""
+    source = args.tokenizer or args.reference
+    tokenizer = load_tokenizer(source, trust_remote_code=args.trust_remote_code, required=bool(args.tokenizer))
+    if args.tokenizer:
+        check_tokenizer_fits(reference, tokenizer, source)
+    return tokenizer

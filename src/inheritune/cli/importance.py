@@ -23,7 +23,7 @@ from inheritune.errors import InherituneError
 from inheritune.evaluation.mmlu import few_shot_prompts
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, read_json
 from inheritune.models.families import family_of, num_heads, num_layers
-from inheritune.models.loading import load_model, load_tokenizer
+from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer
 from inheritune.reporting.plots import bars, curves, heatmap
 
 TASKS = ("mmlu-local",)
@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--tokenizer", metavar="REF",
+                   help="tokenizer to use (default: the model's; gives a weights-only model one, which prune saves)")
 
 
 def _sources(p: argparse.ArgumentParser) -> None:
@@ -82,10 +84,36 @@ def _positive(value: int, name: str) -> None:
 
 
 def _load(args: argparse.Namespace):
+    """Model and tokenizer; the tokenizer is None for a weights-only model when nothing needs it
+    (--data windows are token ids already; induction draws random ids), said in one line."""
     check_output_dir(args.out, args.overwrite)  # fail before the slow load
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     family_of(model.config)  # a model whose heads the family table does not know fails in one line
-    return model, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    source = args.tokenizer or args.model
+    needed = bool(args.tokenizer) or getattr(args, "text", None) is not None or bool(getattr(args, "tasks", None))
+    tokenizer = load_tokenizer(source, trust_remote_code=args.trust_remote_code, required=needed)
+    if args.tokenizer:
+        check_tokenizer_fits(model, tokenizer, source)
+    if tokenizer is None:
+        what = NO_TOKENIZER.get(getattr(args, "command", None), "none is used")
+        print(f"{args.model} has no tokenizer: {what}", flush=True)
+    return model, tokenizer
+
+
+NO_TOKENIZER = {
+    "importance": "the --data windows are scored as the token ids they hold",
+    "prune": "the output holds weights only (attach one with --tokenizer REF)",
+    "induction": "special token ids (left out of the random tokens) come from its config",
+}
+
+
+def _special_ids(model, tokenizer) -> tuple[int, ...]:
+    """Token ids never drawn as random tokens: the tokenizer's specials, else the config's."""
+    if tokenizer is not None:
+        return tuple(tokenizer.all_special_ids)
+    names = ("bos_token_id", "eos_token_id", "pad_token_id")
+    ids = [getattr(model.config, name, None) for name in names]
+    return tuple(sorted({i for value in ids for i in (value if isinstance(value, list) else [value]) if i is not None}))
 
 
 def _examples(args: argparse.Namespace, model, tokenizer) -> dict[str, list[imp.Example]]:
@@ -207,7 +235,8 @@ def run_prune(args: argparse.Namespace) -> int:
         report["sweep"][name] = s
     with atomic_dir(args.out, args.overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "prune.json", report)
         for name, s in sweeps.items():
             for metric in ("loss", "accuracy"):
@@ -240,15 +269,16 @@ def run_induction(args: argparse.Namespace) -> int:
     if not 0 <= args.exclude < 0.5:
         raise InherituneError(f"--exclude must be in [0, 0.5), not {args.exclude:g}")
     model, tokenizer = _load(args)
-    vocab = min(model.config.vocab_size, len(tokenizer))
-    candidates = candidate_tokens(vocab, args.exclude, tuple(tokenizer.all_special_ids))
+    vocab = model.config.vocab_size if tokenizer is None else min(model.config.vocab_size, len(tokenizer))
+    bos = model.config.bos_token_id if tokenizer is None else tokenizer.bos_token_id
+    candidates = candidate_tokens(vocab, args.exclude, _special_ids(model, tokenizer))
     scores = induction_scores(model, candidates, args.seg_len, args.repeats, args.seeds,
-                              bos=tokenizer.bos_token_id, batch_size=args.batch_size)
+                              bos=bos, batch_size=args.batch_size)
     prefix, copying = scores["prefix"], scores["copying"]
     top = top_heads(prefix, copying, args.top)
     report = {"model": str(args.model), "seg_len": args.seg_len, "repeats": args.repeats, "seeds": args.seeds,
               "exclude": args.exclude, "token_ids": [int(candidates.min()), int(candidates.max())],
-              "bos": tokenizer.bos_token_id, "prefix": prefix.tolist(), "copying": copying.tolist(),
+              "bos": bos, "prefix": prefix.tolist(), "copying": copying.tolist(),
               "top_heads": top}
     rows = [[i // prefix.shape[1], i % prefix.shape[1], f"{p:.6g}", f"{c:.6g}"]
             for i, (p, c) in enumerate(zip(prefix.ravel(), copying.ravel()))]

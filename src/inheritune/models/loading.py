@@ -2,12 +2,24 @@
 
 All model and tokenizer loading goes through here so that every command accepts the same
 forms, refuses pickles and remote code by default, and turns load failures into one line.
+
+A loaded model holds exactly the file's tensors: transformers fills tensors the config implies
+but the file lacks with random values (a folder whose config says 6 layers and whose weights
+hold 4 loads as "6 layers", 2 of them noise), so every load asks for transformers' own loading
+report (its key renaming and tied-weight rules included) and refuses missing, unexpected and
+mismatched tensors in one line naming the tensor, the file and both shapes.
+
+A weights-only folder (config + safetensors, a common checkpoint) has no tokenizer; transformers
+then builds an empty one for some families and fails mid-sentence for others, so folders are
+judged by their tokenizer files (``has_tokenizer``) and commands that can work without one ask
+for ``load_tokenizer(..., required=False)``.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -17,6 +29,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.errors import InherituneError
+from inheritune.messages import one_line
 
 
 @dataclass(frozen=True)
@@ -103,11 +116,140 @@ def resolve(reference: str | Path) -> Source:
     return Source("hub", ref)
 
 
+def _where(source: Source) -> str:
+    return source.location if source.kind != "gguf" else str(Path(source.location) / source.gguf_file)
+
+
+def _remote_code(source: Source) -> InherituneError:
+    config = "config.json" if source.kind != "gguf" else "its config"
+    return InherituneError(f"{_where(source)} runs custom code (auto_map in {config}): "
+                           "pass --trust-remote-code if you trust it")
+
+
 def _failure(what: str, source: Source, e: Exception) -> InherituneError:
-    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    where = source.location if source.kind != "gguf" else str(Path(source.location) / source.gguf_file)
+    """One line for a library's load failure, rephrased where the library names the wrong remedy."""
+    text = one_line(str(e)) or type(e).__name__
+    if "custom code" in text or "trust_remote_code" in text:
+        return _remote_code(source)
+    if "Weights only load failed" in text:
+        return InherituneError(
+            f"could not load {what} from {_where(source)}: its pickled checkpoint (.bin/.pt) holds objects other than "
+            "tensors, and unpickling them could run arbitrary code; convert it to safetensors where you trust it"
+        )
     hint = " (is the hub reachable? offline users give a local folder or .gguf)" if source.kind == "hub" else ""
-    return InherituneError(f"could not load {what} from {where}: {detail[:300]}{hint}")
+    return InherituneError(f"could not load {what} from {_where(source)}: {one_line(text, 300)}{hint}")
+
+
+def _check_remote_code(source: Source, trust_remote_code: bool) -> None:
+    """Refuse a folder whose architecture exists only as its own code, before transformers does
+    (transformers says to "inspect the repository content" and never names the flag)."""
+    if trust_remote_code or source.kind != "folder" or not (Path(source.location) / "config.json").is_file():
+        return
+    from transformers import CONFIG_MAPPING
+
+    config = _read_config(Path(source.location))
+    if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING:
+        raise _remote_code(source)
+
+
+def _read_config(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InherituneError(f"{folder / 'config.json'} is not readable JSON ({one_line(str(e), 200)})") from None
+    if not isinstance(config, dict):
+        raise InherituneError(f"{folder / 'config.json'} is not a JSON object")
+    return config
+
+
+# --- every tensor the config implies, from the file, with its shape -----------------------------
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+def _layers(keys) -> int:
+    """How many blocks a set of tensor names covers (distinct block indices)."""
+    return len({int(m.group(1)) for m in map(_LAYER.search, keys) if m})
+
+
+def _weight_files(source: Source) -> dict[str, str]:
+    """Tensor name -> the file holding it, from the safetensors headers (read, not loaded)."""
+    if source.kind != "folder":
+        return {}
+    folder = Path(source.location)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            return {k: str(folder / v) for k, v in json.loads(index.read_text())["weight_map"].items()}
+        except (OSError, ValueError, KeyError, AttributeError):
+            return {}
+    from safetensors import safe_open
+
+    files = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(path, framework="pt") as f:
+                files.update({k: str(path) for k in f.keys()})
+        except Exception:  # a broken file: transformers' own error names it
+            continue
+    return files
+
+
+def _file_of(key: str, files: dict[str, str], source: Source) -> str:
+    """The file that holds (or should hold) ``key``: its shard, the only file, or the reference."""
+    if key in files:
+        return files[key]
+    matches = [f for k, f in files.items() if key.endswith("." + k) or k.endswith("." + key)]
+    if matches:
+        return matches[0]
+    distinct = sorted(set(files.values()))
+    if len(distinct) == 1:
+        return distinct[0]
+    index = Path(source.location) / "model.safetensors.index.json"
+    return str(index) if source.kind == "folder" and index.is_file() else _where(source)
+
+
+def _natural(key: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
+
+
+def _details(config, count: int, keys) -> str:
+    """" (and 23 more tensors; the config names 6 layers, the file holds 4)", the parts that apply."""
+    parts = [f"and {count - 1} more tensors"] if count > 1 else []
+    configured, held = getattr(config, "num_hidden_layers", None), _layers(keys)
+    if configured is not None and held and held != configured:
+        parts.append(f"the config names {configured} layers, the file holds {held}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def check_loaded(model: PreTrainedModel, info: dict, source: Source) -> None:
+    """Refuse a load whose report has missing, unexpected or mismatched tensors, in one line."""
+    missing = sorted(info.get("missing_keys") or (), key=_natural)
+    unexpected = sorted(info.get("unexpected_keys") or (), key=_natural)
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda m: _natural(m[0]))
+    errors = [e for e in info.get("error_msgs") or () if str(e).strip()]
+    if not (missing or unexpected or mismatched or errors):
+        return
+    files = _weight_files(source)
+    expected = list(model.state_dict())
+    if mismatched:
+        key, in_file, in_model = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more tensors)" if len(mismatched) > 1 else ""
+        raise InherituneError(f"{key} has shape {_shape(in_file)} in {_file_of(key, files, source)} but the config "
+                              f"implies {_shape(in_model)}{more}: the weights do not match config.json")
+    if missing:
+        detail = _details(model.config, len(missing), set(expected) - set(missing))
+        raise InherituneError(f"{missing[0]} is missing from {_file_of(missing[0], files, source)}{detail}: "
+                              "refusing to fill it with random weights")
+    if unexpected:
+        detail = _details(model.config, len(unexpected), set(expected) | set(unexpected))
+        raise InherituneError(f"{unexpected[0]} is in {_file_of(unexpected[0], files, source)} but the config implies "
+                              f"no such tensor{detail}: the weights do not match config.json")
+    raise InherituneError(f"could not load the weights of {_where(source)}: {one_line(str(errors[0]), 300)}")
 
 
 def load_model(
@@ -115,17 +257,22 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
-    """Load a causal LM in ``dtype`` (fp32 by default: master weights for training)."""
+    """Load a causal LM in ``dtype`` (fp32 by default: master weights for training), holding
+    exactly the file's tensors (see the module docstring)."""
     source = resolve(reference)
+    _check_remote_code(source, trust_remote_code)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source.location, dtype=dtype, trust_remote_code=trust_remote_code, **source.kwargs()
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source.location, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
+            ignore_mismatched_sizes=True,  # report mismatches to check_loaded instead of an unreadable error
+            **source.kwargs(),
         )
     except InherituneError:
         raise
     except Exception as e:
         raise _failure("model", source, e) from None
+    check_loaded(model, info, source)
     if getattr(model.config, "quantization_config", None) is not None and source.kind == "gguf":
         del model.config.quantization_config  # weights are dequantized: save them as a plain model
         model.hf_quantizer = None  # else save_pretrained refuses the (no longer) quantized model
@@ -133,12 +280,76 @@ def load_model(
     return model
 
 
-def load_tokenizer(reference: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    source = resolve(reference)
+# --- tokenizers, which a weights-only folder lacks -----------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def has_tokenizer(reference: str | Path) -> bool:
+    """Whether a reference carries a tokenizer. A folder is judged by its files (transformers
+    builds an empty tokenizer from a GPT-2 config alone); GGUF files and hub repos are assumed
+    to have one (a GGUF embeds its vocabulary; the hub is asked when loading)."""
+    return _has_tokenizer(resolve(reference))
+
+
+def _has_tokenizer(source: Source) -> bool:
+    if source.kind != "folder":
+        return True
+    folder = Path(source.location)
+    return any((folder / name).is_file() for name in TOKENIZER_FILES) or any(folder.glob("*.tiktoken"))
+
+
+def _tokenizer_source(reference: str | Path) -> Source:
+    """Like ``resolve``, but a folder of tokenizer files alone (what save_pretrained of a
+    tokenizer writes) is a source too: --tokenizer may name one."""
+    path = Path(str(reference)).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and _has_tokenizer(Source("folder", str(path))):
+        return Source("folder", str(path))
+    return resolve(reference)
+
+
+def _no_tokenizer(where: str) -> InherituneError:
+    return InherituneError(
+        f"{where} has no tokenizer (weights only: no {', '.join(TOKENIZER_FILES[:3])}) and this command needs one: "
+        "pass --tokenizer REF where the command has it, or copy the tokenizer files of the model it came from "
+        f"into {where} (`inheritune derive {where} --layers N --tokenizer REF` writes a copy with one)"
+    )
+
+
+def load_tokenizer(
+    reference: str | Path, trust_remote_code: bool = False, required: bool = True
+) -> PreTrainedTokenizerBase | None:
+    """The reference's tokenizer; for a weights-only folder, None when not ``required``, else
+    an error saying how to attach one. A tokenizer-only folder (no config.json) also serves."""
+    source = _tokenizer_source(reference)
+    if not _has_tokenizer(source):
+        if required:
+            raise _no_tokenizer(_where(source))
+        return None
+    if source.kind == "folder":
+        _check_remote_code(source, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code, **source.kwargs())
+        tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code,
+                                                  **source.kwargs())
     except Exception as e:
         raise _failure("tokenizer", source, e) from None
+    if len(tokenizer) == 0:  # files that describe no vocabulary
+        if required:
+            raise _no_tokenizer(_where(source))
+        return None
+    return tokenizer
+
+
+def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    """Refuse to attach a tokenizer whose vocabulary the model's embedding cannot look up.
+
+    Counts the base vocabulary only: tokenizer classes add specials of their own (Qwen2's adds
+    ``<|endoftext|>`` to any vocabulary), which a model's own tokenizer has too."""
+    rows = model.get_input_embeddings().num_embeddings
+    base = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
+    if base > rows:
+        raise InherituneError(f"the tokenizer of {name} has {base} tokens but the model embeds only {rows}: "
+                              "it is not this model's tokenizer")
 
 
 def load(reference: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
