@@ -65,7 +65,7 @@ def arm_trainer(model, data: Path, tokenizer, precision: str, steps: int, peak: 
     """inheritune.train: seconds per step from its own log (which excludes evaluation and checkpoints)."""
     run = work / "run"
     train(model, data, run, tokenizer=tokenizer, steps=steps + 1, seq_len=SEQ, batch_size=BATCH, precision=precision,
-          eval_every=10_000, eval_tokens=SEQ, peak_flops=peak, progress=False, overwrite=True)
+          eval_every=10_000, peak_flops=peak, progress=False, overwrite=True)
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     return [SEQ * BATCH / r["tokens_per_s"] for r in rows if r["step"] >= 2]
 

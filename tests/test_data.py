@@ -69,12 +69,9 @@ def _check_round_trip(name: str, tok, tmp_path: Path, max_tokens: int, val_token
     decoded = [tok.decode(d.tolist(), clean_up_tokenization_spaces=False) for d in train + val]
     assert all(text in originals for text in decoded)
     assert len(set(decoded)) == len(train) + len(val)
-    if cut.size:  # the train cap cut the last document: its ids are a prefix of a real encoding
-        rest = [d for d in originals if d not in decoded]
-        assert len(rest) == 1
-        assert tok.encode(rest[0], add_special_tokens=False)[: cut.size] == cut.tolist()
-    else:
-        assert sorted(decoded) == sorted(originals)
+    if cut.size:  # the train cap cut a document: its ids are a prefix of a real encoding
+        rest = [d for d in originals if d not in decoded]  # the cut one, and those read past the cap
+        assert any(tok.encode(d, add_special_tokens=False)[: cut.size] == cut.tolist() for d in rest)
     assert data.manifest["splits"]["train"]["tokens"] == max_tokens
 
 
@@ -175,26 +172,65 @@ def test_duplicates_never_straddle_the_split(tokenizer, tmp_path):
         assert all(val.count(d) == 3 for d in val)
 
 
-def test_max_tokens_caps_train_exactly_and_default_val_is_a_tenth(tokenizer, tmp_path):
+def test_max_tokens_caps_train_exactly_and_default_val_is_a_tenth_of_the_sources(tokenizer, tmp_path):
     src = str(_jsonl(tmp_path / "a.jsonl", _docs(300)))
     data = open_data(prepare_data([src], tokenizer, tmp_path / "cap", max_tokens=5000))
     assert data.manifest["max_tokens"] == 5000 and data.num_tokens("train") == 5000
-    assert 500 <= data.num_tokens("val") < 700  # default: 10% of --max-tokens, whole documents
     full = open_data(prepare_data([src], tokenizer, tmp_path / "full"))
     total = full.manifest["read"]["tokens"]
-    assert total // 10 <= full.num_tokens("val") < total // 10 + 200  # small data: 10% of it
+    assert total // 10 <= full.num_tokens("val") < total // 10 + 200  # small data: 10% of it, whole documents
+    assert data.tokens("val").tobytes() == full.tokens("val").tobytes()  # the cap does not move the val set
+
+
+def _val_bytes(sources: list[str], tok, out: Path, caps, **kwargs) -> list[bytes]:
+    return [open_data(prepare_data(sources, tok, out / str(cap), max_tokens=cap, **kwargs)).tokens("val").tobytes()
+            for cap in caps]
+
+
+def test_validation_set_is_byte_identical_whatever_the_train_cap(tokenizer, tmp_path, monkeypatch):
+    src = str(_jsonl(tmp_path / "a.jsonl", _docs(400)))
+    first, *rest = _val_bytes([src], tokenizer, tmp_path / "small", (2000, 6000, None))
+    assert first and all(v == first for v in rest)
+    # Sources longer than the validation pool: still the same documents, for explicit and default sizes.
+    monkeypatch.setattr(prepare, "VAL_POOL_TOKENS", 3000)
+    for kwargs in ({"val_tokens": 150}, {}):
+        first, *rest = _val_bytes([src], tokenizer, tmp_path / f"pool{len(kwargs)}", (1000, 4000, None), **kwargs)
+        assert first and all(v == first for v in rest), kwargs
+
+
+def test_packaged_validation_set_is_byte_identical_for_30k_100k_and_no_cap(tokenizer, tmp_path):
+    if not _installed("owt-snippets"):
+        pytest.skip(f"{CORPORA['owt-snippets'].package} is not installed ({CORPORA['owt-snippets'].install})")
+    first, *rest = _val_bytes(["owt-snippets"], tokenizer, tmp_path, (30_000, 100_000, None))
+    assert first and all(v == first for v in rest)
+
+
+def test_one_txt_file_is_split_into_documents_and_prepares_train_and_val(tokenizer, tmp_path):
+    from inheritune.data.sources import DOC_CHARS, split_text
+
+    text = "\n\n".join(_docs(300))
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    docs = split_text(text)
+    assert len(docs) >= 10 and all(len(d) <= DOC_CHARS for d in docs)
+    assert "\n\n".join(docs) == text  # paragraphs packed in order, nothing lost
+    data = open_data(prepare_data([str(tmp_path / "book.txt")], tokenizer, tmp_path / "d"))
+    train, val = _texts(data, "train", tokenizer), _texts(data, "val", tokenizer)
+    assert train and val and not set(train) & set(val)
+    assert sorted(train + val) == sorted(docs)
+    one_line = "word " * 3000  # no paragraph or line breaks at all: cut at spaces
+    assert all(len(d) <= DOC_CHARS for d in split_text(one_line)) and len(split_text(one_line)) == 4
 
 
 def test_prepared_data_feeds_the_shared_val_loss(tokenizer, tmp_path):
-    """The folder is what train/eval read: val_loss runs on it and counts exactly its val tokens."""
+    """The folder is what train/eval read: val_loss runs on it and predicts every val token but the first."""
     from conftest import tiny_model
     from inheritune.evaluation.loss import val_loss
 
     data = open_data(prepare_data([str(_jsonl(tmp_path / "a.jsonl", _docs(80)))], tokenizer, tmp_path / "d",
                                   val_tokens=600))
-    result = val_loss(tiny_model("llama", 2), data, seq_len=32, batch_size=4)
-    n = data.num_tokens("val")
-    assert np.isfinite(result["loss"]) and 0 < result["tokens"] <= n - 1
+    result = val_loss(tiny_model("llama", 2), data, batch_size=4)
+    assert np.isfinite(result["loss"]) and result["tokens"] == data.num_tokens("val") - 1
+    assert result["yardstick"]["context"] == 128  # the tiny model's whole context (< 512)
 
 
 def test_interleaved_sources_and_folders(tokenizer, tmp_path):
@@ -211,7 +247,7 @@ def test_interleaved_sources_and_folders(tokenizer, tmp_path):
                        tokenizer, tmp_path / "d", val_tokens=1, text_field="body")
     data = open_data(out)
     texts = _texts(data, "train", tokenizer) + _texts(data, "val", tokenizer)
-    assert sorted(texts) == sorted(["A whole book.\n\nWith two paragraphs.\n", "Another book.", "Parquet row one.",
+    assert sorted(texts) == sorted(["A whole book.\n\nWith two paragraphs.", "Another book.", "Parquet row one.",
                                     "Parquet row two.", "Json row one.", "Json row two."])
 
 

@@ -62,8 +62,10 @@ def continuation_logprob(model, tok, context: str, continuation: str) -> tuple[f
 def test_val_loss_equals_plain_token_nll(data_dir, tokenizer):
     model = tiny_model("llama", 2, seed=3)
     seq_len = 50
+    model.config.max_position_embeddings = seq_len  # the yardstick's window: min(512, the model's context)
     model.train()
-    result = evaluate(model, tokenizer, data=data_dir, seq_len=seq_len, batch_size=3)["val"]
+    result = evaluate(model, tokenizer, data=data_dir, batch_size=3)["val"]
+    assert result["yardstick"]["context"] == seq_len and result["yardstick"]["precision"] == "fp32"
     assert model.training  # handed back in the mode it came in
     model.eval()
 

@@ -65,7 +65,7 @@ def test_never_matched_runs_to_max_layers_with_a_clear_verdict(setup):
     # Training helps, and the reference's loss is measured once and cached.
     assert full.rounds[-1]["val_loss"] < full.rounds[0]["start_val_loss"]
     cached = json.loads((root / "full" / "reference.json").read_text())["result"]["loss"]
-    ref_now = val_loss(load_model(reference), open_data(data), seq_len=CONFIG.seq_len, batch_size=CONFIG.batch_size)
+    ref_now = val_loss(load_model(reference), open_data(data), batch_size=CONFIG.batch_size)
     assert cached == full.reference_val_loss == pytest.approx(ref_now["loss"], abs=1e-6)
 
 
@@ -109,7 +109,7 @@ def test_each_round_starts_from_the_grown_model(setup):
     """Round 3's step-0 val loss is exactly that of round 2's trained model grown by the reference's block 2."""
     root, reference, data, full = setup
     start = round_model(load_model(reference), Path(full.rounds[1]["run_dir"]) / "final", 3, "reference", seed=0)
-    loss = val_loss(start, open_data(data), seq_len=CONFIG.seq_len, batch_size=CONFIG.batch_size)["loss"]
+    loss = val_loss(start, open_data(data), batch_size=CONFIG.batch_size)["loss"]
     assert full.rounds[2]["start_val_loss"] == pytest.approx(loss, abs=1e-6)
 
 
@@ -162,3 +162,46 @@ def test_bad_input_is_one_line_and_touches_nothing(setup, tmp_path):
     other = make_data_dir(tmp_path / "other-data", make_tokenizer(300))
     with pytest.raises(InherituneError, match="tokenizer mismatch"):
         grow_until_matched(reference, other, tmp_path / "mismatch", config=CONFIG, log=lambda m: None, **GROW_ARGS)
+
+
+def test_keep_last_derives_first_and_last_blocks_and_grows_before_the_tail(setup, tmp_path):
+    root, reference, data, full = setup
+    ref = load_model(reference)
+    blocks = FAMILIES["llama"].blocks
+    first = round_model(ref, None, 3, "reference", seed=0, keep_last=1)  # reference blocks 0, 1 and 3
+    for i, j in enumerate((0, 1, 3)):
+        assert all(torch.equal(a, b) for a, b in zip(module(first, f"{blocks}.{i}").state_dict().values(),
+                                                      module(ref, f"{blocks}.{j}").state_dict().values()))
+    previous = tmp_path / "round1"
+    first.save_pretrained(previous)
+    grown = round_model(ref, previous, 4, "reference", seed=0, keep_last=1)  # 0, 1, new = ref 2, tail = ref 3
+    for i, (src, j) in enumerate(((first, 0), (first, 1), (ref, 2), (first, 2))):
+        assert all(torch.equal(a, b) for a, b in zip(module(grown, f"{blocks}.{i}").state_dict().values(),
+                                                      module(src, f"{blocks}.{j}").state_dict().values())), i
+    with pytest.raises(InherituneError, match="keep-last must be in 0..0"):
+        grow_until_matched(reference, data, tmp_path / "bad", config=CONFIG, log=lambda m: None,
+                           **{**GROW_ARGS, "start_layers": 1}, keep_last=1)
+
+
+def test_grow_distils_from_the_reference_in_memory(setup, tmp_path):
+    root, reference, data, full = setup
+    config = TrainConfig(**{**CONFIG.__dict__, "distill_from": "reference", "distill_alpha": 0.5})
+    grown = grow_until_matched(reference, data, tmp_path / "kd", margin=-100.0, config=config, log=lambda m: None,
+                               **{**GROW_ARGS, "max_layers": 2})
+    stored = json.loads((Path(grown.rounds[0]["run_dir"]) / "config.json").read_text())
+    assert stored["config"]["distill_from"] == str(reference) and stored["train_loss"].startswith("distillation")
+    assert grown.rounds[-1]["val_loss"] < grown.rounds[0]["start_val_loss"]
+
+
+def test_overwrite_with_bad_input_leaves_the_previous_run_as_it_was(setup, tmp_path):
+    root, reference, data, full = setup
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("a previous run")
+    other = make_data_dir(tmp_path / "other-data", make_tokenizer(300))
+    for kwargs, message in (({"data": other}, "tokenizer mismatch"),
+                            ({"start_layers": 5, "max_layers": 6}, "has 4 layers")):
+        args = {"reference": reference, "data": data, **GROW_ARGS, **kwargs}
+        with pytest.raises(InherituneError, match=message):
+            grow_until_matched(out=out, config=CONFIG, overwrite=True, log=lambda m: None, **args)
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]

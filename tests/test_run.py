@@ -28,7 +28,9 @@ def _recipe(root: Path) -> dict:
         "train": {"seq_len": 32, "batch_size": 4, "eval_every": 2, "checkpoint_every": 4, "precision": "fp32",
                   "peak_flops": 1e12, "progress": False},  # a given peak skips the trainer's matmul timing
         "grow": {"start_layers": 1, "step_layers": 1, "max_layers": 2, "tokens_per_round": ROUND_TOKENS, "margin": -100},
-        "arms": {"scratch": True, "scratch_2x": True, "scratch_start": True, "nogrow": ["attention"]},
+        "distill": {"enabled": True, "alpha": 0.5, "temperature": 2.0},  # main arm: inheritune-kd
+        "arms": {"scratch": True, "other_loss": True, "scratch_full": True, "scratch_2x": True, "scratch_start": True,
+                 "nogrow": ["attention"]},
         "analysis": {"enabled": True, "sequences": 4, "seq_len": 16},
         "eval": {"tasks": ["cloze-local"], "limit": 3},
     }
@@ -60,11 +62,17 @@ def test_report_files_exist_and_are_self_contained(finished):
     assert png.startswith(b"\x89PNG")
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    for arm in ("inheritune", "scratch", "scratch-2x", "scratch-1L", "inheritune-nogrow-attention", "reference"):
-        assert f"| {arm} |" in md and f"<td>{arm}</td>" in html
-    assert "## Growth rounds" in md and "<h2>Growth rounds</h2>" in html
     report = json.loads((out / "report.json").read_text())
-    assert report["verdict"] in md and report["verdict"] in stdout
+    assert set(report["arms"]) == set(ARMS) | {"reference"}
+    for arm in report["arms"]:
+        assert f"| {arm} |" in md and f"<td>{arm}</td>" in html
+    assert "## Growth rounds: inheritune-kd" in md and "<h2>Growth rounds: inheritune</h2>" in html
+    assert report["main_arm"] == "inheritune-kd" and report["verdict"] in md and report["verdict"] in stdout
+    assert "scratch-kd (same depth, tokens and loss" in report["verdict"]
+    # One yardstick, stated in the header of every rendering; time-to-target for every trained arm.
+    assert report["yardstick"]["definition"] in md and "512 tokens" in report["yardstick"]["definition"]
+    assert "## Time to target" in md and all(set(arm["time_to_target"]) == {"+2", "+1", "+0.5"}
+                                             for name, arm in report["arms"].items() if name != "reference")
     # The curves plus the reference's analysis plots, all inlined: the page needs no other file.
     plots = report["analysis"]["plots"]
     assert plots and all((out / p).read_bytes().startswith(b"\x89PNG") for p in plots.values())
@@ -72,43 +80,63 @@ def test_report_files_exist_and_are_self_contained(finished):
     assert all(f"]({p})" in md for p in plots.values())
     # Downstream evaluation: one row per arm, the harness's val loss agreeing with the run's.
     assert "## Downstream evaluation" in md and set(report["eval"]) == set(report["arms"])
+    downstream = md.split("## Downstream evaluation")[1]
     for name, arm in report["arms"].items():
-        assert f"| {name} |" in report["eval_markdown"]
+        assert f"| {name} |" in downstream
         assert report["eval"][name]["val"]["loss"] == pytest.approx(arm["final_val_loss"], abs=1e-4)
+
+
+ARMS = ("inheritune-kd", "inheritune", "scratch-kd", "scratch", "scratch-full-kd", "scratch-2x-kd", "scratch-1L-kd",
+        "inheritune-nogrow-attention-kd")
+
+
+def test_eval_cli_gives_the_reports_val_loss(finished):
+    """train's final val loss = `eval --data` on the final model = the report's figure."""
+    recipe, out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    arm = report["arms"]["inheritune-kd"]
+    r = _inheritune("eval", arm["model_dir"], "--data", str(out / "data"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["val"]["loss"] == pytest.approx(arm["final_val_loss"], abs=1e-4)
 
 
 def test_json_numbers_equal_the_runs_logs(finished):
     recipe, out, _ = finished
     report = json.loads((out / "report.json").read_text())
     arms = report["arms"]
-    for name in ("scratch", "scratch-2x", "scratch-1L", "inheritune-nogrow-attention"):
+    for name in ARMS[2:]:
         run_dir = out / "arms" / name
         result = json.loads((run_dir / "result.json").read_text())
         assert arms[name]["final_val_loss"] == result["final_val_loss"]
         assert arms[name]["tokens"] == result["tokens"] and arms[name]["wall_time"] == result["wall_time"]
         tokens, losses = _log_curve(run_dir)
-        assert arms[name]["curve"] == {"tokens": tokens, "val_loss": losses}
+        assert (arms[name]["curve"]["tokens"], arms[name]["curve"]["val_loss"]) == (tokens, losses)
         assert arms[name]["final_val_loss"] == losses[-1]
-    # The inheritune arm: its rounds' logs end to end, round r shifted by the tokens before it.
-    summary = json.loads((out / "arms" / "inheritune" / "summary.json").read_text())
-    tokens, losses, offset = [], [], 0
-    for r in summary["rounds"]:
-        t, v = _log_curve(Path(r["run_dir"]))
-        tokens += [offset + x for x in t]
-        losses += v
-        offset += r["tokens"]
-    assert arms["inheritune"]["curve"] == {"tokens": tokens, "val_loss": losses}
-    assert arms["inheritune"]["final_val_loss"] == losses[-1] == summary["rounds"][-1]["val_loss"]
-    assert report["growth"]["rounds"] == summary["rounds"]
-    cached = json.loads((out / "arms" / "inheritune" / "reference.json").read_text())["result"]
-    assert arms["reference"]["final_val_loss"] == cached["loss"] == summary["reference_val_loss"]
+        config = json.loads((run_dir / "config.json").read_text())["config"]
+        assert (config["distill_from"] is not None) == name.endswith("-kd"), name
+    # The inheritune arms: their rounds' logs end to end, round r shifted by the tokens before it.
+    for name in ("inheritune-kd", "inheritune"):
+        summary = json.loads((out / "arms" / name / "summary.json").read_text())
+        tokens, losses, offset = [], [], 0
+        for r in summary["rounds"]:
+            t, v = _log_curve(Path(r["run_dir"]))
+            tokens += [offset + x for x in t]
+            losses += v
+            offset += r["tokens"]
+        assert (arms[name]["curve"]["tokens"], arms[name]["curve"]["val_loss"]) == (tokens, losses)
+        assert arms[name]["final_val_loss"] == losses[-1] == summary["rounds"][-1]["val_loss"]
+        assert report["growth"][name]["rounds"] == summary["rounds"]
+        cached = json.loads((out / "arms" / name / "reference.json").read_text())["result"]
+        assert arms["reference"]["final_val_loss"] == cached["loss"] == summary["reference_val_loss"]
     # Equal budgets: scratch on the inheritune arm's total tokens, scratch-2x twice, scratch-1L one round.
-    total = sum(r["tokens"] for r in summary["rounds"])
-    assert arms["inheritune"]["tokens"] == total == 2 * ROUND_TOKENS
-    assert arms["scratch"]["tokens"] == arms["inheritune-nogrow-attention"]["tokens"] == total
-    assert arms["scratch-2x"]["tokens"] == 2 * total and arms["scratch-1L"]["tokens"] == ROUND_TOKENS
-    assert arms["scratch"]["layers"] == arms["inheritune"]["layers"] == 2 and arms["scratch-1L"]["layers"] == 1
-    assert arms["scratch"]["params"] == arms["inheritune"]["params"]
+    total = 2 * ROUND_TOKENS
+    assert arms["inheritune-kd"]["tokens"] == arms["inheritune"]["tokens"] == total
+    for name in ("scratch-kd", "scratch", "scratch-full-kd", "inheritune-nogrow-attention-kd"):
+        assert arms[name]["tokens"] == total, name
+    assert arms["scratch-2x-kd"]["tokens"] == 2 * total and arms["scratch-1L-kd"]["tokens"] == ROUND_TOKENS
+    assert arms["scratch-kd"]["layers"] == arms["inheritune-kd"]["layers"] == 2 and arms["scratch-1L-kd"]["layers"] == 1
+    assert arms["scratch-full-kd"]["layers"] == arms["reference"]["layers"] == 3
+    assert arms["scratch-kd"]["params"] == arms["inheritune-kd"]["params"]
 
 
 def test_scratch_model_is_the_reference_architecture_with_fresh_weights():

@@ -72,9 +72,16 @@ def test_losses_fall_and_run_folder_is_complete(setup):
     assert (root / "run" / "final" / "tokenizer.json").is_file()
     stored = json.loads((root / "run" / "result.json").read_text())
     assert stored["final_val_loss"] == result.final_val_loss == vals[-1]
-    # resume=True on a finished run returns the stored result without training.
+    # resume=True on a finished run returns the stored result without training ...
     again = train(model, data, root / "run", steps=24, eval_every=8, resume=True, **FAST)
     assert again.val_history == result.val_history
+    # ... but a finished run asked for another length is refused, naming both numbers, never a silent no-op.
+    for steps in (40, 12):
+        with pytest.raises(InherituneError, match=f"finished at 24 steps .* cannot be extended to {steps} steps"):
+            train(model, data, root / "run", steps=steps, eval_every=8, resume=True, **FAST)
+    assert json.loads((root / "run" / "result.json").read_text()) == stored
+    # Wall time is the optimizer steps' own, cumulative, in the log and in the result.
+    assert 0 < result.wall_time == rows[-1]["wall_time"] and result.val_history[-1]["wall_time"] == result.wall_time
 
 
 def test_bad_inputs_are_clear_errors(setup, tmp_path):
@@ -93,10 +100,11 @@ def test_bad_inputs_are_clear_errors(setup, tmp_path):
         with pytest.raises(InherituneError, match=message):
             train(model, out=tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
-    # --resume on a run folder without any checkpoint: nothing to resume.
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InherituneError, match="no checkpoint to resume"):
-        train(model, data, tmp_path / "empty", steps=2, resume=True, **FAST)
+    # --resume on a run killed before its first checkpoint: nothing to lose, so it starts over.
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "log.jsonl").write_text('{"step": 0, "tokens": 0, "val_loss": 9.0}\n')
+    result = train(model, data, tmp_path / "early", steps=2, resume=True, **FAST)
+    assert result.steps == 2 and _log(tmp_path / "early")[0]["val_loss"] != 9.0
 
 
 def test_cli_errors_are_one_line(setup, tmp_path):

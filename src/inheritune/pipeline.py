@@ -1,10 +1,12 @@
 """The whole recipe (`inheritune run`): a recipe's pipeline, from data to a report comparing the arms.
 
-Order: prepare the data (or use a prepared folder), optionally analyse the reference's
-attention, grow the ``inheritune`` arm until it matches the reference, then train the other
-arms on the same validation set at equal token budgets (scratch at the grown depth on the
-inheritune arm's total tokens, and the optional variants), evaluate, and write the report.
-Every arm is a train run under ``RUN/arms/``; rerunning the same recipe resumes where it stopped.
+Order: check every input (nothing is written before), prepare the data (or use a prepared
+folder), optionally analyse the reference's attention, grow the main ``inheritune`` arm until
+it matches the reference (with distillation from the reference when the recipe says so: then
+it is ``inheritune-kd``), optionally grow its twin with the other loss, then train the other
+arms on the same validation set at equal token budgets (scratch at the grown depth with the
+same loss, scratch at the reference's depth, and the optional variants), evaluate, and write
+the report. Every arm is a train run under ``RUN/arms/``; rerunning the same recipe resumes.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -29,11 +32,19 @@ from inheritune.models.families import family_of, num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count
 from inheritune.models.surgery import derive
 from inheritune.recipe import Recipe, load_recipe
-from inheritune.reporting.report import write_report
-from inheritune.training import TrainResult
+from inheritune.reporting.report import build_report, write_report
+from inheritune.training import TrainConfig, TrainResult
 from inheritune.training.config import make_config
 
 RECIPE = "recipe.json"  # the resolved recipe a run was started with: a rerun must match it to resume
+
+
+@dataclass
+class Loss:
+    """One training loss of the run: its arm-name suffix and the train config that sets it."""
+
+    suffix: str  # "" (cross-entropy) or "-kd" (distillation)
+    config: TrainConfig
 
 
 def scratch_model(reference: PreTrainedModel, layers: int, seed: int) -> PreTrainedModel:
@@ -51,20 +62,37 @@ def scratch_model(reference: PreTrainedModel, layers: int, seed: int) -> PreTrai
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def _prepare_out(out: Path, recipe: Recipe, overwrite: bool) -> None:
-    resolved = json.loads(json.dumps(recipe.to_dict()))
+def _check_out(out: Path, recipe: Recipe, overwrite: bool) -> bool:
+    """True if ``out`` holds a run of this very recipe (resume); refuse anything else unless ``overwrite``.
+    Touches nothing: the folder is claimed only once every input has been checked."""
     if out.exists() and not out.is_dir():
         raise InherituneError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        stored = read_json(out / RECIPE, "run recipe") if (out / RECIPE).is_file() else None
-        if stored == resolved:
-            return
-        if not overwrite:
-            what = "was started with a different recipe" if stored else "is not empty"
-            raise InherituneError(f"output folder {out} {what}; pass --overwrite to start over or use a new --out")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    stored = read_json(out / RECIPE, "run recipe") if (out / RECIPE).is_file() else None
+    if stored == json.loads(json.dumps(recipe.to_dict())):
+        return True
+    if not overwrite:
+        what = "was started with a different recipe" if stored else "is not empty"
+        raise InherituneError(f"output folder {out} {what}; pass --overwrite to start over or use a new --out")
+    return False
+
+
+def _claim_out(out: Path, recipe: Recipe, resuming: bool) -> None:
+    if resuming:
+        return
+    if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RECIPE, resolved)
+    out.mkdir(parents=True)
+    atomic_write_json(out / RECIPE, json.loads(json.dumps(recipe.to_dict())))
+
+
+def _load_reference(recipe: Recipe):
+    """The reference model and tokenizer; a failure names the recipe key."""
+    try:
+        return load_model(recipe.reference), load_tokenizer(recipe.reference)
+    except InherituneError as e:
+        raise InherituneError(f"recipe key 'reference': {e}") from None
 
 
 def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) -> Path:
@@ -82,30 +110,88 @@ def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) ->
     return target
 
 
-def _arm(result: TrainResult, layers: int, params: int, offset: int = 0) -> dict:
+def losses(recipe: Recipe, config: TrainConfig) -> list[Loss]:
+    """The main loss first (distillation when ``distill.enabled``), then the other one if asked for."""
+    d = recipe.distill
+    teacher = recipe.reference if d.teacher == "reference" else d.teacher
+    ce = Loss("", dataclasses.replace(config, distill_from=None))
+    kd = Loss("-kd", dataclasses.replace(config, distill_from=teacher, distill_alpha=d.alpha,
+                                         distill_temperature=d.temperature))
+    main, other = (kd, ce) if d.enabled else (ce, kd)
+    return [main, other] if recipe.arms.other_loss else [main]
+
+
+def _arm(result: TrainResult, layers: int, params: int) -> dict:
     """An arm's numbers, all taken from its train run's own result."""
-    return {
-        "layers": layers, "params": params, "tokens": result.tokens, "final_val_loss": result.final_val_loss,
-        "ppl": float(torch.tensor(result.final_val_loss).exp()), "wall_time": result.wall_time,
-        "curve": {"tokens": [offset + h["tokens"] for h in result.val_history],
-                  "val_loss": [h["val_loss"] for h in result.val_history]},
-        "run_dir": str(result.run_dir), "model_dir": str(result.model_dir),
-    }
+    return _rounds_arm([result], layers, params) | {"run_dir": str(result.run_dir)}
 
 
-def _inheritune_arm(grown: GrowResult, results: list[TrainResult], params: int) -> dict:
-    """The rounds' curves laid end to end: round r starts at the tokens rounds 1..r-1 consumed."""
-    tokens, losses, offset = [], [], 0
+def _rounds_arm(results: list[TrainResult], layers: int, params: int) -> dict:
+    """Train runs laid end to end (growth rounds): round r starts at the tokens and seconds of rounds 1..r-1."""
+    curve = {"tokens": [], "wall_time": [], "val_loss": []}
+    tokens = wall = 0
     for result in results:
-        arm = _arm(result, 0, 0, offset)
-        tokens += arm["curve"]["tokens"]
-        losses += arm["curve"]["val_loss"]
-        offset += result.tokens
+        for h in result.val_history:
+            curve["tokens"].append(tokens + h["tokens"])
+            curve["wall_time"].append(wall + h.get("wall_time", 0.0))
+            curve["val_loss"].append(h["val_loss"])
+        tokens, wall = tokens + result.tokens, wall + result.wall_time
     last = results[-1]
-    return {"layers": grown.layers, "params": params, "tokens": grown.tokens, "final_val_loss": last.final_val_loss,
-            "ppl": float(torch.tensor(last.final_val_loss).exp()), "wall_time": grown.wall_time,
-            "curve": {"tokens": tokens, "val_loss": losses}, "matched": grown.matched,
-            "run_dir": str(grown.run_dir), "model_dir": str(grown.model_dir)}
+    return {"layers": layers, "params": params, "tokens": tokens, "final_val_loss": last.final_val_loss,
+            "ppl": float(torch.tensor(last.final_val_loss).exp()), "wall_time": wall, "curve": curve,
+            "model_dir": str(last.model_dir)}
+
+
+def _grow(recipe: Recipe, loss: Loss, data_dir: Path, out: Path, reference, tokenizer, max_layers: int | None,
+          log) -> tuple[GrowResult, dict]:
+    """One inheritune arm: grow until matched with this loss; its report entry."""
+    g = recipe.grow
+    grown = grow_until_matched(recipe.reference, data_dir, out / "arms" / f"inheritune{loss.suffix}", g.start_layers,
+                               g.step_layers, max_layers, g.tokens_per_round, g.margin, g.mode, loss.config,
+                               g.keep_last, reference_model=reference, tokenizer=tokenizer, log=log)
+    results = [TrainResult.from_json(read_json(Path(r["run_dir"]) / "result.json", "train result"))
+               for r in grown.rounds]
+    arm = _rounds_arm(results, grown.layers, parameter_count(load_model(grown.model_dir)))
+    return grown, arm | {"matched": grown.matched, "run_dir": str(grown.run_dir), "model_dir": str(grown.model_dir)}
+
+
+def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: list[Loss]):
+    """The comparison arms: (name, model builder, layers, tokens, loss). Builders run only for unfinished arms."""
+    main = all_losses[0]
+    seed, a, g = recipe.seed, recipe.arms, recipe.grow
+    depth, total = grown[main.suffix].layers, grown[main.suffix].tokens
+    if a.scratch:
+        for loss in all_losses:
+            d = grown[loss.suffix].layers
+            yield f"scratch{loss.suffix}", lambda d=d: scratch_model(reference, d, seed), d, grown[loss.suffix].tokens, loss
+    if a.scratch_full:
+        full = num_layers(reference.config)
+        yield f"scratch-full{main.suffix}", lambda: scratch_model(reference, full, seed), full, total, main
+    if a.scratch_2x:
+        yield f"scratch-2x{main.suffix}", lambda: scratch_model(reference, depth, seed), depth, 2 * total, main
+    if a.scratch_start and (depth != g.start_layers or not a.scratch):
+        yield (f"scratch-{g.start_layers}L{main.suffix}", lambda: scratch_model(reference, g.start_layers, seed),
+               g.start_layers, grown[main.suffix].rounds[0]["tokens"], main)
+    for init in a.nogrow:
+        yield (f"inheritune-nogrow-{init}{main.suffix}", lambda init=init: derive(reference, depth, init=init, seed=seed),
+               depth, total, main)
+    if a.reference_trained:
+        yield f"reference-trained{main.suffix}", lambda: copy.deepcopy(reference), num_layers(reference.config), total, main
+
+
+def _train_arms(recipe, reference, tokenizer, data_dir: Path, out: Path, grown, all_losses, log) -> dict:
+    arms = {}
+    for name, build, layers, tokens, loss in _plan(recipe, reference, grown, all_losses):
+        run_dir = out / "arms" / name
+        log(f"arm {name}: {layers} layers, {tokens} tokens -> {run_dir}")
+        model = build()
+        params = parameter_count(model)
+        teacher = reference if loss.config.distill_from == recipe.reference else None
+        result = train_resumable(model, data_dir, run_dir, dataclasses.replace(loss.config, tokens=tokens), tokenizer,
+                                 teacher)
+        arms[name] = _arm(result, layers, params)
+        log(f"arm {name}: val loss {result.final_val_loss:.4f} after {result.tokens} tokens")
+    return arms
 
 
 def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool = False,
@@ -119,69 +205,33 @@ def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool 
     out = Path(out)
     if recipe.data.dir is not None:
         open_data(recipe.data.dir)
-    else:
-        for source in recipe.data.sources:
-            check_source(source)  # a typo fails now, not after the reference loads
-    _prepare_out(out, recipe, overwrite)
+    for source in recipe.data.sources if recipe.data.dir is None else ():
+        check_source(source)  # a typo fails now, not after the reference loads
+    resuming = _check_out(out, recipe, overwrite)
     log(f"loading reference {recipe.reference}")
-    reference = load_model(recipe.reference)
-    tokenizer = load_tokenizer(recipe.reference)
+    reference, tokenizer = _load_reference(recipe)
+    _claim_out(out, recipe, resuming)
     data_dir = prepare(recipe, tokenizer, out, log)
-    data = open_data(data_dir)
-    g = recipe.grow
-    config = make_config(recipe.train, tokens=g.tokens_per_round, seed=recipe.seed)
+    config = make_config(recipe.train, tokens=recipe.grow.tokens_per_round, seed=recipe.seed)
+    analysis = _analysis(recipe, reference, tokenizer, data_dir, out / "analysis", log) if recipe.analysis.enabled else None
 
-    analysis = None
-    if recipe.analysis.enabled:
-        analysis = _analysis(recipe, reference, tokenizer, data_dir, out / "analysis", log)
-
-    grown = grow_until_matched(recipe.reference, data_dir, out / "arms" / "inheritune", g.start_layers,
-                               g.step_layers, g.max_layers, g.tokens_per_round, g.margin, g.mode, config,
-                               reference_model=reference, tokenizer=tokenizer, log=log)
-    round_results = [_train_result(Path(r["run_dir"])) for r in grown.rounds]
-    arms = {"inheritune": _inheritune_arm(grown, round_results, parameter_count(load_model(grown.model_dir)))}
-
-    ref_eval = read_json(grown.run_dir / "reference.json", "reference cache")["result"]
+    all_losses = losses(recipe, config)
+    grown, arms = {}, {}
+    for loss in all_losses:  # the main arm first: its depth caps the other loss's growth
+        cap = recipe.grow.max_layers if not grown else grown[all_losses[0].suffix].layers
+        grown[loss.suffix], arms[f"inheritune{loss.suffix}"] = _grow(recipe, loss, data_dir, out, reference,
+                                                                     tokenizer, cap, log)
+    ref_eval = read_json(grown[all_losses[0].suffix].run_dir / "reference.json", "reference cache")["result"]
     arms["reference"] = {"layers": ref_eval["layers"], "params": ref_eval["params"], "tokens": 0,
                          "final_val_loss": ref_eval["loss"], "ppl": ref_eval["ppl"], "wall_time": ref_eval["wall_time"],
                          "curve": None}
-
-    # The comparison arms: (name, model builder, layers, tokens). Builders run only for unfinished arms.
-    depth, total = grown.layers, grown.tokens
-    plan: list[tuple[str, Callable[[], PreTrainedModel], int, int]] = []
-    if recipe.arms.scratch:
-        plan.append(("scratch", lambda: scratch_model(reference, depth, recipe.seed), depth, total))
-    if recipe.arms.scratch_2x:
-        plan.append(("scratch-2x", lambda: scratch_model(reference, depth, recipe.seed), depth, 2 * total))
-    if recipe.arms.scratch_start and (depth != g.start_layers or not recipe.arms.scratch):
-        plan.append((f"scratch-{g.start_layers}L", lambda: scratch_model(reference, g.start_layers, recipe.seed),
-                     g.start_layers, grown.rounds[0]["tokens"]))
-    for init in recipe.arms.nogrow:
-        plan.append((f"inheritune-nogrow-{init}", lambda init=init: derive(reference, depth, init=init, seed=recipe.seed),
-                     depth, total))
-    if recipe.arms.reference_trained:
-        plan.append(("reference-trained", lambda: copy.deepcopy(reference), num_layers(reference.config), total))
-
-    for name, build, layers, tokens in plan:
-        run_dir = out / "arms" / name
-        log(f"arm {name}: {layers} layers, {tokens} tokens -> {run_dir}")
-        model = build()
-        params = parameter_count(model)
-        result = train_resumable(model, data_dir, run_dir, dataclasses.replace(config, tokens=tokens), tokenizer)
-        arms[name] = _arm(result, layers, params)
-        log(f"arm {name}: val loss {result.final_val_loss:.4f} after {result.tokens} tokens")
-
-    report = _report(recipe, data, config, grown, arms, analysis, time.perf_counter() - start)
-    if recipe.eval.tasks:
-        report["eval"], report["eval_markdown"] = _evaluate(recipe, arms, tokenizer, data_dir, config.seq_len, log)
+    arms |= _train_arms(recipe, reference, tokenizer, data_dir, out, grown, all_losses, log)
+    evals = _evaluate(recipe, arms, tokenizer, data_dir, log) if recipe.eval.tasks else None
+    report = build_report(recipe, open_data(data_dir), grown, all_losses[0].suffix, arms, analysis, evals,
+                          time.perf_counter() - start)
     files = write_report(report, out)
     log(f"{report['verdict']}\nreport: {files['md']} / {files['html']}")
     return report
-
-
-def _train_result(run_dir: Path) -> TrainResult:
-    """A finished train run's result, as the trainer stored it."""
-    return TrainResult.from_json(read_json(run_dir / "result.json", "train result"))
 
 
 def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, log) -> dict:
@@ -202,8 +252,7 @@ def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, l
     return summary
 
 
-def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, seq_len: int, log) -> tuple[dict, str]:
-    from inheritune.evaluation.compare import comparison_markdown
+def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, log) -> dict:
     from inheritune.evaluation.harness import evaluate
 
     e = recipe.eval
@@ -212,33 +261,5 @@ def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, seq_len: in
         model = arm.get("model_dir") or recipe.reference
         log(f"evaluating {name} on {', '.join(e.tasks)}")
         results[name] = evaluate(model, tokenizer=tokenizer, data=data_dir, tasks=e.tasks, num_fewshot=e.num_fewshot,
-                                 limit=e.limit, batch_size=e.batch_size, seq_len=seq_len)
-    return results, comparison_markdown(results)
-
-
-def _report(recipe: Recipe, data, config, grown: GrowResult, arms: dict, analysis: dict | None, elapsed: float) -> dict:
-    ref, inh = arms["reference"], arms["inheritune"]
-    verdict = (f"Inheritune {'matched' if grown.matched else 'did not match'} the {ref['layers']}-layer reference "
-               f"(val loss {ref['final_val_loss']:.4f}): {inh['layers']} layers reach {inh['final_val_loss']:.4f} "
-               f"after {inh['tokens']:,} tokens in {len(grown.rounds)} round(s)")
-    if "scratch" in arms:
-        s = arms["scratch"]
-        better = "beat" if inh["final_val_loss"] < s["final_val_loss"] else "did not beat"
-        verdict += f"; it {better} scratch at {s['layers']} layers on the same tokens ({s['final_val_loss']:.4f})"
-    verdict += "."
-    start = f"scratch-{recipe.grow.start_layers}L"
-    if start in arms:  # the equal-depth, equal-token comparison with round 1
-        first, s = grown.rounds[0], arms[start]
-        better = "beat" if first["val_loss"] < s["final_val_loss"] else "did not beat"
-        verdict += (f" At {first['layers']} layers after {first['tokens']:,} tokens, Inheritune ({first['val_loss']:.4f}) "
-                    f"{better} scratch ({s['final_val_loss']:.4f}).")
-    setup = (f"Reference `{recipe.reference}`, data `{data.root}`; validation: the same fixed val split for every "
-             f"arm (seq_len {config.seq_len}, eval_tokens {config.eval_tokens or 'all'}). Growth: start "
-             f"{recipe.grow.start_layers} layers, +{recipe.grow.step_layers} per round ({recipe.grow.mode}), at most "
-             f"{recipe.grow.max_layers or ref['layers']}, {recipe.grow.tokens_per_round:,} tokens per round, "
-             f"margin {recipe.grow.margin}. wall_time: an arm's training seconds, evaluations included (a resumed "
-             f"run counts from its resume). This invocation of the run took {elapsed:.0f} s.")
-    return {"title": f"{recipe.reference} -> {inh['layers']} layers", "verdict": verdict, "setup": setup,
-            "recipe": recipe.to_dict(), "data": str(data.root), "seq_len": config.seq_len,
-            "eval_tokens": config.eval_tokens, "arms": arms, "growth": grown.to_json(),
-            "analysis": analysis, "wall_time": elapsed}
+                                 limit=e.limit, batch_size=e.batch_size)
+    return results

@@ -2,7 +2,7 @@
 
 The dataclasses below mirror the arguments of the functions the run calls (prepare_data,
 train, grow_until_matched, analyze, evaluate), so a recipe key means what the matching
-function argument means. Loading is strict: an unknown key, a wrong type or a missing
+function argument means (``distill`` maps to train's ``distill_*`` options). Loading is strict: an unknown key, a wrong type or a missing
 reference is a one-line error naming the key, raised before data or models are touched.
 """
 from __future__ import annotations
@@ -45,13 +45,27 @@ class GrowConfig:
     tokens_per_round: int = 100_000
     margin: float = 0.0
     mode: str = "reference"
+    keep_last: int = 0  # also inherit the reference's last k blocks (first n-k + last k); growth inserts before them
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a teacher (TrainConfig's distill_* fields) for the main arms."""
+
+    enabled: bool = False
+    teacher: str = "reference"  # "reference" = the recipe's reference (already in memory), or any model
+    alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
+    temperature: float = 1.0
 
 
 @dataclass
 class ArmsConfig:
-    """Which comparison arms run besides ``inheritune``; all train on the same tokens, same val set."""
+    """Which comparison arms run besides the main inheritune arm; all train on the same tokens and
+    are scored on the same val set. Arms trained with distillation carry a ``-kd`` suffix."""
 
-    scratch: bool = True  # random init at the inheritune arm's final depth, its total tokens
+    scratch: bool = True  # random init at the inheritune arm's final depth, its total tokens, the same loss
+    other_loss: bool = False  # inheritune and scratch again with the other loss (CE <-> KD), at most the same depth
+    scratch_full: bool = False  # random init at the reference's depth, the inheritune arm's tokens and loss
     scratch_2x: bool = False  # the same, twice the tokens (the arm that beat Inheritune in the authors' logs)
     scratch_start: bool = False  # random init at start_layers, one round of tokens: same depth as round 1
     reference_trained: bool = False  # the reference itself trained on the inheritune arm's total tokens
@@ -85,6 +99,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, shared by every arm
     grow: GrowConfig = field(default_factory=GrowConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     arms: ArmsConfig = field(default_factory=ArmsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -168,6 +183,10 @@ def _train_section(values: dict) -> dict:
     for key in ("steps", "tokens"):
         if key in values:
             raise InherituneError(f"recipe key 'train.{key}' is set per arm (from grow.tokens_per_round); remove it")
+    for key in ("distill_from", "distill_alpha", "distill_temperature"):
+        if key in values:
+            raise InherituneError(f"recipe key 'train.{key}' is set by the 'distill' section "
+                                  f"(distill: {{enabled, teacher, alpha, temperature}}); remove it")
     make_config(config, tokens=1)  # TrainConfig's own value rules (tokens are set per arm)
     return {k: getattr(config, k) for k in values}
 
@@ -183,6 +202,16 @@ def _check(recipe: Recipe) -> Recipe:
         raise InherituneError(f"recipe key 'grow.max_layers' ({g.max_layers}) is below grow.start_layers ({g.start_layers})")
     if g.tokens_per_round < 1:
         raise InherituneError(f"recipe key 'grow.tokens_per_round' must be positive, not {g.tokens_per_round}")
+    if not 0 <= g.keep_last < g.start_layers:
+        raise InherituneError(f"recipe key 'grow.keep_last' must be in 0..{g.start_layers - 1} (below grow.start_layers), "
+                              f"not {g.keep_last}")
+    d = recipe.distill
+    if not 0 <= d.alpha <= 1:
+        raise InherituneError(f"recipe key 'distill.alpha' must be in [0, 1], not {d.alpha}")
+    if not d.temperature > 0:
+        raise InherituneError(f"recipe key 'distill.temperature' must be positive, not {d.temperature}")
+    if not d.teacher.strip():
+        raise InherituneError("recipe key 'distill.teacher' is empty (use 'reference' or a model)")
     if g.mode not in GROW_MODES:
         raise InherituneError(f"recipe key 'grow.mode' must be one of {', '.join(GROW_MODES)}, not '{g.mode}'")
     for i, init in enumerate(recipe.arms.nogrow):

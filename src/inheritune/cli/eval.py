@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from inheritune.cli.args import count
 from inheritune.evaluation.harness import evaluate
 from inheritune.evaluation.tasks import LOCAL_TASKS
 from inheritune.errors import InherituneError
@@ -14,13 +15,13 @@ from inheritune.io import atomic_write_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="validation loss and lm-eval tasks of a model, as JSON")
     p.add_argument("model", help="alias (smollm2-135m, gemma3-270m), model folder, .gguf file or hub id")
-    p.add_argument("--data", help="prepared data folder: loss/perplexity on its val split (and cloze-local's passages)")
+    p.add_argument("--data", help="prepared data folder: val loss (the yardstick train/grow/run report) on its val split, "
+                                  "and cloze-local's passages")
     p.add_argument("--tasks", default="", help=f"comma-separated: {', '.join(LOCAL_TASKS)} (offline) or lm-eval task "
                                                "names such as arc_easy,piqa,sciq,hellaswag,lambada_openai (need the hub)")
-    p.add_argument("--num-fewshot", type=int, help="few-shot examples for every task (default: each task's own; mmlu-local 5)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N examples of each task")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    p.add_argument("--seq-len", type=int, default=512, help="window length of the validation loss")
+    p.add_argument("--num-fewshot", type=count, help="few-shot examples for every task (default: each task's own; mmlu-local 5)")
+    p.add_argument("--limit", type=count, help="evaluate only the first N examples of each task")
+    p.add_argument("--batch-size", type=count, default=8, help="sequences per forward pass")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cpu)")
     p.add_argument("--out", help="also write the JSON here (atomically)")
     p.set_defaults(func=run)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).is_dir():  # fail now, not after a long evaluation
         raise InherituneError(f"--out {args.out} is a folder; give a file name such as {Path(args.out) / 'eval.json'}")
     result = evaluate(args.model, data=args.data, tasks=tasks, num_fewshot=args.num_fewshot, limit=args.limit,
-                      batch_size=args.batch_size, device=args.device, seq_len=args.seq_len)
+                      batch_size=args.batch_size, device=args.device)
     result = {"model": str(args.model), "data": args.data, **result}
     if args.out:
         atomic_write_json(args.out, result)

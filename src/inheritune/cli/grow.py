@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from inheritune.cli.args import count
 from inheritune.cli.train import add_train_options, train_config
 
 PER_ROUND = ("steps", "tokens")  # set by --tokens-per-round
@@ -13,11 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("reference", help="alias (smollm2-135m, gemma3-270m), model folder, .gguf file or hub id")
     p.add_argument("--data", required=True, help="prepared data folder (inheritune data prepare)")
     p.add_argument("--out", required=True, help="grow run folder (rerun the same command to resume)")
-    p.add_argument("--start-layers", type=int, required=True, help="N: layers of the first round")
-    p.add_argument("--step-layers", type=int, default=3, help="K: layers added per round (default 3)")
-    p.add_argument("--max-layers", type=int, help="M: stop growing here (default: the reference's depth)")
-    p.add_argument("--tokens-per-round", type=int, default=100_000, help="T: training tokens per round (default 100000)")
+    p.add_argument("--start-layers", type=count, required=True, help="N: layers of the first round")
+    p.add_argument("--step-layers", type=count, default=3, help="K: layers added per round (default 3)")
+    p.add_argument("--max-layers", type=count, help="M: stop growing here (default: the reference's depth)")
+    p.add_argument("--tokens-per-round", type=count, default=100_000, help="T: training tokens per round (default 100000)")
     p.add_argument("--margin", type=float, default=0.0, help="E: matched when val loss <= reference + E (default 0)")
+    p.add_argument("--keep-last", type=count, default=0,
+                   help="also inherit the reference's last K blocks (first N-K + last K); growth inserts before them (default 0: the paper's first N)")
     p.add_argument("--mode", default="reference", choices=("reference", "duplicate"),
                    help="new blocks: the reference's next ones (default) or copies of the model's own last ones")
     p.add_argument("--overwrite", action="store_true", help="discard a run in --out started with other settings")
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = grow_until_matched(args.reference, args.data, args.out, args.start_layers, args.step_layers,
                                 args.max_layers, args.tokens_per_round, args.margin, args.mode,
-                                train_config(args, steps=None, tokens=args.tokens_per_round), overwrite=args.overwrite)
+                                train_config(args, steps=None, tokens=args.tokens_per_round), args.keep_last,
+                                overwrite=args.overwrite)
     print(f"model -> {result.model_dir}; summary -> {result.run_dir / 'summary.json'}")
     return 0

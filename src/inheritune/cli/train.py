@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from inheritune.cli.args import count
+from inheritune.errors import InherituneError
 from inheritune.training.config import FIELDS, TrainConfig, make_config, read_recipe
 
 HELP = {
@@ -20,12 +22,14 @@ HELP = {
     "warmup_steps": "linear warmup steps (default min(2000, 10%% of steps))",
     "weight_decay": "AdamW weight decay on >=2-D weights (default 0.1)",
     "eval_every": "validation every K steps (default ~10 per run; always at step 0 and the end)",
-    "eval_tokens": "cap on validation tokens per evaluation (default: the whole val split)",
     "checkpoint_every": "checkpoint every K steps (default: eval_every; always at the end)",
     "precision": "auto (bf16 autocast on CPU and bf16 GPUs) | bf16 | fp32",
     "on_nonfinite": "stop (default) or skip the batch on a non-finite loss",
     "fsdp": "shard parameters with FSDP2 fully_shard instead of DDP",
     "peak_flops": "per-device peak FLOP/s for MFU (default: measured with a matmul at start)",
+    "distill_from": "teacher model for knowledge distillation (same tokenizer; in grow, 'reference' = the reference)",
+    "distill_alpha": "distillation weight: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE (default 1.0)",
+    "distill_temperature": "T, the softmax temperature of the KL term (default 1.0)",
 }
 
 
@@ -69,18 +73,22 @@ def train_config(args: argparse.Namespace, **fixed) -> TrainConfig:
 
 
 def _parse(name: str, value):
-    """CLI strings to numbers ("3e-4", "1000", "1e6", "none"); make_config checks the kind."""
-    if not isinstance(value, str) or FIELDS[name].type == "str":
+    """CLI strings to values: counts as ``count`` reads them ("1e6", "1_000_000"), floats ("3e-4"),
+    "none"; make_config checks the kind."""
+    kind = FIELDS[name].type
+    if not isinstance(value, str) or kind.startswith("str"):
         return value
     if value.lower() in ("none", "null"):
         return None
-    for kind in (int, float):
+    if kind.startswith("int"):
         try:
-            number = kind(value)
-            return int(number) if kind is float and number.is_integer() and "int" in FIELDS[name].type else number
-        except ValueError:
-            pass
-    return value
+            return count(value)
+        except argparse.ArgumentTypeError as e:
+            raise InherituneError(f"--{name.replace('_', '-')}: {e}") from None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,9 +11,15 @@ to a split as they go:
 
 So the split is by document (none is in both), is the same for the same seed and text
 whatever the batching or document order, and exact duplicates share a key and therefore a
-split. ``max_tokens`` caps the train split exactly (its last document may be cut) and stops
-reading there, so the validation set is drawn from the documents read up to that point and
-comes on top of the cap.
+split.
+
+The validation set is a function of the sources, the seed and ``val_tokens`` only: it is
+picked among the documents that start within the first ``val_pool`` tokens of the source
+stream (max(2M, 20 x val_tokens); the whole stream when shorter), and reading always covers
+that pool, whatever ``max_tokens`` says. ``max_tokens`` caps the train split exactly (its last
+document may be cut); past the pool, reading stops once the cap is reached. So the same
+sources and seed give byte-identical validation shards for any training cap, and a streamed
+source need not be read to its end.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ from inheritune.errors import InherituneError
 from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.loading import load_tokenizer, tokenizer_fingerprint
 
-DEFAULT_VAL_TOKENS = 100_000  # capped at 10% of the data (or of --max-tokens)
+DEFAULT_VAL_TOKENS = 100_000  # capped at 10% of the sources when they are shorter than the pool
+VAL_POOL_TOKENS = 2_000_000  # the validation set is drawn from this prefix of the stream (or 20x val_tokens)
 SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
 BATCH_CHARS = 1_000_000  # text per tokenizer call: big enough to keep every core busy
 
@@ -54,7 +61,8 @@ def prepare_data(
 ) -> Path:
     """Tokenize ``sources`` with ``tokenizer`` into the data folder ``out``; returns ``out``.
 
-    ``val_tokens`` defaults to min(100,000, 10% of the tokens read, 10% of ``max_tokens``).
+    ``val_tokens`` defaults to 100,000, or 10% of the sources when they hold fewer tokens than
+    the validation pool (see the module docstring).
     """
     sources = [str(s) for s in sources]
     if not sources:
@@ -93,7 +101,9 @@ def prepare_data(
             "val_tokens": val_tokens,
             "text_field": text_field,
             "errors": errors,
-            "split": "by document: val = lowest blake2b(seed, text) keys up to val_tokens; rest train",
+            "split": "by document: val = lowest blake2b(seed, text) keys up to val_tokens among the documents "
+                     "starting in the first val_pool tokens of the sources; the rest is train, capped at max_tokens",
+            "val_pool": _pool(val_tokens),
             "read": read,
             "splits": splits,
         })
@@ -200,46 +210,55 @@ class ValidationPicker:
         return [ids for _, _, ids in sorted(self.heap, key=lambda e: (-e[0], e[1]))]
 
 
+def _pool(val_tokens: int | None) -> int:
+    """How much of the stream the validation set is drawn from: independent of max_tokens."""
+    return max(VAL_POOL_TOKENS, 20 * (val_tokens or DEFAULT_VAL_TOKENS))
+
+
 def _write_splits(
     docs: Iterator[str], encode: Callable[[list[str]], list[list[int]]], eos: int, root: Path, dtype: np.dtype,
     seed: int, max_tokens: int | None, val_tokens: int | None,
 ) -> tuple[dict, dict]:
-    target = val_tokens or min(DEFAULT_VAL_TOKENS, max(1, (max_tokens or DEFAULT_VAL_TOKENS * 10) // 10))
-    picker = ValidationPicker(target)
+    pool = _pool(val_tokens)
+    picker = ValidationPicker(val_tokens or DEFAULT_VAL_TOKENS)
     train = ShardWriter(root, "train", dtype, SHARD_TOKENS, limit=max_tokens)
     read = {"documents": 0, "tokens": 0}
-    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, desc="tokenizing", file=sys.stderr, disable=None)
+    bar = tqdm(unit="tok", unit_scale=True, desc="tokenizing", file=sys.stderr, disable=None)
+
+    def done() -> bool:  # the pool is read (the val set is final) and the train cap is reached
+        return read["tokens"] >= pool and train.full
 
     def route(texts: list[str], encoded: list[list[int]]) -> None:
         for text, ids in zip(texts, encoded):
-            if train.full:  # the stream prefix read is fixed by the cap, not by batch boundaries
+            if done():  # the stream prefix read is fixed by the pool and the cap, not by batch boundaries
                 return
             doc = np.empty(len(ids) + 1, dtype=dtype)
             doc[:-1] = ids
             doc[-1] = eos
-            for leaving in picker.offer(doc_key(seed, text), doc):
+            in_pool = read["tokens"] < pool
+            for leaving in picker.offer(doc_key(seed, text), doc) if in_pool else [doc]:
                 train.write(leaving)
             read["documents"] += 1
             read["tokens"] += len(doc)
             bar.update(len(doc))
 
     # Tokenize batch i on a worker thread (the Rust side drops the GIL) while batch i+1 is read.
-    with _all_cores(), ThreadPoolExecutor(1) as pool, bar:
+    with _all_cores(), ThreadPoolExecutor(1) as pool_thread, bar:
         pending = None
         for batch in _batches(docs, BATCH_CHARS):
-            future = pool.submit(encode, batch)
+            future = pool_thread.submit(encode, batch)
             if pending is not None:
                 route(pending[0], pending[1].result())
             pending = (batch, future)
-            if train.full:
+            if done():
                 pending[1].cancel()
                 pending = None
                 break
         if pending is not None:
             route(pending[0], pending[1].result())
 
-    if val_tokens is None:  # small data: keep the default validation set at 10% of what was read
-        for leaving in picker.shrink(min(target, max(1, read["tokens"] // 10))):
+    if val_tokens is None and read["tokens"] < pool:  # the whole (small) sources were read: 10% of them
+        for leaving in picker.shrink(min(DEFAULT_VAL_TOKENS, max(1, read["tokens"] // 10))):
             train.write(leaving)
     val = ShardWriter(root, "val", dtype, SHARD_TOKENS)
     for doc in picker.documents():
@@ -255,7 +274,7 @@ def _check_split(splits: dict, read: dict, val_tokens: int | None) -> None:
         raise InherituneError("the sources hold no text")
     if read["documents"] == 1:
         raise InherituneError(f"the sources hold one document ({data}); the train/val split is by document, "
-                              "so at least two are needed (a .txt file is one document: give several, or .jsonl)")
+                              "so at least two are needed: give more text")
     if splits["train"]["tokens"] == 0:
         if val_tokens is not None:
             raise InherituneError(f"--val-tokens {val_tokens:,} is larger than the data ({data}): lower it")

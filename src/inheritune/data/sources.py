@@ -3,12 +3,15 @@
 A source is a packaged corpus alias, a local ``.txt`` / ``.jsonl`` / ``.parquet`` file or a
 folder of them, or a Hugging Face dataset ``hf:NAME[:CONFIG][@SPLIT]`` read in streaming
 mode. Everything is a generator, so a corpus larger than memory passes through.
-What a document is: a ``.txt`` file is one document; a jsonl line or parquet row is one.
+What a document is: a jsonl line or parquet row is one; a ``.txt`` file is cut into documents
+of about ``DOC_CHARS`` characters at paragraph breaks (blank lines), so that one big text file can
+still be split into train and validation by document (see :func:`split_text`).
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from inheritune.data.corpora import CORPORA, MIXES, corpus_documents, corpus_pat
 from inheritune.errors import InherituneError
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+DOC_CHARS = 4000  # a .txt file's documents: ~1,000 tokens, whole paragraphs where they fit
 ERRORS = ("strict", "replace")
 
 
@@ -109,7 +113,36 @@ def _read_file(path: Path, text_field: str, errors: str) -> Iterator[str]:
 
 
 def _read_txt(path: Path, text_field: str, errors: str) -> Iterator[str]:
-    yield decode_utf8(path.read_bytes(), path, errors)
+    yield from split_text(decode_utf8(path.read_bytes(), path, errors))
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """Paragraphs (blank-line separated); one longer than ``size`` is cut at line breaks, and a
+    line longer than that at the last space before ``size`` (or at ``size`` when it has none)."""
+    for paragraph in re.split(r"\n[ \t]*\n", text):
+        lines = paragraph.strip("\n").split("\n") if len(paragraph) > size else [paragraph.strip("\n")]
+        for line in lines:
+            while len(line) > size:
+                cut = line.rfind(" ", 0, size)
+                cut = cut if cut > 0 else size
+                yield line[:cut]
+                line = line[cut:].lstrip(" ")
+            if line.strip():
+                yield line
+
+
+def split_text(text: str, size: int = DOC_CHARS) -> list[str]:
+    """A plain text as documents: consecutive paragraphs packed, in order, into documents of at most
+    ``size`` characters (joined by a blank line). Deterministic, so the split by document is too."""
+    docs, current = [], ""
+    for piece in _pieces(text, size):
+        if current and len(current) + 2 + len(piece) > size:
+            docs.append(current)
+            current = ""
+        current = f"{current}\n\n{piece}" if current else piece
+    if current:
+        docs.append(current)
+    return docs
 
 
 def _read_jsonl(path: Path, text_field: str, errors: str) -> Iterator[str]:
@@ -124,11 +157,14 @@ def _read_jsonl(path: Path, text_field: str, errors: str) -> Iterator[str]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InherituneError(f"{path} line {number} is not JSON: {e.msg}") from None
-            text = row.get(text_field) if isinstance(row, dict) else None
-            if not isinstance(text, str):
-                fields = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+            if not isinstance(row, dict) or text_field not in row:
+                fields = ", ".join(row) if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
                 raise InherituneError(f"{path} line {number} has no text field '{text_field}' "
                                       f"(it has: {fields}); choose one with --text-field")
+            text = row[text_field]
+            if not isinstance(text, str):
+                raise InherituneError(f"{path} line {number}: field '{text_field}' holds a {type(text).__name__} "
+                                      f"({str(text)[:40]!r}), not text; choose a text field with --text-field")
             yield text
 
 

@@ -15,8 +15,8 @@ _COUNTS = ("tokens", "samples", "num_fewshot")
 def flat_metrics(result: Mapping) -> dict[str, float | int]:
     """One arm's ``evaluate()`` result as flat ``{metric: value}`` (stderr and counts included)."""
     flat: dict[str, float | int] = {}
-    if result.get("val"):
-        flat.update({f"val_{k}": v for k, v in result["val"].items()})
+    if result.get("val"):  # the yardstick's definition is the report header's, not a column
+        flat.update({f"val_{k}": v for k, v in result["val"].items() if isinstance(v, (int, float))})
     for task, metrics in result.get("tasks", {}).items():
         flat.update({f"{task}/{k}": v for k, v in metrics.items()})
     return flat
@@ -61,12 +61,17 @@ def _cell(value: float | int | str | None, stderr: float | None) -> str:
     return f"{text} ± {stderr:.4f}" if isinstance(stderr, float) and abs(stderr) < 1000 else text
 
 
-def comparison_markdown(results: Mapping[str, Metrics | Mapping]) -> str:
-    """A markdown table: one row per arm, one column per metric (missing ones as "-")."""
+def comparison_table(results: Mapping[str, Metrics | Mapping]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells: one row per arm, one column per metric (missing ones as "-")."""
     results = _flatten(results)
     columns = _columns(results)
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for arm, metrics in results.items():
-        cells = [_cell(metrics.get(c), metrics.get(f"{c}_stderr")) for c in columns]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[arm] + [_cell(metrics.get(c), metrics.get(f"{c}_stderr")) for c in columns]
+            for arm, metrics in results.items()]
+    return ["model", *columns], rows
+
+
+def comparison_markdown(results: Mapping[str, Metrics | Mapping]) -> str:
+    """The comparison table as markdown."""
+    header, rows = comparison_table(results)
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"

@@ -102,13 +102,13 @@ def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manage
 
 def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
              data: str | Path | TokenData | None = None, tasks: Sequence[str] = (), num_fewshot: int | None = None,
-             limit: int | None = None, batch_size: int = 8, device: str | None = None,
-             seq_len: int = 512) -> dict:
+             limit: int | None = None, batch_size: int = 8, device: str | None = None) -> dict:
     """Validation loss on ``data``'s val split (if given) and the named tasks, as one dict.
 
     ``model`` is a loaded model (then pass its ``tokenizer``) or anything ``load_model`` accepts.
     ``device`` moves the model there (a passed-in model is moved in place); None leaves it.
-    Returns ``{"val": {"loss","ppl","tokens"} or None, "tasks": {task: {metric: value}}, "time_s": {...}}``.
+    The validation loss is the one yardstick (``evaluation/loss.py``) that train, grow and run report.
+    Returns ``{"val": {"loss","ppl","tokens","yardstick"} or None, "tasks": {task: {metric: value}}, "time_s": {...}}``.
     Everything a user can get wrong is checked before the (slow) model load.
     """
     tasks = list(dict.fromkeys(tasks))
@@ -143,7 +143,7 @@ def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizer
     try:
         if data is not None:
             start = time.perf_counter()
-            result["val"] = val_loss(model, data, seq_len=seq_len, batch_size=batch_size)
+            result["val"] = val_loss(model, data, batch_size=batch_size)
             times["val"] = round(time.perf_counter() - start, 2)
         if tasks:
             result["tasks"], task_times = run_tasks(model, tokenizer, managers, num_fewshot, limit, batch_size)

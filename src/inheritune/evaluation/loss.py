@@ -1,14 +1,31 @@
-"""Validation loss: the one implementation that train, grow, run and eval all report."""
+"""Validation loss: the one yardstick that train, grow, run and eval all report.
+
+"val loss" in every result, log and report of inheritune means exactly this (``YARDSTICK``):
+the mean next-token negative log-likelihood, in nats, of every token of the data folder's
+validation split after its first, the split cut into consecutive windows of 512 tokens (the
+model's context when that is shorter), computed in fp32 whatever the training precision. It
+does not depend on the batch size, the training ``seq_len`` or the device's bf16 support, so
+the same model on the same data folder gets the same number from every command.
+"""
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from inheritune.data.shards import TokenData
+
+VAL_CONTEXT = 512
+YARDSTICK = {
+    "metric": "val_loss",
+    "definition": "mean next-token NLL (nats) over every token of the data folder's validation split after "
+                  "the first, consecutive windows of 512 tokens (the model's context if shorter), fp32",
+    "split": "val (whole)",
+    "context": VAL_CONTEXT,
+    "precision": "fp32",
+}
 
 
 @torch.no_grad()
@@ -25,7 +42,7 @@ def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_si
     n = len(tokens) - 1
     starts = list(range(0, n, seq_len))
     total, count = 0.0, 0
-    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
+    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else torch.autocast(device.type, enabled=False)
     try:
         for b in range(0, len(starts), batch_size):
             group = starts[b:b + batch_size]
@@ -46,12 +63,16 @@ def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_si
     return total, count
 
 
-def val_loss(model: torch.nn.Module, data: TokenData, seq_len: int = 512, batch_size: int = 8,
-             max_tokens: int | None = None, autocast: torch.dtype | None = None) -> dict:
-    """Mean NLL, perplexity and token count on the data folder's fixed validation split."""
-    tokens = data.tokens("val")
-    if max_tokens is not None:
-        tokens = tokens[: max_tokens + 1]
-    total, count = token_nll(model, tokens, seq_len, batch_size, autocast)
+def val_context(model: torch.nn.Module) -> int:
+    """The yardstick's window: 512 tokens, or the model's whole context when shorter."""
+    positions = getattr(model.config, "max_position_embeddings", None) or VAL_CONTEXT
+    return min(VAL_CONTEXT, int(positions))
+
+
+def val_loss(model: torch.nn.Module, data: TokenData, batch_size: int = 8) -> dict:
+    """The yardstick (see the module docstring): loss, perplexity, token count and the definition."""
+    context = val_context(model)
+    total, count = token_nll(model, data.tokens("val"), context, batch_size)
     loss = total / max(count, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": count}
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": count,
+            "yardstick": {**YARDSTICK, "context": context}}

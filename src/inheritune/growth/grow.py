@@ -23,15 +23,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.loss import YARDSTICK, val_loss
 from inheritune.io import atomic_dir, atomic_write_json, read_json
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import derive, grow
+from inheritune.models.surgery import derive, first_and_last, grow
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config
-from inheritune.training.trainer import autocast_dtype  # the trainer's rule, so the reference is scored alike
 
 SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
 SUMMARY = "summary.json"  # written last: its presence means the grow run finished
@@ -57,10 +56,11 @@ class GrowResult:
 
 
 def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
-                    tokenizer: PreTrainedTokenizerBase) -> TrainResult:
+                    tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedModel | None = None) -> TrainResult:
     """Train, or continue a run a kill interrupted; one killed before its first checkpoint starts over."""
     started = (run_dir / "result.json").is_file() or any(checkpoint_dir(run_dir).glob("step-*"))
-    return train(model, data, run_dir, config, tokenizer=tokenizer, resume=started, overwrite=not started)
+    return train(model, data, run_dir, config, tokenizer=tokenizer, resume=started, overwrite=not started,
+                 teacher=teacher)
 
 
 def data_key(data: TokenData) -> str:
@@ -69,22 +69,20 @@ def data_key(data: TokenData) -> str:
     return hashlib.sha256(f"{data.fingerprint}|{val}".encode()).hexdigest()[:16]
 
 
-def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, config: TrainConfig, cache: Path) -> dict:
-    """The reference's val loss, measured like a train run measures (same seq_len, tokens, precision).
+def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, cache: Path, batch_size: int = 8) -> dict:
+    """The reference's val loss: the same yardstick every train run reports.
 
-    Cached in ``cache`` under a key of reference, val set and settings: the 30-layer forward
+    Cached in ``cache`` under a key of reference, val set and yardstick: the 30-layer forward
     pass over the val set is not free, and every arm compares against the same number.
     """
-    key = {"reference": name, "data": data_key(data), "seq_len": config.seq_len,
-           "eval_tokens": config.eval_tokens, "precision": config.precision}
+    key = {"reference": name, "data": data_key(data), "yardstick": YARDSTICK}
     if cache.is_file():
         stored = read_json(cache, "reference cache")
         if stored.get("key") == key:
             return stored["result"]
     start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = val_loss(model.to(device), data, seq_len=config.seq_len, batch_size=config.batch_size,
-                      max_tokens=config.eval_tokens, autocast=autocast_dtype(config.precision, device))
+    result = val_loss(model.to(device), data, batch_size=batch_size)
     model.to("cpu")
     result.update(layers=num_layers(model.config), params=parameter_count(model),
                   wall_time=time.perf_counter() - start)
@@ -92,13 +90,15 @@ def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, confi
     return result
 
 
-def round_model(reference: PreTrainedModel, previous: Path | None, layers: int, mode: str, seed: int) -> PreTrainedModel:
-    """The model a round starts from: round 1 derives ``layers`` blocks, later rounds grow the
-    previous round's trained model (its final HF folder) to ``layers`` blocks."""
+def round_model(reference: PreTrainedModel, previous: Path | None, layers: int, mode: str, seed: int,
+                keep_last: int = 0) -> PreTrainedModel:
+    """The model a round starts from: round 1 derives ``layers`` blocks (the first ones, or the first
+    and the last ``keep_last``), later rounds grow the previous round's trained model (its final HF
+    folder) to ``layers`` blocks, new blocks going before the kept tail."""
     if previous is None:
-        return derive(reference, layers, seed=seed)
+        return derive(reference, first_and_last(layers, keep_last, num_layers(reference.config)), seed=seed)
     trained = load_model(previous)
-    return grow(trained, reference, layers - num_layers(trained.config), mode=mode)
+    return grow(trained, reference, layers - num_layers(trained.config), mode=mode, keep_last=keep_last)
 
 
 def round_dir(out: Path, index: int, layers: int) -> Path:
@@ -106,27 +106,36 @@ def round_dir(out: Path, index: int, layers: int) -> Path:
 
 
 def _settings(reference: str, data: TokenData, start: int, step: int, max_layers: int, tokens: int,
-              margin: float, mode: str, config: TrainConfig) -> dict:
+              margin: float, mode: str, keep_last: int, config: TrainConfig) -> dict:
     return {"reference": reference, "data": str(data.root), "data_key": data_key(data), "start_layers": start,
             "step_layers": step, "max_layers": max_layers, "tokens_per_round": tokens, "margin": margin,
-            "mode": mode, "train": dataclasses.asdict(config)}
+            "mode": mode, "keep_last": keep_last, "train": dataclasses.asdict(config)}
 
 
-def _prepare_out(out: Path, settings: dict, overwrite: bool) -> None:
-    """Resume a run started with the same settings; refuse (or, with overwrite, clear) anything else."""
+def _check_out(out: Path, settings: dict, overwrite: bool) -> bool:
+    """True if ``out`` holds a run with these settings (resume); refuse anything else unless ``overwrite``.
+    Touches nothing: the folder is claimed (cleared) only once every input has been checked."""
     if out.exists() and not out.is_dir():
         raise InherituneError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(f.name != SETTINGS for f in out.iterdir()):  # settings alone: nothing ran yet
-        stored = read_json(out / SETTINGS, "grow settings") if (out / SETTINGS).is_file() else None
-        if stored == json.loads(json.dumps(settings)):
-            return
-        if not overwrite:
-            what = "was started with different settings" if stored else "is not empty"
-            diff = [k for k in settings if stored and stored.get(k) != json.loads(json.dumps(settings[k]))]
-            hint = f" ({', '.join(diff)} differ)" if diff else ""
-            raise InherituneError(f"output folder {out} {what}{hint}; pass --overwrite to start over or use a new --out")
+    if not (out.is_dir() and any(f.name != SETTINGS for f in out.iterdir())):  # settings alone: nothing ran yet
+        return False
+    stored = read_json(out / SETTINGS, "grow settings") if (out / SETTINGS).is_file() else None
+    if stored == json.loads(json.dumps(settings)):
+        return True
+    if not overwrite:
+        what = "was started with different settings" if stored else "is not empty"
+        diff = [k for k in settings if stored and stored.get(k) != json.loads(json.dumps(settings[k]))]
+        hint = f" ({', '.join(diff)} differ)" if diff else ""
+        raise InherituneError(f"output folder {out} {what}{hint}; pass --overwrite to start over or use a new --out")
+    return False
+
+
+def _claim_out(out: Path, settings: dict, resuming: bool) -> None:
+    if resuming:
+        return
+    if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     atomic_write_json(out / SETTINGS, settings)
 
 
@@ -148,6 +157,7 @@ def grow_until_matched(
     margin: float = 0.0,
     mode: str = "reference",
     config: TrainConfig | None = None,
+    keep_last: int = 0,
     *,
     overwrite: bool = False,
     reference_model: PreTrainedModel | None = None,
@@ -157,11 +167,17 @@ def grow_until_matched(
     """Derive ``start_layers`` blocks of ``reference``, train, and grow by ``step_layers`` until the
     validation loss is <= the reference's + ``margin`` or the model has ``max_layers`` blocks.
 
+    ``keep_last`` > 0 inherits the reference's last blocks too (first n - k plus last k) and grows
+    before them. With ``config.distill_from`` set to ``"reference"`` (or the reference's own name)
+    every round distils from the reference already in memory.
+
     Rerunning with the same arguments resumes (or returns the finished result). Round ``r``
     trains with seed ``config.seed + r - 1`` so that each round draws different windows.
     """
     out = Path(out)
     config = make_config(config, steps=None, tokens=tokens_per_round)
+    if config.distill_from == "reference":
+        config = dataclasses.replace(config, distill_from=str(reference))
     if mode not in ("reference", "duplicate"):
         raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
     if step_layers < 1:
@@ -170,10 +186,12 @@ def grow_until_matched(
         raise InherituneError(f"--tokens-per-round must be positive, not {tokens_per_round}")
     if start_layers < 1 or (max_layers is not None and max_layers < start_layers):
         raise InherituneError(f"need 1 <= --start-layers <= --max-layers, not {start_layers} and {max_layers}")
+    if not 0 <= keep_last < start_layers:
+        raise InherituneError(f"--keep-last must be in 0..{start_layers - 1} (below --start-layers), not {keep_last}")
     token_data = open_data(data)
     settings = _settings(str(reference), token_data, start_layers, step_layers, max_layers, tokens_per_round,
-                         margin, mode, config)
-    _prepare_out(out, settings, overwrite)  # before the slow reference load: a wrong --out fails at once
+                         margin, mode, keep_last, config)
+    resuming = _check_out(out, settings, overwrite)  # before the slow reference load: a wrong --out fails at once
     ref = reference_model if reference_model is not None else load_model(reference)
     tok = tokenizer if tokenizer is not None else load_tokenizer(reference)
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
@@ -182,12 +200,14 @@ def grow_until_matched(
     if start_layers > total or (mode == "reference" and max_layers > total):
         raise InherituneError(f"the reference {reference} has {total} layers: --start-layers {start_layers} "
                               f"and --max-layers {max_layers} must not exceed it")
+    _claim_out(out, settings, resuming)  # every input checked: only now is an old run replaced
     if (out / SUMMARY).is_file():
         stored = read_json(out / SUMMARY, "grow summary")
         log(f"grow run {out} already finished: {stored['verdict']}")
         return GrowResult(**{**stored, "run_dir": Path(stored["run_dir"]), "model_dir": Path(stored["model_dir"])})
 
-    ref_loss = reference_val_loss(ref, str(reference), token_data, config, out / "reference.json")["loss"]
+    ref_loss = reference_val_loss(ref, str(reference), token_data, out / "reference.json", config.batch_size)["loss"]
+    teacher = ref if config.distill_from == str(reference) else None
     target = ref_loss + margin
     log(f"reference {reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
 
@@ -197,13 +217,13 @@ def grow_until_matched(
         index = len(rounds) + 1
         run_dir = round_dir(out, index, layers)
         seed = config.seed + index - 1
-        model = round_model(ref, previous, layers, mode, seed)  # cheap and deterministic: rebuilt on resume
+        model = round_model(ref, previous, layers, mode, seed, keep_last)  # cheap and deterministic: rebuilt on resume
         if (run_dir / "result.json").is_file():
             log(f"round {index} ({layers} layers): finished earlier, result reused")
         else:
             how = "derived" if previous is None else f"grown ({mode})"
             log(f"round {index}: {layers} layers {how}, training {tokens_per_round} tokens -> {run_dir}")
-        result = train_resumable(model, token_data.root, run_dir, dataclasses.replace(config, seed=seed), tok)
+        result = train_resumable(model, token_data.root, run_dir, dataclasses.replace(config, seed=seed), tok, teacher)
         matched = result.final_val_loss <= target
         rounds.append({"round": index, "layers": layers, "run_dir": str(run_dir), "tokens": result.tokens,
                        "val_loss": result.final_val_loss, "start_val_loss": result.val_history[0]["val_loss"],

@@ -123,30 +123,46 @@ def derive(
     return stack_blocks(ref, [(ref, i) for i in indices], init=init, seed=seed)
 
 
+def first_and_last(layers: int, keep_last: int, total: int) -> list[int]:
+    """The reference blocks of a ``layers``-deep model: its first ``layers - keep_last`` blocks and
+    its last ``keep_last`` (0 = the paper's first n). Depth-pruning work (ShortGPT, Gromov et al.)
+    keeps the last blocks, which map the residual stream onto the output space."""
+    if not 0 <= keep_last < layers <= total:
+        raise InherituneError(f"need 0 <= keep_last < layers <= {total} (the reference's depth), "
+                              f"not keep_last {keep_last} and layers {layers}")
+    return list(range(layers - keep_last)) + list(range(total - keep_last, total))
+
+
 def grow(
     model: PreTrainedModel,
     reference: PreTrainedModel,
     add: int,
     mode: Literal["reference", "duplicate"] = "reference",
+    keep_last: int = 0,
 ) -> PreTrainedModel:
-    """Deepen a trained model by ``add`` blocks, keeping its own trained blocks first.
+    """Deepen a trained model by ``add`` blocks, keeping its own trained blocks.
 
-    ``reference`` mode takes the reference's blocks n..n+add-1 (the paper's growth);
-    ``duplicate`` repeats the model's own last ``add`` blocks instead.
+    The new blocks go after the model's first ``n - keep_last`` blocks, before its kept tail
+    (``keep_last`` = 0: at the end). ``reference`` mode takes the reference's next blocks after
+    that prefix (the paper's growth); ``duplicate`` repeats the prefix's last ``add`` blocks.
     """
     n = num_layers(model.config)
     if add < 1:
         raise InherituneError(f"grow: the step must be at least 1 layer, not {add}")
-    own = [(model, i) for i in range(n)]
+    if not 0 <= keep_last < n:
+        raise InherituneError(f"grow: keep_last must be in 0..{n - 1}, not {keep_last}")
+    prefix = n - keep_last
+    head = [(model, i) for i in range(prefix)]
+    tail = [(model, i) for i in range(prefix, n)]
     if mode == "reference":
         total = num_layers(reference.config)
         if n + add > total:
             raise InherituneError(f"cannot grow {n} -> {n + add} layers: the reference has only {total}")
-        new = [(reference, i) for i in range(n, n + add)]
+        new = [(reference, i) for i in range(prefix, prefix + add)]
     elif mode == "duplicate":
-        if add > n:
-            raise InherituneError(f"cannot duplicate {add} blocks of a {n}-layer model")
-        new = [(model, i) for i in range(n - add, n)]
+        if add > prefix:
+            raise InherituneError(f"cannot duplicate {add} blocks of a {prefix}-block prefix")
+        new = [(model, i) for i in range(prefix - add, prefix)]
     else:
         raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
-    return stack_blocks(model, own + new)
+    return stack_blocks(model, head + new + tail)

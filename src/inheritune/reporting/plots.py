@@ -34,16 +34,25 @@ def heatmap(matrix: np.ndarray, path: str | Path, title: str, xlabel: str = "hea
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str,
-           xlabel: str, ylabel: str, hlines: Mapping[str, float] | None = None, logx: bool = False) -> Path:
-    """Named (x, y) curves on one axis, with optional labelled horizontal reference lines."""
+           xlabel: str, ylabel: str, hlines: Mapping[str, float] | None = None, logx: bool = False,
+           ylim: tuple[float, float] | None = None) -> Path:
+    """Named (x, y) curves on one axis, with optional labelled horizontal reference lines. With
+    ``ylim``, points above the top are drawn as markers on the top edge, with their value."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (x, y) in series.items():
-        ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
+        line, = ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
+        for xi, yi in zip(x, y):
+            if ylim is not None and yi > ylim[1]:  # off the clipped axis: an arrow at the edge, labelled
+                ax.annotate(f"{yi:.1f}", (xi, ylim[1]), xytext=(3, -10), textcoords="offset points", fontsize=7,
+                            color=line.get_color(), annotation_clip=False)
+                ax.plot([xi], [ylim[1]], marker="^", color=line.get_color(), clip_on=False)
     for name, y in (hlines or {}).items():
         ax.axhline(y, linestyle="--", color="gray", linewidth=1)
         ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
     if logx:
         ax.set_xscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     if series:

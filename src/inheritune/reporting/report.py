@@ -1,22 +1,79 @@
-"""Render a run's results three ways: report.json for machines, report.md and a self-contained report.html.
+"""A run's report: the numbers (``build_report``), and three renderings of them: report.json for
+machines, report.md and a self-contained report.html.
 
-The numbers are computed by the run (from the train runs' own results); this module only draws
-the val-loss-vs-tokens curves and lays the same numbers out as tables, so the three files
-cannot disagree.
+Every number comes from the train runs' own results and logs; this module computes only what
+is read off them (the verdict, time-to-target) and lays the same numbers out as tables, so the
+three files cannot disagree. Every "val loss" is the one yardstick of ``evaluation/loss.py``,
+whose definition heads the report.
 """
 from __future__ import annotations
 
 import base64
 import html
-import re
 from pathlib import Path
 
+from inheritune.evaluation.compare import comparison_table
+from inheritune.evaluation.loss import YARDSTICK
 from inheritune.io import atomic_write_json, atomic_write_text
 from inheritune.reporting.plots import curves
 
 CURVES_PNG = "val_loss_vs_tokens.png"
-ARM_COLUMNS = ("arm", "layers", "params", "tokens", "final_val_loss", "ppl", "wall_time")
+ARM_COLUMNS = ("arm", "layers", "params", "tokens", "final_val_loss", "gap", "ppl", "wall_time")
 ROUND_COLUMNS = ("round", "layers", "tokens", "start_val_loss", "val_loss", "wall_time", "matched")
+TARGET_LEVELS = (2.0, 1.0, 0.5)  # time-to-target: the reference's val loss + these many nats
+
+
+def time_to_target(curve: dict, reference_loss: float, levels=TARGET_LEVELS) -> dict:
+    """Per level: training tokens and seconds at the first evaluation at or below reference + level
+    (None when never reached)."""
+    out = {}
+    for level in levels:
+        hit = next((i for i, v in enumerate(curve["val_loss"]) if v <= reference_loss + level), None)
+        out[f"+{level:g}"] = None if hit is None else {"tokens": curve["tokens"][hit],
+                                                       "wall_time": curve["wall_time"][hit]}
+    return out
+
+
+def _verdict(main: str, arms: dict, grown) -> str:
+    ref, inh = arms["reference"], arms[main]
+    suffix = main.removeprefix("inheritune")
+    text = (f"{main} {'matched' if grown.matched else 'did not match'} the {ref['layers']}-layer reference "
+            f"(val loss {ref['final_val_loss']:.4f}): {inh['layers']} layers reach {inh['final_val_loss']:.4f} "
+            f"({inh['final_val_loss'] - ref['final_val_loss']:+.2f} nats) after {inh['tokens']:,} tokens in "
+            f"{len(grown.rounds)} round(s)")
+    if f"scratch{suffix}" in arms:
+        s = arms[f"scratch{suffix}"]
+        better = "beat" if inh["final_val_loss"] < s["final_val_loss"] else "did not beat"
+        text += (f"; it {better} scratch{suffix} (same depth, tokens and loss: {s['final_val_loss']:.4f})")
+    if suffix and "inheritune" in arms and "scratch" in arms:
+        text += (f". With cross-entropy alone: inheritune {arms['inheritune']['final_val_loss']:.4f}, "
+                 f"scratch {arms['scratch']['final_val_loss']:.4f}")
+    return text + "."
+
+
+def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analysis: dict | None,
+                 evals: dict | None, elapsed: float) -> dict:
+    """The report's numbers: arms (with gap to the reference and time-to-target), growth, verdict."""
+    main = f"inheritune{main_suffix}"
+    ref_loss = arms["reference"]["final_val_loss"]
+    for arm in arms.values():
+        arm["gap"] = arm["final_val_loss"] - ref_loss
+        if arm.get("curve"):
+            arm["time_to_target"] = time_to_target(arm["curve"], ref_loss)
+    g = recipe.grow
+    setup = (f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
+             f"number for every arm, the reference, and `inheritune eval --data`. Growth: start {g.start_layers} layers"
+             f"{f' (first {g.start_layers - g.keep_last} + last {g.keep_last} of the reference)' if g.keep_last else ''}"
+             f", +{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}, "
+             f"{g.tokens_per_round:,} tokens per round, margin {g.margin}. Arms ending in -kd distil from "
+             f"{recipe.distill.teacher} (alpha {recipe.distill.alpha}, T {recipe.distill.temperature}). wall_time: "
+             f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
+             f"This invocation of the run took {elapsed:.0f} s.")
+    return {"title": f"{recipe.reference} -> {arms[main]['layers']} layers", "main_arm": main,
+            "verdict": _verdict(main, arms, grown[main_suffix]), "setup": setup, "yardstick": YARDSTICK,
+            "recipe": recipe.to_dict(), "data": str(data.root), "arms": arms,
+            "growth": {f"inheritune{s}": r.to_json() for s, r in grown.items()},
+            "analysis": analysis, "eval": evals, "wall_time": elapsed}
 
 
 def _fmt(value, column: str = "") -> str:
@@ -26,6 +83,8 @@ def _fmt(value, column: str = "") -> str:
         return f"{value:.1f} s"
     if column == "ppl":
         return f"{value:.2f}"
+    if column == "gap":
+        return f"{value:+.3f}"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, int) and abs(value) >= 1000:
@@ -37,18 +96,36 @@ def arm_rows(report: dict) -> list[list[str]]:
     return [[name] + [_fmt(arm.get(c), c) for c in ARM_COLUMNS[1:]] for name, arm in report["arms"].items()]
 
 
-def round_rows(report: dict) -> list[list[str]]:
-    return [[_fmt(r.get(c), c) for c in ROUND_COLUMNS] for r in report.get("growth", {}).get("rounds", [])]
+def target_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Tokens and seconds to first reach reference + level, per trained arm."""
+    header = ["arm"] + [f"ref {level}" for level in (f"+{x:g}" for x in TARGET_LEVELS)]
+    rows = []
+    for name, arm in report["arms"].items():
+        if arm.get("time_to_target"):
+            cells = [f"{hit['tokens']:,} tok / {hit['wall_time']:.0f} s" if hit else "not reached"
+                     for hit in arm["time_to_target"].values()]
+            rows.append([name, *cells])
+    return header, rows
+
+
+def round_rows(growth: dict) -> list[list[str]]:
+    return [[_fmt(r.get(c), c) for c in ROUND_COLUMNS] for r in growth.get("rounds", [])]
 
 
 def draw_curves(report: dict, out: Path) -> Path:
-    """All trained arms' val loss against training tokens on one plot; the reference as a line."""
+    """All trained arms' val loss against training tokens; the reference as a labelled line. The
+    y axis is clipped just above the lowest arm's start, so one far-off point (an untrained derived
+    model's step 0) does not squash every curve into the bottom of the plot."""
     series = {name: (arm["curve"]["tokens"], arm["curve"]["val_loss"])
               for name, arm in report["arms"].items() if arm.get("curve") and arm["curve"]["tokens"]}
-    ref = report["arms"].get("reference")
-    hlines = {f"reference ({ref['layers']} layers) {ref['final_val_loss']:.3f}": ref["final_val_loss"]} if ref else {}
+    ref = report["arms"]["reference"]
+    hlines = {f"reference ({ref['layers']} layers): {ref['final_val_loss']:.3f}": ref["final_val_loss"]}
+    values = [v for _, ys in series.values() for v in ys]
+    after_start = [v for _, ys in series.values() for v in ys[1:]] or values
+    top = max(after_start) + 0.5 if values else None
+    bottom = min(values + [ref["final_val_loss"]]) - 0.3 if values else None
     return curves(series, out / CURVES_PNG, title="validation loss vs training tokens", xlabel="training tokens",
-                  ylabel="val loss", hlines=hlines)
+                  ylabel="val loss (nats)", hlines=hlines, ylim=(bottom, top) if values else None)
 
 
 def _md_table(columns, rows) -> str:
@@ -56,16 +133,27 @@ def _md_table(columns, rows) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
+    """(heading, paragraph, table) in report order: one list that markdown and HTML both render."""
+    sections = [("Arms", "gap = final val loss minus the reference's.", (ARM_COLUMNS, arm_rows(report))),
+                ("Time to target", "Training tokens and seconds at the first evaluation at or below the "
+                 "reference's val loss plus the level.", target_table(report))]
+    for name, growth in report.get("growth", {}).items():
+        sections.append((f"Growth rounds: {name}", growth["verdict"], (ROUND_COLUMNS, round_rows(growth))))
+    if report.get("eval"):
+        sections.append(("Downstream evaluation", "lm-eval tasks; val_loss is the same yardstick as above.",
+                         comparison_table(report["eval"])))
+    if report.get("analysis"):
+        sections.append(("Attention analysis of the reference", report["analysis"].get("summary", ""), None))
+    return sections
+
+
 def render_markdown(report: dict) -> str:
     parts = [f"# inheritune run: {report['title']}", "", f"**Verdict:** {report['verdict']}", "",
-             report.get("setup", ""), "", f"![val loss vs tokens]({CURVES_PNG})", "", "## Arms", "",
-             _md_table(ARM_COLUMNS, arm_rows(report)), ""]
-    if report.get("growth"):
-        parts += ["## Growth rounds", "", report["growth"]["verdict"], "", _md_table(ROUND_COLUMNS, round_rows(report)), ""]
-    if report.get("eval_markdown"):
-        parts += ["## Downstream evaluation", "", report["eval_markdown"], ""]
+             report.get("setup", ""), "", f"![val loss vs tokens]({CURVES_PNG})", ""]
+    for heading, text, table in _sections(report):
+        parts += [f"## {heading}", ""] + ([text, ""] if text else []) + ([_md_table(*table), ""] if table else [])
     if report.get("analysis"):
-        parts += ["## Attention analysis of the reference", "", report["analysis"].get("summary", ""), ""]
         parts += [f"![{name}]({path})" for name, path in report["analysis"].get("plots", {}).items()] + [""]
     return "\n".join(parts)
 
@@ -80,30 +168,16 @@ def _html_table(columns, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _md_to_html(text: str) -> str:
-    """Enough Markdown for what comparison_markdown and summaries emit: pipe tables and paragraphs."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if len(lines) >= 2 and all(line.lstrip().startswith("|") for line in lines):
-        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
-        rows = [r for r in cells[1:] if not all(re.fullmatch(r":?-+:?", c) for c in r)]
-        return _html_table(cells[0], rows)
-    return "".join(f"<p>{html.escape(line)}</p>" for line in lines)
-
-
 def render_html(report: dict, out: Path) -> str:
     """One file that opens anywhere: the plots are embedded as base64 PNGs."""
     parts = [f"<h1>inheritune run: {html.escape(report['title'])}</h1>",
              f"<p><b>Verdict:</b> {html.escape(report['verdict'])}</p>",
-             _md_to_html(report.get("setup", "")),
-             f'<img alt="val loss vs tokens" src="{_inline(out / CURVES_PNG)}">',
-             "<h2>Arms</h2>", _html_table(ARM_COLUMNS, arm_rows(report))]
-    if report.get("growth"):
-        parts += ["<h2>Growth rounds</h2>", f"<p>{html.escape(report['growth']['verdict'])}</p>",
-                  _html_table(ROUND_COLUMNS, round_rows(report))]
-    if report.get("eval_markdown"):
-        parts += ["<h2>Downstream evaluation</h2>", _md_to_html(report["eval_markdown"])]
+             f"<p>{html.escape(report.get('setup', ''))}</p>",
+             f'<img alt="val loss vs tokens" src="{_inline(out / CURVES_PNG)}">']
+    for heading, text, table in _sections(report):
+        parts += [f"<h2>{html.escape(heading)}</h2>"] + ([f"<p>{html.escape(text)}</p>"] if text else [])
+        parts += [_html_table(*table)] if table else []
     if report.get("analysis"):
-        parts += ["<h2>Attention analysis of the reference</h2>", _md_to_html(report["analysis"].get("summary", ""))]
         parts += [f'<figure><img alt="{html.escape(name)}" src="{_inline(out / path)}">'
                   f"<figcaption>{html.escape(name)}</figcaption></figure>"
                   for name, path in report["analysis"].get("plots", {}).items() if (out / path).is_file()]

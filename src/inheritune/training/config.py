@@ -1,7 +1,8 @@
 """The training recipe as one dataclass: Python arguments, YAML keys and CLI options are its fields.
 
 Defaults are the paper's (AdamW 0.9/0.95, weight decay 0.1, peak lr 2e-4, warmup then cosine to
-1e-5, grad clip 1.0, no dropout); see METHOD.md.
+1e-5, grad clip 1.0, no dropout). ``distill_from`` adds knowledge distillation from a teacher
+that shares the tokenizer (see training/loss.py).
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0  # 0 disables clipping
     eval_every: int | None = None  # None = ~10 evaluations per run; always at step 0 and the end
-    eval_tokens: int | None = None  # cap on val tokens per evaluation (None = the whole val split)
     checkpoint_every: int | None = None  # None = same as eval_every
     keep_checkpoints: int = 2
     precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 autocast on CPU and bf16-capable GPUs)
@@ -43,6 +43,9 @@ class TrainConfig:
     log_every: int = 1
     peak_flops: float | None = None  # per device, for MFU; None = measure a bf16/fp32 matmul at start
     progress: bool = True  # tqdm bar (on an interactive terminal)
+    distill_from: str | None = None  # teacher (alias, folder, .gguf, hub id): knowledge distillation
+    distill_alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
+    distill_temperature: float = 1.0  # T: softmax temperature of both models in the KL term
 
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong, with the option's name in the message."""
@@ -51,7 +54,7 @@ class TrainConfig:
         for name in ("seq_len", "batch_size", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise InherituneError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("steps", "tokens", "tokens_per_step", "eval_every", "checkpoint_every", "eval_tokens"):
+        for name in ("steps", "tokens", "tokens_per_step", "eval_every", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InherituneError(f"{name} must be at least 1, not {value}")
@@ -63,6 +66,10 @@ class TrainConfig:
             raise InherituneError(f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.on_nonfinite not in NONFINITE:
             raise InherituneError(f"on_nonfinite must be one of {', '.join(NONFINITE)}, not '{self.on_nonfinite}'")
+        if not 0 <= self.distill_alpha <= 1:
+            raise InherituneError(f"distill_alpha must be in [0, 1], not {self.distill_alpha}")
+        if not self.distill_temperature > 0:
+            raise InherituneError(f"distill_temperature must be positive, not {self.distill_temperature}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise InherituneError(f"betas must be two numbers in [0, 1), not {self.betas}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from inheritune.io import atomic_write_text
 
-COLUMNS = ("step", "tokens", "lr", "train_loss", "val_loss", "tokens_per_s", "mfu")
+COLUMNS = ("step", "tokens", "lr", "train_loss", "val_loss", "tokens_per_s", "mfu", "wall_time")
 
 
 def _rows(path: Path) -> list[dict]:

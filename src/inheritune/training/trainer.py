@@ -26,18 +26,20 @@ from transformers import PreTrainedModel
 from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.training import checkpoint, distributed
 from inheritune.training.config import TrainConfig, make_config
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
-from inheritune.training.loss import CausalLMLoss
+from inheritune.training.loss import CausalLMLoss, Teacher
 from inheritune.training.optim import lr_at, make_optimizer
 
+# What a run folder holds before its first checkpoint (a run killed then may be started over).
+RUN_FILES = {"config.json", "log.jsonl", "log.csv", "checkpoints", "tensorboard"}
 # Options that may change between a run and its resumption: they do not touch the loss curve.
-RESUMABLE_CHANGES = {"eval_every", "eval_tokens", "checkpoint_every", "keep_checkpoints", "log_every",
+RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
                      "compile", "peak_flops", "progress"}
 
 
@@ -48,8 +50,8 @@ class TrainResult:
     steps: int
     tokens: int  # training tokens consumed
     final_val_loss: float
-    val_history: list[dict]  # [{"step", "tokens", "val_loss"}...] including step 0 and the end
-    wall_time: float  # seconds of training (excluding time before a resume)
+    val_history: list[dict]  # [{"step", "tokens", "val_loss", "wall_time"}...] including step 0 and the end
+    wall_time: float  # seconds of optimizer steps (teacher included; evaluations and checkpoints not), over all resumes
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
@@ -65,20 +67,37 @@ class TrainingInterrupted(InherituneError):
 
 def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path,
           config: TrainConfig | None = None, *, tokenizer=None, resume: bool = False,
-          overwrite: bool = False, **overrides) -> TrainResult:
+          overwrite: bool = False, teacher: PreTrainedModel | None = None, **overrides) -> TrainResult:
     """Train ``model`` on the prepared data folder ``data``; the run folder ``out`` holds everything.
 
-    ``resume=True``: a finished run returns its stored result, an unfinished one continues
-    from its latest valid checkpoint, a missing one starts fresh.
+    ``resume=True``: a finished run of the same length returns its stored result (another
+    length is refused), an unfinished one continues from its latest valid checkpoint, and one
+    with no checkpoint yet (killed before its first) starts over. ``teacher`` is an in-memory
+    model for ``config.distill_from`` (grow passes the reference it already holds).
     """
     config = make_config(config, **overrides)
     with _quiet_hf():
-        return _train(model, data, Path(out), config, tokenizer, resume, overwrite)
+        return _train(model, data, Path(out), config, tokenizer, resume, overwrite, teacher)
 
 
-def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool) -> TrainResult:
-    if resume and (run_dir / "result.json").is_file():
-        return TrainResult.from_json(read_json(run_dir / "result.json", "run result"))
+def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
+    """The stored result of a finished run, if it ran the length asked for now."""
+    if not (run_dir / "result.json").is_file():
+        return None
+    result = TrainResult.from_json(read_json(run_dir / "result.json", "run result"))
+    stored = read_json(run_dir / "config.json", "run config")
+    asked = config.total_steps(stored["tokens_per_step"])
+    if asked != result.steps:
+        raise InherituneError(f"{run_dir} finished at {result.steps} steps ({result.tokens} tokens) and cannot be "
+                              f"extended to {asked} steps: its cosine schedule already ended; train a new run "
+                              f"from {result.model_dir} or start over with --overwrite")
+    return result
+
+
+def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
+           teacher_model: PreTrainedModel | None) -> TrainResult:
+    if resume and (done := _finished(run_dir, config)) is not None:
+        return done
     env = distributed.setup()
     resuming = resume and run_dir.exists()
     if not resuming:
@@ -86,6 +105,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
 
     # --- data, model, tokenizer: everything checked before any training -------------------
     tokens_data = open_data(data)
+    tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
     if isinstance(model, PreTrainedModel):
         model_name = f"<in-memory {type(model).__name__}>"
     else:
@@ -106,6 +126,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
     loader = TrainLoader(tokens_data, config.seq_len, config.batch_size, tokens_per_step // config.seq_len,
                          config.seed, env.rank, env.world)
+    teacher = _teacher(config, teacher_model, tokens_data, model)
 
     # --- resume: the latest checkpoint that loads -------------------------------------------
     found = None
@@ -113,8 +134,13 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
         if env.main:
             checkpoint.clean_partial(run_dir)
         found = checkpoint.latest(run_dir)
-        if found is None and not overwrite:
-            raise InherituneError(f"no checkpoint to resume in {run_dir} (add --overwrite to start it over)")
+        if found is None:  # killed before its first checkpoint: nothing to lose, if it is a run folder at all
+            strays = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
+            if strays and not overwrite:
+                raise InherituneError(f"{run_dir} is not a run folder (it holds {', '.join(strays[:3])}); "
+                                      f"nothing to resume there")
+            if env.main:
+                print(f"inheritune: {run_dir} has no checkpoint yet: starting it over", file=sys.stderr)
         if found is not None:
             _check_same_recipe(run_dir, config)
     if found is None:  # a fresh run: clear what --overwrite allowed us to replace
@@ -129,15 +155,18 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     flops = flops_per_token(model, config.seq_len)
     n_params = parameter_count(model)
     torch.manual_seed(config.seed)
+    if teacher is not None:
+        teacher.model.to(device=env.device, dtype=torch.float32).eval()
     if config.fsdp:  # the HF model is the FSDP root, so evaluation and saving can call it directly
         distributed.shard(model)
-        step_loss = CausalLMLoss(model, fused=False)
+        step_loss = CausalLMLoss(model, fused=False, teacher=teacher)
     else:
-        step_loss = distributed.data_parallel(CausalLMLoss(model), env)
+        step_loss = distributed.data_parallel(CausalLMLoss(model, teacher=teacher), env)
     optimizer = make_optimizer(model, config)
-    step, val_history = 0, []
+    step, val_history, train_seconds = 0, [], 0.0
     if found is not None:
         state = found[1]
+        train_seconds = state.get("wall_time", 0.0)
         _load_optimizer(model, optimizer, state["optimizer"], config.fsdp)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and env.device.type == "cuda":
@@ -152,14 +181,16 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
             "micro_steps": loader.micro_steps, "total_steps": total_steps, "warmup_steps": warmup,
             "eval_every": eval_every, "checkpoint_every": checkpoint_every, "parameters": n_params,
             "flops_per_token": flops, "tokenizer_fingerprint": tokens_data.fingerprint,
+            "train_loss": "distillation mix (see training/loss.py)" if teacher else "cross-entropy",
+            "val_loss": {**YARDSTICK, "context": val_context(model)},
         })
     log = RunLog(run_dir, keep_until=step if found is not None else None, enabled=env.main)
     peak = config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0)
 
     def evaluate(at: int) -> float:
-        result = val_loss(model, tokens_data, seq_len=config.seq_len, batch_size=config.batch_size,
-                          max_tokens=config.eval_tokens, autocast=autocast)
-        val_history.append({"step": at, "tokens": at * tokens_per_step, "val_loss": result["loss"]})
+        result = val_loss(model, tokens_data, batch_size=config.batch_size)
+        val_history.append({"step": at, "tokens": at * tokens_per_step, "val_loss": result["loss"],
+                            "wall_time": train_seconds})
         return result["loss"]
 
     def save(at: int) -> Path | None:
@@ -167,7 +198,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
         path = None
         if env.main:
             rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if env.device.type == "cuda" else {})
-            state = {"step": at, "tokens": at * tokens_per_step, "val_history": val_history,
+            state = {"step": at, "tokens": at * tokens_per_step, "val_history": val_history, "wall_time": train_seconds,
                      "optimizer": full[1], "rng": rng,
                      "loader": {"seed": config.seed, "seq_len": config.seq_len, "tokens_per_step": tokens_per_step}}
             path = checkpoint.save(run_dir, at, model, tokenizer, state, config.keep_checkpoints, full[0])
@@ -176,14 +207,14 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
 
     if found is None:
         loss0 = evaluate(0)
-        log.write({"step": 0, "tokens": 0, "lr": 0.0, "val_loss": loss0})
+        log.write({"step": 0, "tokens": 0, "lr": 0.0, "val_loss": loss0, "wall_time": 0.0})
     show = env.main and config.progress
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (show and sys.stderr.isatty()))
-    wall_start = time.perf_counter()
     last_time, last_step, last_ckpt = time.perf_counter(), step, found[0] if found else None
     with _stop_signals() as stop_requested:
         while step < total_steps:
+            step_start = time.perf_counter()
             lr = lr_at(step + 1, config, total_steps, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -212,13 +243,14 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
             else:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            train_seconds += time.perf_counter() - step_start
             bar.update(1)
             at_eval = step % eval_every == 0 or step == total_steps
             if step % config.log_every == 0 or at_eval or nonfinite:
                 now = time.perf_counter()
                 tok_s = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
                 row = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": train_loss,
-                       "tokens_per_s": tok_s, "mfu": flops * tok_s / (peak * env.world)}
+                       "tokens_per_s": tok_s, "mfu": flops * tok_s / (peak * env.world), "wall_time": train_seconds}
                 if nonfinite:
                     row["skipped"] = True
                 if at_eval:
@@ -240,10 +272,9 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     bar.close()
     log.close()
 
-    wall = time.perf_counter() - wall_start  # this invocation's training (a resumed run counts from the resume)
     full = _full_state(model, optimizer, config.fsdp, optimizer_too=False)
     result = TrainResult(run_dir, run_dir / "final", step, step * tokens_per_step, val_history[-1]["val_loss"],
-                         val_history, wall)
+                         val_history, train_seconds)
     if env.main:
         with atomic_dir(result.model_dir, overwrite=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
@@ -273,6 +304,22 @@ def _quiet_hf():
 def _barrier(env: distributed.Dist) -> None:
     if env.world > 1:
         torch.distributed.barrier()
+
+
+def _teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: PreTrainedModel) -> Teacher | None:
+    """The distillation teacher: ``model`` when given, else loaded from ``distill_from``; its tokenizer
+    must be the data's, or its distribution would be over other tokens."""
+    if config.distill_from is None or config.distill_alpha == 0:
+        return None  # alpha 0 is plain cross-entropy: no teacher forward at all
+    if model is None:
+        tokenizer = load_tokenizer(config.distill_from)
+        data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the teacher {config.distill_from}")
+        model = load_model(config.distill_from)
+    rows = (model.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
+    if rows[0] != rows[1]:
+        raise InherituneError(f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
+                              f"{rows[1]}: distillation needs one vocabulary")
+    return Teacher(model, config.distill_alpha, config.distill_temperature)
 
 
 def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:

@@ -1,0 +1,159 @@
+"""The sweep behind the default recipe: CE vs distillation, peak lr, warmup, and which blocks to
+inherit, on the packaged SmolLM2-135M and the `default` corpus, at equal tokens and equal wall time.
+
+Hyper-parameters are picked on a *development* split, not on the validation split the default
+run reports: the data here is prepared with split seed 1 (`runs/sweep/data`), whose validation
+documents differ from those of the default run's seed-0 split (they are in its train split).
+Every setting trains the derived 15-layer model (round 1 of the recipe) for the same tokens,
+with the product's own trainer, and is scored with the product's one val-loss yardstick.
+
+    .venv/bin/python benchmarks/sweep_recipe.py [--steps 40] [--threads 1] [--only NAME ...]
+
+Writes benchmarks/results/sweep_recipe.{json,md,png}. A finished setting is reused on a rerun
+(its run folder under runs/sweep/ holds its result), so the sweep can be stopped and resumed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inheritune.data.prepare import prepare_data
+from inheritune.data.shards import open_data
+from inheritune.evaluation.loss import YARDSTICK
+from inheritune.growth.grow import reference_val_loss
+from inheritune.models.loading import load_model, load_tokenizer
+from inheritune.models.surgery import derive, first_and_last
+from inheritune.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+WORK = ROOT / "runs" / "sweep"
+BASE = dict(seq_len=512, batch_size=4, tokens_per_step=2048, min_lr=1e-5, precision="auto", progress=False)
+
+# name: (layers kept from the end, overrides of BASE); ordered by what the decision needs first
+SETTINGS: dict[str, tuple[int, dict]] = {
+    "ce lr1e-3": (0, dict(lr=1e-3)),
+    "kd a1 T1 lr3e-3": (0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=1.0)),
+    "ce lr3e-3": (0, dict(lr=3e-3)),
+    "kd a1 T1 lr3e-3 last3": (3, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=1.0)),
+    "kd a0.5 T1 lr3e-3": (0, dict(lr=3e-3, distill_alpha=0.5, distill_temperature=1.0)),
+    "kd a1 T2 lr3e-3": (0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=2.0)),
+    "kd a1 T1 lr1e-2": (0, dict(lr=1e-2, distill_alpha=1.0, distill_temperature=1.0)),
+    "kd a1 T1 lr1e-3": (0, dict(lr=1e-3, distill_alpha=1.0, distill_temperature=1.0)),
+    "ce lr3e-3 last3": (3, dict(lr=3e-3)),
+    "kd a1 T1 lr3e-3 warmup12": (0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=1.0, warmup_steps=12)),
+}
+
+
+def dev_data(tokenizer) -> Path:
+    """The development split: the default corpus with split seed 1 (the default run uses seed 0)."""
+    out = WORK / "data"
+    if not (out / "manifest.json").is_file():
+        prepare_data(["default"], tokenizer, out, max_tokens=1_000_000, val_tokens=8192, seed=1, overwrite=True)
+    return out
+
+
+def at(curve: list[dict], key: str, x: float) -> float:
+    """Val loss at ``x`` (tokens or wall seconds), linearly interpolated between evaluations."""
+    xs, ys = [h[key] for h in curve], [h["val_loss"] for h in curve]
+    return float(np.interp(x, xs, ys))
+
+
+def run_setting(name: str, keep_last: int, overrides: dict, reference, tokenizer, data: Path, steps: int) -> None:
+    config = {**BASE, **overrides, "steps": steps, "eval_every": max(1, steps // 2)}
+    if "distill_alpha" in config:
+        config["distill_from"] = "smollm2-135m"
+    model = derive(reference, first_and_last(15, keep_last, 30))
+    out = WORK / name.replace(" ", "_")
+    started = (out / "result.json").is_file() or (out / "checkpoints").is_dir()
+    print(f"[sweep] {name}: {steps} steps -> {out}", flush=True)
+    train(model, data, out, tokenizer=tokenizer, resume=started, overwrite=not started,
+          teacher=reference if "distill_from" in config else None, **config)
+
+
+def finished_rows() -> list[dict]:
+    """Every finished setting, read back from its run folder (several sweep processes may share the work)."""
+    rows = []
+    for name, (keep_last, overrides) in SETTINGS.items():
+        path = WORK / name.replace(" ", "_") / "result.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            rows.append({"name": name, "keep_last": keep_last, **overrides, "tokens": result["tokens"],
+                         "wall_time": result["wall_time"], "final_val_loss": result["final_val_loss"],
+                         "tokens_per_s": result["tokens"] / result["wall_time"], "curve": result["val_history"]})
+    return rows
+
+
+def table(rows: list[dict], ref_loss: float) -> tuple[str, float]:
+    wall = min(r["wall_time"] for r in rows)  # equal wall time = the fastest setting's whole run
+    lines = [f"| setting | val @ {rows[0]['tokens']:,} tokens | val @ {wall:.0f} s | tokens/s | gap to reference |",
+             "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["final_val_loss"]):
+        lines.append(f"| {r['name']} | {r['final_val_loss']:.3f} | {at(r['curve'], 'wall_time', wall):.3f} | "
+                     f"{r['tokens_per_s']:.0f} | {r['final_val_loss'] - ref_loss:+.3f} |")
+    return "\n".join(lines), wall
+
+
+def plot(rows: list[dict], ref_loss: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, label in ((axes[0], "tokens", "training tokens"), (axes[1], "wall_time", "training seconds")):
+        for r in rows:
+            curve = r["curve"][1:]  # step 0 (val ~22 for every setting) would flatten the rest
+            ax.plot([h[key] for h in curve], [h["val_loss"] for h in curve], marker="o", ms=3, label=r["name"])
+        ax.axhline(ref_loss, color="k", ls="--", lw=1)
+        ax.annotate(f"reference {ref_loss:.2f}", (0.01, ref_loss), xycoords=("axes fraction", "data"), va="bottom")
+        ax.set_xlabel(label)
+        ax.set_ylabel("val loss (dev split)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("15-layer SmolLM2 derivative, round 1 of the recipe (step 0 not shown)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust to a second job on 2 cores)")
+    parser.add_argument("--only", nargs="*", help="run only these settings (others finished earlier are still tabled)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer = load_tokenizer("smollm2-135m")
+    reference = load_model("smollm2-135m")
+    data = dev_data(tokenizer)
+    ref = reference_val_loss(reference, "smollm2-135m", open_data(data), WORK / "reference.json")
+    for name, (keep_last, overrides) in SETTINGS.items():
+        if args.only is None or name in args.only:
+            run_setting(name, keep_last, overrides, reference, tokenizer, data, args.steps)
+        write_results(finished_rows(), ref["loss"], args)
+
+
+def write_results(rows: list[dict], ref_loss: float, args) -> None:
+    if not rows:
+        return
+    text, wall = table(rows, ref_loss)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sweep_recipe.json").write_text(json.dumps({
+        "what": "round 1 of the recipe (15 of 30 SmolLM2 layers), dev split (seed 1), equal tokens",
+        "base": BASE, "steps": args.steps, "yardstick": YARDSTICK, "reference_val_loss": ref_loss,
+        "equal_wall_time_s": wall, "machine": platform.processor() or platform.machine(),
+        "torch_threads": args.threads, "rows": rows}, indent=1) + "\n")
+    (RESULTS / "sweep_recipe.md").write_text(
+        f"Reference SmolLM2-135M (30 layers) on the dev split: val {ref_loss:.3f}.\n\n{text}\n")
+    plot(rows, ref_loss, RESULTS / "sweep_recipe.png")
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
