@@ -238,15 +238,22 @@ def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(setup, tokenize
 
 
 def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_batch(setup, tmp_path):
+    from safetensors.torch import load_file
+
     root, model, data = setup
+    teacher = save_tiny(tmp_path / "teacher", "llama", layers=3, seed=5, tok=make_tokenizer())
     common = dict(steps=6, eval_every=3, seq_len=32, lr=3e-3, precision="fp32")
-    single = train(model, data, tmp_path / "single", batch_size=2, tokens_per_step=4 * 32, progress=False, **common)
-    assert single.val_history[-1]["val_loss"] < single.val_history[0]["val_loss"]
-    args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
-    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"])):
+    kd = dict(distill_from=str(teacher), distill_alpha=0.5, distill_temperature=2.0)
+    singles = {loss: train(model, data, tmp_path / f"single{loss}", batch_size=2, tokens_per_step=4 * 32,
+                           progress=False, **common, **extra) for loss, extra in (("", {}), ("-kd", kd))}
+    assert all(s.val_history[-1]["val_loss"] < s.val_history[0]["val_loss"] for s in singles.values())
+    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"]), ("ddp-kd", [f"--{k.replace('_', '-')}={v}" for k, v in kd.items()])):
+        single = singles["-kd" if name.endswith("-kd") else ""]
+        args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             "-m", "inheritune", "train", str(model), "--data", str(data), "--out", str(tmp_path / name),
-                            "--batch-size=2", *args, *extra], capture_output=True, text=True, timeout=300)
+                            "--batch-size=2", *args, *extra], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **ONE_THREAD})
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("trained 6 steps") == 1  # rank 0 speaks for the run
         result = json.loads((tmp_path / name / "result.json").read_text())
@@ -255,9 +262,11 @@ def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_
         assert result["tokens"] == single.tokens == 6 * 128
         for a, b in zip(result["val_history"], single.val_history, strict=True):
             assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4), name
-        # The final model is a whole (unsharded) HF model equal to the single-process one.
-        assert (tmp_path / name / "final" / "model.safetensors").stat().st_size == \
-            (tmp_path / "single" / "final" / "model.safetensors").stat().st_size
+        # The final model is a whole (unsharded) HF model equal, tensor for tensor, to the single-process one.
+        mine, theirs = load_file(tmp_path / name / "final" / "model.safetensors"), load_file(single.model_dir / "model.safetensors")
+        assert mine.keys() == theirs.keys(), name
+        for key in mine:
+            assert torch.allclose(mine[key], theirs[key], atol=1e-4), (name, key)
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 
 from inheritune.analysis import attention as metrics
 from inheritune.analysis.depth import angular_distance, best_slices, block_influence, cosine_sums, residual_states
-from inheritune.analysis.hooks import attention_probs
+from inheritune.analysis.hooks import attention_probs, hooks
 from inheritune.analysis.sampling import sequences_from
 from inheritune.errors import InherituneError
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
@@ -97,12 +97,9 @@ def _last_position_logits(model: PreTrainedModel) -> Iterator[None]:
     """Feed the LM head only the last position: the analysis needs no logits, and the head
     (vocabulary x hidden) can cost as much as all blocks together (Gemma-3: 262k x 640)."""
     head = module(model, family_of(model.config).head)
-    handle = head.register_forward_pre_hook(lambda _m, args: (args[0][:, -1:], *args[1:])) if head is not None else None
-    try:
+    last = lambda _m, args: (args[0][:, -1:], *args[1:])  # noqa: E731
+    with hooks(pre=[(head, last)] if head is not None else []):
         yield
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 @torch.no_grad()

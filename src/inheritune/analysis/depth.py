@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 from transformers import PreTrainedModel
 
+from inheritune.analysis.hooks import hooks
 from inheritune.models.families import blocks
 
 
@@ -40,13 +41,9 @@ def residual_states(model: PreTrainedModel) -> Iterator[list[torch.Tensor | None
     def output_hook(_module, _args, out):
         states[-1] = (out[0] if isinstance(out, tuple) else out).detach()
 
-    handles = [b.register_forward_pre_hook(input_hook(i), with_kwargs=True) for i, b in enumerate(layers)]
-    handles.append(layers[-1].register_forward_hook(output_hook))
-    try:
+    with hooks(pre=[(b, input_hook(i)) for i, b in enumerate(layers)], post=[(layers[-1], output_hook)],
+               pre_with_kwargs=True):
         yield states
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def cosine_sums(states: list[torch.Tensor]) -> torch.Tensor:

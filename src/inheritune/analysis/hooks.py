@@ -5,7 +5,7 @@ managers; each restores the model exactly as it found it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -13,6 +13,27 @@ from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, num_heads
+
+
+Hook = tuple[torch.nn.Module, Callable]
+
+
+@contextmanager
+def hooks(pre: Iterable[Hook] = (), post: Iterable[Hook] = (), pre_with_kwargs: bool = False) -> Iterator[None]:
+    """Attach forward pre-hooks and forward hooks for the duration of a ``with`` block.
+
+    The register / try / remove pattern, written once (TransformerLens's ``hooks()`` context):
+    every capture and intervention below, and in ``depth`` and ``analyze``, goes through it, so a
+    model always leaves an analysis with no hook left behind, whatever was raised.
+    """
+    handles = []
+    try:
+        handles += [m.register_forward_pre_hook(fn, with_kwargs=pre_with_kwargs) for m, fn in pre]
+        handles += [m.register_forward_hook(fn) for m, fn in post]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -79,12 +100,8 @@ def head_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[torch.Tens
 
         return pre_hook
 
-    handles = [p.register_forward_pre_hook(hook_for(i)) for i, p in enumerate(projections)]
-    try:
+    with hooks(pre=[(p, hook_for(i)) for i, p in enumerate(projections)]):
         yield mask
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -99,12 +116,8 @@ def head_outputs(model: PreTrainedModel) -> Iterator[dict[int, torch.Tensor]]:
 
         return pre_hook
 
-    handles = [p.register_forward_pre_hook(hook_for(i)) for i, p in enumerate(_out_projections(model))]
-    try:
+    with hooks(pre=[(p, hook_for(i)) for i, p in enumerate(_out_projections(model))]):
         yield records
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -112,15 +125,9 @@ def ffn_knockout(model: PreTrainedModel, layers: Iterable[int]) -> Iterator[None
     """Remove the FFN contribution of the given layers (their FFN output becomes zero)."""
     family = family_of(model.config)
     all_blocks = blocks(model)
-    handles = []
-    for layer in layers:
-        ffn = all_blocks[layer].get_submodule(family.ffn_out)
-        handles.append(ffn.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)))
-    try:
+    zero = lambda _m, _a, out: torch.zeros_like(out)  # noqa: E731
+    with hooks(post=[(all_blocks[layer].get_submodule(family.ffn_out), zero) for layer in layers]):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -133,8 +140,5 @@ def final_residual(model: PreTrainedModel) -> Iterator[dict[str, torch.Tensor]]:
     def pre_hook(_module, args):
         records["resid"] = args[0].detach()
 
-    handle = norm.register_forward_pre_hook(pre_hook)
-    try:
+    with hooks(pre=[(norm, pre_hook)]):
         yield records
-    finally:
-        handle.remove()

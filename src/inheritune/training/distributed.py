@@ -62,20 +62,3 @@ def shard(model: torch.nn.Module) -> torch.nn.Module:
     for block in blocks(model):
         fully_shard(block)
     return fully_shard(model)
-
-
-def any_rank(flag: bool, env: Dist) -> bool:
-    """True on every rank when it is true on one (so all ranks stop at the same step)."""
-    if env.world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=env.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def mean(value: float, env: Dist) -> float:
-    if env.world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64 if env.device.type == "cpu" else torch.float32, device=env.device)
-    dist.all_reduce(t)
-    return t.item() / env.world
