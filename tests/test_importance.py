@@ -12,7 +12,7 @@ from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tin
 from inheritune.analysis import importance as imp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.hooks import head_mask
-from inheritune.analysis.hooks import input_weights
+from inheritune.models.families import input_weights
 from inheritune.cli import main
 from inheritune.models.families import FAMILIES, blocks
 
@@ -22,7 +22,7 @@ DEAD = (1, 2)  # (layer, head) whose output projection columns are zeroed
 def _kill_head(model, layer: int, head: int) -> None:
     proj = blocks(model)[layer].get_submodule(FAMILIES[model.config.model_type].attn_out)
     with torch.no_grad():
-        input_weights(proj, head * 8, (head + 1) * 8).zero_()  # tiny models: 4 heads of 8
+        input_weights(model.config, proj, head * 8, (head + 1) * 8).zero_()  # tiny models: 4 heads of 8
 
 
 def _logits(model, ids):

@@ -33,7 +33,7 @@ from inheritune.analysis.hooks import attention_probs, hooks
 from inheritune.analysis.sampling import sequences_from
 from inheritune.errors import InherituneError
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
-from inheritune.models.families import family_of, module, num_heads, num_layers
+from inheritune.models.families import context_length, family_of, module, num_heads, num_layers
 from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
 from inheritune.reporting import plots
 
@@ -75,11 +75,6 @@ def _check_options(sequences: int, seq_len: int, tau: float, batch_size: int | N
     for name, value in (("--lazy-rank", lazy_rank), ("--lazy-mass", lazy_mass), ("--bi-share", bi_share)):
         if not 0 < value <= 1:
             raise InherituneError(f"{name} must be in (0, 1], not {value}")
-
-
-def _context_length(model: PreTrainedModel) -> int | None:
-    value = getattr(model.config, "max_position_embeddings", None)
-    return int(value) if value else None
 
 
 def _load(model, data, text, tokenizer):
@@ -260,7 +255,7 @@ def analyze(
     start = time.perf_counter()
     model, tokenizer, name = _load(model, data, text, tokenizer)
     family_of(model.config)  # one-line error for unsupported architectures
-    context = _context_length(model)
+    context = context_length(model.config)
     if context is not None and seq_len > context:
         raise InherituneError(f"--seq-len {seq_len} is longer than the model's context ({context} tokens)")
     if data is not None and tokenizer is not None:

@@ -59,20 +59,6 @@ def attention_probs(model: PreTrainedModel, input_ids: torch.Tensor) -> list[tor
     return [a.float() for a in out.attentions]
 
 
-def input_weights(proj: torch.nn.Module, start: int, stop: int) -> torch.Tensor:
-    """The weights that read inputs ``start:stop`` of a projection, as a view ``[stop - start, out]``.
-
-    ``nn.Linear`` stores ``[out, in]``, transformers' ``Conv1D`` (GPT-2) ``[in, out]``; per-head
-    code (pruning, copying scores) slices heads through this one place.
-    """
-    w = proj.weight
-    return w[:, start:stop].T if isinstance(proj, torch.nn.Linear) else w[start:stop]
-
-
-def input_features(proj: torch.nn.Module) -> int:
-    return proj.weight.shape[1] if isinstance(proj, torch.nn.Linear) else proj.weight.shape[0]
-
-
 def _out_projections(model: PreTrainedModel) -> list[torch.nn.Module]:
     family = family_of(model.config)
     return [block.get_submodule(family.attn_out) for block in blocks(model)]

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.hooks import attention_probs, final_residual, head_outputs, input_weights
+from inheritune.analysis.hooks import attention_probs, final_residual, head_outputs
 from inheritune.errors import InherituneError
-from inheritune.models.families import blocks, family_of, num_heads
+from inheritune.models.families import blocks, family_of, input_weights, num_heads
 
 
 def candidate_tokens(vocab_size: int, exclude: float = 0.04, special: tuple[int, ...] = ()) -> np.ndarray:
@@ -63,10 +63,10 @@ def _positions(seg_len: int, repeats: int, offset: int) -> tuple[np.ndarray, tor
     return queries, targets, queries - seg_len + 1
 
 
-def _head_write(proj: torch.nn.Module, out: torch.Tensor, head: int) -> torch.Tensor:
+def _head_write(config, proj: torch.nn.Module, out: torch.Tensor, head: int) -> torch.Tensor:
     """A head's output ``[..., head_dim]`` through its slice of the attention output projection."""
     d = out.shape[-1]
-    return out @ input_weights(proj, head * d, (head + 1) * d)
+    return out @ input_weights(config, proj, head * d, (head + 1) * d)
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: in
         for layer in range(layers):
             out = outputs[layer][:, queries].float()
             for head in range(heads):
-                write = _head_write(projections[layer], out[:, :, head], head).float()
+                write = _head_write(model.config, projections[layer], out[:, :, head], head).float()
                 without = norm(resid - write).float()
                 copying[layer, head] += ((base - without) * direction).sum(-1).mean(-1).sum(0)
     return {"prefix": (prefix / seeds).numpy(), "copying": (copying / seeds).numpy()}

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.hooks import ffn_knockout, head_mask, input_features, input_weights
+from inheritune.analysis.hooks import ffn_knockout, head_mask
 from inheritune.errors import InherituneError
-from inheritune.models.families import blocks, family_of, num_heads
+from inheritune.models.families import blocks, family_of, input_features, input_weights, num_heads
 
 
 def check_percent(value: float, what: str) -> float:
@@ -68,8 +68,8 @@ def bake(model: PreTrainedModel, pruning: dict) -> PreTrainedModel:
     heads = num_heads(model.config)
     for layer, head in pruning["heads"]:
         proj = all_blocks[layer].get_submodule(family.attn_out)
-        width = input_features(proj) // heads
-        input_weights(proj, head * width, (head + 1) * width).zero_()
+        width = input_features(model.config, proj) // heads
+        input_weights(model.config, proj, head * width, (head + 1) * width).zero_()
     for layer in pruning["ffn"]:
         proj = all_blocks[layer].get_submodule(family.ffn_proj)
         proj.weight.zero_()

@@ -9,6 +9,7 @@ import torch
 from inheritune.data.shards import open_data
 from inheritune.data.sources import decode_utf8
 from inheritune.errors import InherituneError
+from inheritune.models.loading import tokenizer_fingerprint
 
 
 def sample_sequences(tokens: np.ndarray, n: int, seq_len: int, seed: int = 0) -> torch.Tensor:
@@ -24,11 +25,17 @@ def sample_sequences(tokens: np.ndarray, n: int, seq_len: int, seed: int = 0) ->
 
 def sequences_from(data: str | Path | None, text: str | Path | None, tokenizer, n: int, seq_len: int,
                    seed: int = 0, split: str = "val") -> torch.Tensor:
-    """Windows from a prepared data folder's split, or from a UTF-8 text file tokenized here."""
+    """Windows from a prepared data folder's split, or from a UTF-8 text file tokenized here.
+
+    Data tokenized with another tokenizer than ``tokenizer`` is refused: its ids would mean other
+    tokens to the model (None: a weights-only model, whose windows are taken as they are)."""
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE")
     if data is not None:
-        return sample_sequences(open_data(data).tokens(split), n, seq_len, seed)
+        token_data = open_data(data)
+        if tokenizer is not None:
+            token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
+        return sample_sequences(token_data.tokens(split), n, seq_len, seed)
     path = Path(text)
     if not path.is_file():
         raise InherituneError(f"text file not found: {path}")

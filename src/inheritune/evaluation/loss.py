@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from inheritune.data.shards import TokenData
+from inheritune.models.families import context_length
 
 VAL_CONTEXT = 512
 YARDSTICK = {
@@ -65,8 +66,7 @@ def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_si
 
 def val_context(model: torch.nn.Module) -> int:
     """The yardstick's window: 512 tokens, or the model's whole context when shorter."""
-    positions = getattr(model.config, "max_position_embeddings", None) or VAL_CONTEXT
-    return min(VAL_CONTEXT, int(positions))
+    return min(VAL_CONTEXT, context_length(model.config) or VAL_CONTEXT)
 
 
 def val_loss(model: torch.nn.Module, data: TokenData, batch_size: int = 8) -> dict:

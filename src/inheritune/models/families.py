@@ -28,6 +28,8 @@ class Family:
     ffn_out: str = "mlp"  # the module whose output is the block's FFN contribution
     ffn_proj: str = "mlp.down_proj"  # the FFN's last linear layer: zeroing it removes the FFN output
     layer_lists: tuple[str, ...] = field(default=("layer_types",))  # per-layer config lists
+    weights_in_out: bool = False  # projections store [in, out] (GPT-2's Conv1D); nn.Linear stores [out, in]
+    logit_softcap: str | None = None  # config key of the final-logit soft-cap, where the family has one
 
 
 _LLAMA_LIKE = Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm")
@@ -44,6 +46,7 @@ FAMILIES: dict[str, Family] = {
         final_norm="model.norm",
         mlp_parts=("mlp", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
         attn_parts=("self_attn", "input_layernorm", "post_attention_layernorm"),
+        logit_softcap="final_logit_softcapping",
     ),
     "gpt2": Family(
         blocks="transformer.h",
@@ -55,6 +58,7 @@ FAMILIES: dict[str, Family] = {
         attn_out="attn.c_proj",
         ffn_proj="mlp.c_proj",
         layer_lists=(),
+        weights_in_out=True,
     ),
     "opt": Family(
         blocks="model.decoder.layers",
@@ -107,6 +111,30 @@ def blocks(model: nn.Module) -> nn.ModuleList:
 
 def num_layers(config: PretrainedConfig) -> int:
     return int(config.num_hidden_layers)
+
+
+def context_length(config: PretrainedConfig) -> int | None:
+    """Positions the model was built for (None when the config does not say)."""
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def logit_softcap(config: PretrainedConfig) -> float | None:
+    """The final-logit soft-cap (logits = c * tanh(logits / c)) of families that have one."""
+    family = FAMILIES.get(config.model_type)
+    key = family.logit_softcap if family is not None else None
+    return getattr(config, key, None) if key else None
+
+
+def input_weights(config: PretrainedConfig, proj: nn.Module, start: int, stop: int):
+    """The weights that read inputs ``start:stop`` of a block's projection, as a view ``[stop - start, out]``:
+    per-head code (pruning, copying scores) slices heads through this one place."""
+    w = proj.weight
+    return w[start:stop] if family_of(config).weights_in_out else w[:, start:stop].T
+
+
+def input_features(config: PretrainedConfig, proj: nn.Module) -> int:
+    return proj.weight.shape[0] if family_of(config).weights_in_out else proj.weight.shape[1]
 
 
 def num_heads(config: PretrainedConfig) -> int:

@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from inheritune.models.families import num_layers
+
 
 def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     params = {id(p): p.numel() for p in model.parameters()}
@@ -18,7 +20,7 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     if head is None or head.weight is not embed:  # an untied embedding does no matmul
         params.pop(id(embed), None)
     config = model.config
-    return 6.0 * sum(params.values()) + 12.0 * config.num_hidden_layers * config.hidden_size * seq_len
+    return 6.0 * sum(params.values()) + 12.0 * num_layers(config) * config.hidden_size * seq_len
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5) -> float:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from inheritune.models.families import FAMILIES
+from inheritune.models.families import FAMILIES, logit_softcap
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Teacher:
 
     @property
     def softcap(self) -> float | None:
-        return getattr(self.model.config, "final_logit_softcapping", None)
+        return logit_softcap(self.model.config)
 
 
 def _logits(h: torch.Tensor, w: torch.Tensor, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -138,7 +138,7 @@ class CausalLMLoss(torch.nn.Module):
         self._teacher = (teacher,)  # a tuple: not a submodule
         head = model.get_output_embeddings()
         self.fused = fused and model.config.model_type in FAMILIES and head is not None and head.bias is None
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.softcap = logit_softcap(model.config)
 
     @property
     def teacher(self) -> Teacher | None:
