@@ -27,9 +27,9 @@ from inheritune.data.shards import open_data
 from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.growth.grow import GrowResult, grow_until_matched, train_resumable
-from inheritune.io import atomic_write_json, read_json
+from inheritune.io import atomic_write_json, build_dir, building, current_paths, final_paths, read_json, swap_in
 from inheritune.models.families import family_of, num_layers
-from inheritune.models.loading import load_model, load_tokenizer, parameter_count
+from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import derive
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.reporting.report import build_report, write_report
@@ -78,13 +78,16 @@ def _check_out(out: Path, recipe: Recipe, overwrite: bool) -> bool:
     return False
 
 
-def _claim_out(out: Path, recipe: Recipe, resuming: bool) -> None:
-    if resuming:
-        return
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    atomic_write_json(out / RECIPE, json.loads(json.dumps(recipe.to_dict())))
+def _claim_out(out: Path, work: Path, recipe: Recipe, resuming: bool) -> None:
+    """Make ``work`` (``out`` or the sibling its replacement is built in) ready to write. A
+    replacement a kill stopped continues when it was started with this recipe."""
+    if work != out:
+        resuming = _check_out(work, recipe, overwrite=True)
+    if not resuming:
+        if work.exists():
+            shutil.rmtree(work)  # never ``out``: that is replaced only by the finished ``work``
+        work.mkdir(parents=True)
+        atomic_write_json(work / RECIPE, json.loads(json.dumps(recipe.to_dict())))
 
 
 def _load_reference(recipe: Recipe):
@@ -93,6 +96,19 @@ def _load_reference(recipe: Recipe):
         return load_model(recipe.reference), load_tokenizer(recipe.reference)
     except InherituneError as e:
         raise InherituneError(f"recipe key 'reference': {e}") from None
+
+
+def _check_fit(recipe: Recipe, reference, tokenizer) -> None:
+    """What the reference decides about the recipe (its depth, its tokenizer against a prepared
+    data folder), checked before anything is written, naming the recipe key."""
+    total, g = num_layers(reference.config), recipe.grow
+    deepest = g.max_layers if g.max_layers is not None and g.mode == "reference" else g.start_layers
+    if max(g.start_layers, deepest) > total:
+        raise InherituneError(f"recipe keys 'grow.start_layers' ({g.start_layers}) and 'grow.max_layers' "
+                              f"({g.max_layers}) must not exceed the reference {recipe.reference}'s {total} layers")
+    if recipe.data.dir is not None:
+        open_data(recipe.data.dir).check_tokenizer(tokenizer_fingerprint(tokenizer),
+                                                   f"the reference {recipe.reference} (recipe key 'data.dir')")
 
 
 def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) -> Path:
@@ -198,7 +214,9 @@ def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool 
         log: Callable[[str], None] = partial(print, flush=True)) -> dict:
     """Run a recipe (a :class:`Recipe`, a YAML path, or None for the embedded default) into ``out``.
 
-    Returns the report dict also written to ``out/report.json``.
+    Returns the report dict also written to ``out/report.json``. Rerunning the same recipe resumes;
+    a run replacing another one (``overwrite``) is built beside it in ``.NAME.new`` and swapped in
+    once its report is written, so the old run survives any failure; rerunning continues it.
     """
     start = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -210,7 +228,22 @@ def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool 
     resuming = _check_out(out, recipe, overwrite)
     log(f"loading reference {recipe.reference}")
     reference, tokenizer = _load_reference(recipe)
-    _claim_out(out, recipe, resuming)
+    _check_fit(recipe, reference, tokenizer)
+    work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
+    with building(out, work):
+        _claim_out(out, work, recipe, resuming)
+        if work != out:
+            log(f"building the new run in {work}; {out} is kept until it is complete")
+        report = _run(recipe, reference, tokenizer, work, start, log)
+        if work != out:
+            swap_in(work, out)  # the new run is complete: only now is the old one replaced
+    log(f"{report['verdict']}\nreport: {out / 'report.md'} / {out / 'report.html'}")
+    return current_paths(report)
+
+
+def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> dict:
+    """The pipeline proper, in ``out`` (the folder being written); returns the report it wrote
+    (paths as they will be after a swap)."""
     data_dir = prepare(recipe, tokenizer, out, log)
     config = make_config(recipe.train, tokens=recipe.grow.tokens_per_round, seed=recipe.seed)
     analysis = _analysis(recipe, reference, tokenizer, data_dir, out / "analysis", log) if recipe.analysis.enabled else None
@@ -227,10 +260,9 @@ def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool 
                          "curve": None}
     arms |= _train_arms(recipe, reference, tokenizer, data_dir, out, grown, all_losses, log)
     evals = _evaluate(recipe, arms, tokenizer, data_dir, log) if recipe.eval.tasks else None
-    report = build_report(recipe, open_data(data_dir), grown, all_losses[0].suffix, arms, analysis, evals,
-                          time.perf_counter() - start)
-    files = write_report(report, out)
-    log(f"{report['verdict']}\nreport: {files['md']} / {files['html']}")
+    report = final_paths(build_report(recipe, open_data(data_dir), grown, all_losses[0].suffix, arms, analysis, evals,
+                                      time.perf_counter() - start))
+    write_report(report, out)
     return report
 
 

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also inherit the reference's last K blocks (first N-K + last K); growth inserts before them (default 0: the paper's first N)")
     p.add_argument("--mode", default="reference", choices=("reference", "duplicate"),
                    help="new blocks: the reference's next ones (default) or copies of the model's own last ones")
-    p.add_argument("--overwrite", action="store_true", help="discard a run in --out started with other settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run in --out started with other settings: the new one is built beside it "
+                        "(.NAME.new) and swapped in when complete; rerun the same command to continue it after a kill")
     add_train_options(p, skip=PER_ROUND)
     p.set_defaults(func=run)
 

@@ -8,7 +8,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a recipe end to end: data, grow until matched, scratch arms, report")
     p.add_argument("recipe", nargs="?", help="recipe YAML (default: the embedded default, see --show-default)")
     p.add_argument("--out", help="run folder (rerun the same command to resume)")
-    p.add_argument("--overwrite", action="store_true", help="discard a run in --out started with another recipe")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run in --out started with another recipe: the new one is built beside it "
+                        "(.NAME.new) and swapped in when complete; rerun the same command to continue it after a kill")
     p.add_argument("--show-default", action="store_true", help="print the embedded default recipe and exit")
     p.add_argument("--check", action="store_true", help="only check the recipe and exit")
     p.set_defaults(func=run)

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="prepared data folder (inheritune data prepare)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final model)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest valid checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out: the new run is built beside it (.NAME.new) and swapped in when "
+                        "complete, so a failure keeps the old one; rerun the same command to continue it after a kill")
     add_train_options(p)
     p.set_defaults(func=run)
 

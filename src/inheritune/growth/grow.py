@@ -4,7 +4,9 @@ Round 1 derives the reference's first N blocks and trains them for T tokens. Whi
 validation loss is above the reference's own (plus a margin), the trained model grows by K
 blocks (the reference's next ones, or copies of its own last ones) and trains again, up to M
 layers. Every round is an ordinary train run in ``RUN/round-XX-LL/``; a finished round has its
-``result.json``, so a killed grow run resumes in the round it was in.
+``result.json``, so a killed grow run resumes in the round it was in. A grow run that replaces
+another one (``overwrite``) is built in ``.RUN.new`` beside it and swapped in once its summary is
+written: the old run survives any failure, and rerunning the same command continues the new one.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import YARDSTICK, val_loss
-from inheritune.io import atomic_dir, atomic_write_json, read_json
+from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, current_paths, final_paths, read_json,
+                           swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import derive, first_and_last, grow
@@ -53,6 +56,10 @@ class GrowResult:
         d = dataclasses.asdict(self)
         d["run_dir"], d["model_dir"] = str(self.run_dir), str(self.model_dir)
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> GrowResult:
+        return cls(**{**d, "run_dir": Path(d["run_dir"]), "model_dir": Path(d["model_dir"])})
 
 
 def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
@@ -130,13 +137,17 @@ def _check_out(out: Path, settings: dict, overwrite: bool) -> bool:
     return False
 
 
-def _claim_out(out: Path, settings: dict, resuming: bool) -> None:
-    if resuming:
-        return
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    atomic_write_json(out / SETTINGS, settings)
+def _claim_out(out: Path, work: Path, settings: dict, resuming: bool) -> bool:
+    """Make ``work`` (``out`` or the sibling its replacement is built in) ready to write; True if it
+    continues a run there. A replacement a kill stopped continues when its settings are these."""
+    if work != out:
+        resuming = _check_out(work, settings, overwrite=True)
+    if not resuming:
+        if work.exists():
+            shutil.rmtree(work)  # never ``out``: that is replaced only by the finished ``work``
+        work.mkdir(parents=True)
+        atomic_write_json(work / SETTINGS, settings)
+    return resuming
 
 
 def _copy_model(src: Path, dst: Path) -> None:
@@ -189,8 +200,8 @@ def grow_until_matched(
     if not 0 <= keep_last < start_layers:
         raise InherituneError(f"--keep-last must be in 0..{start_layers - 1} (below --start-layers), not {keep_last}")
     token_data = open_data(data)
-    settings = _settings(str(reference), token_data, start_layers, step_layers, max_layers, tokens_per_round,
-                         margin, mode, keep_last, config)
+    settings = final_paths(_settings(str(reference), token_data, start_layers, step_layers, max_layers,
+                                     tokens_per_round, margin, mode, keep_last, config))
     resuming = _check_out(out, settings, overwrite)  # before the slow reference load: a wrong --out fails at once
     ref = reference_model if reference_model is not None else load_model(reference)
     tok = tokenizer if tokenizer is not None else load_tokenizer(reference)
@@ -200,14 +211,34 @@ def grow_until_matched(
     if start_layers > total or (mode == "reference" and max_layers > total):
         raise InherituneError(f"the reference {reference} has {total} layers: --start-layers {start_layers} "
                               f"and --max-layers {max_layers} must not exceed it")
-    _claim_out(out, settings, resuming)  # every input checked: only now is an old run replaced
-    if (out / SUMMARY).is_file():
-        stored = read_json(out / SUMMARY, "grow summary")
-        log(f"grow run {out} already finished: {stored['verdict']}")
-        return GrowResult(**{**stored, "run_dir": Path(stored["run_dir"]), "model_dir": Path(stored["model_dir"])})
+    work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
+    with building(out, work):
+        _claim_out(out, work, settings, resuming)
+        if work != out:
+            log(f"building the new grow run in {work}; {out} is kept until it is complete")
+        if (work / SUMMARY).is_file():
+            summary = read_json(work / SUMMARY, "grow summary")
+            log(f"grow run {out} already finished: {summary['verdict']}")
+        else:
+            summary = _grow_rounds(ref, reference, tok, token_data, work, config, start_layers, step_layers,
+                                   max_layers, margin, mode, keep_last, teacher_of(config, reference, ref), log)
+        if work != out:
+            swap_in(work, out)  # the new run is complete: only now is the old one replaced
+    return GrowResult.from_json(current_paths(summary))
 
+
+def teacher_of(config: TrainConfig, reference: str | Path, ref: PreTrainedModel) -> PreTrainedModel | None:
+    """The reference in memory when the rounds distil from it (no second copy loaded)."""
+    return ref if config.distill_from == str(reference) else None
+
+
+def _grow_rounds(ref: PreTrainedModel, reference: str | Path, tok, token_data: TokenData, out: Path,
+                 config: TrainConfig, start_layers: int, step_layers: int, max_layers: int, margin: float,
+                 mode: str, keep_last: int, teacher: PreTrainedModel | None, log) -> dict:
+    """The rounds, in ``out`` (the folder being written): derive, train, grow until matched; returns
+    the summary written last (paths as they will be after a swap)."""
+    total = num_layers(ref.config)
     ref_loss = reference_val_loss(ref, str(reference), token_data, out / "reference.json", config.batch_size)["loss"]
-    teacher = ref if config.distill_from == str(reference) else None
     target = ref_loss + margin
     log(f"reference {reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
 
@@ -222,7 +253,7 @@ def grow_until_matched(
             log(f"round {index} ({layers} layers): finished earlier, result reused")
         else:
             how = "derived" if previous is None else f"grown ({mode})"
-            log(f"round {index}: {layers} layers {how}, training {tokens_per_round} tokens -> {run_dir}")
+            log(f"round {index}: {layers} layers {how}, training {config.tokens} tokens -> {run_dir}")
         result = train_resumable(model, token_data.root, run_dir, dataclasses.replace(config, seed=seed), tok, teacher)
         matched = result.final_val_loss <= target
         rounds.append({"round": index, "layers": layers, "run_dir": str(run_dir), "tokens": result.tokens,
@@ -247,6 +278,7 @@ def grow_until_matched(
                        reference_val_loss=ref_loss, target=target, rounds=rounds,
                        tokens=sum(r["tokens"] for r in rounds), wall_time=sum(r["wall_time"] for r in rounds),
                        verdict=verdict)
-    atomic_write_json(out / SUMMARY, grown.to_json())
-    log(verdict)
-    return grown
+    summary = final_paths(grown.to_json())
+    atomic_write_json(out / SUMMARY, summary)
+    log(final_paths(verdict))
+    return summary

@@ -4,7 +4,8 @@ Read top to bottom: set up the run folder, model and data; resume from a checkpo
 then for each optimizer step accumulate gradients over micro-batches, clip, step, and every
 so often evaluate, log and checkpoint. Everything that decides the loss curve (weights,
 optimizer moments, the step number, RNG) is in the checkpoint, and the batches are a pure
-function of (seed, step), so a killed run resumes on the same curve.
+function of (seed, step), so a killed run resumes on the same curve. A fresh run that replaces
+another one is written beside it and swapped in at the end (``io.build_dir``/``io.swap_in``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
-from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
+                           final_paths, read_json, swap_in)
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.training import checkpoint, distributed
 from inheritune.training.config import TrainConfig, make_config
@@ -74,17 +76,25 @@ def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path
     length is refused), an unfinished one continues from its latest valid checkpoint, and one
     with no checkpoint yet (killed before its first) starts over. ``teacher`` is an in-memory
     model for ``config.distill_from`` (grow passes the reference it already holds).
+
+    A fresh run over a non-empty ``out`` (``overwrite``) is built beside it in ``.NAME.new`` and
+    swapped in only once complete: a failure or kill at any step leaves the previous run as it
+    was. Rerunning the same command continues that replacement from its latest checkpoint (or
+    starts it over if the recipe, model or data changed); ``resume`` still means the run in ``out``.
     """
     config = make_config(config, **overrides)
-    with _quiet_hf():
-        return _train(model, data, Path(out), config, tokenizer, resume, overwrite, teacher)
+    out = Path(out)
+    continuing = resume and ((out / "result.json").is_file() or any(checkpoint.checkpoint_dir(out).glob("step-*")))
+    work = build_dir(out, continuing)
+    with _quiet_hf(), building(out, work):
+        return _train(model, data, out, work, config, tokenizer, resume, overwrite, teacher)
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     """The stored result of a finished run, if it ran the length asked for now."""
     if not (run_dir / "result.json").is_file():
         return None
-    result = TrainResult.from_json(read_json(run_dir / "result.json", "run result"))
+    result = TrainResult.from_json(current_paths(read_json(run_dir / "result.json", "run result")))
     stored = read_json(run_dir / "config.json", "run config")
     asked = config.total_steps(stored["tokens_per_step"])
     if asked != result.steps:
@@ -94,14 +104,16 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     return result
 
 
-def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
+def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
            teacher_model: PreTrainedModel | None) -> TrainResult:
+    """``run_dir`` is the run's folder; ``work`` is where this invocation writes it (``run_dir``, or
+    the sibling a replacement is built in, swapped in at the end)."""
     if resume and (done := _finished(run_dir, config)) is not None:
         return done
     env = distributed.setup()
     resuming = resume and run_dir.exists()
     if not resuming:
-        check_output_dir(run_dir, overwrite)  # fail fast; an old run is removed only once all checks pass
+        check_output_dir(run_dir, overwrite)  # fail fast; nothing is written until every check has passed
 
     # --- data, model, tokenizer: everything checked before any training -------------------
     tokens_data = open_data(data)
@@ -128,24 +140,15 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
                          config.seed, env.rank, env.world)
     teacher = _teacher(config, teacher_model, tokens_data, model)
 
-    # --- resume: the latest checkpoint that loads -------------------------------------------
-    found = None
-    if resuming:
-        if env.main:
-            checkpoint.clean_partial(run_dir)
-        found = checkpoint.latest(run_dir)
-        if found is None:  # killed before its first checkpoint: nothing to lose, if it is a run folder at all
-            strays = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
-            if strays and not overwrite:
-                raise InherituneError(f"{run_dir} is not a run folder (it holds {', '.join(strays[:3])}); "
-                                      f"nothing to resume there")
-            if env.main:
-                print(f"inheritune: {run_dir} has no checkpoint yet: starting it over", file=sys.stderr)
-        if found is not None:
-            _check_same_recipe(run_dir, config)
-    if found is None:  # a fresh run: clear what --overwrite allowed us to replace
-        if env.main and run_dir.exists():
-            shutil.rmtree(run_dir)
+    # --- resume: the latest checkpoint that loads (of the run, or of a replacement a kill stopped) --
+    model_name = final_paths(model_name)
+    found = _resume_point(run_dir, resuming, overwrite, config, env)
+    if work != run_dir:
+        found = _continue_beside(work, config, model_name, final_paths(str(data)), env)
+    if found is None:  # a fresh run: clear the folder it writes (never the run it replaces)
+        _barrier(env)  # every rank has looked before rank 0 clears
+        if env.main and work.exists():
+            shutil.rmtree(work)
         _barrier(env)
 
     autocast = autocast_dtype(config.precision, env.device)
@@ -175,8 +178,8 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     forward = torch.compile(step_loss) if config.compile else step_loss
 
     if env.main:
-        atomic_write_json(run_dir / "config.json", {
-            "config": dataclasses.asdict(config), "model": model_name, "data": str(data), "world": env.world,
+        atomic_write_json(work / "config.json", {
+            "config": dataclasses.asdict(config), "model": model_name, "data": final_paths(str(data)), "world": env.world,
             "precision": "bf16" if autocast else "fp32", "tokens_per_step": tokens_per_step,
             "micro_steps": loader.micro_steps, "total_steps": total_steps, "warmup_steps": warmup,
             "eval_every": eval_every, "checkpoint_every": checkpoint_every, "parameters": n_params,
@@ -184,7 +187,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
             "train_loss": "distillation mix (see training/loss.py)" if teacher else "cross-entropy",
             "val_loss": {**YARDSTICK, "context": val_context(model)},
         })
-    log = RunLog(run_dir, keep_until=step if found is not None else None, enabled=env.main)
+    log = RunLog(work, keep_until=step if found is not None else None, enabled=env.main)
     peak = config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0)
 
     def evaluate(at: int) -> float:
@@ -201,7 +204,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
             state = {"step": at, "tokens": at * tokens_per_step, "val_history": val_history, "wall_time": train_seconds,
                      "optimizer": full[1], "rng": rng,
                      "loader": {"seed": config.seed, "seq_len": config.seq_len, "tokens_per_step": tokens_per_step}}
-            path = checkpoint.save(run_dir, at, model, tokenizer, state, config.keep_checkpoints, full[0])
+            path = checkpoint.save(work, at, model, tokenizer, state, config.keep_checkpoints, full[0])
         _barrier(env)
         return path
 
@@ -268,7 +271,7 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
                 bar.close()
                 log.close()
                 raise TrainingInterrupted(f"stopped by signal after step {step}/{total_steps}; checkpoint "
-                                          f"{last_ckpt or run_dir / 'checkpoints'} written; continue with --resume")
+                                          f"{last_ckpt or work / 'checkpoints'} written; {_how_to_continue(run_dir, work)}")
     bar.close()
     log.close()
 
@@ -276,11 +279,13 @@ def _train(model, data, run_dir: Path, config: TrainConfig, tokenizer, resume: b
     result = TrainResult(run_dir, run_dir / "final", step, step * tokens_per_step, val_history[-1]["val_loss"],
                          val_history, train_seconds)
     if env.main:
-        with atomic_dir(result.model_dir, overwrite=True) as tmp:
+        with atomic_dir(work / "final", overwrite=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-        atomic_write_json(run_dir / "result.json", result.to_json())
+        atomic_write_json(work / "result.json", final_paths(result.to_json()))
+        if work != run_dir:
+            swap_in(work, run_dir)  # the new run is complete: only now is the old one replaced
     _barrier(env)
     return result
 
@@ -322,14 +327,59 @@ def _teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: 
     return Teacher(model, config.distill_alpha, config.distill_temperature)
 
 
+def _resume_point(run_dir: Path, resuming: bool, overwrite: bool, config: TrainConfig, env):
+    """The checkpoint ``--resume`` continues from: the latest of ``run_dir`` that loads. None when
+    there is none (a run killed before its first checkpoint starts over, which loses nothing)."""
+    if not resuming:
+        return None
+    if env.main:
+        checkpoint.clean_partial(run_dir)
+    found = checkpoint.latest(run_dir)
+    if found is not None:
+        _check_same_recipe(run_dir, config)
+        return found
+    strays = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
+    if strays and not overwrite:
+        raise InherituneError(f"{run_dir} is not a run folder (it holds {', '.join(strays[:3])}); "
+                              f"nothing to resume there")
+    if env.main:
+        print(f"inheritune: {run_dir} has no checkpoint yet: starting it over", file=sys.stderr)
+    return None
+
+
+def _continue_beside(work: Path, config: TrainConfig, model_name: str, data: str, env):
+    """The checkpoint of a replacement that a kill stopped in ``work``, if it is this very run
+    (same recipe, model and data): rerunning the command continues it instead of starting over."""
+    if not (work / "config.json").is_file():
+        return None
+    stored = read_json(work / "config.json", "run config")
+    if _recipe_differences(stored["config"], config) or (stored.get("model"), stored.get("data")) != (model_name, data):
+        return None
+    if env.main:
+        checkpoint.clean_partial(work)
+    found = checkpoint.latest(work)
+    if found is not None and env.main:
+        print(f"inheritune: continuing the replacement run in {work} from {found[0].name}", file=sys.stderr)
+    return found
+
+
+def _how_to_continue(run_dir: Path, work: Path) -> str:
+    if work == run_dir:
+        return "continue with --resume"
+    return f"rerun the same command to continue the replacement ({run_dir} is kept until it completes)"
+
+
+def _recipe_differences(stored: dict, config: TrainConfig) -> list[tuple[str, object, object]]:
+    """(key, stored, asked) for every option that would change the loss curve."""
+    return [(key, stored.get(key), value) for key, value in dataclasses.asdict(config).items()
+            if key not in RESUMABLE_CHANGES and json.loads(json.dumps(value)) != stored.get(key)]
+
+
 def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:
     """A resumed run must follow the same recipe, or its curve would not continue the original."""
-    stored = read_json(run_dir / "config.json", "run config")["config"]
-    for key, value in dataclasses.asdict(config).items():
-        old = stored.get(key)
-        if key not in RESUMABLE_CHANGES and json.loads(json.dumps(value)) != old:
-            raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
-                                  f"resume with the same recipe (or start over with --overwrite)")
+    for key, old, value in _recipe_differences(read_json(run_dir / "config.json", "run config")["config"], config)[:1]:
+        raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
+                              f"resume with the same recipe (or start over with --overwrite)")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
