@@ -28,7 +28,7 @@ from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.growth.grow import GrowResult, grow_until_matched, train_resumable
 from inheritune.io import atomic_write_json, build_dir, building, current_paths, final_paths, read_json, swap_in
-from inheritune.models.families import family_of, num_layers
+from inheritune.models.families import family_of, num_layers, set_num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import derive
 from inheritune.recipe import Recipe, load_recipe
@@ -54,7 +54,7 @@ def scratch_model(reference: PreTrainedModel, layers: int, seed: int) -> PreTrai
     "from scratch" means in the paper's comparison.
     """
     config = copy.deepcopy(reference.config)
-    config.num_hidden_layers = layers
+    set_num_layers(config, layers)
     for key in family_of(config).layer_lists:
         if getattr(config, key, None) is not None:
             setattr(config, key, getattr(config, key)[:layers])

@@ -5,6 +5,7 @@ import argparse
 import time
 
 from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer, parameter_count, save_model
+from inheritune.models.families import num_layers
 from inheritune.models.surgery import INIT_CHOICES, derive
 from inheritune.io import check_output_dir
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if tokenizer is None:
         print(f"{args.reference} has no tokenizer: {args.out} holds weights only (attach one with --tokenizer REF)")
     print(
-        f"derived {model.config.num_hidden_layers}/{reference.config.num_hidden_layers} layers "
+        f"derived {num_layers(model.config)}/{num_layers(reference.config)} layers "
         f"({parameter_count(model) / 1e6:.1f}M parameters, init={args.init}) -> {args.out} "
         f"in {time.perf_counter() - start:.1f}s"
     )

@@ -30,7 +30,7 @@ from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, c
                            swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import derive, first_and_last, grow
+from inheritune.models.surgery import deepen, derive, first_and_last
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config
@@ -105,7 +105,7 @@ def round_model(reference: PreTrainedModel, previous: Path | None, layers: int, 
     if previous is None:
         return derive(reference, first_and_last(layers, keep_last, num_layers(reference.config)), seed=seed)
     trained = load_model(previous)
-    return grow(trained, reference, layers - num_layers(trained.config), mode=mode, keep_last=keep_last)
+    return deepen(trained, reference, layers - num_layers(trained.config), mode=mode, keep_last=keep_last)
 
 
 def round_dir(out: Path, index: int, layers: int) -> Path:

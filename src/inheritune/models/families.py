@@ -113,6 +113,16 @@ def num_layers(config: PretrainedConfig) -> int:
     return int(config.num_hidden_layers)
 
 
+def declared_layers(config: PretrainedConfig) -> int | None:
+    """The depth a config names, for any architecture (None when it names none)."""
+    value = getattr(config, "num_hidden_layers", None)
+    return int(value) if value is not None else None
+
+
+def set_num_layers(config: PretrainedConfig, layers: int) -> None:
+    config.num_hidden_layers = layers
+
+
 def context_length(config: PretrainedConfig) -> int | None:
     """Positions the model was built for (None when the config does not say)."""
     value = getattr(config, "max_position_embeddings", None)

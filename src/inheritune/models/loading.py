@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from inheritune.errors import InherituneError
 from inheritune.messages import one_line
+from inheritune.models.families import declared_layers
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _shape(shape) -> str:
 def _details(config, count: int, keys) -> str:
     """" (and 23 more tensors; the config names 6 layers, the file holds 4)", the parts that apply."""
     parts = [f"and {count - 1} more tensors"] if count > 1 else []
-    configured, held = getattr(config, "num_hidden_layers", None), _layers(keys)
+    configured, held = declared_layers(config), _layers(keys)
     if configured is not None and held and held != configured:
         parts.append(f"the config names {configured} layers, the file holds {held}")
     return f" ({'; '.join(parts)})" if parts else ""

@@ -1,4 +1,7 @@
-"""Build models from other models' blocks: derive (inherit the first n) and grow (add k more).
+"""Build models from other models' blocks: derive (inherit the first n) and deepen (add k more).
+
+(The loop that deepens a model round after round until it matches its reference is
+``growth.grow.grow_until_matched``; this module only does the block surgery.)
 
 Both are one operation, :func:`stack_blocks`: a new model with the template's architecture
 whose i-th block is copied from ``sources[i]``; everything outside the blocks (embeddings,
@@ -15,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from inheritune.errors import InherituneError
-from inheritune.models.families import Family, family_of, module, num_layers
+from inheritune.models.families import Family, family_of, module, num_layers, set_num_layers
 from inheritune.models.loading import load_model
 
 Init = Literal["all", "attention", "mlp", "none"]
@@ -81,7 +84,7 @@ def stack_blocks(
     family = family_of(template.config)
     parts = _block_parts(family, init)
     config = copy.deepcopy(template.config)
-    config.num_hidden_layers = len(sources)
+    set_num_layers(config, len(sources))
     for key in family.layer_lists:
         if getattr(config, key, None) is not None:
             setattr(config, key, [getattr(src.config, key)[i] for src, i in sources])
@@ -133,7 +136,7 @@ def first_and_last(layers: int, keep_last: int, total: int) -> list[int]:
     return list(range(layers - keep_last)) + list(range(total - keep_last, total))
 
 
-def grow(
+def deepen(
     model: PreTrainedModel,
     reference: PreTrainedModel,
     add: int,
@@ -148,9 +151,9 @@ def grow(
     """
     n = num_layers(model.config)
     if add < 1:
-        raise InherituneError(f"grow: the step must be at least 1 layer, not {add}")
+        raise InherituneError(f"deepen: the step must be at least 1 layer, not {add}")
     if not 0 <= keep_last < n:
-        raise InherituneError(f"grow: keep_last must be in 0..{n - 1}, not {keep_last}")
+        raise InherituneError(f"deepen: keep_last must be in 0..{n - 1}, not {keep_last}")
     prefix = n - keep_last
     head = [(model, i) for i in range(prefix)]
     tail = [(model, i) for i in range(prefix, n)]

@@ -30,6 +30,7 @@ from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
                            final_paths, read_json, swap_in)
+from inheritune.models.families import context_length
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.training import checkpoint, distributed
 from inheritune.training.config import TrainConfig, make_config
@@ -126,7 +127,7 @@ def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
         model = load_model(model)
     if tokenizer is not None:
         tokens_data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the model's tokenizer ({model_name})")
-    max_positions = getattr(model.config, "max_position_embeddings", None)
+    max_positions = context_length(model.config)
     if max_positions is not None and config.seq_len > max_positions:
         raise InherituneError(f"seq_len {config.seq_len} is larger than the model supports ({max_positions} positions)")
     micro_tokens = config.batch_size * config.seq_len * env.world
