@@ -62,6 +62,29 @@ def count(text: str) -> int:
     raise argparse.ArgumentTypeError(_refusal(text))
 
 
+def csv_list(text: str) -> list[str]:
+    """A list option, the one syntax every command uses: ``--tasks a,b`` (comma-separated, blanks
+    dropped), so that a list never swallows the positional argument after it."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` names every option's default: ``(default: X)`` unless the help already says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if "default" in help or action.default is argparse.SUPPRESS or not action.option_strings or action.required:
+            return help
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            return help
+        default = action.default
+        if isinstance(action, argparse._StoreTrueAction):
+            shown = "off"
+        elif default is None or default == [] or default == "":
+            shown = "none"
+        else:
+            shown = "%(default)s" if not isinstance(default, list) else ",".join(map(str, default))
+        return f"{help} (default: {shown})" if help else f"(default: {shown})"
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line, like every other inheritune error.
@@ -69,6 +92,10 @@ class Parser(argparse.ArgumentParser):
     The usage block argparse prints first buries the one line that matters; ``--help`` still
     shows it in full.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         message = one_line(re.sub(r"^argument ", "", message))

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet/hf sources")
     q.add_argument("--errors", default="strict", choices=ERRORS, help="invalid UTF-8: fail (strict) or use U+FFFD")
     q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (same tokenizer only)")
+    q.add_argument("--trust-remote-code", action="store_true", help="allow the tokenizer's own code to run")
     q.set_defaults(func=run_prepare)
 
 
@@ -37,7 +38,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = prepare_data(args.sources, args.tokenizer, args.out, max_tokens=args.max_tokens,
                        val_tokens=args.val_tokens, seed=args.seed, overwrite=args.overwrite,
-                       text_field=args.text_field, errors=args.errors)
+                       text_field=args.text_field, errors=args.errors,
+                       trust_remote_code=args.trust_remote_code)
     data = open_data(out)
     seconds = time.perf_counter() - start
     train, val = (data.manifest["splits"][s] for s in ("train", "val"))

@@ -58,6 +58,7 @@ def prepare_data(
     overwrite: bool = False,
     text_field: str = "text",
     errors: str = "strict",
+    trust_remote_code: bool = False,
 ) -> Path:
     """Tokenize ``sources`` with ``tokenizer`` into the data folder ``out``; returns ``out``.
 
@@ -76,7 +77,7 @@ def prepare_data(
         check_source(spec)  # before the tokenizer loads: a typo should fail in a second
 
     name = tokenizer if isinstance(tokenizer, str) else (tokenizer.name_or_path or type(tokenizer).__name__)
-    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code) if isinstance(tokenizer, str) else tokenizer
     if tok.eos_token_id is None:
         raise InherituneError(f"tokenizer {name} has no EOS token to separate documents")
     fingerprint = tokenizer_fingerprint(tok)

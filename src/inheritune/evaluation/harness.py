@@ -102,11 +102,13 @@ def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manage
 
 def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
              data: str | Path | TokenData | None = None, tasks: Sequence[str] = (), num_fewshot: int | None = None,
-             limit: int | None = None, batch_size: int = 8, device: str | None = None) -> dict:
+             limit: int | None = None, batch_size: int = 8, device: str | None = None,
+             trust_remote_code: bool = False) -> dict:
     """Validation loss on ``data``'s val split (if given) and the named tasks, as one dict.
 
     ``model`` is a loaded model (then pass its ``tokenizer``) or anything ``load_model`` accepts.
     ``device`` moves the model there (a passed-in model is moved in place); None leaves it.
+    ``trust_remote_code`` lets a referenced model's own code run (as ``load_model``).
     The validation loss is the one yardstick (``evaluation/loss.py``) that train, grow and run report.
     Returns ``{"val": {"loss","ppl","tokens","yardstick"} or None, "tasks": {task: {metric: value}}, "time_s": {...}}``.
     Everything a user can get wrong is checked before the (slow) model load.
@@ -126,14 +128,14 @@ def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizer
     if tokenizer is None:
         if reference is None:
             raise InherituneError("evaluate() needs the tokenizer that goes with a model object")
-        tokenizer = load_tokenizer(reference)
+        tokenizer = load_tokenizer(reference, trust_remote_code=trust_remote_code)
     if data is not None:
         data.check_tokenizer(tokenizer_fingerprint(tokenizer))
     managers = task_managers(tasks, data, tokenizer)
     times: dict = {}
     if reference is not None:
         start = time.perf_counter()
-        model = load_model(reference)
+        model = load_model(reference, trust_remote_code=trust_remote_code)
         times["load"] = round(time.perf_counter() - start, 2)
     if device is not None:
         model.to(device)

@@ -1,0 +1,79 @@
+"""What the model-scoring commands (importance, prune, induction) share: loading, checks, results."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from inheritune.errors import InherituneError
+from inheritune.models.families import family_of
+from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer
+
+
+@dataclasses.dataclass
+class CommandResult:
+    """Base of the commands' typed results: ``to_json`` gives plain JSON values (paths as
+    strings), ``from_json`` reads them back (fields typed ``Path`` become paths again)."""
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Any:
+        paths = {f.name for f in dataclasses.fields(cls) if f.type in ("Path", Path)}
+        return cls(**{k: Path(v) if k in paths else v for k, v in d.items()})
+
+    def report(self) -> dict:
+        """What the command's JSON file holds: everything but the output folder and the timing."""
+        return {k: v for k, v in self.to_json().items() if k not in ("out", "seconds")}
+
+
+def positive(value: int, name: str) -> None:
+    if value < 1:
+        raise InherituneError(f"{name} must be at least 1, not {value}")
+
+
+def check_names(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
+    """A list option's values, each one of ``allowed``."""
+    values = [values] if isinstance(values, str) else list(values)
+    for value in values:
+        if value not in allowed:
+            raise InherituneError(f"{option}: '{value}' is not one of {', '.join(allowed)}")
+    return values
+
+
+def model_name(model: str | Path | PreTrainedModel) -> str:
+    """The model as the user named it (a loaded model: the name it was loaded from)."""
+    if isinstance(model, PreTrainedModel):
+        return str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    return str(model)
+
+
+def load(model, tokenizer, trust_remote_code: bool, needed: bool, no_tokenizer: str):
+    """Model and tokenizer (each a reference or already loaded). The tokenizer is None for a
+    weights-only model when nothing ``needed`` it; ``no_tokenizer`` says then what that means."""
+    loaded = model if isinstance(model, PreTrainedModel) else load_model(model, trust_remote_code=trust_remote_code)
+    family_of(loaded.config)  # a model whose heads the family table does not know fails in one line
+    if tokenizer is None or isinstance(tokenizer, (str, Path)):
+        given = tokenizer is not None
+        source = tokenizer if given else model
+        if isinstance(source, PreTrainedModel):
+            source = getattr(source.config, "_name_or_path", None)
+        tok = load_tokenizer(source, trust_remote_code=trust_remote_code, required=needed or given) if source else None
+        if given:
+            check_tokenizer_fits(loaded, tok, str(source))
+    else:
+        tok = tokenizer
+        check_tokenizer_fits(loaded, tok, "the given tokenizer")
+    if tok is None:
+        if needed:
+            raise InherituneError(f"{model_name(model)} has no tokenizer (attach one with --tokenizer REF)")
+        print(f"{model_name(model)} has no tokenizer: {no_tokenizer}", flush=True)
+    return loaded, tok
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    return "\n".join(",".join(str(x) for x in row) for row in [header] + rows) + "\n"

@@ -1,0 +1,91 @@
+"""``induction``: prefix-matching and copying score per head on repeated random tokens.
+
+``induction(model, out=OUT)`` is ``inheritune induction MODEL --out OUT``: the same arguments, the
+same folder (induction.json, induction.csv, heatmaps), and an ``InductionResult``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from transformers import PreTrainedModel
+
+from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
+from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
+from inheritune.errors import InherituneError
+from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.reporting.plots import heatmap
+
+NO_TOKENIZER = "special token ids (left out of the random tokens) come from its config"
+
+
+@dataclasses.dataclass
+class InductionResult(CommandResult):
+    """What ``induction`` wrote to ``out``; ``report()`` is induction.json."""
+
+    out: Path
+    model: str
+    seg_len: int
+    repeats: int
+    seeds: int
+    exclude: float
+    token_ids: list  # [lowest, highest] id the random tokens were drawn from
+    bos: int | None
+    prefix: list  # [layers][heads] prefix-matching score
+    copying: list  # [layers][heads] copying score
+    top_heads: list  # [{"layer", "head", "prefix", "copying"}, ...], best prefix score first
+    seconds: float
+
+
+def _special_ids(model, tokenizer) -> tuple[int, ...]:
+    """Token ids never drawn as random tokens: the tokenizer's specials, else the config's."""
+    if tokenizer is not None:
+        return tuple(tokenizer.all_special_ids)
+    names = ("bos_token_id", "eos_token_id", "pad_token_id")
+    ids = [getattr(model.config, name, None) for name in names]
+    return tuple(sorted({i for value in ids for i in (value if isinstance(value, list) else [value]) if i is not None}))
+
+
+def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: int = 25, repeats: int = 4,
+              seeds: int = 100, exclude: float = 0.04, top: int = 10, batch_size: int = 20,
+              overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None) -> InductionResult:
+    """Prefix-matching and copying scores of every head of ``model`` on ``seeds`` random segments
+    of ``seg_len`` tokens repeated ``repeats`` times, and the ``top`` induction heads.
+
+    Writes ``out``: induction.json (``result.report()``), induction.csv and two heatmaps."""
+    start = time.perf_counter()
+    for value, name in ((seg_len, "--seg-len"), (seeds, "--seeds"), (top, "--top"), (batch_size, "--batch-size")):
+        positive(value, name)
+    if repeats < 2:
+        raise InherituneError(f"induction needs at least 2 repeats, not {repeats}")
+    if not 0 <= exclude < 0.5:
+        raise InherituneError(f"--exclude must be in [0, 0.5), not {exclude:g}")
+    check_output_dir(out, overwrite)  # fail before the slow load
+    model_, tok = load(model, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER)
+    vocab = model_.config.vocab_size if tok is None else min(model_.config.vocab_size, len(tok))
+    bos = model_.config.bos_token_id if tok is None else tok.bos_token_id
+    candidates = candidate_tokens(vocab, exclude, _special_ids(model_, tok))
+    scores = induction_scores(model_, candidates, seg_len, repeats, seeds, bos=bos, batch_size=batch_size)
+    prefix, copying = scores["prefix"], scores["copying"]
+    result = InductionResult(out=Path(out), model=model_name(model), seg_len=seg_len, repeats=repeats, seeds=seeds,
+                             exclude=float(exclude), token_ids=[int(candidates.min()), int(candidates.max())], bos=bos,
+                             prefix=prefix.tolist(), copying=copying.tolist(),
+                             top_heads=top_heads(prefix, copying, top), seconds=0.0)
+    with atomic_dir(out, overwrite) as tmp:
+        _write(tmp, result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _write(folder: Path, result: InductionResult) -> None:
+    prefix, copying = np.asarray(result.prefix), np.asarray(result.copying)
+    rows = [[i // prefix.shape[1], i % prefix.shape[1], f"{p:.6g}", f"{c:.6g}"]
+            for i, (p, c) in enumerate(zip(prefix.ravel(), copying.ravel()))]
+    atomic_write_json(folder / "induction.json", result.report())
+    atomic_write_text(folder / "induction.csv", csv_text(["layer", "head", "prefix_matching", "copying"], rows))
+    heatmap(prefix, folder / "prefix_matching.png", "prefix-matching score", cbar="attention", vmin=0, vmax=1)
+    bound = float(np.abs(copying).max()) or 1.0
+    heatmap(copying, folder / "copying.png", "copying score (direct logit increase)", cbar="logit",
+            cmap="RdBu_r", vmin=-bound, vmax=bound)
