@@ -32,13 +32,17 @@ def mmlu_path() -> Path:
 def load_mmlu_rows() -> tuple[dict, ...]:
     """All well-formed rows: ``question``, ``choices`` (4 strings), ``answer`` (0..3), ``topic``.
 
-    The package holds two malformed rows whose answer is literally "answer"; they are dropped.
+    The package holds two malformed rows whose answer is literally "answer", and repeats some
+    questions verbatim (same topic, question and choices): the malformed rows are dropped and a
+    repeat is kept once, so no question can be both a few-shot example and a test question.
     """
-    rows = []
+    rows, seen = [], set()
     for line in mmlu_path().read_text(encoding="utf-8").splitlines():
         raw = json.loads(line)
-        if raw.get("correct_answer") not in LETTERS:
+        key = (raw.get("topic"), raw.get("question", "").strip(), *(str(raw.get(f"answer_{c.lower()}")).strip() for c in LETTERS))
+        if raw.get("correct_answer") not in LETTERS or key in seen:
             continue
+        seen.add(key)
         rows.append({
             "question": raw["question"].strip(),
             "choices": [str(raw[f"answer_{c.lower()}"]).strip() for c in LETTERS],
