@@ -37,18 +37,22 @@ RESULTS = Path(__file__).parent / "results"
 WORK = ROOT / "runs" / "sweep"
 BASE = dict(seq_len=512, batch_size=4, tokens_per_step=2048, min_lr=1e-5, precision="auto", progress=False)
 
-# name: (layers kept from the end, overrides of BASE); ordered by what the decision needs first
-SETTINGS: dict[str, tuple[int, dict]] = {
-    "ce lr1e-3": (0, dict(lr=1e-3)),
-    "kd a1 T1 lr3e-3": (0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=1.0)),
-    "ce lr3e-3": (0, dict(lr=3e-3)),
-    "kd a1 T1 lr3e-3 last3": (3, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=1.0)),
-    "kd a0.5 T1 lr3e-3": (0, dict(lr=3e-3, distill_alpha=0.5, distill_temperature=1.0)),
-    "kd a1 T2 lr3e-3": (0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=2.0)),
-    "kd a1 T1 lr1e-2": (0, dict(lr=1e-2, distill_alpha=1.0, distill_temperature=1.0)),
-    "kd a1 T1 lr1e-3": (0, dict(lr=1e-3, distill_alpha=1.0, distill_temperature=1.0)),
-    "ce lr3e-3 last3": (3, dict(lr=3e-3)),
-    "kd a1 T1 lr3e-3 warmup12": (0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=1.0, warmup_steps=12)),
+KD = dict(distill_alpha=1.0, distill_temperature=1.0)
+# name: (layers, of which kept from the reference's end, overrides of BASE); round 1 of the recipe
+# (15 layers) first, ordered by what the decision needs first; then deeper starts (the later rounds)
+SETTINGS: dict[str, tuple[int, int, dict]] = {
+    "ce lr1e-3": (15, 0, dict(lr=1e-3)),
+    "kd a1 T1 lr3e-3": (15, 0, dict(lr=3e-3, **KD)),
+    "ce lr3e-3": (15, 0, dict(lr=3e-3)),
+    "kd a1 T1 lr3e-3 last3": (15, 3, dict(lr=3e-3, **KD)),
+    "kd a0.5 T1 lr3e-3": (15, 0, dict(lr=3e-3, distill_alpha=0.5, distill_temperature=1.0)),
+    "kd a1 T2 lr3e-3": (15, 0, dict(lr=3e-3, distill_alpha=1.0, distill_temperature=2.0)),
+    "kd a1 T1 lr1e-2": (15, 0, dict(lr=1e-2, **KD)),
+    "kd a1 T1 lr1e-3": (15, 0, dict(lr=1e-3, **KD)),
+    "ce lr3e-3 last3": (15, 3, dict(lr=3e-3)),
+    "kd a1 T1 lr3e-3 warmup12": (15, 0, dict(lr=3e-3, warmup_steps=12, **KD)),
+    "24L last3 kd lr3e-3": (24, 3, dict(lr=3e-3, **KD)),
+    "24L last3 kd lr1e-3": (24, 3, dict(lr=1e-3, **KD)),
 }
 
 
@@ -66,11 +70,12 @@ def at(curve: list[dict], key: str, x: float) -> float:
     return float(np.interp(x, xs, ys))
 
 
-def run_setting(name: str, keep_last: int, overrides: dict, reference, tokenizer, data: Path, steps: int) -> None:
+def run_setting(name: str, layers: int, keep_last: int, overrides: dict, reference, tokenizer, data: Path,
+                steps: int) -> None:
     config = {**BASE, **overrides, "steps": steps, "eval_every": max(1, steps // 2)}
     if "distill_alpha" in config:
         config["distill_from"] = "smollm2-135m"
-    model = derive(reference, first_and_last(15, keep_last, 30))
+    model = derive(reference, first_and_last(layers, keep_last, 30))
     out = WORK / name.replace(" ", "_")
     started = (out / "result.json").is_file() or (out / "checkpoints").is_dir()
     print(f"[sweep] {name}: {steps} steps -> {out}", flush=True)
@@ -81,24 +86,32 @@ def run_setting(name: str, keep_last: int, overrides: dict, reference, tokenizer
 def finished_rows() -> list[dict]:
     """Every finished setting, read back from its run folder (several sweep processes may share the work)."""
     rows = []
-    for name, (keep_last, overrides) in SETTINGS.items():
+    for name, (layers, keep_last, overrides) in SETTINGS.items():
         path = WORK / name.replace(" ", "_") / "result.json"
         if path.is_file():
             result = json.loads(path.read_text())
-            rows.append({"name": name, "keep_last": keep_last, **overrides, "tokens": result["tokens"],
+            rows.append({"name": name, "layers": layers, "keep_last": keep_last, **overrides, "tokens": result["tokens"],
                          "wall_time": result["wall_time"], "final_val_loss": result["final_val_loss"],
                          "tokens_per_s": result["tokens"] / result["wall_time"], "curve": result["val_history"]})
     return rows
 
 
 def table(rows: list[dict], ref_loss: float) -> tuple[str, float]:
-    wall = min(r["wall_time"] for r in rows)  # equal wall time = the fastest setting's whole run
-    lines = [f"| setting | val @ {rows[0]['tokens']:,} tokens | val @ {wall:.0f} s | tokens/s | gap to reference |",
-             "|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: r["final_val_loss"]):
-        lines.append(f"| {r['name']} | {r['final_val_loss']:.3f} | {at(r['curve'], 'wall_time', wall):.3f} | "
-                     f"{r['tokens_per_s']:.0f} | {r['final_val_loss'] - ref_loss:+.3f} |")
-    return "\n".join(lines), wall
+    """One table per (layers, tokens) group: val at equal tokens, and at the equal wall time of the
+    group's fastest setting (interpolated between evaluations)."""
+    parts, first_wall = [], None
+    for key in sorted({(r["layers"], r["tokens"]) for r in rows}):
+        group = [r for r in rows if (r["layers"], r["tokens"]) == key]
+        wall = min(r["wall_time"] for r in group)
+        first_wall = first_wall or wall
+        lines = [f"**{key[0]} layers, {key[1]:,} tokens**", "",
+                 f"| setting | val @ {key[1]:,} tokens | val @ {wall:.0f} s | tokens/s | gap to reference |",
+                 "|---|---|---|---|---|"]
+        for r in sorted(group, key=lambda r: r["final_val_loss"]):
+            lines.append(f"| {r['name']} | {r['final_val_loss']:.3f} | {at(r['curve'], 'wall_time', wall):.3f} | "
+                         f"{r['tokens_per_s']:.0f} | {r['final_val_loss'] - ref_loss:+.3f} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts), first_wall
 
 
 def plot(rows: list[dict], ref_loss: float, path: Path) -> None:
@@ -133,9 +146,9 @@ def main() -> None:
     reference = load_model("smollm2-135m")
     data = dev_data(tokenizer)
     ref = reference_val_loss(reference, "smollm2-135m", open_data(data), WORK / "reference.json")
-    for name, (keep_last, overrides) in SETTINGS.items():
+    for name, (layers, keep_last, overrides) in SETTINGS.items():
         if args.only is None or name in args.only:
-            run_setting(name, keep_last, overrides, reference, tokenizer, data, args.steps)
+            run_setting(name, layers, keep_last, overrides, reference, tokenizer, data, args.steps)
         write_results(finished_rows(), ref["loss"], args)
 
 
@@ -145,7 +158,7 @@ def write_results(rows: list[dict], ref_loss: float, args) -> None:
     text, wall = table(rows, ref_loss)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sweep_recipe.json").write_text(json.dumps({
-        "what": "round 1 of the recipe (15 of 30 SmolLM2 layers), dev split (seed 1), equal tokens",
+        "what": "round 1 of the recipe (15 of 30 SmolLM2 layers) and deeper starts, dev split (seed 1), equal tokens",
         "base": BASE, "steps": args.steps, "yardstick": YARDSTICK, "reference_val_loss": ref_loss,
         "equal_wall_time_s": wall, "machine": platform.processor() or platform.machine(),
         "torch_threads": args.threads, "rows": rows}, indent=1) + "\n")

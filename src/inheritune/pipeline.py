@@ -92,8 +92,9 @@ def _claim_out(out: Path, work: Path, recipe: Recipe, resuming: bool) -> None:
 
 def _load_reference(recipe: Recipe):
     """The reference model and tokenizer; a failure names the recipe key."""
+    trust = bool(recipe.train.get("trust_remote_code", False))
     try:
-        return load_model(recipe.reference), load_tokenizer(recipe.reference)
+        return load_model(recipe.reference, trust_remote_code=trust), load_tokenizer(recipe.reference, trust)
     except InherituneError as e:
         raise InherituneError(f"recipe key 'reference': {e}") from None
 

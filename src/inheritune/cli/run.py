@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(.NAME.new) and swapped in when complete; rerun the same command to continue it after a kill")
     p.add_argument("--show-default", action="store_true", help="print the embedded default recipe and exit")
     p.add_argument("--check", action="store_true", help="only check the recipe and exit")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the reference's own code (auto_map) run: same as train.trust_remote_code in the recipe")
     p.set_defaults(func=run)
 
 
@@ -24,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
         print(default_recipe_text(), end="")
         return 0
     recipe = load_recipe(args.recipe)  # every key checked before any work
+    if args.trust_remote_code:
+        recipe.train["trust_remote_code"] = True
     if args.check:
         print(f"recipe {args.recipe or '(default)'} is valid: reference {recipe.reference}")
         return 0

@@ -27,6 +27,7 @@ HELP = {
     "on_nonfinite": "stop (default) or skip the batch on a non-finite loss",
     "fsdp": "shard parameters with FSDP2 fully_shard instead of DDP",
     "peak_flops": "per-device peak FLOP/s for MFU (default: measured with a matmul at start)",
+    "trust_remote_code": "let the model's own code (auto_map in config.json) run when loading it (default False)",
     "distill_from": "teacher model for knowledge distillation (same tokenizer; in grow, 'reference' = the reference)",
     "distill_alpha": "distillation weight: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE (default 1.0)",
     "distill_temperature": "T, the softmax temperature of the KL term (default 1.0)",
@@ -57,7 +58,9 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f"default {f.default!r}"))
+        text = HELP.get(f.name, "")
+        text = text if "default" in text else f"{text} (default {f.default!r})".strip()
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif f.type.startswith("tuple"):

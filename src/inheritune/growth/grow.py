@@ -203,8 +203,8 @@ def grow_until_matched(
     settings = final_paths(_settings(str(reference), token_data, start_layers, step_layers, max_layers,
                                      tokens_per_round, margin, mode, keep_last, config))
     resuming = _check_out(out, settings, overwrite)  # before the slow reference load: a wrong --out fails at once
-    ref = reference_model if reference_model is not None else load_model(reference)
-    tok = tokenizer if tokenizer is not None else load_tokenizer(reference)
+    ref = reference_model if reference_model is not None else load_model(reference, trust_remote_code=config.trust_remote_code)
+    tok = tokenizer if tokenizer is not None else load_tokenizer(reference, config.trust_remote_code)
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
     total = num_layers(ref.config)
     max_layers = total if max_layers is None else max_layers

@@ -43,6 +43,7 @@ class TrainConfig:
     log_every: int = 1
     peak_flops: float | None = None  # per device, for MFU; None = measure a bf16/fp32 matmul at start
     progress: bool = True  # tqdm bar (on an interactive terminal)
+    trust_remote_code: bool = False  # let a model's own code (config auto_map) run when loading it
     distill_from: str | None = None  # teacher (alias, folder, .gguf, hub id): knowledge distillation
     distill_alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
     distill_temperature: float = 1.0  # T: softmax temperature of both models in the KL term

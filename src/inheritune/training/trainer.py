@@ -43,7 +43,7 @@ from inheritune.training.optim import lr_at, make_optimizer
 RUN_FILES = {"config.json", "log.jsonl", "log.csv", "checkpoints", "tensorboard"}
 # Options that may change between a run and its resumption: they do not touch the loss curve.
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "compile", "peak_flops", "progress"}
+                     "compile", "peak_flops", "progress", "trust_remote_code"}
 
 
 @dataclass
@@ -123,8 +123,8 @@ def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
         model_name = f"<in-memory {type(model).__name__}>"
     else:
         model_name = str(model)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-        model = load_model(model)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, config.trust_remote_code)
+        model = load_model(model, trust_remote_code=config.trust_remote_code)
     if tokenizer is not None:
         tokens_data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the model's tokenizer ({model_name})")
     max_positions = context_length(model.config)
@@ -318,9 +318,9 @@ def _teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: 
     if config.distill_from is None or config.distill_alpha == 0:
         return None  # alpha 0 is plain cross-entropy: no teacher forward at all
     if model is None:
-        tokenizer = load_tokenizer(config.distill_from)
+        tokenizer = load_tokenizer(config.distill_from, config.trust_remote_code)
         data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the teacher {config.distill_from}")
-        model = load_model(config.distill_from)
+        model = load_model(config.distill_from, trust_remote_code=config.trust_remote_code)
     rows = (model.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
     if rows[0] != rows[1]:
         raise InherituneError(f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
