@@ -3,7 +3,6 @@ truncated shards, lying manifests, token ids past the vocabulary."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,12 +21,7 @@ from inheritune.training.loss import CausalLMLoss, Teacher, plain_loss
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, precision="fp32", progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls: two threads only contend
 
 
 @pytest.fixture(scope="module")

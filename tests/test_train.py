@@ -23,12 +23,7 @@ FAST = dict(seq_len=32, batch_size=4, lr=3e-3, precision="fp32", progress=False)
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny matmuls: two threads only contend on a shared machine
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls: two threads only contend
 
 
 @pytest.fixture(scope="module")

@@ -181,3 +181,36 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise InherituneError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InherituneError(f"{what} {path} is corrupt: {e}") from None
+
+
+def resumes(out: Path, stamp: str, settings: dict, started_with: str, overwrite: bool) -> bool:
+    """True if ``out`` holds a resumable output started with these ``settings`` (recorded in its
+    ``stamp`` file); refuse any other content unless ``overwrite``. Touches nothing: the folder is
+    claimed (``claim``) only once every input has been checked."""
+    if out.exists() and not out.is_dir():
+        raise InherituneError(f"output path {out} exists and is not a folder")
+    if not (out.is_dir() and any(f.name != stamp for f in out.iterdir())):  # the stamp alone: nothing ran yet
+        return False
+    settings = json.loads(json.dumps(settings))
+    stored = read_json(out / stamp, f"{out.name} {stamp}") if (out / stamp).is_file() else None
+    if stored == settings:
+        return True
+    if not overwrite:
+        diff = [k for k in settings if stored and stored.get(k) != settings[k]]
+        what = f"was started with {started_with}" + (f" ({', '.join(diff)} differ)" if diff else "") if stored \
+            else "is not empty"
+        raise InherituneError(f"output folder {out} {what}; pass --overwrite to start over or use a new --out")
+    return False
+
+
+def claim(out: Path, work: Path, stamp: str, settings: dict, started_with: str, resuming: bool) -> bool:
+    """Make ``work`` (``out``, or the sibling its replacement is built in) ready to write; True if it
+    continues an output there. A replacement a kill stopped continues when its settings are these."""
+    if work != out:
+        resuming = resumes(work, stamp, settings, started_with, overwrite=True)
+    if not resuming:
+        if work.exists():
+            shutil.rmtree(work)  # never ``out``: that is replaced only by the finished ``work``
+        work.mkdir(parents=True)
+        atomic_write_json(work / stamp, json.loads(json.dumps(settings)))
+    return resuming

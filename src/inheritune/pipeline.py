@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +25,8 @@ from inheritune.data.shards import open_data
 from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.growth.grow import GrowResult, grow_until_matched, train_resumable
-from inheritune.io import atomic_write_json, build_dir, building, current_paths, final_paths, read_json, swap_in
+from inheritune.io import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json, resumes,
+                           swap_in)
 from inheritune.models.families import family_of, num_layers, set_num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import derive
@@ -60,34 +59,6 @@ def scratch_model(reference: PreTrainedModel, layers: int, seed: int) -> PreTrai
             setattr(config, key, getattr(config, key)[:layers])
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-
-
-def _check_out(out: Path, recipe: Recipe, overwrite: bool) -> bool:
-    """True if ``out`` holds a run of this very recipe (resume); refuse anything else unless ``overwrite``.
-    Touches nothing: the folder is claimed only once every input has been checked."""
-    if out.exists() and not out.is_dir():
-        raise InherituneError(f"output path {out} exists and is not a folder")
-    if not (out.is_dir() and any(out.iterdir())):
-        return False
-    stored = read_json(out / RECIPE, "run recipe") if (out / RECIPE).is_file() else None
-    if stored == json.loads(json.dumps(recipe.to_dict())):
-        return True
-    if not overwrite:
-        what = "was started with a different recipe" if stored else "is not empty"
-        raise InherituneError(f"output folder {out} {what}; pass --overwrite to start over or use a new --out")
-    return False
-
-
-def _claim_out(out: Path, work: Path, recipe: Recipe, resuming: bool) -> None:
-    """Make ``work`` (``out`` or the sibling its replacement is built in) ready to write. A
-    replacement a kill stopped continues when it was started with this recipe."""
-    if work != out:
-        resuming = _check_out(work, recipe, overwrite=True)
-    if not resuming:
-        if work.exists():
-            shutil.rmtree(work)  # never ``out``: that is replaced only by the finished ``work``
-        work.mkdir(parents=True)
-        atomic_write_json(work / RECIPE, json.loads(json.dumps(recipe.to_dict())))
 
 
 def _load_reference(recipe: Recipe):
@@ -226,13 +197,13 @@ def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool 
         open_data(recipe.data.dir)
     for source in recipe.data.sources if recipe.data.dir is None else ():
         check_source(source)  # a typo fails now, not after the reference loads
-    resuming = _check_out(out, recipe, overwrite)
+    resuming = resumes(out, RECIPE, recipe.to_dict(), "a different recipe", overwrite)
     log(f"loading reference {recipe.reference}")
     reference, tokenizer = _load_reference(recipe)
     _check_fit(recipe, reference, tokenizer)
     work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
     with building(out, work):
-        _claim_out(out, work, recipe, resuming)
+        claim(out, work, RECIPE, recipe.to_dict(), "a different recipe", resuming)
         if work != out:
             log(f"building the new run in {work}; {out} is kept until it is complete")
         report = _run(recipe, reference, tokenizer, work, start, log)

@@ -26,7 +26,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import YARDSTICK, val_loss
-from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, current_paths, final_paths, read_json,
+from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
+                           resumes,
                            swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
@@ -119,37 +120,6 @@ def _settings(reference: str, data: TokenData, start: int, step: int, max_layers
             "mode": mode, "keep_last": keep_last, "train": dataclasses.asdict(config)}
 
 
-def _check_out(out: Path, settings: dict, overwrite: bool) -> bool:
-    """True if ``out`` holds a run with these settings (resume); refuse anything else unless ``overwrite``.
-    Touches nothing: the folder is claimed (cleared) only once every input has been checked."""
-    if out.exists() and not out.is_dir():
-        raise InherituneError(f"output path {out} exists and is not a folder")
-    if not (out.is_dir() and any(f.name != SETTINGS for f in out.iterdir())):  # settings alone: nothing ran yet
-        return False
-    stored = read_json(out / SETTINGS, "grow settings") if (out / SETTINGS).is_file() else None
-    if stored == json.loads(json.dumps(settings)):
-        return True
-    if not overwrite:
-        what = "was started with different settings" if stored else "is not empty"
-        diff = [k for k in settings if stored and stored.get(k) != json.loads(json.dumps(settings[k]))]
-        hint = f" ({', '.join(diff)} differ)" if diff else ""
-        raise InherituneError(f"output folder {out} {what}{hint}; pass --overwrite to start over or use a new --out")
-    return False
-
-
-def _claim_out(out: Path, work: Path, settings: dict, resuming: bool) -> bool:
-    """Make ``work`` (``out`` or the sibling its replacement is built in) ready to write; True if it
-    continues a run there. A replacement a kill stopped continues when its settings are these."""
-    if work != out:
-        resuming = _check_out(work, settings, overwrite=True)
-    if not resuming:
-        if work.exists():
-            shutil.rmtree(work)  # never ``out``: that is replaced only by the finished ``work``
-        work.mkdir(parents=True)
-        atomic_write_json(work / SETTINGS, settings)
-    return resuming
-
-
 def _copy_model(src: Path, dst: Path) -> None:
     with atomic_dir(dst, overwrite=True) as tmp:
         for f in src.iterdir():
@@ -202,7 +172,7 @@ def grow_until_matched(
     token_data = open_data(data)
     settings = final_paths(_settings(str(reference), token_data, start_layers, step_layers, max_layers,
                                      tokens_per_round, margin, mode, keep_last, config))
-    resuming = _check_out(out, settings, overwrite)  # before the slow reference load: a wrong --out fails at once
+    resuming = resumes(out, SETTINGS, settings, "different settings", overwrite)  # before the slow reference load
     ref = reference_model if reference_model is not None else load_model(reference, trust_remote_code=config.trust_remote_code)
     tok = tokenizer if tokenizer is not None else load_tokenizer(reference, config.trust_remote_code)
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
@@ -213,7 +183,7 @@ def grow_until_matched(
                               f"and --max-layers {max_layers} must not exceed it")
     work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
     with building(out, work):
-        _claim_out(out, work, settings, resuming)
+        claim(out, work, SETTINGS, settings, "different settings", resuming)
         if work != out:
             log(f"building the new grow run in {work}; {out} is kept until it is complete")
         if (work / SUMMARY).is_file():
