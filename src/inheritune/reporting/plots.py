@@ -39,12 +39,12 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: 
     """Named (x, y) curves on one axis, with optional labelled horizontal reference lines. With
     ``ylim``, points above the top are drawn as markers on the top edge, with their value."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, (x, y) in series.items():
+    for index, (name, (x, y)) in enumerate(series.items()):
         line, = ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
         for xi, yi in zip(x, y):
-            if ylim is not None and yi > ylim[1]:  # off the clipped axis: an arrow at the edge, labelled
-                ax.annotate(f"{yi:.1f}", (xi, ylim[1]), xytext=(3, -10), textcoords="offset points", fontsize=7,
-                            color=line.get_color(), annotation_clip=False)
+            if ylim is not None and yi > ylim[1]:  # off the clipped axis: a marker at the edge, labelled
+                ax.annotate(f"{name}: {yi:.1f}", (xi, ylim[1]), xytext=(6, -10 - 9 * index), textcoords="offset points",
+                            fontsize=7, color=line.get_color(), annotation_clip=False)
                 ax.plot([xi], [ylim[1]], marker="^", color=line.get_color(), clip_on=False)
     for name, y in (hlines or {}).items():
         ax.axhline(y, linestyle="--", color="gray", linewidth=1)
