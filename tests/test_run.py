@@ -206,10 +206,17 @@ def test_bad_recipe_fails_on_the_command_line_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_default_recipe_is_valid():
-    from inheritune.recipe import default_recipe_text
+def test_default_recipe_is_valid_and_compares_like_with_like(capsys):
+    """The embedded default: what --show-default prints, distils from its reference, and has the
+    same-depth, same-loss scratch arm its verdict needs, at a budget every arm can take exactly."""
+    from importlib import resources
 
+    from inheritune.cli import main
+
+    assert main(["run", "--show-default"]) == 0
+    assert capsys.readouterr().out == resources.files("inheritune").joinpath("recipes/default.yaml").read_text()
     recipe = load_recipe()
-    assert recipe.reference == "smollm2-135m" and recipe.grow.start_layers == 15
-    assert recipe.grow.max_layers and recipe.grow.max_layers > recipe.grow.start_layers
-    assert yaml.safe_load(default_recipe_text())["grow"]["tokens_per_round"] == recipe.grow.tokens_per_round
+    assert recipe.reference == "smollm2-135m" and recipe.grow.max_layers > recipe.grow.start_layers
+    assert recipe.distill.enabled and recipe.distill.teacher == "reference" and recipe.arms.scratch
+    assert recipe.grow.tokens_per_round % recipe.train["tokens_per_step"] == 0
+    assert recipe.data.val_tokens and not recipe.eval.tasks
