@@ -95,22 +95,32 @@ def finished_rows() -> list[dict]:
     return rows
 
 
+def cost_per_token(row: dict) -> float:
+    """Training time per token relative to cross-entropy at the same depth, as measured on a quiet
+    machine by bench_distill.py (the sweep's own seconds ran two or three settings at a time)."""
+    if "distill_alpha" not in row:
+        return 1.0
+    measured = json.loads((RESULTS / "distill.json").read_text())["results"]
+    return measured[f"{row['layers']} layers"]["kd_cost"]
+
+
 def table(rows: list[dict], ref_loss: float) -> tuple[str, float]:
-    """One table per (layers, tokens) group: val at equal tokens, and at the equal wall time of the
-    group's fastest setting (interpolated between evaluations)."""
-    parts, first_wall = [], None
+    """One table per (layers, tokens) group: val at equal tokens, and at equal training time, i.e. at
+    the tokens each setting trains in the time the group's cheapest loss takes for the whole budget
+    (interpolated between evaluations)."""
+    parts = []
     for key in sorted({(r["layers"], r["tokens"]) for r in rows}):
         group = [r for r in rows if (r["layers"], r["tokens"]) == key]
-        wall = min(r["wall_time"] for r in group)
-        first_wall = first_wall or wall
+        cheapest = min(cost_per_token(r) for r in group)
         lines = [f"**{key[0]} layers, {key[1]:,} tokens**", "",
-                 f"| setting | val @ {key[1]:,} tokens | val @ {wall:.0f} s | tokens/s | gap to reference |",
-                 "|---|---|---|---|---|"]
+                 f"| setting | val @ {key[1]:,} tokens | val @ equal time (tokens) | gap to reference |",
+                 "|---|---|---|---|"]
         for r in sorted(group, key=lambda r: r["final_val_loss"]):
-            lines.append(f"| {r['name']} | {r['final_val_loss']:.3f} | {at(r['curve'], 'wall_time', wall):.3f} | "
-                         f"{r['tokens_per_s']:.0f} | {r['final_val_loss'] - ref_loss:+.3f} |")
+            tokens = key[1] * cheapest / cost_per_token(r)
+            lines.append(f"| {r['name']} | {r['final_val_loss']:.3f} | {at(r['curve'], 'tokens', tokens):.3f} "
+                         f"({tokens:,.0f}) | {r['final_val_loss'] - ref_loss:+.3f} |")
         parts.append("\n".join(lines))
-    return "\n\n".join(parts), first_wall
+    return "\n\n".join(parts), 0.0
 
 
 def plot(rows: list[dict], ref_loss: float, path: Path) -> None:
@@ -159,7 +169,7 @@ def write_results(rows: list[dict], ref_loss: float, args) -> None:
     (RESULTS / "sweep_recipe.json").write_text(json.dumps({
         "what": "round 1 of the recipe (15 of 30 SmolLM2 layers) and deeper starts, dev split (seed 1), equal tokens",
         "base": BASE, "steps": args.steps, "yardstick": YARDSTICK, "reference_val_loss": ref_loss,
-        "equal_wall_time_s": wall, "machine": platform.processor() or platform.machine(),
+        "equal_time": "tokens each setting trains in the time the cheapest loss takes for the budget (distill.json)", "machine": platform.processor() or platform.machine(),
         "torch_threads": args.threads, "rows": rows}, indent=1) + "\n")
     (RESULTS / "sweep_recipe.md").write_text(
         f"Reference SmolLM2-135M (30 layers) on the dev split: val {ref_loss:.3f}.\n\n{text}\n")
