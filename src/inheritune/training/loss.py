@@ -78,18 +78,22 @@ class _FusedLoss(torch.autograd.Function):
             z, tanh = _logits(hc, w, softcap)
             logp = torch.log_softmax(z, dim=-1)
             nll = -logp.gather(1, yc[:, None]).sum()
-            g = logp.exp_()  # softmax, in place; minus one-hot = d(nll)/d(logits)
-            g[torch.arange(len(yc), device=g.device), yc] -= 1
-            if teacher is None:
-                total += nll
-            else:
+            if teacher is not None:  # before logp becomes p in place; at T = 1 the student's are logp
                 zt, _ = _logits(t_hidden[i:i + chunk], t_weight, t_softcap)
                 logq = torch.log_softmax(zt / temp, dim=-1)
-                logp_t = torch.log_softmax(z / temp, dim=-1)
+                logp_t = logp if temp == 1 else torch.log_softmax(z / temp, dim=-1)
                 q = logq.exp()
                 kl = (q * (logq - logp_t)).sum()
+                p_t = None if temp == 1 else logp_t.exp_()
+            g = logp.exp_()  # softmax, in place; minus one-hot = d(nll)/d(logits)
+            if teacher is None:
+                g[torch.arange(len(yc), device=g.device), yc] -= 1
+                total += nll
+            else:  # (1 - alpha) (p - onehot) + alpha T (p_T - q)
                 total += alpha * temp * temp * kl + (1 - alpha) * nll
-                g.mul_(1 - alpha).add_(logp_t.exp_().sub_(q), alpha=alpha * temp)
+                kd = (g if p_t is None else p_t).sub(q).mul_(alpha * temp)
+                g.mul_(1 - alpha).add_(kd)
+                g[torch.arange(len(yc), device=g.device), yc] -= 1 - alpha
             if tanh is not None:
                 g *= 1 - tanh * tanh
             g = g.to(dtype)
