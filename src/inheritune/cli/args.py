@@ -68,6 +68,13 @@ def csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def device_options(p: argparse.ArgumentParser) -> None:
+    """Where a command that only reads a model runs it: ``--device`` or accelerate's ``--device-map``."""
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device-map", choices=["auto"], default=None,
+                   help="'auto': spread a model too large for one device over every GPU (then CPU), with accelerate")
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """``--help`` names every option's default: ``(default: X)`` unless the help already says."""
 

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
 from inheritune.models.families import family_of
-from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer
+from inheritune.models.loading import check_device, check_tokenizer_fits, load_model, load_tokenizer
 
 
 @dataclasses.dataclass
@@ -52,10 +52,14 @@ def model_name(model: str | Path | PreTrainedModel) -> str:
     return str(model)
 
 
-def load(model, tokenizer, trust_remote_code: bool, needed: bool, no_tokenizer: str):
+def load(model, tokenizer, trust_remote_code: bool, needed: bool, no_tokenizer: str, device: str = "cpu",
+         device_map: str | None = None):
     """Model and tokenizer (each a reference or already loaded). The tokenizer is None for a
-    weights-only model when nothing ``needed`` it; ``no_tokenizer`` says then what that means."""
-    loaded = model if isinstance(model, PreTrainedModel) else load_model(model, trust_remote_code=trust_remote_code)
+    weights-only model when nothing ``needed`` it; ``no_tokenizer`` says then what that means.
+    A reference loads onto ``device`` (or spread by ``device_map``); a loaded model stays where it is."""
+    check_device(device, device_map)
+    loaded = model if isinstance(model, PreTrainedModel) else load_model(
+        model, trust_remote_code=trust_remote_code, device=device, device_map=device_map)
     family_of(loaded.config)  # a model whose heads the family table does not know fails in one line
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         given = tokenizer is not None

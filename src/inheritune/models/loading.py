@@ -257,16 +257,21 @@ def load_model(
     reference: str | Path,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
+    device: str = "cpu",
+    device_map: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM in ``dtype`` (fp32 by default: master weights for training), holding
-    exactly the file's tensors (see the module docstring)."""
+    exactly the file's tensors (see the module docstring), on ``device``, or spread by accelerate
+    over every GPU (and then CPU) with ``device_map="auto"`` for a model one device cannot hold."""
     source = resolve(reference)
     _check_remote_code(source, trust_remote_code)
+    check_device(device, device_map)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             source.location, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
             ignore_mismatched_sizes=True,  # report mismatches to check_loaded instead of an unreadable error
+            **({"device_map": device_map} if device_map else {}),
             **source.kwargs(),
         )
     except InherituneError:
@@ -278,7 +283,28 @@ def load_model(
         del model.config.quantization_config  # weights are dequantized: save them as a plain model
         model.hf_quantizer = None  # else save_pretrained refuses the (no longer) quantized model
     model.eval()
-    return model
+    return model if device_map else model.to(device)
+
+
+DEVICE_MAPS = ("auto",)
+
+
+def check_device(device: str, device_map: str | None = None) -> None:
+    """``--device`` (cpu, cuda, cuda:N) and ``--device-map`` checked before anything loads: one line
+    naming the cause instead of torch's error deep in a forward pass."""
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise InherituneError(f"--device-map must be one of {', '.join(DEVICE_MAPS)}, not '{device_map}'")
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InherituneError(f"--device must be cpu, cuda or cuda:N, not '{device}'") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InherituneError(f"--device {device}: this machine has no CUDA device (use --device cpu)")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise InherituneError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif kind.type != "cpu":
+        raise InherituneError(f"--device must be cpu, cuda or cuda:N, not '{device}'")
 
 
 # --- tokenizers, which a weights-only folder lacks -----------------------------------------------
