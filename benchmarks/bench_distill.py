@@ -21,7 +21,7 @@ import torch
 
 from bench_train import BATCH, SEQ, make_data
 from inheritune.models.loading import load_model, load_tokenizer
-from inheritune.models.surgery import derive
+from inheritune.models.surgery import inherit
 from inheritune.training import train
 
 RESULTS = Path(__file__).parent / "results" / "distill.json"
@@ -53,7 +53,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for arm in times:
                     with tempfile.TemporaryDirectory(dir=tmp) as work:
-                        times[arm] += step_seconds(derive(reference, layers), data, tokenizer,
+                        times[arm] += step_seconds(inherit(reference, layers), data, tokenizer,
                                                    reference if arm == "kd" else None, args.steps, Path(work))
             tok_s = {arm: SEQ * BATCH / statistics.median(ts) for arm, ts in times.items()}
             results[f"{layers} layers"] = {"tokens_per_s": tok_s, "kd_cost": tok_s["ce"] / tok_s["kd"], "step_s": times}

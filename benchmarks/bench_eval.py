@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from inheritune import derive, evaluate, load, prepare_data
+from inheritune import evaluate, inherit, load, prepare_data
 from inheritune.evaluation.compare import comparison_markdown, flat_metrics
 from inheritune.io import atomic_write_json, atomic_write_text
 
@@ -37,7 +37,7 @@ def main() -> None:
     load_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(["default"], tokenizer, Path(tmp) / "data", max_tokens=200_000, val_tokens=args.val_tokens)
-        arms = {"smollm2-135m (30 layers)": reference, "derived 15 layers, untrained": derive(reference, 15)}
+        arms = {"smollm2-135m (30 layers)": reference, "derived 15 layers, untrained": inherit(reference, 15)}
         results, times = {}, {}
         for arm, model in arms.items():
             results[arm], times[arm] = {}, {}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from inheritune.data.shards import FORMAT, MANIFEST, dtype_for_vocab, open_data
 from inheritune.models.loading import load_tokenizer, tokenizer_fingerprint
-from inheritune.models.surgery import derive
+from inheritune.models.surgery import inherit
 from inheritune.training import train
 from inheritune.training.flops import flops_per_token, matmul_peak
 
@@ -149,7 +149,7 @@ def main() -> None:
     print(f"matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads, load {load_before[0]:.2f})", flush=True)
     tokenizer = load_tokenizer("smollm2-135m")
-    base = derive("smollm2-135m", args.layers).to(device)
+    base = inherit("smollm2-135m", args.layers).to(device)
     fpt = flops_per_token(base, SEQ)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +178,7 @@ def main() -> None:
                   f"{summary['ratio_vs_plain_loop']:.2f}x plain loop; MFU {summary['inheritune']['mfu_vs_bf16_peak']:.1%} "
                   f"of the bf16 peak, {summary['inheritune']['mfu_vs_fp32_peak']:.1%} of the fp32 peak", flush=True)
     report = {
-        "model": f"derive('smollm2-135m', {args.layers})", "seq_len": SEQ, "batch_size": BATCH,
+        "model": f"inherit('smollm2-135m', {args.layers})", "seq_len": SEQ, "batch_size": BATCH,
         "flops_per_token": fpt, "matmul_peak_flops": peaks, "device": str(device), "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "steps_per_round": args.steps,

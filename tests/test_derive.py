@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import FAMILY_NAMES, save_tiny, tiny_model
-from inheritune import derive
+from inheritune import inherit
 from inheritune.models.families import FAMILIES, module
 from inheritune.models.loading import save_model
 from inheritune.models.surgery import parse_layers
@@ -32,7 +32,7 @@ def _assert_equal_modules(a, b, path):
 def test_derive_copies_first_blocks_bit_for_bit(family, tmp_path, tokenizer):
     ref = tiny_model(family, L)
     fam = FAMILIES[ref.config.model_type]
-    small = derive(ref, layers=3)
+    small = inherit(ref, layers=3)
     assert small.config.num_hidden_layers == 3
     assert len(small.get_submodule(fam.blocks)) == 3
     for i in range(3):
@@ -55,7 +55,7 @@ def test_derive_copies_first_blocks_bit_for_bit(family, tmp_path, tokenizer):
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_full_depth_derivation_gives_identical_logits(family):
     ref = tiny_model(family, L)
-    full = derive(ref, layers=L)
+    full = inherit(ref, layers=L)
     ids = torch.randint(0, ref.config.vocab_size, (2, 12))
     with torch.no_grad():
         assert torch.equal(full(ids).logits, ref(ids).logits)
@@ -66,7 +66,7 @@ def test_full_depth_derivation_gives_identical_logits(family):
 def test_partial_init_copies_only_the_named_parts(family, init):
     ref = tiny_model(family, L)
     fam = FAMILIES[ref.config.model_type]
-    small = derive(ref, layers=2, init=init, seed=7)
+    small = inherit(ref, layers=2, init=init, seed=7)
     copied = {"attention": fam.attn_parts, "mlp": fam.mlp_parts, "none": ()}[init]
     fresh = {"attention": fam.mlp_parts, "mlp": fam.attn_parts, "none": fam.attn_parts + fam.mlp_parts}[init]
     block = f"{fam.blocks}.1"
@@ -84,7 +84,7 @@ def test_partial_init_copies_only_the_named_parts(family, init):
 
 def test_explicit_layer_list_copies_in_order():
     ref = tiny_model("llama", 6)
-    small = derive(ref, layers="0-1,4")
+    small = inherit(ref, layers="0-1,4")
     for new_i, ref_i in enumerate([0, 1, 4]):
         new, old = small.model.layers[new_i].state_dict(), ref.model.layers[ref_i].state_dict()
         assert all(torch.equal(new[k], old[k]) for k in old)
@@ -93,7 +93,7 @@ def test_explicit_layer_list_copies_in_order():
 
 def test_derivation_is_reproducible_for_a_seed():
     ref = tiny_model("gpt2", L)
-    a, b = derive(ref, 2, init="attention", seed=3), derive(ref, 2, init="attention", seed=3)
+    a, b = inherit(ref, 2, init="attention", seed=3), inherit(ref, 2, init="attention", seed=3)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
 
@@ -175,4 +175,4 @@ def test_unsupported_architecture_names_the_supported_ones():
 
     model = BertLMHeadModel(BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=32, is_decoder=True))
     with pytest.raises(InherituneError, match="supported: .*llama"):
-        derive(model, 1)
+        inherit(model, 1)

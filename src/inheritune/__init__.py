@@ -13,10 +13,11 @@ from inheritune.errors import InherituneError
 from inheritune.evaluation.harness import evaluate
 from inheritune.growth.grow import grow_until_matched
 from inheritune.models.loading import load, load_model, load_tokenizer, save_model
-from inheritune.models.surgery import deepen, derive, stack_blocks
+from inheritune.commands.derive import DeriveResult, derive
+from inheritune.models.surgery import deepen, inherit, stack_blocks
 from inheritune.pipeline import run
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "analyze", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "derive", "evaluate", "deepen", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "Recipe", "run", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "analyze", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "derive", "DeriveResult", "inherit", "evaluate", "deepen", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "Recipe", "run", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"

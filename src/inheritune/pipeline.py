@@ -29,7 +29,7 @@ from inheritune.io import (atomic_write_json, build_dir, building, claim, curren
                            swap_in)
 from inheritune.models.families import family_of, num_layers, set_num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import derive
+from inheritune.models.surgery import inherit
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.reporting.report import build_report, write_report
 from inheritune.training import TrainConfig, TrainResult
@@ -161,7 +161,7 @@ def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: l
         yield (f"scratch-{g.start_layers}L{main.suffix}", lambda: scratch_model(reference, g.start_layers, seed),
                g.start_layers, grown[main.suffix].rounds[0]["tokens"], main)
     for init in a.nogrow:
-        yield (f"inheritune-nogrow-{init}{main.suffix}", lambda init=init: derive(reference, depth, init=init, seed=seed),
+        yield (f"inheritune-nogrow-{init}{main.suffix}", lambda init=init: inherit(reference, depth, init=init, seed=seed),
                depth, total, main)
     if a.reference_trained:
         yield f"reference-trained{main.suffix}", lambda: copy.deepcopy(reference), num_layers(reference.config), total, main

@@ -1,13 +1,10 @@
-"""`inheritune derive REFERENCE --layers N --out DIR`: the inherit step of the recipe."""
+"""`inheritune derive REFERENCE --layers N --out DIR`: the inherit step of the recipe (``inheritune.derive``)."""
 from __future__ import annotations
 
 import argparse
-import time
 
-from inheritune.models.loading import check_tokenizer_fits, load_model, load_tokenizer, parameter_count, save_model
-from inheritune.models.families import num_layers
-from inheritune.models.surgery import INIT_CHOICES, derive
-from inheritune.io import check_output_dir
+from inheritune.commands.derive import derive
+from inheritune.models.surgery import INIT_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,28 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out, args.overwrite)  # fail before the slow load
-    start = time.perf_counter()
-    reference = load_model(args.reference, trust_remote_code=args.trust_remote_code)
-    tokenizer = _tokenizer(args, reference)
-    model = derive(reference, args.layers, init=args.init, seed=args.seed)
-    save_model(model, tokenizer, args.out, overwrite=args.overwrite)
-    if tokenizer is None:
-        print(f"{args.reference} has no tokenizer: {args.out} holds weights only (attach one with --tokenizer REF)")
-    print(
-        f"derived {num_layers(model.config)}/{num_layers(reference.config)} layers "
-        f"({parameter_count(model) / 1e6:.1f}M parameters, init={args.init}) -> {args.out} "
-        f"in {time.perf_counter() - start:.1f}s"
-    )
+    r = derive(args.reference, layers=args.layers, out=args.out, init=args.init, seed=args.seed,
+               overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
+    print(f"derived {len(r.blocks)}/{r.reference_layers} layers ({r.parameters / 1e6:.1f}M parameters, "
+          f"init={r.init}) -> {r.out} in {r.seconds:.1f}s")
     return 0
-
-
-def _tokenizer(args: argparse.Namespace, reference) -> object | None:
-    """The output's tokenizer: --tokenizer's (checked against the embedding), else the reference's;
-    a weights-only reference derives a weights-only model (derive needs no tokenizer), said in one
-    line by ``run``."""
-    source = args.tokenizer or args.reference
-    tokenizer = load_tokenizer(source, trust_remote_code=args.trust_remote_code, required=bool(args.tokenizer))
-    if args.tokenizer:
-        check_tokenizer_fits(reference, tokenizer, source)
-    return tokenizer

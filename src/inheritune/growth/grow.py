@@ -31,7 +31,7 @@ from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, c
                            swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import deepen, derive, first_and_last
+from inheritune.models.surgery import deepen, inherit, first_and_last
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config
@@ -104,7 +104,7 @@ def round_model(reference: PreTrainedModel, previous: Path | None, layers: int, 
     and the last ``keep_last``), later rounds grow the previous round's trained model (its final HF
     folder) to ``layers`` blocks, new blocks going before the kept tail."""
     if previous is None:
-        return derive(reference, first_and_last(layers, keep_last, num_layers(reference.config)), seed=seed)
+        return inherit(reference, first_and_last(layers, keep_last, num_layers(reference.config)), seed=seed)
     trained = load_model(previous)
     return deepen(trained, reference, layers - num_layers(trained.config), mode=mode, keep_last=keep_last)
 

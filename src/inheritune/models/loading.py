@@ -403,12 +403,16 @@ def save_model(
     tokenizer: PreTrainedTokenizerBase | None,
     out: str | Path,
     overwrite: bool = False,
+    reports: dict[str, dict] | None = None,
 ) -> Path:
-    """Write an ordinary HF folder (config + safetensors + tokenizer), atomically."""
-    from inheritune.io import atomic_dir
+    """Write an ordinary HF folder (config + safetensors + tokenizer, plus the command's
+    ``reports``: file name -> JSON), atomically."""
+    from inheritune.io import atomic_dir, atomic_write_json
 
     with atomic_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, report in (reports or {}).items():
+            atomic_write_json(tmp / name, report)
     return Path(out)

@@ -1,9 +1,10 @@
-"""Build models from other models' blocks: derive (inherit the first n) and deepen (add k more).
+"""Build models from other models' blocks: derive (inherit the first n), deepen (add k more) and
+drop_blocks (remove chosen blocks, for layer pruning).
 
 (The loop that deepens a model round after round until it matches its reference is
 ``growth.grow.grow_until_matched``; this module only does the block surgery.)
 
-Both are one operation, :func:`stack_blocks`: a new model with the template's architecture
+All three are one operation, :func:`stack_blocks`: a new model with the template's architecture
 whose i-th block is copied from ``sources[i]``; everything outside the blocks (embeddings,
 positional embeddings, final norm, LM head) comes from the template.
 """
@@ -111,15 +112,16 @@ def stack_blocks(
     return model.eval()
 
 
-def derive(
+def inherit(
     reference: str | Path | PreTrainedModel,
     layers: int | str | Sequence[int],
     init: Init = "all",
     seed: int = 0,
 ) -> PreTrainedModel:
-    """The Inheritune step: a smaller model made of the reference's chosen blocks (default: the first n).
+    """The Inheritune step in memory: a smaller model made of the reference's chosen blocks
+    (default: the first n). ``inheritune.derive`` is the command, which also writes the folder.
 
-    >>> small = derive("smollm2-135m", layers=15)
+    >>> small = inherit("smollm2-135m", layers=15)
     """
     ref = reference if isinstance(reference, PreTrainedModel) else load_model(reference)
     indices = parse_layers(layers, num_layers(ref.config))
@@ -169,3 +171,21 @@ def deepen(
     else:
         raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
     return stack_blocks(model, head + new + tail)
+
+
+def drop_blocks(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """A copy of ``model`` without the blocks ``layers`` (layer pruning: ShortGPT, Gromov et al.).
+
+    Every other tensor is copied bit for bit; the config's depth and its per-layer lists (e.g.
+    Gemma's ``layer_types``) follow the kept blocks, so the saved folder reloads with
+    ``AutoModelForCausalLM``. The copy lands on the model's device (a model spread over devices
+    by ``device_map`` gives a CPU copy).
+    """
+    total = num_layers(model.config)
+    drop = set(layers)
+    if bad := sorted(i for i in drop if not 0 <= i < total):
+        raise InherituneError(f"cannot drop layer {bad[0]}: the model has layers 0..{total - 1}")
+    if len(drop) == total:
+        raise InherituneError(f"cannot drop all {total} layers of the model")
+    pruned = stack_blocks(model, [(model, i) for i in range(total) if i not in drop])
+    return pruned if getattr(model, "hf_device_map", None) else pruned.to(model.device)

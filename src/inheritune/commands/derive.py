@@ -1,0 +1,60 @@
+"""``derive``: the inherit step of the recipe, as a folder.
+
+``derive(reference, layers=N, out=DIR)`` is ``inheritune derive REFERENCE --layers N --out DIR``:
+the same arguments, the same folder (an ordinary HF model folder with derive.json inside), and a
+``DeriveResult``. ``inheritune.inherit`` is the same step in memory (a model, nothing written).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from inheritune.commands._shared import CommandResult, load, model_name
+from inheritune.io import check_output_dir
+from inheritune.models.families import num_layers
+from inheritune.models.loading import parameter_count, save_model
+from inheritune.models.surgery import INIT_CHOICES, inherit, parse_layers
+from inheritune.errors import InherituneError
+
+NO_TOKENIZER = "the output holds weights only (attach one with --tokenizer REF)"
+
+
+@dataclasses.dataclass
+class DeriveResult(CommandResult):
+    """What ``derive`` wrote to ``out`` (the derived model's folder); ``report()`` is derive.json."""
+
+    out: Path
+    reference: str
+    blocks: list  # the reference's block indices, in the derived model's order
+    reference_layers: int
+    parameters: int
+    init: str
+    seed: int
+    tokenizer: bool  # whether the folder holds a tokenizer
+    seconds: float
+
+
+def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[int], out: str | Path, init: str = "all",
+           seed: int = 0, overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None) -> DeriveResult:
+    """Copy ``reference``'s chosen blocks (``layers``: N for the first N, or indices like ``0-11,15``)
+    into a smaller model and save it to ``out``.
+
+    ``init`` picks which block parts are inherited (the rest freshly initialised with ``seed``).
+    The output's tokenizer is ``tokenizer``'s (checked against the embedding), else the reference's;
+    a weights-only reference derives a weights-only model."""
+    start = time.perf_counter()
+    if init not in INIT_CHOICES:
+        raise InherituneError(f"--init must be one of {', '.join(INIT_CHOICES)}, not '{init}'")
+    check_output_dir(out, overwrite)  # fail before the slow load
+    ref, tok = load(reference, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER)
+    blocks = parse_layers(layers, num_layers(ref.config))
+    model = inherit(ref, blocks, init=init, seed=seed)
+    result = DeriveResult(out=Path(out), reference=model_name(reference), blocks=list(blocks),
+                          reference_layers=num_layers(ref.config), parameters=parameter_count(model), init=init,
+                          seed=seed, tokenizer=tok is not None, seconds=0.0)
+    save_model(model, tok, out, overwrite=overwrite, reports={"derive.json": result.report()})
+    result.seconds = time.perf_counter() - start
+    return result
