@@ -30,7 +30,7 @@ RESULTS = Path(__file__).parent / "results" / "data.json"
 
 def run_prepare(tok, work: Path) -> tuple[float, int]:
     start = time.perf_counter()
-    out = prepare_data([CORPUS], tok, work / "prepared", overwrite=True)
+    out = prepare_data([CORPUS], tok, work / "prepared", overwrite=True).out
     seconds = time.perf_counter() - start
     return seconds, open_data(out).manifest["read"]["tokens"]
 

@@ -36,7 +36,7 @@ def main() -> None:
     reference, tokenizer = load("smollm2-135m")
     load_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        data = prepare_data(["default"], tokenizer, Path(tmp) / "data", max_tokens=200_000, val_tokens=args.val_tokens)
+        data = prepare_data(["default"], tokenizer, Path(tmp) / "data", max_tokens=200_000, val_tokens=args.val_tokens).out
         arms = {"smollm2-135m (30 layers)": reference, "derived 15 layers, untrained": inherit(reference, 15)}
         results, times = {}, {}
         for arm, model in arms.items():

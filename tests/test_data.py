@@ -12,13 +12,18 @@ import numpy as np
 import pytest
 
 from conftest import generated_text, make_tokenizer, save_tiny
-from inheritune import prepare_data
+from inheritune import prepare_data as prepare_command
 from inheritune.cli import main
 from inheritune.data import corpora, prepare
 from inheritune.data.corpora import CORPORA, corpus_documents
 from inheritune.data.shards import open_data
 from inheritune.data.sources import HFDataset
 from inheritune.errors import InherituneError
+
+
+def prepare_data(*args, **kwargs) -> Path:
+    """The data folder ``inheritune.prepare_data`` wrote (these tests read it, not the result)."""
+    return prepare_command(*args, **kwargs).out
 
 
 def _docs(n: int = 120, seed: int = 0) -> list[str]:
@@ -353,3 +358,12 @@ def test_cli_end_to_end_subprocess(reference, tmp_path):
                           "--tokenizer", str(reference), "--out", str(tmp_path / "d")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "empty.txt is empty" in bad.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_prepare_data_returns_what_it_wrote(tmp_path, tokenizer):
+    r = prepare_command([str(_jsonl(tmp_path / "a.jsonl", _docs(60)))], tokenizer, tmp_path / "d", val_tokens=900)
+    splits = open_data(r.out).manifest["splits"]
+    assert (r.train_tokens, r.val_tokens) == (splits["train"]["tokens"], splits["val"]["tokens"])
+    assert (r.train_documents, r.val_documents) == (splits["train"]["documents"], splits["val"]["documents"])
+    assert r.dtype == open_data(r.out).dtype.name and r.seconds > 0
+    assert type(r).from_json(r.to_json()) == r

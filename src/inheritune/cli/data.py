@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from inheritune.cli.args import count
 from inheritune.data.corpora import CORPORA, MIXES
 from inheritune.data.prepare import prepare_data
-from inheritune.data.shards import open_data
 from inheritune.data.sources import ERRORS
 
 
@@ -25,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, help="output data folder")
     q.add_argument("--max-tokens", type=count, help="cap on train tokens (the slice of data to train on)")
     q.add_argument("--val-tokens", type=count,
-                   help="validation tokens, whole documents (default: min(100000, 10%% of the data or of --max-tokens))")
+                   help="validation tokens, whole documents (default: 100000, or 10%% of the sources when shorter than the validation pool)")
     q.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     q.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet/hf sources")
     q.add_argument("--errors", default="strict", choices=ERRORS, help="invalid UTF-8: fail (strict) or use U+FFFD")
@@ -35,15 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    out = prepare_data(args.sources, args.tokenizer, args.out, max_tokens=args.max_tokens,
-                       val_tokens=args.val_tokens, seed=args.seed, overwrite=args.overwrite,
-                       text_field=args.text_field, errors=args.errors,
-                       trust_remote_code=args.trust_remote_code)
-    data = open_data(out)
-    seconds = time.perf_counter() - start
-    train, val = (data.manifest["splits"][s] for s in ("train", "val"))
-    print(f"prepared {out}: train {train['tokens']:,} tokens ({train['documents']:,} docs), "
-          f"val {val['tokens']:,} tokens ({val['documents']:,} docs), {data.dtype.name}, "
-          f"in {seconds:.1f}s")
+    r = prepare_data(args.sources, args.tokenizer, args.out, max_tokens=args.max_tokens,
+                     val_tokens=args.val_tokens, seed=args.seed, overwrite=args.overwrite,
+                     text_field=args.text_field, errors=args.errors, trust_remote_code=args.trust_remote_code)
+    print(f"prepared {r.out}: train {r.train_tokens:,} tokens ({r.train_documents:,} docs), "
+          f"val {r.val_tokens:,} tokens ({r.val_documents:,} docs), {r.dtype}, in {r.seconds:.1f}s")
     return 0

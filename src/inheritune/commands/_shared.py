@@ -1,34 +1,15 @@
 """What the model-scoring commands (importance, prune, induction) share: loading, checks, results."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
+from inheritune.result import CommandResult  # noqa: F401  (the commands' results derive from it)
 from inheritune.models.families import family_of
 from inheritune.models.loading import check_device, check_tokenizer_fits, load_model, load_tokenizer
-
-
-@dataclasses.dataclass
-class CommandResult:
-    """Base of the commands' typed results: ``to_json`` gives plain JSON values (paths as
-    strings), ``from_json`` reads them back (fields typed ``Path`` become paths again)."""
-
-    def to_json(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, d: dict) -> Any:
-        paths = {f.name for f in dataclasses.fields(cls) if f.type in ("Path", Path)}
-        return cls(**{k: Path(v) if k in paths else v for k, v in d.items()})
-
-    def report(self) -> dict:
-        """What the command's JSON file holds: everything but the output folder and the timing."""
-        return {k: v for k, v in self.to_json().items() if k not in ("out", "seconds")}
 
 
 def positive(value: int, name: str) -> None:

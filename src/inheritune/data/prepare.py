@@ -23,8 +23,10 @@ source need not be read to its end.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
+import time
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -41,11 +43,26 @@ from inheritune.data.sources import ERRORS, check_source, documents, interleave
 from inheritune.errors import InherituneError
 from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.loading import load_tokenizer, tokenizer_fingerprint
+from inheritune.result import CommandResult
 
 DEFAULT_VAL_TOKENS = 100_000  # capped at 10% of the sources when they are shorter than the pool
 VAL_POOL_TOKENS = 2_000_000  # the validation set is drawn from this prefix of the stream (or 20x val_tokens)
 SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
 BATCH_CHARS = 1_000_000  # text per tokenizer call: big enough to keep every core busy
+
+
+@dataclasses.dataclass
+class PrepareResult(CommandResult):
+    """What ``prepare_data`` wrote to ``out`` (the data folder; its manifest.json holds the rest)."""
+
+    out: Path
+    tokenizer: str
+    dtype: str
+    train_tokens: int
+    train_documents: int
+    val_tokens: int
+    val_documents: int
+    seconds: float
 
 
 def prepare_data(
@@ -59,12 +76,14 @@ def prepare_data(
     text_field: str = "text",
     errors: str = "strict",
     trust_remote_code: bool = False,
-) -> Path:
-    """Tokenize ``sources`` with ``tokenizer`` into the data folder ``out``; returns ``out``.
+) -> PrepareResult:
+    """Tokenize ``sources`` with ``tokenizer`` into the data folder ``out`` (``inheritune data
+    prepare SOURCE... --tokenizer REF --out DIR``, same arguments).
 
     ``val_tokens`` defaults to 100,000, or 10% of the sources when they hold fewer tokens than
     the validation pool (see the module docstring).
     """
+    start = time.perf_counter()
     sources = [str(s) for s in sources]
     if not sources:
         raise InherituneError("give at least one source")
@@ -108,7 +127,10 @@ def prepare_data(
             "read": read,
             "splits": splits,
         })
-    return out
+    train, val = splits["train"], splits["val"]
+    return PrepareResult(out=out, tokenizer=name, dtype=dtype.name, train_tokens=train["tokens"],
+                         train_documents=train["documents"], val_tokens=val["tokens"], val_documents=val["documents"],
+                         seconds=time.perf_counter() - start)
 
 
 def _check_same_tokenizer(out: Path, fingerprint: str) -> None:
