@@ -1,5 +1,6 @@
-"""importance and prune: exact zeros for dead heads/FFNs, masks that change nothing or exactly
-remove what they should, baked weights equal to hooks for every family, and one-line CLI errors."""
+"""importance and prune: exact zeros for dead heads/FFNs, batched scores equal to one-example ones
+for every family, overlaps across sources, masks that change nothing or exactly remove what they
+should, baked weights equal to hooks for every family, and one-line CLI errors."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tiny_model
 from inheritune.analysis import importance as imp
+from inheritune.analysis import overlap as ov
 from inheritune.analysis import prune as pr
+from inheritune.analysis.hooks import ffn_knockout
+from inheritune.evaluation.suite import Prompt
 from inheritune.analysis.hooks import head_mask
 from inheritune.models.families import input_weights
 from inheritune.cli import main
@@ -40,7 +44,7 @@ def test_head_with_zeroed_output_projection_has_zero_importance_and_ranks_last(f
     _kill_head(model, *DEAD)
     lm = imp.lm_examples(_ids(model, 4, 16))
     docs = generated_text(4, seed=1)
-    task = imp.task_examples(tokenizer, [(d[:-8], d[-8:]) for d in docs], max_len=64)  # loss on the ending only
+    task = imp.task_examples(tokenizer, [Prompt(d[:-8], d[-8:], ()) for d in docs], max_len=64)  # the ending only
     assert all(ex.start > 1 for ex in task)
     for examples in (lm, task):
         scores = imp.head_importance(model, examples)
@@ -55,9 +59,10 @@ def test_task_examples_score_the_answer_only_and_accuracy_is_the_top_option(toke
     model = tiny_model("llama", 2)
     options = (" the", " dog", " mat")  # single tokens of the test tokenizer
     pairs = [("The cat sat on", " the"), ("The big red", " dog"), ("It was on the", " mat"), ("The cat", " cat")]
-    examples = imp.task_examples(tokenizer, pairs, max_len=64, options=options)
-    assert [len(ex.choices) for ex in examples] == [3, 3, 3, 0]  # " cat" is two tokens: no accuracy
-    assert [ex.answer for ex in examples[:3]] == [0, 1, 2]
+    prompts = [Prompt(text, answer, options) for text, answer in pairs] + [Prompt("The cat", " on", (" the", " on"))]
+    examples = imp.task_examples(tokenizer, prompts, max_len=64)
+    assert [len(ex.choices) for ex in examples] == [3, 3, 3, 0, 2]  # " cat" is two tokens: no accuracy
+    assert [ex.answer for ex in examples] == [0, 1, 2, -1, 1]  # each prompt's own options, any count
     expected_loss, hits = [], []
     for ex in examples:
         logits = _logits(model, ex.ids[None])[0]
@@ -66,7 +71,7 @@ def test_task_examples_score_the_answer_only_and_accuracy_is_the_top_option(toke
             hits.append(int(logits[ex.start - 1, list(ex.choices)].argmax()) == ex.answer)
     result = imp.evaluate(model, examples)
     assert result["loss"] == pytest.approx(np.mean(expected_loss)) and result["accuracy"] == np.mean(hits)
-    assert len(imp.task_examples(tokenizer, pairs[:1], max_len=3, options=options)[0].ids) == 3
+    assert len(imp.task_examples(tokenizer, prompts[:1], max_len=3)[0].ids) == 3
 
 
 def test_importance_is_the_mean_absolute_per_example_gradient():
@@ -149,45 +154,136 @@ def test_clusters_find_the_third_holding_the_top_units():
     assert imp.clusters(np.arange(9.0))["peak"] == "late"
 
 
+def _random_examples(n: int = 4, seed: int = 0) -> list[imp.Example]:
+    """Sequences of different lengths scored from different starts (LM windows and task-like tails)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(12, 1), (9, 5), (20, 18), (7, 3), (15, 14), (10, 1)][:n]
+    return [imp.Example(torch.randint(0, 320, (length,), generator=g), start) for length, start in shapes]
+
+
+def _one_at_a_time_loss(model, ex):
+    logits = model(input_ids=ex.ids[None]).logits[0]
+    return torch.nn.functional.cross_entropy(logits[ex.start - 1:-1], ex.ids[ex.start:])
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_batched_scores_equal_one_example_at_a_time(family, one_thread):
+    model = tiny_model(family, 3)
+    examples = _random_examples()
+    mask = torch.ones(3, 4, requires_grad=True)
+    with head_mask(model, mask):
+        grads = [torch.autograd.grad(_one_at_a_time_loss(model, ex), mask)[0].abs() for ex in examples]
+    batched = imp.head_importance(model, examples, batch_tokens=40)  # padded batches of 2 and of 1
+    np.testing.assert_allclose(batched, torch.stack(grads).mean(0).numpy(), rtol=1e-5, atol=1e-7)
+
+    with torch.no_grad():
+        base = np.mean([_one_at_a_time_loss(model, ex).item() for ex in examples])
+        knocked = []
+        for layer in range(3):
+            with ffn_knockout(model, [layer]):
+                knocked.append(np.mean([_one_at_a_time_loss(model, ex).item() for ex in examples]) - base)
+    ffn = imp.ffn_importance(model, examples)
+    np.testing.assert_allclose(ffn["loss_increase"], knocked, rtol=1e-5, atol=1e-6)
+    assert ffn["loss"] == pytest.approx(base, abs=1e-6) and imp.evaluate(model, examples, 30)["loss"] == pytest.approx(base, abs=1e-6)
+
+
+def test_knockouts_split_into_passes_when_the_logits_would_not_fit(monkeypatch, one_thread):
+    model = tiny_model("llama", 5)
+    examples = _random_examples(2)
+    whole = imp.ffn_importance(model, examples)
+    monkeypatch.setattr(imp, "LOGIT_BYTES", 3 * 4 * 12 * 320)  # two knocked-out layers per pass at most
+    assert imp.layer_groups(model, examples[0]) == [[0, 1], [2, 3], [4]]
+    np.testing.assert_allclose(imp.ffn_importance(model, examples)["loss_increase"], whole["loss_increase"], atol=1e-6)
+
+
+def test_wired_heads_rank_first_on_every_task(tokenizer, one_thread):
+    model = tiny_model("llama", 3)
+    wired = [(0, 1), (1, 3), (2, 0)]
+    for layer in range(3):
+        for head in range(4):
+            if (layer, head) not in wired:
+                _kill_head(model, layer, head)  # the other heads cannot reach the answer
+    docs = generated_text(12, seed=2)
+    tasks = {"ending": [Prompt(d[:-6], d[-6:], ()) for d in docs[:4]],
+             "middle": [Prompt(d[:len(d) // 2], d[len(d) // 2:len(d) // 2 + 4], ()) for d in docs[4:8]],
+             "choice": [Prompt(d[:20], " the", (" the", " dog", " mat")) for d in docs[8:]]}
+    for name, prompts in tasks.items():
+        scores = imp.head_importance(model, imp.task_examples(tokenizer, prompts, max_len=64))
+        top = {divmod(int(i), 4) for i in np.argsort(-scores.ravel(), kind="stable")[:3]}
+        assert top == set(wired), name
+        assert (np.delete(scores.ravel(), [l * 4 + h for l, h in wired]) == 0).all(), name
+
+
+def test_identical_tasks_agree_fully_and_the_overlap_measures_are_right(tokenizer, one_thread):
+    model = tiny_model("llama", 3)
+    prompts = [Prompt(d[:-6], d[-6:], ()) for d in generated_text(3, seed=4)]
+    same = [imp.head_importance(model, imp.task_examples(tokenizer, prompts, max_len=64)) for _ in range(2)]
+    other = imp.head_importance(model, imp.lm_examples(_ids(model, 3, 16)))
+    c = ov.compare({"a": same[0], "b": same[1], "lm": other})
+    assert c["spearman"][0][1] == pytest.approx(1.0) and c["jaccard"][0][1] == 1.0 and c["top_k"] == 2
+    assert c["mean_spearman"] == pytest.approx((1 + 2 * c["spearman"][0][2]) / 3)
+
+    assert ov.spearman(np.arange(6), -np.arange(6.0)) == pytest.approx(-1.0)
+    assert ov.spearman(np.arange(5), np.full(5, 2.0)) is None
+    assert ov.ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]  # ties share their mean
+    assert ov.jaccard(np.array([4, 3, 0, 0]), np.array([0, 0, 3, 4]), 2) == 0.0
+    assert ov.jaccard(np.array([4, 3, 2, 0]), np.array([4, 0, 3, 2]), 2) == pytest.approx(1 / 3)
+    np.testing.assert_allclose(ov.aggregate({"x": np.array([1.0, 3.0]), "y": np.array([-5.0, 10.0])}), [0.125, 0.875])
+
+
 def _cli(capsys, *args) -> tuple[int, str]:
     """Run the CLI in-process (one interpreter start for all cases); exit code and stderr."""
     code = main([str(a) for a in args])
     return code, capsys.readouterr().err
 
 
-def test_importance_then_prune_cli(tmp_path, tokenizer, capsys):
+def test_importance_cli_writes_every_task_and_shot_source_and_the_overlaps(tmp_path, tokenizer, capsys, one_thread):
+    from inheritune.commands.importance import query_ids
+    from inheritune.evaluation import suite
+
     model_dir = save_tiny(tmp_path / "m", "llama", layers=3, tok=tokenizer)
     data = make_data_dir(tmp_path / "data", tokenizer, n_docs=60, val_docs=20)
-    code, err = _cli(capsys, "importance", model_dir, "--data", data, "--tasks", "mmlu-local", "--examples", "4",
-             "--seq-len", "32", "--shots", "1", "--out", tmp_path / "imp")
-    assert code == 0, err
-    report = json.loads((tmp_path / "imp" / "importance.json").read_text())
-    assert set(report["sources"]) == {"lm", "mmlu-local"}
-    for source in report["sources"].values():
+    code = main([str(a) for a in ("importance", model_dir, "--data", data, "--tasks", "mmlu-stem,bb-navigate",
+                                  "--examples", "3", "--seq-len", "32", "--shots", "0,2", "--out", tmp_path / "imp")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "mean Spearman" in printed.out and "aggregate heads importance by depth" in printed.out
+    out = tmp_path / "imp"
+    report = json.loads((out / "importance.json").read_text())
+    names = ["lm", "mmlu-stem/0shot", "mmlu-stem/2shot", "bb-navigate/0shot", "bb-navigate/2shot"]
+    assert list(report["sources"]) == names and report["shots"] == [0, 2]
+    for name, source in report["sources"].items():
         assert np.asarray(source["head_importance"]).shape == (3, 4) and len(source["ffn_loss_increase"]) == 3
         assert source["clusters"]["heads"]["peak"] in ("early", "middle", "late")
-    assert len((tmp_path / "imp" / "heads.csv").read_text().splitlines()) == 1 + 2 * 12
-    assert (tmp_path / "imp" / "heads_lm.png").is_file() and (tmp_path / "imp" / "ffn_mmlu-local.png").is_file()
+        assert sum(source["clusters"]["heads"]["layer_mass_share"]) == pytest.approx(1.0)
+    for task in ("mmlu-stem", "bb-navigate"):  # ranked on the rank split, on the questions asked
+        source = report["sources"][f"{task}/2shot"]
+        assert source["split"] == "rank" and source["ids"] == query_ids(task, 3, 0, "rank")
+        asked = {q.id: q for q in suite.questions(task, "rank")}
+        prompts = suite.prompts(task, 3, 2, 0, "rank")
+        assert all(asked[i].question in p.text for i, p in zip(source["ids"], prompts))
+    for kind in ("heads", "ffn"):
+        o = report["overlap"][kind]
+        assert o["sources"] == names and np.asarray(o["spearman"]).shape == (5, 5)
+        assert all(o["jaccard"][i][i] == 1.0 for i in range(5)) and o["mean_jaccard"] is not None
+        header = (out / f"spearman_{kind}.csv").read_text().splitlines()[0]
+        assert header == "source," + ",".join(names) and (out / f"jaccard_{kind}.png").is_file()
+    aggregate = np.asarray(report["aggregate"]["head_importance"])
+    expected = np.mean([ov.normalised(np.asarray(s["head_importance"])) for s in report["sources"].values()], 0)
+    np.testing.assert_allclose(aggregate, expected)
+    assert len((out / "heads.csv").read_text().splitlines()) == 1 + 6 * 12  # five sources and the aggregate
+    assert (out / "heads_mmlu-stem_2shot.png").is_file() and (out / "ffn_aggregate.png").is_file()
 
-    out = tmp_path / "pruned"
-    code, err = _cli(capsys, "prune", model_dir, "--data", data, "--examples", "4", "--seq-len", "32", "--heads", "50", "--ffn", "34",
-             "--by", tmp_path / "imp" / "importance.json", "--sweep", "--steps", "0,50,100", "--out", out)
-    assert code == 0, err
-    result = json.loads((out / "prune.json").read_text())
-    assert len(result["pruned_heads"]) == 6 and len(result["pruned_ffn"]) == 1
-    lowest = np.argsort(np.asarray(report["sources"]["lm"]["head_importance"]).ravel(), kind="stable")[:6]
-    assert sorted(l * 4 + h for l, h in result["pruned_heads"]) == sorted(lowest.tolist())
-    assert result["after"]["lm"]["loss"] == pytest.approx(result["masked"]["lm"]["loss"], abs=1e-5)
-    assert result["after"]["lm"]["loss"] != result["before"]["lm"]["loss"]
-    sweep = result["sweep"]["lm"]
-    assert sweep["heads"][0]["loss"] == pytest.approx(result["before"]["lm"]["loss"], abs=1e-6)
-    assert (out / "sweep_lm_loss.png").is_file()
 
-    reloaded = AutoModelForCausalLM.from_pretrained(out)  # plain transformers
-    original = AutoModelForCausalLM.from_pretrained(model_dir)
-    ids = _ids(original)
-    with pr.masked(original, {"heads": result["pruned_heads"], "ffn": result["pruned_ffn"]}):
-        torch.testing.assert_close(_logits(reloaded, ids), _logits(original, ids), rtol=0, atol=1e-6)
+def test_device_cpu_and_device_map_auto_give_the_same_scores(tmp_path, tokenizer, one_thread):
+    from inheritune.commands.importance import importance
+
+    model_dir = save_tiny(tmp_path / "m", "llama", layers=2, tok=tokenizer)
+    data = make_data_dir(tmp_path / "data", tokenizer, n_docs=40, val_docs=12)
+    runs = [importance(model_dir, data=data, examples=2, seq_len=16, out=tmp_path / key, **option)
+            for key, option in (("cpu", {"device": "cpu"}), ("auto", {"device_map": "auto"}))]
+    assert runs[0].sources["lm"]["head_importance"] == runs[1].sources["lm"]["head_importance"]
+    assert runs[0].sources["lm"]["ffn_loss_increase"] == runs[1].sources["lm"]["ffn_loss_increase"]
 
 
 def test_cli_bad_input_is_one_line_and_keeps_outputs(tmp_path, tokenizer, capsys):
@@ -204,8 +300,10 @@ def test_cli_bad_input_is_one_line_and_keeps_outputs(tmp_path, tokenizer, capsys
         (["prune", model_dir, "--text", text, "--ffn", "-1", "--out", tmp_path / "o"], "between 0 and 100"),
         (["prune", model_dir, "--text", text, "--sweep", "--steps", "0,x", "--out", tmp_path / "o"], "--steps"),
         (["importance", model_dir, "--out", tmp_path / "o"], "--data DIR or --text FILE"),
-        (["prune", model_dir, "--text", text, "--by", tmp_path / "missing.json", "--out", tmp_path / "o"], "not found"),
+        (["prune", model_dir, "--text", text, "--scores", tmp_path / "missing.json", "--out", tmp_path / "o"], "not found"),
         (["importance", model_dir, "--text", text, "--out", keep, "--overwrite", "--examples", "0"], "--examples"),
+        (["importance", model_dir, "--text", text, "--shots", "1,1", "--out", tmp_path / "o"], "--shots"),
+        (["importance", model_dir, "--tasks", "mmlu-nope", "--out", tmp_path / "o"], "--tasks"),
     ]:
         code, err = _cli(capsys, *args)
         assert code == 2, (args, err)

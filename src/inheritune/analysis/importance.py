@@ -1,27 +1,46 @@
 """Which heads and FFNs a model needs: gradient head importance and FFN knock-outs.
 
 Head importance follows Michel et al. (2019), as in the OPT-66B study: every head's output is
-scaled by a mask variable xi_h = 1 (``hooks.head_mask``), and a head's importance is the mean
-over examples of |dL/dxi_h|, where L is the example's mean next-token loss on its scored tokens
-(every token of a language-modelling window; only the answer of a few-shot task prompt). A head
-whose output cannot change the loss gets exactly 0.
+scaled by a mask variable xi_h = 1, and a head's importance is the mean over examples of
+|dL/dxi_h|, where L is the example's mean next-token loss on its scored tokens (every token of a
+language-modelling window; only the answer of a few-shot task prompt). A head whose output cannot
+change the loss gets exactly 0.
 
 FFN importance is the loss increase (and, for tasks, the accuracy drop) when one layer's FFN
-output is removed (``hooks.ffn_knockout``).
+output is removed.
+
+Both are batched without changing a number:
+
+- Examples of different lengths share a forward pass **right-padded**: under causal attention a
+  real token never sees the padding after it, so no attention mask or position shift is needed
+  and every family computes exactly the unpadded logits.
+- Head importance needs each example's own |dL_i/dxi| (the mean of absolute values is not the
+  absolute value of a sum), so each example in a batch gets its **own mask row** xi[i]: the
+  batch's summed loss then has d(sum)/dxi[i] = dL_i/dxi[i], one backward pass per batch.
+- An FFN knock-out of layer l changes nothing before layer l, so the knock-outs of one example
+  **share their prefix**: entering block l, the intact row is copied and the copy's FFN output is
+  zeroed. One forward pass carries the intact row plus one row per knocked-out layer, and costs
+  about half of one forward pass per layer.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis.hooks import ffn_knockout, head_mask
-from inheritune.models.families import family_of, num_heads, num_layers
+from inheritune.analysis.hooks import hooks
+from inheritune.models.families import blocks, family_of, num_heads, num_layers
 
 THIRDS = ("early", "middle", "late")
+BATCH_TOKENS = 4096  # padded tokens per batched forward pass
+LOGIT_BYTES = 2**30  # fp32 logits one knock-out pass may hold; more layers are split into passes
 
 
 @dataclass(frozen=True)
@@ -38,85 +57,227 @@ class Example:
     answer: int = -1
 
 
+class TaskPrompt(Protocol):
+    """A few-shot prompt (``evaluation.suite.Prompt``): the answer is one of the options."""
+
+    text: str
+    answer: str
+    options: tuple[str, ...]
+
+
 def lm_examples(windows: torch.Tensor) -> list[Example]:
     """Language-modelling windows ``[N, T]``: every token after the first is scored."""
     return [Example(w, 1) for w in windows]
 
 
-def task_examples(tokenizer, pairs: list[tuple[str, str]], max_len: int,
-                  options: tuple[str, ...] = (" A", " B", " C", " D")) -> list[Example]:
-    """Few-shot (prompt, answer) pairs scored on the answer tokens only.
+def task_examples(tokenizer, prompts: Sequence[TaskPrompt], max_len: int) -> list[Example]:
+    """Few-shot prompts scored on the answer tokens only.
 
     Prompts longer than ``max_len`` lose their oldest tokens, so the question and answer stay.
-    Accuracy is read from the next-token distribution when every option is one distinct token.
+    Accuracy is read from the next-token distribution when every option of the prompt is one
+    distinct token (any number of options).
     """
-    option_ids = [tokenizer.encode(o, add_special_tokens=False) for o in options]
-    single = all(len(o) == 1 for o in option_ids) and len({o[0] for o in option_ids}) == len(options)
-    firsts = [o[0] for o in option_ids] if single else []
     examples = []
-    for prompt, answer in pairs:
-        p = tokenizer.encode(prompt)
-        a = tokenizer.encode(answer, add_special_tokens=False)
+    for prompt in prompts:
+        option_ids = [tokenizer.encode(o, add_special_tokens=False) for o in prompt.options]
+        firsts = [o[0] for o in option_ids if len(o) == 1]
+        single = len(firsts) == len(option_ids) and len(set(firsts)) == len(firsts)
+        p = tokenizer.encode(prompt.text)
+        a = tokenizer.encode(prompt.answer, add_special_tokens=False)
         ids = (p + a)[-max(max_len, len(a) + 1):]
-        scorable = len(a) == 1 and a[0] in firsts
+        scorable = single and len(a) == 1 and a[0] in firsts
         choices, index = (tuple(firsts), firsts.index(a[0])) if scorable else ((), -1)
         examples.append(Example(torch.tensor(ids), len(ids) - len(a), choices, index))
     return examples
 
 
-def example_loss(model: PreTrainedModel, ex: Example) -> tuple[torch.Tensor, bool | None]:
-    """Mean NLL on the scored tokens, and whether the model's top option is the right one."""
-    logits = model(input_ids=ex.ids[None].to(model.device)).logits[0].float()
-    targets = ex.ids[ex.start:].to(logits.device)
-    loss = F.cross_entropy(logits[ex.start - 1:-1], targets)
-    correct = None
-    if ex.choices:
-        correct = int(logits[ex.start - 1, list(ex.choices)].argmax()) == ex.answer
-    return loss, correct
-
-
-@torch.no_grad()
-def evaluate(model: PreTrainedModel, examples: list[Example]) -> dict:
-    """Mean loss over examples, and accuracy where the examples have single-token options."""
-    losses, hits = [], []
+def batches(examples: Sequence[Example], max_tokens: int = BATCH_TOKENS) -> Iterator[list[Example]]:
+    """Consecutive examples whose right-padded batch holds at most ``max_tokens`` (at least one)."""
+    batch: list[Example] = []
+    longest = 0
     for ex in examples:
-        loss, correct = example_loss(model, ex)
-        losses.append(loss.item())
-        if correct is not None:
-            hits.append(correct)
+        if batch and (len(batch) + 1) * max(longest, len(ex.ids)) > max_tokens:
+            yield batch
+            batch, longest = [], 0
+        batch.append(ex)
+        longest = max(longest, len(ex.ids))
+    if batch:
+        yield batch
+
+
+def scored_losses(model: PreTrainedModel, rows: torch.Tensor, examples: Sequence[Example]
+                  ) -> tuple[torch.Tensor, list[bool | None]]:
+    """Each row's mean NLL on its example's scored tokens, and whether its top option is right.
+
+    ``rows`` are right-padded ids ``[R, T]``; row r is scored as ``examples[r]``. Only the logits
+    of scored positions are computed (``logits_to_keep``): a task prompt needs one or two of its
+    thousand positions.
+    """
+    keep = rows.shape[1] - min(ex.start for ex in examples) + 1
+    offset = rows.shape[1] - keep
+    logits = model(input_ids=rows.to(model.device), logits_to_keep=keep, use_cache=False).logits.float()
+    losses, correct = [], []
+    for r, ex in enumerate(examples):
+        scored = logits[r, ex.start - 1 - offset:len(ex.ids) - 1 - offset]
+        losses.append(F.cross_entropy(scored, ex.ids[ex.start:].to(scored.device)))
+        correct.append(int(scored[0, list(ex.choices)].argmax()) == ex.answer if ex.choices else None)
+    return torch.stack(losses), correct
+
+
+def padded(examples: Sequence[Example]) -> torch.Tensor:
+    """``[B, T]`` ids, right-padded with token 0 (never attended to: it follows every real token)."""
+    rows = torch.zeros(len(examples), max(len(ex.ids) for ex in examples), dtype=torch.long)
+    for r, ex in enumerate(examples):
+        rows[r, :len(ex.ids)] = ex.ids
+    return rows
+
+
+def summary(losses: Sequence[float], correct: Sequence[bool | None]) -> dict:
+    """Mean loss, and accuracy over the examples that have single-token options."""
+    hits = [c for c in correct if c is not None]
     return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(hits)) if hits else None}
 
 
-def head_importance(model: PreTrainedModel, examples: list[Example]) -> np.ndarray:
-    """``[layers, heads]``: mean over examples of |dL/dxi_h| (one backward pass per example)."""
-    mask = torch.ones(num_layers(model.config), num_heads(model.config), requires_grad=True)
-    total = torch.zeros_like(mask)
+def example_loss(model: PreTrainedModel, ex: Example) -> tuple[torch.Tensor, bool | None]:
+    """One example's mean NLL on its scored tokens, and whether the model's top option is right."""
+    losses, correct = scored_losses(model, ex.ids[None], [ex])
+    return losses[0], correct[0]
+
+
+@torch.no_grad()
+def per_example(model: PreTrainedModel, examples: Sequence[Example], batch_tokens: int = BATCH_TOKENS
+                ) -> tuple[list[float], list[bool | None]]:
+    """Every example's loss and whether its top option is right (None: no single-token options),
+    in batches."""
+    losses, correct = [], []
+    for batch in batches(examples, batch_tokens):
+        loss, hits = scored_losses(model, padded(batch), batch)
+        losses += loss.tolist()
+        correct += hits
+    return losses, correct
+
+
+def evaluate(model: PreTrainedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS) -> dict:
+    """Mean loss over examples, and accuracy where the examples have single-token options."""
+    return summary(*per_example(model, examples, batch_tokens))
+
+
+@contextmanager
+def frozen_weights(model: PreTrainedModel) -> Iterator[None]:
+    """No weight gradients inside (only the mask needs one): saves their memory and time."""
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
-        p.requires_grad_(False)  # only the mask needs a gradient: saves the weight gradients
+        p.requires_grad_(False)
     try:
-        with head_mask(model, mask):
-            for ex in examples:
-                loss, _ = example_loss(model, ex)
-                (grad,) = torch.autograd.grad(loss, mask)
-                total += grad.abs()
+        yield
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)
+
+
+@contextmanager
+def example_head_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[None]:
+    """Scale head h of layer l of batch row b by ``mask[b, l, h]``: one mask per example.
+
+    Like ``hooks.head_mask`` (the input of the attention output projection is the concatenation
+    of the heads' outputs in every family), with a leading batch dimension.
+    """
+    heads = num_heads(model.config)
+    family = family_of(model.config)
+
+    def hook_for(layer: int):
+        def pre_hook(_module, args):
+            x = args[0]
+            scale = mask[:, layer].to(x.device, x.dtype)[:, None, :, None]
+            return ((x.unflatten(-1, (heads, -1)) * scale).flatten(-2), *args[1:])
+
+        return pre_hook
+
+    with hooks(pre=[(block.get_submodule(family.attn_out), hook_for(i)) for i, block in enumerate(blocks(model))]):
+        yield
+
+
+def head_importance(model: PreTrainedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
+    """``[layers, heads]``: mean over examples of |dL/dxi_h| (one backward pass per batch)."""
+    shape = (num_layers(model.config), num_heads(model.config))
+    total = torch.zeros(shape)
+    with frozen_weights(model):
+        for batch in tqdm(list(batches(examples, batch_tokens)), desc="head importance", unit="batch",
+                          disable=None, leave=False):
+            mask = torch.ones(len(batch), *shape, requires_grad=True)
+            with example_head_mask(model, mask):
+                losses, _ = scored_losses(model, padded(batch), batch)
+                (grad,) = torch.autograd.grad(losses.sum(), mask)
+            total += grad.abs().sum(0)
     return (total / max(len(examples), 1)).numpy()
 
 
-def ffn_importance(model: PreTrainedModel, examples: list[Example], base: dict | None = None) -> dict:
-    """Per layer: loss increase (and accuracy drop, when known) with that layer's FFN removed."""
-    base = base or evaluate(model, examples)
-    loss_up, acc_drop = [], []
-    for layer in range(num_layers(model.config)):
-        with ffn_knockout(model, [layer]):
-            knocked = evaluate(model, examples)
-        loss_up.append(knocked["loss"] - base["loss"])
-        if base["accuracy"] is not None:
-            acc_drop.append(base["accuracy"] - knocked["accuracy"])
-    return {"loss_increase": loss_up, "accuracy_drop": acc_drop or None}
+@contextmanager
+def branching_knockouts(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[None]:
+    """Inside, a forward pass of one sequence (batch 1) returns ``1 + len(layers)`` rows: the
+    intact model, then the model with each of ``layers``' FFN output zeroed, in that order.
+
+    Entering each block of ``layers``, the intact row (row 0) is copied to the end of the batch;
+    that block's FFN output is zeroed for the copy only. The rows share everything before their
+    knocked-out layer. Batch 1 keeps the blocks' other inputs (rotary tables, masks) broadcastable
+    to the growing batch.
+    """
+    family = family_of(model.config)
+    chosen = [blocks(model)[layer] for layer in layers]
+    rows = [1]  # rows in the block being run
+
+    def branch(_module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = torch.cat([hidden, hidden[:1]])
+        rows[0] = hidden.shape[0]
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+    def zero_last(_module, _args, out):
+        shaped = out.reshape(rows[0], -1, out.shape[-1])  # some FFNs (OPT's) see [rows * T, hidden]
+        return torch.cat([shaped[:-1], torch.zeros_like(shaped[-1:])]).reshape(out.shape)
+
+    with hooks(pre=[(block, branch) for block in chosen], post=[(block.get_submodule(family.ffn_out), zero_last)
+                                                               for block in chosen], pre_with_kwargs=True):
+        yield
+
+
+def layer_groups(model: PreTrainedModel, ex: Example) -> list[list[int]]:
+    """The layers knocked out together, so that one pass's logits fit in ``LOGIT_BYTES``."""
+    layers = num_layers(model.config)
+    row_bytes = 4 * (len(ex.ids) - ex.start + 1) * model.get_output_embeddings().weight.shape[0]
+    size = max(1, LOGIT_BYTES // row_bytes - 1)
+    return [list(range(a, min(a + size, layers))) for a in range(0, layers, size)]
+
+
+@torch.no_grad()
+def knockout_losses(model: PreTrainedModel, ex: Example) -> tuple[tuple[float, bool | None], list[tuple[float, bool | None]]]:
+    """One example's (loss, correct) intact and with each layer's FFN knocked out, in layer order."""
+    intact, knocked = None, []
+    for group in layer_groups(model, ex):
+        with branching_knockouts(model, group):
+            losses, correct = scored_losses(model, ex.ids[None], [ex] * (1 + len(group)))
+        rows = list(zip(losses.tolist(), correct))
+        intact = rows[0] if intact is None else intact
+        knocked += rows[1:]
+    return intact, knocked
+
+
+def ffn_importance(model: PreTrainedModel, examples: list[Example]) -> dict:
+    """Per layer: loss increase (and accuracy drop, when known) with that layer's FFN removed;
+    with the intact model's ``loss`` and ``accuracy``."""
+    intact, knocked = [], []
+    for ex in tqdm(examples, desc="FFN knock-outs", unit="example", disable=None, leave=False):
+        base, rows = knockout_losses(model, ex)
+        intact.append(base)
+        knocked.append(rows)
+    base = summary(*zip(*intact))
+    per_layer = [summary(*zip(*(rows[layer] for rows in knocked))) for layer in range(num_layers(model.config))]
+    return {
+        "loss": base["loss"],
+        "accuracy": base["accuracy"],
+        "loss_increase": [k["loss"] - base["loss"] for k in per_layer],
+        "accuracy_drop": None if base["accuracy"] is None else [base["accuracy"] - k["accuracy"] for k in per_layer],
+    }
 
 
 def third_of(layer: int, layers: int) -> str:
@@ -125,25 +286,26 @@ def third_of(layer: int, layers: int) -> str:
 
 
 def clusters(scores: np.ndarray, top_share: float = 0.2) -> dict:
-    """Where the most important units sit: of the top ``top_share`` units (heads or FFN layers),
-    how many fall in each third of the depth, each third's share of the total importance, and
-    the third holding most of the top units (``peak``).
+    """Where the most important units sit, by count and by importance mass.
+
+    Of the top ``top_share`` units (heads or FFN layers): how many fall in each third of the depth
+    (``top_count``) and the third holding most of them (``peak``); of all the (non-negative)
+    importance, each third's and each layer's share (``mass_share``, ``layer_mass_share``). A few
+    dominant units show in the mass, not in the count.
     """
-    scores = np.asarray(scores, dtype=float)
-    per_layer = scores.reshape(scores.shape[0], -1)
+    per_layer = np.asarray(scores, dtype=float).reshape(np.shape(scores)[0], -1)
     layers = per_layer.shape[0]
     flat = per_layer.ravel()
     k = max(1, round(top_share * flat.size))
-    top = np.argsort(-flat, kind="stable")[:k]
     top_count = {t: 0 for t in THIRDS}
-    for index in top:
+    for index in np.argsort(-flat, kind="stable")[:k]:
         top_count[third_of(index // per_layer.shape[1], layers)] += 1
+    layer_mass = np.clip(per_layer, 0, None).sum(1)
+    layer_share = layer_mass / (layer_mass.sum() or 1.0)
     mass = {t: 0.0 for t in THIRDS}
-    positive = np.clip(per_layer, 0, None)
-    for layer in range(layers):
-        mass[third_of(layer, layers)] += float(positive[layer].sum())
-    total = sum(mass.values()) or 1.0
-    return {"top_units": k, "top_count": top_count, "mass_share": {t: m / total for t, m in mass.items()},
+    for layer, share in enumerate(layer_share):
+        mass[third_of(layer, layers)] += float(share)
+    return {"top_units": k, "top_count": top_count, "mass_share": mass, "layer_mass_share": layer_share.tolist(),
             "peak": max(THIRDS, key=lambda t: top_count[t])}
 
 
@@ -151,13 +313,12 @@ def analyse(model: PreTrainedModel, examples: list[Example]) -> dict:
     """Head and FFN importance of one example source, with where each clusters."""
     family_of(model.config)  # an unknown architecture fails here, in one line
     model.eval()
-    base = evaluate(model, examples)
     heads = head_importance(model, examples)
-    ffn = ffn_importance(model, examples, base)
+    ffn = ffn_importance(model, examples)
     return {
         "examples": len(examples),
-        "loss": base["loss"],
-        "accuracy": base["accuracy"],
+        "loss": ffn["loss"],
+        "accuracy": ffn["accuracy"],
         "head_importance": heads.tolist(),
         "ffn_loss_increase": ffn["loss_increase"],
         "ffn_accuracy_drop": ffn["accuracy_drop"],

@@ -1,30 +1,39 @@
-"""``importance``: gradient head importance and FFN knock-out importance, with where they cluster.
+"""``importance``: gradient head importance and FFN knock-out importance per task x shot count, how
+much they agree, one aggregate ranking, and where the important units sit by depth.
 
-``importance(model, data=DIR | text=FILE, tasks=[...], out=OUT)`` is ``inheritune importance MODEL
---data DIR --out OUT``: the same arguments, the same folder (importance.json, heads.csv, ffn.csv,
-heatmaps), and an ``ImportanceResult``.
+``importance(model, data=DIR | text=FILE, tasks=[...], shots=(0, 1, 5), out=OUT)`` is ``inheritune
+importance MODEL --data DIR --tasks T1,T2 --shots 0,1,5 --out OUT``: the same arguments, the same
+folder (importance.json, heads.csv, ffn.csv, overlap matrices as CSV and heatmaps, per-source
+plots), and an ``ImportanceResult``.
+
+Task prompts come from the **rank** split of each task (``evaluation.suite``); importance.json names
+the split and the question ids per source, so ``prune`` can score on questions it never ranked on.
 """
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from inheritune.analysis import importance as imp
+from inheritune.analysis import overlap as ov
 from inheritune.analysis.sampling import sequences_from
 from inheritune.commands._shared import CommandResult, check_names, csv_text, load, model_name, positive
 from inheritune.errors import InherituneError
-from inheritune.evaluation.mmlu import few_shot_prompts
+from inheritune.evaluation import suite
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
 
-TASKS = ("mmlu-local",)
+TASKS = suite.task_names()
 NO_TOKENIZER = "the --data windows are scored as the token ids they hold"
+RANK_SPLIT = "rank"
 
 
 @dataclasses.dataclass
@@ -36,9 +45,11 @@ class ImportanceResult(CommandResult):
     num_layers: int
     num_heads: int
     seq_len: int
-    shots: int
+    shots: list  # shot counts of the task sources
     seed: int
-    sources: dict  # source -> {"examples", "loss", "accuracy", "head_importance", "ffn_loss_increase", ...}
+    sources: dict  # "task/Nshot" or "lm" -> {"split", "ids", "examples", "loss", "accuracy", "head_importance", ...}
+    aggregate: dict  # {"head_importance", "ffn_loss_increase", "clusters"}: mean of normalised source scores
+    overlap: dict  # {"heads", "ffn"} -> Spearman and top-k Jaccard matrices across sources, with their means
     seconds: float
 
 
@@ -53,66 +64,131 @@ def check_sources(data, text, tasks: Sequence[str], examples: int) -> list[str]:
     return tasks
 
 
-def example_sources(model, tokenizer, data, text, tasks: Sequence[str], examples: int, seq_len: int, shots: int,
-                    max_task_tokens: int, seed: int) -> dict[str, list[imp.Example]]:
-    """Scored examples per source: ``lm`` (windows of ``data``/``text``) and each task."""
+def check_shots(shots: int | Sequence[int]) -> list[int]:
+    """``--shots``: one count or several, each at least 0, without repeats."""
+    counts = [shots] if isinstance(shots, int) else list(shots)
+    if not counts or any(not isinstance(n, int) or n < 0 for n in counts) or len(set(counts)) < len(counts):
+        raise InherituneError(f"--shots must be distinct counts of at least 0, not {counts}")
+    return counts
+
+
+def source_name(task: str, shots: int) -> str:
+    return f"{task}/{shots}shot"
+
+
+def query_ids(task: str, n: int, seed: int, split: str) -> list[str]:
+    """The ids of the questions ``suite.prompts(task, n, shots, seed, split)`` asks, in order (it
+    draws them the same way, whatever the shot count)."""
+    return [q.id for q in random.Random(seed).sample(suite.questions(task, split), n)]
+
+
+def example_sources(model, tokenizer, data, text, tasks: Sequence[str], examples: int, seq_len: int,
+                    shots: int | Sequence[int], max_task_tokens: int, seed: int, split: str = RANK_SPLIT
+                    ) -> dict[str, list[imp.Example]]:
+    """Scored examples per source: ``lm`` (windows of ``data``/``text``) and ``task/Nshot`` for each
+    task and shot count, its queries from ``split``."""
     sources = {}
     if data is not None or text is not None:
         windows = sequences_from(data, text, tokenizer, examples, seq_len, seed)
         sources["lm"] = imp.lm_examples(windows)
     limit = min(max_task_tokens, context_length(model.config) or max_task_tokens)
-    for task in tasks:  # only mmlu-local so far
-        pairs = few_shot_prompts(examples, shots, seed)
-        sources[task] = imp.task_examples(tokenizer, pairs, limit)
+    for task in tasks:
+        for n in check_shots(shots):
+            prompts = suite.prompts(task, examples, n, seed, split)
+            sources[source_name(task, n)] = imp.task_examples(tokenizer, prompts, limit)
     return sources
+
+
+def source_ids(tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int) -> dict[str, dict]:
+    """Per task source: the split its queries come from and their question ids."""
+    ids = {}
+    for task in tasks:
+        used = query_ids(task, examples, seed, RANK_SPLIT)
+        for n in shots:
+            ids[source_name(task, n)] = {"split": RANK_SPLIT, "ids": used}
+    return ids
+
+
+def aggregate(sources: dict) -> dict:
+    """The mean of the sources' normalised scores (``overlap.normalised``), and where it sits by depth."""
+    heads = ov.aggregate({name: np.asarray(s["head_importance"]) for name, s in sources.items()})
+    ffn = ov.aggregate({name: np.asarray(s["ffn_loss_increase"]) for name, s in sources.items()})
+    return {"head_importance": heads.tolist(), "ffn_loss_increase": ffn.tolist(),
+            "clusters": {"heads": imp.clusters(heads), "ffn": imp.clusters(ffn)}}
+
+
+def compare_sources(sources: dict) -> dict:
+    """Spearman and top-k Jaccard across sources, for heads and for FFNs."""
+    return {"heads": ov.compare({name: np.asarray(s["head_importance"]) for name, s in sources.items()}),
+            "ffn": ov.compare({name: np.asarray(s["ffn_loss_increase"]) for name, s in sources.items()})}
 
 
 def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
                text: str | Path | None = None, tasks: Sequence[str] = (), examples: int = 32, seq_len: int = 256,
-               shots: int = 3, max_task_tokens: int = 1024, seed: int = 0, overwrite: bool = False,
-               trust_remote_code: bool = False, tokenizer=None) -> ImportanceResult:
-    """Head importance (|dL/dmask|) and FFN knock-out importance of ``model`` on each source.
+               shots: int | Sequence[int] = (0, 1, 5), max_task_tokens: int = 1024, seed: int = 0,
+               overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
+               device_map: str | None = None) -> ImportanceResult:
+    """Head importance (|dL/dmask|) and FFN knock-out importance of ``model`` on each source (the LM
+    windows, and every task at every shot count), their overlaps and their aggregate.
 
-    ``model``/``tokenizer``: references as on the command line, or loaded objects.
-    Writes ``out``: importance.json (``result.report()``), heads.csv, ffn.csv and a heatmap and a
-    bar chart per source; an existing ``out`` is replaced only with ``overwrite``, and only once
-    the new one is complete."""
+    ``model``/``tokenizer``: references as on the command line, or loaded objects; a reference loads
+    onto ``device`` (or is spread by ``device_map``). Writes ``out``: importance.json
+    (``result.report()``), heads.csv, ffn.csv, spearman/jaccard matrices per unit kind (CSV and
+    heatmap) and a heatmap and bar chart per source; an existing ``out`` is replaced only with
+    ``overwrite``, and only once the new one is complete."""
     start = time.perf_counter()
     tasks = check_sources(data, text, tasks, examples)
+    counts = check_shots(shots)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
-                       no_tokenizer=NO_TOKENIZER)
+                       no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
+    scored = example_sources(model_, tok, data, text, tasks, examples, seq_len, counts, max_task_tokens, seed)
+    ids = {"lm": {"split": "val", "ids": []}, **source_ids(tasks, counts, examples, seed)}
     results = {}
-    for name, scored in example_sources(model_, tok, data, text, tasks, examples, seq_len, shots,
-                                        max_task_tokens, seed).items():
-        print(f"{name}: {len(scored)} examples ...", flush=True)
-        results[name] = imp.analyse(model_, scored)
+    for name, examples_ in tqdm(scored.items(), desc="sources", unit="source", disable=None):
+        results[name] = {**ids[name], **imp.analyse(model_, examples_)}
     result = ImportanceResult(out=Path(out), model=model_name(model), num_layers=num_layers(model_.config),
-                              num_heads=num_heads(model_.config), seq_len=seq_len, shots=shots, seed=seed,
-                              sources=results, seconds=0.0)
+                              num_heads=num_heads(model_.config), seq_len=seq_len, shots=counts, seed=seed,
+                              sources=results, aggregate=aggregate(results), overlap=compare_sources(results),
+                              seconds=0.0)
     with atomic_dir(out, overwrite) as tmp:
         _write(tmp, result)
     result.seconds = time.perf_counter() - start
     return result
 
 
+def _file_name(source: str) -> str:
+    return source.replace("/", "_")
+
+
 def _write(folder: Path, result: ImportanceResult) -> None:
     head_rows, ffn_rows = [], []
-    for name, r in result.sources.items():
+    scored = {**result.sources, "aggregate": result.aggregate}
+    for name, r in scored.items():
         scores = np.asarray(r["head_importance"])
         rank = np.empty(scores.size, dtype=int)
         rank[np.argsort(-scores.ravel(), kind="stable")] = np.arange(1, scores.size + 1)
         for i, value in enumerate(scores.ravel()):
             head_rows.append([name, i // scores.shape[1], i % scores.shape[1], f"{value:.6g}", rank[i]])
+        drops = r.get("ffn_accuracy_drop")
         for layer, up in enumerate(r["ffn_loss_increase"]):
-            drop = r["ffn_accuracy_drop"][layer] if r["ffn_accuracy_drop"] else ""
-            ffn_rows.append([name, layer, f"{up:.6g}", drop])
+            ffn_rows.append([name, layer, f"{up:.6g}", drops[layer] if drops else ""])
     atomic_write_json(folder / "importance.json", result.report())
     atomic_write_text(folder / "heads.csv", csv_text(["source", "layer", "head", "importance", "rank"], head_rows))
     atomic_write_text(folder / "ffn.csv", csv_text(["source", "layer", "loss_increase", "accuracy_drop"], ffn_rows))
-    for name, r in result.sources.items():
-        heatmap(np.asarray(r["head_importance"]), folder / f"heads_{name}.png",
+    for kind, c in result.overlap.items():
+        for measure in ("spearman", "jaccard"):
+            matrix = c[measure]
+            rows = [[a] + ["" if v is None else f"{v:.6g}" for v in row] for a, row in zip(c["sources"], matrix)]
+            atomic_write_text(folder / f"{measure}_{kind}.csv", csv_text(["source", *c["sources"]], rows))
+            values = np.array([[np.nan if v is None else v for v in row] for row in matrix])
+            heatmap(values, folder / f"{measure}_{kind}.png", f"{measure} of {kind} importance across sources"
+                    + (f" (top {c['top_k']})" if measure == "jaccard" else ""), xlabel="source (order: CSV header)",
+                    ylabel="source", cbar=measure, vmin=-1 if measure == "spearman" else 0, vmax=1)
+    for name, r in scored.items():
+        heatmap(np.asarray(r["head_importance"]), folder / f"heads_{_file_name(name)}.png",
                 f"head importance |dL/dmask| ({name})", cbar="importance", cmap="magma")
         ffn = r["ffn_loss_increase"]
         top = list(np.argsort(ffn)[::-1][: r["clusters"]["ffn"]["top_units"]])
-        bars(ffn, folder / f"ffn_{name}.png", f"FFN knock-out ({name})", "layer", "loss increase", highlight=top)
+        bars(ffn, folder / f"ffn_{_file_name(name)}.png", f"FFN knock-out ({name})", "layer", "loss increase",
+             highlight=top)
