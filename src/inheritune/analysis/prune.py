@@ -1,24 +1,47 @@
-"""Pruning by masks: remove the globally least important heads and FFNs, then measure the damage.
+"""Pruning heads and FFNs: which units go, how the damage is measured, and how sure we are of it.
 
-Two ways to apply the same plan, which must agree exactly:
+A pruning **plan** names the heads (``[layer, head]`` pairs) and whole FFN layers removed. Every
+criterion gives each unit a *keep score*, and a plan for p% removes the p% lowest, ranked globally:
+
+- ``importance``: the gradient head importance and the FFN knock-out loss increase (the least
+  important go first);
+- ``induction``: heads in order of *descending* prefix-matching score, i.e. the induction heads are
+  knocked out first (the OPT-66B study's comparison); induction is a head property, so FFNs go by
+  importance under this criterion;
+- ``random``: a seeded random order, for heads and FFNs (the baseline any criterion must beat).
+
+**One-shot** pruning ranks once; **iterative** pruning (``iterative_plan``) goes to the target in
+steps and re-scores after each step with the units pruned so far masked, so a unit whose partner
+was just removed can become important (two redundant heads: each alone looks dispensable).
+
+Two ways to apply a plan, which must agree exactly:
 - ``masked`` (hooks, reversible) for sweeps: many percentages, no weight copies;
 - ``bake`` (in place) for the saved model: a pruned head's input columns of the attention output
   projection and a pruned FFN's output projection are set to zero, so the folder loads with plain
-  transformers and computes what the masked model computes. Weights stay in place (no physical
-  removal): shapes, configs and every family keep working.
+  transformers and computes what the masked model computes. Weights stay in place:
+  ``physical_removal_refusal`` says why no family can drop them physically in transformers 5.
+
+Damage is measured on the held-out **score** examples (``score``): mean loss with a bootstrap 95%
+interval, accuracy with a Wilson 95% interval, and the chance accuracy (mean of 1 / options).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+import transformers
 from transformers import PreTrainedModel
 
 from inheritune.analysis.hooks import ffn_knockout, head_mask
+from inheritune.analysis.importance import Example, example_loss
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, input_features, input_weights, num_heads
+
+CRITERIA = ("importance", "induction", "random")
+Z95 = 1.959964  # two-sided 95% normal quantile
+Scores = tuple[np.ndarray, np.ndarray]  # keep scores: heads [layers, heads], FFNs [layers]
 
 
 def check_percent(value: float, what: str) -> float:
@@ -27,22 +50,62 @@ def check_percent(value: float, what: str) -> float:
     return float(value)
 
 
-def least_important(scores: np.ndarray, percent: float) -> np.ndarray:
+def least_important(scores: np.ndarray, percent: float, already: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask (same shape as ``scores``) of the ``percent``% lowest-scoring units, ranked
-    globally (ties keep index order)."""
-    scores = np.asarray(scores, dtype=float)
+    globally (ties keep index order). Units ``already`` pruned stay pruned and count towards it."""
+    scores = np.array(scores, dtype=float)
+    if already is not None:
+        scores[already] = -np.inf
     k = int(round(check_percent(percent, "pruning percentage") / 100 * scores.size))
     pruned = np.zeros(scores.size, dtype=bool)
     pruned[np.argsort(scores.ravel(), kind="stable")[:k]] = True
     return pruned.reshape(scores.shape)
 
 
-def plan(head_scores: np.ndarray, ffn_scores: np.ndarray, heads_pct: float, ffn_pct: float) -> dict:
-    """Which heads (``[layer, head]`` pairs) and FFN layers to prune."""
-    heads = least_important(head_scores, heads_pct)
-    ffn = least_important(ffn_scores, ffn_pct)
+def _as_masks(pruning: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    heads, ffn = np.zeros(shape, dtype=bool), np.zeros(shape[0], dtype=bool)
+    for layer, head in pruning["heads"]:
+        heads[layer, head] = True
+    ffn[list(pruning["ffn"])] = True
+    return heads, ffn
+
+
+def plan(head_scores: np.ndarray, ffn_scores: np.ndarray, heads_pct: float, ffn_pct: float,
+         previous: dict | None = None) -> dict:
+    """Which heads (``[layer, head]`` pairs) and FFN layers to prune: the lowest keep scores, on top
+    of a ``previous`` plan when given (iterative pruning never restores a unit)."""
+    head_scores = np.asarray(head_scores, dtype=float)
+    old_heads, old_ffn = _as_masks(previous or {"heads": [], "ffn": []}, head_scores.shape)
+    heads = least_important(head_scores, heads_pct, old_heads)
+    ffn = least_important(ffn_scores, ffn_pct, old_ffn)
     return {"heads": [[int(l), int(h)] for l, h in zip(*np.nonzero(heads))],
             "ffn": [int(l) for l in np.nonzero(ffn)[0]]}
+
+
+def keep_scores(criterion: str, importance: Scores | None, induction_prefix: np.ndarray | None,
+                shape: tuple[int, int], seed: int) -> Scores:
+    """Per-unit keep scores of a criterion (lowest pruned first; see the module docstring)."""
+    if criterion == "importance":
+        return importance
+    if criterion == "induction":
+        return -np.asarray(induction_prefix, dtype=float), importance[1]
+    if criterion == "random":
+        rng = np.random.default_rng(seed)
+        return rng.random(shape), rng.random(shape[0])
+    raise InherituneError(f"--by: '{criterion}' is not one of {', '.join(CRITERIA)}")
+
+
+def iterative_plan(rescore: Callable[[dict], Scores], heads_pct: float, ffn_pct: float, steps: int,
+                   previous: dict | None = None) -> tuple[dict, list[Scores]]:
+    """Reach ``heads_pct``/``ffn_pct`` in ``steps`` equal steps, re-scoring (``rescore(plan)``, with
+    that plan's units masked) before each; the plan and the scores each step ranked by."""
+    pruning = previous or {"heads": [], "ffn": []}
+    history = []
+    for step in range(1, steps + 1):
+        scores = rescore(pruning)
+        history.append(scores)
+        pruning = plan(*scores, heads_pct * step / steps, ffn_pct * step / steps, previous=pruning)
+    return pruning, history
 
 
 def keep_mask(model: PreTrainedModel, pruned_heads: list[list[int]]) -> torch.Tensor:
@@ -78,24 +141,76 @@ def bake(model: PreTrainedModel, pruning: dict) -> PreTrainedModel:
     return model
 
 
-def sweep(model: PreTrainedModel, head_scores: np.ndarray, ffn_scores: np.ndarray, percents: list[float],
-          evaluate: Callable[[PreTrainedModel], dict]) -> dict:
-    """Degradation curves: ``evaluate`` with p% of heads masked (FFNs intact), and with p% of FFNs
-    knocked out (heads intact), for each p."""
-    curves: dict[str, list] = {"percent": list(percents), "heads": [], "ffn": []}
-    for p in percents:
-        with masked(model, plan(head_scores, ffn_scores, p, 0)):
-            curves["heads"].append(evaluate(model))
-        with masked(model, plan(head_scores, ffn_scores, 0, p)):
-            curves["ffn"].append(evaluate(model))
-    return curves
+def physical_removal_refusal(model: PreTrainedModel) -> str:
+    """Why the pruned units stay as zeroed weights instead of being cut out of the tensors.
+
+    Cutting heads out needs a config that holds a head count per layer: transformers up to 4.x
+    had ``prune_heads`` and ``config.pruned_heads`` (GPT-2 among our families), transformers 5
+    removed both, and no family's config takes per-layer head counts or per-layer FFN widths
+    (``intermediate_size`` is one number), so a global plan, which prunes a different number of
+    heads in each layer, cannot be saved smaller and reload as an ordinary folder."""
+    return (f"--physical: kept as zeroed weights: transformers {transformers.__version__} has no prune_heads/"
+            f"pruned_heads and {model.config.model_type}'s config holds one head count and one FFN width for "
+            "every layer, so a folder with per-layer widths would not reload")
 
 
-def tolerated_percent(percents: list[float], losses: list[float], base: float, tolerance: float = 0.05) -> float:
-    """The largest swept percentage before which the loss never exceeded ``base * (1 + tolerance)``."""
+def wilson(hits: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (sound at 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, z2 = hits / n, Z95 ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def bootstrap_mean(values: Sequence[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of a mean, resampling examples (seeded, reproducible)."""
+    values = np.asarray(values, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = values[draws].mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+@torch.no_grad()
+def score(model: PreTrainedModel, examples: list[Example]) -> dict:
+    """Mean loss (bootstrap 95% CI) and, for multiple-choice examples, accuracy (Wilson 95% CI)
+    and chance accuracy (mean of 1 / number of options)."""
+    losses, hits, chance = [], [], []
+    for ex in examples:
+        loss, correct = example_loss(model, ex)
+        losses.append(loss.item())
+        if correct is not None:
+            hits.append(bool(correct))
+            chance.append(1 / len(ex.choices))
+    result = {"loss": float(np.mean(losses)), "loss_ci": list(bootstrap_mean(losses)),
+              "accuracy": None, "accuracy_ci": None, "chance": None}
+    if hits:
+        result.update(accuracy=float(np.mean(hits)), accuracy_ci=list(wilson(sum(hits), len(hits))),
+                      chance=float(np.mean(chance)))
+    return result
+
+
+def sweep(model: PreTrainedModel, percents: Sequence[float], choose: Callable[[float, dict], dict],
+          evaluate: Callable[[PreTrainedModel], dict], progress: Callable[[], None] = lambda: None) -> list[dict]:
+    """``evaluate`` at each percentage (ascending) with the plan ``choose(percent, previous plan)``
+    masked: one-shot criteria ignore the previous plan, iterative ones build on it."""
+    pruning, points = {"heads": [], "ffn": []}, []
+    for p in sorted(percents):
+        pruning = choose(p, pruning)
+        with masked(model, pruning):
+            points.append(evaluate(model))
+        progress()
+    return points
+
+
+def tolerated_percent(percents: Sequence[float], values: Sequence[float], base: float, tolerance: float = 0.05,
+                      higher_is_better: bool = False) -> float:
+    """The largest swept percentage up to which ``values`` never fell more than ``tolerance``
+    (relative) behind ``base``: accuracy at least base * (1 - tol), or loss at most base * (1 + tol)."""
     best = 0.0
-    for p, loss in sorted(zip(percents, losses)):
-        if loss > base * (1 + tolerance):
+    for p, value in sorted(zip(percents, values)):
+        if (value < base * (1 - tolerance)) if higher_is_better else (value > base * (1 + tolerance)):
             break
         best = p
     return best

@@ -1,29 +1,49 @@
-"""``prune``: mask the least important heads and FFNs, save the pruned model, report the damage.
+"""``prune``: remove heads and FFNs (or whole blocks), save the smaller model, report the damage soundly.
 
 ``prune(model, heads=P, ffn=Q, data=DIR, out=DIR)`` is ``inheritune prune MODEL --heads P --ffn Q
 --data DIR --out DIR``: the same arguments, the same folder (a transformers model folder with
 prune.json and sweep plots inside), and a ``PruneResult``.
+
+Sound by construction: the units are **ranked on one split of examples and scored on another**.
+LM windows are ranked in the first half of the val tokens and scored in the second (a window lies
+wholly in its half, so none can share a token); task prompts are ranked on the suite's ``rank``
+questions and scored on its ``score`` questions. An importance.json given with ``--scores`` names
+the examples it was ranked on; any of them among the scoring examples is refused, or, with
+``--allow-overlap``, warned about on stderr and counted in prune.json (``overlap``).
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from inheritune.analysis import importance as imp
+from inheritune.analysis import layers as lp
 from inheritune.analysis import prune as pr
-from inheritune.commands._shared import CommandResult, load, model_name
-from inheritune.commands.importance import check_sources, example_sources
+from inheritune.analysis.induction import candidate_tokens, induction_scores
+from inheritune.commands._shared import CommandResult, load, model_name, positive
+from inheritune.commands.importance import check_sources, example_sources, query_ids
+from inheritune.data.shards import open_data
+from inheritune.data.sources import decode_utf8
 from inheritune.errors import InherituneError
+from inheritune.evaluation.loss import val_loss
 from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.families import num_heads, num_layers
-from inheritune.reporting.plots import curves
+from inheritune.models.loading import tokenizer_fingerprint
+from inheritune.models.surgery import drop_blocks
+from inheritune.reporting.plots import panels
 
 STEPS = "0,10,20,30,40,50,60,70,80,90"
+FFN_STEPS = "0,10,20,30,40,50"
+TOLERANCE = 0.05  # "prunable within 5%": relative accuracy loss (loss increase when there is no accuracy)
+INDUCTION_SEEDS = 20  # repeated random segments behind --by induction (the induction command's default is 100)
 NO_TOKENIZER = "the output holds weights only (attach one with --tokenizer REF)"
 
 
@@ -33,32 +53,102 @@ class PruneResult(CommandResult):
 
     out: Path
     model: str
-    ranked_by: str  # the --by file, or "computed"
-    source: str  # which source's scores ranked the units
+    by: str  # the criterion: importance | induction | random (layers: block-influence | angular | lazy | first-n)
+    ranked_by: str  # the --scores file, or "computed" (on the rank split here)
+    source: str  # which source's importance ranked the units
+    overlap: int  # ranking examples that are also scoring examples (0 unless --allow-overlap)
+    iterative: int  # re-scoring steps (1: one-shot)
     heads_percent: float
     ffn_percent: float
     pruned_heads: list  # [[layer, head], ...]
     pruned_ffn: list  # [layer, ...]
     heads_total: int
     ffn_total: int
-    before: dict  # source -> {"loss", "accuracy"}
+    steps: list  # iterative: per step, the head importance it ranked by ([layers][heads])
+    physical: str  # what --physical did ("" when not asked)
+    before: dict  # source -> pr.score() on its score split
     after: dict  # the saved weights themselves
     masked: dict  # the same plan applied by hooks (must equal ``after``)
-    sweep: dict  # source -> {"percent", "heads", "ffn", "tolerated_5pct"}
+    sweep: dict  # source -> criterion -> {"heads"|"ffn": {"percent", "points"}}
+    prunable: dict  # source -> criterion -> {"metric", "heads", "ffn"}: % prunable within 5%
     seconds: float
+    drop_layers: int = 0  # --drop-layers K (0: heads and FFNs were pruned)
+    dropped_layers: list = dataclasses.field(default_factory=list)  # the blocks removed
+    layer_scores: dict = dataclasses.field(default_factory=dict)  # analysis.layers.LayerScores.to_json()
 
 
-def sweep_steps(steps: str | Sequence[float]) -> list[float]:
-    """``--steps``: percentages, comma-separated (or already a list)."""
+def percents(steps: str | Sequence[float], option: str) -> list[float]:
+    """A sweep's percentages, comma-separated (or already a list), ascending."""
     try:
         values = [float(s) for s in steps.split(",")] if isinstance(steps, str) else [float(s) for s in steps]
     except ValueError:
-        raise InherituneError(f"--steps must be comma-separated percentages, not '{steps}'") from None
-    return [pr.check_percent(v, "--steps") for v in values]
+        raise InherituneError(f"{option} must be comma-separated percentages, not '{steps}'") from None
+    return sorted(pr.check_percent(v, option) for v in values)
 
 
-def scores_from(path: str | Path, source: str | None, model) -> tuple[str, np.ndarray, np.ndarray]:
-    """Head and FFN scores of one source of an importance.json, checked against the model."""
+def lm_tokens(data, text, tokenizer) -> np.ndarray:
+    """The val split of a data folder (checked against the tokenizer), or a text file tokenized here."""
+    if data is not None:
+        token_data = open_data(data)
+        if tokenizer is not None:
+            token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
+        return np.asarray(token_data.tokens("val"))
+    path = Path(text)
+    if not path.is_file():
+        raise InherituneError(f"text file not found: {path}")
+    content = decode_utf8(path.read_bytes(), path)
+    if not content.strip():
+        raise InherituneError(f"{path} is empty")
+    return np.asarray(tokenizer.encode(content), dtype=np.int64)
+
+
+def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[str, list[imp.Example]]:
+    """``n`` windows at seeded offsets wholly inside the first half of ``tokens`` (``rank``) and
+    ``n`` wholly inside the second half (``score``): no token is in both."""
+    half = len(tokens) // 2
+    if half < seq_len:
+        raise InherituneError(f"each half of the LM tokens ({half}) must hold a --seq-len {seq_len} window")
+    rng = np.random.default_rng(seed)
+    split = {}
+    for name, lo in (("rank", 0), ("score", half)):
+        starts = lo + rng.integers(0, half - seq_len + 1, size=n)
+        windows = np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts])
+        split[name] = imp.lm_examples(torch.from_numpy(windows))
+        split[f"{name}_ids"] = [f"val:{s}-{s + seq_len}" for s in starts]
+    return split
+
+
+def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed) -> dict:
+    """Per source: ``rank`` and ``score`` examples and the ids of each (questions by their suite
+    ids, LM windows as ``val:START-END`` token ranges)."""
+    sources = {}
+    if data is not None or text is not None:
+        sources["lm"] = half_windows(lm_tokens(data, text, tok), examples, seq_len, seed)
+    for split in ("rank", "score") if tasks else ():
+        made = example_sources(model, tok, None, None, tasks, examples, seq_len, shots, max_task_tokens, seed, split)
+        for task, (name, ex) in zip(tasks, made.items()):
+            sources.setdefault(name, {})[split] = ex
+            sources[name][f"{split}_ids"] = query_ids(task, examples, seed, split)
+    return sources
+
+
+def _token_ranges(ids: Sequence[str]) -> list[tuple[int, int]]:
+    return [tuple(int(x) for x in i.split(":", 1)[1].split("-")) for i in ids if i.startswith("val:")]
+
+
+def overlap(ranked_ids: Sequence[str], scored_ids: Sequence[str]) -> int:
+    """Scoring examples that are also ranking examples: equal ids, and LM windows (``val:A-B``)
+    sharing any token."""
+    ranked = set(ranked_ids)
+    shared = sum(1 for i in scored_ids if i in ranked and not i.startswith("val:"))
+    windows = _token_ranges(ranked_ids)
+    shared += sum(1 for a, b in _token_ranges(scored_ids) if any(a < d and c < b for c, d in windows))
+    return shared
+
+
+def scores_from(path: str | Path, source: str | None, model) -> tuple[str, dict]:
+    """One source of an importance.json, checked against the model: its head and FFN scores and
+    the ids of the examples it was ranked on."""
     report = read_json(path, "importance file")
     sources = report.get("sources") if isinstance(report, dict) else None
     if not sources:
@@ -72,57 +162,149 @@ def scores_from(path: str | Path, source: str | None, model) -> tuple[str, np.nd
     if heads.shape != shape or ffn.shape != shape[:1]:
         raise InherituneError(f"{path} scores a {heads.shape[0]}x{heads.shape[1] if heads.ndim == 2 else '?'} "
                               f"model, not this {shape[0]}x{shape[1]} one")
-    return name, heads, ffn
+    return name, {"scores": (heads, ffn), "ids": list(sources[name].get("ids", []))}
+
+
+def check_overlap(path, name: str, ranked_ids: Sequence[str], scored_ids: Sequence[str], allow: bool) -> int:
+    """Refuse (or, when allowed, warn loudly about) ranking examples among the scoring ones. A file
+    that names no example ids (LM windows drawn anywhere in the val split) may hold all of them."""
+    shared = overlap(ranked_ids, scored_ids) if ranked_ids else len(scored_ids)
+    if not shared:
+        return 0
+    why = (f"{path} ranked '{name}' on {shared} of the {len(scored_ids)} examples prune scores on" if ranked_ids else
+           f"{path} does not name the examples it ranked '{name}' on, so all {shared} scoring examples may be among them")
+    if not allow:
+        raise InherituneError(f"{why} (rank on another split, or pass --allow-overlap)")
+    print(f"WARNING: {why}: the pruning damage measured on them looks smaller than it is", file=sys.stderr, flush=True)
+    return shared
+
+
+def importance_on(model: PreTrainedModel, examples: list[imp.Example]) -> pr.Scores:
+    """Head importance and FFN knock-out loss increase on ``examples``, with whatever is masked now."""
+    return imp.head_importance(model, examples), np.asarray(imp.ffn_importance(model, examples)["loss_increase"])
+
+
+def rescorer(model: PreTrainedModel, examples: list[imp.Example]) -> Callable[[dict], pr.Scores]:
+    """Importance with a plan's units masked: what iterative pruning ranks each step by."""
+    def rescore(pruning: dict) -> pr.Scores:
+        with pr.masked(model, pruning):
+            return importance_on(model, examples)
+
+    return rescore
+
+
+def induction_prefix(model: PreTrainedModel, tok) -> np.ndarray:
+    """Prefix-matching score of every head (the induction command's token choice and segments)."""
+    vocab = model.config.vocab_size if tok is None else min(model.config.vocab_size, len(tok))
+    special = tuple(tok.all_special_ids) if tok is not None else ()
+    bos = model.config.bos_token_id if tok is None else tok.bos_token_id
+    return induction_scores(model, candidate_tokens(vocab, special=special), seeds=INDUCTION_SEEDS, bos=bos)["prefix"]
+
+
+def criterion_chooser(by: str, kind: str, keep: pr.Scores, rescore: Callable[[dict], pr.Scores] | None):
+    """``choose(percent, previous)`` for a sweep of ``kind`` (heads or ffn) by criterion ``by``:
+    iterative importance re-scores with the previous plan masked; the others rank once."""
+    def share(p: float) -> tuple[float, float]:
+        return (p, 0.0) if kind == "heads" else (0.0, p)
+
+    if rescore is not None:
+        return lambda p, previous: pr.plan(*rescore(previous), *share(p), previous=previous)
+    return lambda p, previous: pr.plan(*keep, *share(p))
+
+
+def run_sweeps(model, criteria: dict[str, pr.Scores], rescore, scored: dict, head_steps, ffn_steps) -> dict:
+    """Score every source's held-out examples along each criterion's head and FFN sweep."""
+    kinds = {"heads": head_steps, "ffn": ffn_steps}
+    jobs = [(by, kind) for by in criteria for kind in kinds if not (by == "induction" and kind == "ffn")]
+    bar = tqdm(total=sum(len(kinds[k]) for _, k in jobs), desc="prune sweep", unit="point", disable=None)
+    evaluate = lambda m: {name: pr.score(m, ex) for name, ex in scored.items()}  # noqa: E731
+    curves: dict = {name: {by: {} for by in criteria} for name in scored}
+    for by, kind in jobs:
+        choose = criterion_chooser(by, kind, criteria[by], rescore if by == "importance" else None)
+        points = pr.sweep(model, kinds[kind], choose, evaluate, bar.update)
+        for name in scored:
+            curves[name][by][kind] = {"percent": sorted(kinds[kind]), "points": [p[name] for p in points]}
+    bar.close()
+    return curves
+
+
+def prunable(curves: dict, before: dict) -> dict:
+    """Per source and criterion: the % of heads and of FFNs prunable within ``TOLERANCE`` (relative)
+    of the unpruned accuracy on the score split (of the loss where there is no accuracy)."""
+    table = {}
+    for name, by_criterion in curves.items():
+        metric = "accuracy" if before[name]["accuracy"] is not None else "loss"
+        table[name] = {}
+        for by, kinds in by_criterion.items():
+            row = {"metric": metric}
+            for kind, c in kinds.items():
+                row[kind] = pr.tolerated_percent(c["percent"], [p[metric] for p in c["points"]], before[name][metric],
+                                                 TOLERANCE, higher_is_better=metric == "accuracy")
+            table[name][by] = row
+    return table
+
+
+def check_mode(drop_layers: int, by: str | None, heads: float, ffn: float, iterative: int, scores, tasks, data) -> str:
+    """The criterion, checked against the mode: head/FFN pruning, or whole blocks (``--drop-layers``)."""
+    if drop_layers < 0:
+        raise InherituneError(f"--drop-layers must be at least 0, not {drop_layers}")
+    positive(iterative, "--iterative")
+    if not drop_layers:
+        by = by or "importance"
+        if by not in pr.CRITERIA:
+            raise InherituneError(f"--by: '{by}' is not one of {', '.join(pr.CRITERIA)} (with --drop-layers: "
+                                  f"{', '.join(lp.CRITERIA)})")
+        if iterative > 1 and (by != "importance" or scores is not None):
+            raise InherituneError("--iterative re-scores importance here: it needs --by importance and no --scores")
+        return by
+    by = by or "block-influence"
+    if by not in lp.CRITERIA:
+        raise InherituneError(f"--by: '{by}' is not a layer criterion ({', '.join(lp.CRITERIA)}) for --drop-layers")
+    if heads or ffn or iterative > 1 or scores is not None or tasks or data is None:
+        raise InherituneError("--drop-layers drops whole blocks chosen on --data's train split and scored on its val "
+                              "split: give it --data, without --heads, --ffn, --iterative, --scores or --tasks")
+    return by
 
 
 def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
           text: str | Path | None = None, tasks: Sequence[str] = (), examples: int = 32, seq_len: int = 256,
           shots: int = 3, max_task_tokens: int = 1024, seed: int = 0, heads: float = 0.0, ffn: float = 0.0,
-          by: str | Path | None = None, source: str | None = None, sweep: bool = False,
-          steps: str | Sequence[float] = STEPS, overwrite: bool = False, trust_remote_code: bool = False,
-          tokenizer=None) -> PruneResult:
-    """Prune the ``heads``% / ``ffn``% globally least important heads / FFN layers of ``model``
-    (ranked by ``by``, an importance.json, else computed here on ``source``) and save it to ``out``.
+          drop_layers: int = 0, by: str | None = None, scores: str | Path | None = None, source: str | None = None,
+          allow_overlap: bool = False, iterative: int = 1, physical: bool = False, sweep: bool = False,
+          steps: str | Sequence[float] = STEPS, ffn_steps: str | Sequence[float] = FFN_STEPS,
+          overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
+          device_map: str | None = None) -> PruneResult:
+    """Prune ``model`` and save it to ``out``: the ``heads``% / ``ffn``% heads / FFN layers that
+    criterion ``by`` (importance, induction, random) ranks lowest, or with ``drop_layers`` K the K
+    whole blocks criterion ``by`` (block-influence, angular, lazy, first-n) chooses.
 
-    Writes ``out``: the pruned model (loads with plain transformers; with the tokenizer when there
-    is one), prune.json (``result.report()``: loss and accuracy before, masked and after) and, with
-    ``sweep``, degradation curves over ``steps``. A loaded ``model`` is pruned in place."""
+    Heads and FFNs are ranked by importance from ``scores`` (an importance.json) or computed here
+    on ``source``'s rank split (``iterative`` > 1: re-scored in that many steps) and scored on the
+    held-out score split. Writes ``out``: the pruned model (loads with plain transformers; with the
+    tokenizer when there is one), prune.json (``result.report()``: loss and accuracy with 95%
+    intervals before, masked and after) and, with ``sweep``, curves over ``steps`` (heads) and
+    ``ffn_steps`` for every criterion (layers: val loss vs K up to ``drop_layers`` per criterion).
+    A loaded ``model`` is pruned in place (heads/FFNs) or copied (layers)."""
     start = time.perf_counter()
     heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
-    percents = sweep_steps(steps) if sweep else []
+    by = check_mode(drop_layers, by, heads, ffn, iterative, scores, tasks, data)
+    head_steps = percents(steps, "--steps") if sweep and not drop_layers else []
+    ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and not drop_layers else []
     tasks = check_sources(data, text, tasks, examples)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
-                       no_tokenizer=NO_TOKENIZER)
-    sources = example_sources(model_, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed)
-    if by:
-        ranked_by, head_scores, ffn_scores = scores_from(by, source, model_)
+                       no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
+    model_.eval()
+    if drop_layers:
+        result, saved = _drop_layers(model_, tok, data, examples, seq_len, seed, drop_layers, by, sweep)
     else:
-        ranked_by = source or next(iter(sources))
-        if ranked_by not in sources:
-            raise InherituneError(f"--source {ranked_by} is not one of the given sources: {', '.join(sources)}")
-        print(f"computing importance on {ranked_by} ...", flush=True)
-        head_scores = imp.head_importance(model_, sources[ranked_by])
-        ffn_scores = np.asarray(imp.ffn_importance(model_, sources[ranked_by])["loss_increase"])
-    pruning = pr.plan(head_scores, ffn_scores, heads_pct, ffn_pct)
-    before = {name: imp.evaluate(model_, ex) for name, ex in sources.items()}
-    with pr.masked(model_, pruning):
-        masked = {name: imp.evaluate(model_, ex) for name, ex in sources.items()}
-    sweeps = {}
-    for name, ex in sources.items() if percents else ():
-        print(f"sweeping {name} over {percents} ...", flush=True)
-        s = pr.sweep(model_, head_scores, ffn_scores, percents, lambda m, ex=ex: imp.evaluate(m, ex))
-        s["tolerated_5pct"] = {kind: pr.tolerated_percent(s["percent"], [r["loss"] for r in s[kind]],
-                                                          before[name]["loss"]) for kind in ("heads", "ffn")}
-        sweeps[name] = s
-    pr.bake(model_, pruning)
-    after = {name: imp.evaluate(model_, ex) for name, ex in sources.items()}  # the saved weights themselves
-    result = PruneResult(out=Path(out), model=model_name(model), ranked_by=str(by) if by else "computed",
-                         source=ranked_by, heads_percent=heads_pct, ffn_percent=ffn_pct, pruned_heads=pruning["heads"],
-                         pruned_ffn=pruning["ffn"], heads_total=int(head_scores.size), ffn_total=int(ffn_scores.size),
-                         before=before, after=after, masked=masked, sweep=sweeps, seconds=0.0)
+        sources = split_sources(model_, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed)
+        result = _prune_units(model_, tok, sources, by, scores, source, allow_overlap, heads_pct, ffn_pct, iterative,
+                              physical, seed, head_steps, ffn_sweep)
+        saved = model_
+    result.out, result.model = Path(out), model_name(model)
     with atomic_dir(out, overwrite) as tmp:
-        model_.save_pretrained(tmp, safe_serialization=True)
+        saved.save_pretrained(tmp, safe_serialization=True)
         if tok is not None:
             tok.save_pretrained(tmp)
         _write(tmp, result)
@@ -130,14 +312,99 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     return result
 
 
+def _ranking(model, sources: dict, scores, source: str | None, allow_overlap: bool) -> tuple[str, pr.Scores, int]:
+    """The source that ranks, its importance (from ``scores`` or computed on its rank split) and how
+    many of its scoring examples the ranking saw."""
+    if scores is not None:
+        name, given = scores_from(scores, source, model)
+        shared = check_overlap(scores, name, given["ids"], sources[name]["score_ids"], allow_overlap) \
+            if name in sources else 0
+        return name, given["scores"], shared
+    name = source or next(iter(sources))
+    if name not in sources:
+        raise InherituneError(f"--source {name} is not one of the given sources: {', '.join(sources)}")
+    print(f"ranking on {name}'s rank split ...", flush=True)
+    return name, importance_on(model, sources[name]["rank"]), 0
+
+
+def _prune_units(model, tok, sources: dict, by: str, scores, source, allow_overlap: bool, heads_pct: float,
+                 ffn_pct: float, iterative: int, physical: bool, seed: int, head_steps: list[float],
+                 ffn_steps: list[float]) -> PruneResult:
+    """Heads and FFNs: rank, plan (one-shot or iterative), measure on the score split, sweep, bake."""
+    scored = {name: s["score"] for name, s in sources.items()}
+    ranked_name, importance, shared = _ranking(model, sources, scores, source, allow_overlap)
+    rescore = rescorer(model, sources[ranked_name]["rank"]) if scores is None else None
+    shape = importance[0].shape
+    wanted = set(pr.CRITERIA) if head_steps else {by}
+    prefix = induction_prefix(model, tok) if "induction" in wanted else None
+    criteria = {c: pr.keep_scores(c, importance, prefix, shape, seed) for c in pr.CRITERIA if c in wanted}
+    if iterative > 1:
+        pruning, history = pr.iterative_plan(rescore, heads_pct, ffn_pct, iterative)
+    else:
+        pruning, history = pr.plan(*criteria[by], heads_pct, ffn_pct), [criteria[by]]
+    before = {name: pr.score(model, ex) for name, ex in scored.items()}
+    with pr.masked(model, pruning):
+        masked = {name: pr.score(model, ex) for name, ex in scored.items()}
+    curves = run_sweeps(model, criteria, rescore if iterative > 1 else None, scored, head_steps, ffn_steps) \
+        if head_steps else {}
+    pr.bake(model, pruning)
+    after = {name: pr.score(model, ex) for name, ex in scored.items()}  # the saved weights themselves
+    note = pr.physical_removal_refusal(model) if physical else ""
+    if note:
+        print(note, flush=True)
+    return PruneResult(out=Path(), model="", by=by, ranked_by=str(scores) if scores else "computed",
+                       source=ranked_name, overlap=shared, iterative=iterative, heads_percent=heads_pct,
+                       ffn_percent=ffn_pct, pruned_heads=pruning["heads"], pruned_ffn=pruning["ffn"],
+                       heads_total=int(np.prod(shape)), ffn_total=int(shape[0]),
+                       steps=[np.asarray(h).tolist() for h, _f in history], physical=note, before=before, after=after,
+                       masked=masked, sweep=curves, prunable=prunable(curves, before), seconds=0.0)
+
+
+def _drop_layers(model, tok, data, examples: int, seq_len: int, seed: int, k: int, by: str, sweep: bool
+                 ) -> tuple[PruneResult, PreTrainedModel]:
+    """Whole blocks (``analysis.layers``): chosen on the data's train split, val loss on its val split."""
+    lp.check_drop(k, num_layers(model.config))
+    token_data = open_data(data)
+    if tok is not None:
+        token_data.check_tokenizer(tokenizer_fingerprint(tok), "the model's tokenizer")
+    windows = lp.scoring_windows(token_data, examples, seq_len, seed)
+    layer_scores = lp.criteria_scores(model, windows, by)
+    dropped = lp.choose(layer_scores, k)
+    pruned = drop_blocks(model, dropped)
+    before, after = val_loss(model, token_data), val_loss(pruned, token_data)
+    curves = {"layers": lp.sweep(model, token_data, windows, lp.CRITERIA, max_drop=k)} if sweep else {}
+    summary = lambda v: {"loss": v["loss"], "loss_ci": None, "accuracy": None, "accuracy_ci": None,  # noqa: E731
+                         "chance": None}
+    result = PruneResult(out=Path(), model="", by=by, ranked_by="computed", source="train", overlap=0, iterative=1,
+                         heads_percent=0.0, ffn_percent=0.0, pruned_heads=[], pruned_ffn=[],
+                         heads_total=num_layers(model.config) * num_heads(model.config),
+                         ffn_total=num_layers(model.config), steps=[], physical="", before={"val": summary(before)},
+                         after={"val": summary(after)}, masked={"val": summary(after)}, sweep=curves, prunable={},
+                         seconds=0.0, drop_layers=k, dropped_layers=dropped, layer_scores=layer_scores.to_json())
+    return result, pruned
+
+
 def _write(folder: Path, result: PruneResult) -> None:
+    """prune.json and, per source and metric, the sweep: one panel per criterion, heads and FFNs
+    with their 95% bands, the chance line (accuracy) and the 5% tolerance line."""
     atomic_write_json(folder / "prune.json", result.report())
-    for name, s in result.sweep.items():
+    if result.drop_layers:
+        if result.sweep:
+            lp.plot_sweep(result.sweep["layers"], folder / "sweep_layers.png",
+                          "val loss after dropping K blocks, per criterion (first-n: Inheritune's choice)")
+        return
+    for name, by_criterion in result.sweep.items():
+        base = result.before[name]
         for metric in ("loss", "accuracy"):
-            if s["heads"][0][metric] is None:
+            if base[metric] is None:
                 continue
-            series = {"heads pruned": (s["percent"], [r[metric] for r in s["heads"]]),
-                      "FFNs pruned": (s["percent"], [r[metric] for r in s["ffn"]])}
-            hlines = {"+5% loss": result.before[name]["loss"] * 1.05} if metric == "loss" else None
-            curves(series, folder / f"sweep_{name}_{metric}.png", f"pruning by importance ({name})",
-                   "percent pruned (least important first)", metric, hlines=hlines)
+            plots = {by: {("heads" if kind == "heads" else "FFNs") + " pruned":
+                          (c["percent"], [p[metric] for p in c["points"]], [p[f"{metric}_ci"] for p in c["points"]])
+                          for kind, c in kinds.items()} for by, kinds in by_criterion.items()}
+            limit = base[metric] * (1 - TOLERANCE if metric == "accuracy" else 1 + TOLERANCE)
+            hlines = {f"-5% ({limit:.3f})" if metric == "accuracy" else f"+5% ({limit:.3f})": limit}
+            if metric == "accuracy":
+                hlines[f"chance ({base['chance']:.3f})"] = base["chance"]
+            panels(plots, folder / f"sweep_{name.replace('/', '_')}_{metric}.png",
+                   f"pruning {name}: {metric} on the held-out score split (95% intervals)",
+                   "percent pruned", metric, hlines=hlines)

@@ -81,3 +81,25 @@ def matrices(panels: Mapping[str, np.ndarray], path: str | Path, title: str, cba
     fig.colorbar(im, ax=list(axes[0]), label=cbar)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def panels(plots: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[Sequence[float]]]]],
+           path: str | Path, title: str, xlabel: str, ylabel: str, hlines: Mapping[str, float] | None = None) -> Path:
+    """One panel per name (e.g. per pruning criterion), side by side on a shared y axis, each with
+    named (x, y, [low, high]) curves drawn with their interval as a shaded band, and the same
+    labelled horizontal reference lines (e.g. chance) in every panel."""
+    fig, axes = plt.subplots(1, len(plots), figsize=(4.2 * len(plots), 3.8), sharey=True, squeeze=False)
+    for ax, (panel, series) in zip(axes[0], plots.items()):
+        for name, (x, y, band) in series.items():
+            line, = ax.plot(x, y, marker="o", markersize=3, label=name)
+            low, high = zip(*band) if len(band) else ((), ())
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        for name, y in (hlines or {}).items():
+            ax.axhline(y, linestyle="--", color="gray", linewidth=1)
+            ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="gray")
+        ax.set(title=panel, xlabel=xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
