@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import make_data_dir, tiny_model
 from inheritune.analysis import layers as lp
+from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.families import blocks, family_of, num_layers
@@ -147,8 +148,6 @@ def test_sweep_matches_val_loss_of_each_pruned_model(tmp_path, tokenizer):
     make_identity(model, [2])
     result = lp.sweep(model, data, lp.scoring_windows(data, 4, 16), max_drop=2)
     assert result["drops"] == [0, 1, 2]
-    from inheritune.data.shards import open_data
-
     for by in lp.CRITERIA:
         assert len(result["dropped"][by]) == 3 and result["dropped"][by][0] == []
         for plan, loss in zip(result["dropped"][by], result["val_loss"][by]):
