@@ -270,3 +270,14 @@ def test_criteria_belong_to_their_mode(work, capsys, extra, message):
                         *extra, "--out", w["tmp"] / "bad")
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (w["tmp"] / "bad").exists()
+
+
+def test_device_map_auto_prunes_like_the_default_device(work, tmp_path):
+    from inheritune import prune
+
+    w = work
+    common = dict(data=w["data"], examples=2, seq_len=16, heads=25.0, ffn=34.0)
+    default = prune(w["model"], out=tmp_path / "cpu", **common)
+    spread = prune(w["model"], out=tmp_path / "auto", device_map="auto", **common)
+    assert spread.pruned_heads == default.pruned_heads and spread.pruned_ffn == default.pruned_ffn
+    assert spread.after["lm"]["loss"] == pytest.approx(default.after["lm"]["loss"], abs=1e-5)

@@ -35,7 +35,7 @@ import transformers
 from transformers import PreTrainedModel
 
 from inheritune.analysis.hooks import ffn_knockout, head_mask
-from inheritune.analysis.importance import Example, example_loss
+from inheritune.analysis.importance import Example, per_example
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, input_features, input_weights, num_heads
 
@@ -109,8 +109,8 @@ def iterative_plan(rescore: Callable[[dict], Scores], heads_pct: float, ffn_pct:
 
 
 def keep_mask(model: PreTrainedModel, pruned_heads: list[list[int]]) -> torch.Tensor:
-    """``[layers, heads]`` of ones with zeros at the pruned heads."""
-    mask = torch.ones(len(blocks(model)), num_heads(model.config))
+    """``[layers, heads]`` of ones with zeros at the pruned heads, on the model's (first) device."""
+    mask = torch.ones(len(blocks(model)), num_heads(model.config), device=model.device)
     for layer, head in pruned_heads:
         mask[layer, head] = 0.0
     return mask
@@ -172,20 +172,15 @@ def bootstrap_mean(values: Sequence[float], seed: int = 0, resamples: int = 2000
     return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
-@torch.no_grad()
 def score(model: PreTrainedModel, examples: list[Example]) -> dict:
     """Mean loss (bootstrap 95% CI) and, for multiple-choice examples, accuracy (Wilson 95% CI)
     and chance accuracy (mean of 1 / number of options)."""
-    losses, hits, chance = [], [], []
-    for ex in examples:
-        loss, correct = example_loss(model, ex)
-        losses.append(loss.item())
-        if correct is not None:
-            hits.append(bool(correct))
-            chance.append(1 / len(ex.choices))
+    losses, correct = per_example(model, examples)
+    hits = [c for c in correct if c is not None]
     result = {"loss": float(np.mean(losses)), "loss_ci": list(bootstrap_mean(losses)),
               "accuracy": None, "accuracy_ci": None, "chance": None}
     if hits:
+        chance = [1 / len(ex.choices) for ex, c in zip(examples, correct) if c is not None]
         result.update(accuracy=float(np.mean(hits)), accuracy_ci=list(wilson(sum(hits), len(hits))),
                       chance=float(np.mean(chance)))
     return result
