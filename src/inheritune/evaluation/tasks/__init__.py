@@ -1,16 +1,19 @@
 """The offline tasks, registered with lm-eval as ordinary custom tasks (YAML + local data files).
 
-Each task is a YAML template in this folder plus a builder that makes its rows. Building writes
-the rows as JSON lines and the completed YAML (with absolute ``data_files``) into a cache folder
-named by the content's hash, so an unchanged task is built once and a changed one never reuses
-stale files. ``TaskManager(include_path=folder)`` then loads it like any harness task.
+Each task is a YAML template in this folder, settings that complete it, and a builder that makes
+its rows: every multiple-choice task of the offline suite (``inheritune.evaluation.suite``: MMLU by
+subject group, ``mmlu-local`` for all of MMLU, BIG-bench tasks) shares ``suite.yaml`` and the
+suite's prompt format; ``cloze-local`` is built from a data folder. Building writes the rows as JSON
+lines and the completed YAML (with absolute ``data_files``) into a cache folder named by the
+content's hash, so an unchanged task is built once and a changed one never reuses stale files.
+``TaskManager(include_path=folder)`` then loads it like any harness task.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +22,11 @@ from transformers import PreTrainedTokenizerBase
 
 from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
+from inheritune.evaluation import suite
 from inheritune.io import atomic_dir
 
 HERE = Path(__file__).parent
-MMLU_DEV_PER_TOPIC = 5
-BUILD_VERSION = 2  # part of the cache key: bump when build_local_task writes its files differently
+BUILD_VERSION = 3  # part of the cache key: bump when build_local_task writes its files differently
 
 
 def cache_root() -> Path:
@@ -31,16 +34,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("INHERITUNE_CACHE") or Path.home() / ".cache" / "inheritune")
 
 
-def mmlu_splits(data: TokenData | None, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, list[dict]]:
-    """dev: the first 5 questions of each topic (few-shot pool); test: the rest, shuffled (seed 0)."""
-    from inheritune.evaluation.mmlu import load_mmlu_rows
+def suite_docs(task: str, data: TokenData | None, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, list[dict]]:
+    """test: the suite task's rank + score questions (its dev questions reach lm-eval as shots only)."""
+    from inheritune.evaluation.tasks.sampler import doc
 
-    dev, test, seen = [], [], {}
-    for row in load_mmlu_rows():
-        seen[row["topic"]] = seen.get(row["topic"], 0) + 1
-        (dev if seen[row["topic"]] <= MMLU_DEV_PER_TOPIC else test).append(row)
-    random.Random(0).shuffle(test)
-    return {"dev": dev, "test": test}
+    return {"test": [doc(task, q) for q in suite.questions(task, "test")]}
 
 
 def cloze_splits(data: TokenData | None, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, list[dict]]:
@@ -52,25 +50,32 @@ def cloze_splits(data: TokenData | None, tokenizer: PreTrainedTokenizerBase | No
 
 
 Builder = Callable[[TokenData | None, PreTrainedTokenizerBase | None], dict[str, list[dict]]]
-LOCAL_TASKS: dict[str, tuple[str, Builder]] = {
-    "mmlu-local": ("mmlu_local.yaml", mmlu_splits),
-    "cloze-local": ("cloze_local.yaml", cloze_splits),
+SUITE_FORMAT = {  # the suite's prompt format in lm-eval's terms: header per query subject, shot layout
+    "description": suite.HEADER.replace("{subject}", "{{subject}}"),
+    "target_delimiter": suite.TARGET_DELIMITER,
+    "fewshot_delimiter": suite.FEWSHOT_DELIMITER,
+}
+LOCAL_TASKS: dict[str, tuple[str, dict, Builder]] = {
+    **{task: ("suite.yaml", SUITE_FORMAT, functools.partial(suite_docs, task)) for task in suite.task_names()},
+    "cloze-local": ("cloze_local.yaml", {}, cloze_splits),
 }
 
 
 def build_local_task(name: str, data: TokenData | None = None,
                      tokenizer: PreTrainedTokenizerBase | None = None, cache: Path | None = None) -> Path:
     """Write (or find) the folder holding task ``name``'s YAML and data; returns the folder."""
-    template_name, builder = LOCAL_TASKS[name]
-    template = (HERE / template_name).read_text(encoding="utf-8")
+    from inheritune.evaluation.tasks.sampler import register
+
+    register()  # the suite's YAML names its few-shot sampler
+    template_name, settings, builder = LOCAL_TASKS[name]
+    config = {"task": name, **yaml.safe_load((HERE / template_name).read_text(encoding="utf-8")), **settings}
     splits = builder(data, tokenizer)
     lines = {split: "".join(json.dumps(row) + "\n" for row in rows) for split, rows in splits.items()}
-    key = json.dumps([BUILD_VERSION, template, lines], sort_keys=True)
+    key = json.dumps([BUILD_VERSION, config, lines], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     folder = (cache or cache_root()) / "tasks" / f"{name}-{digest}"
     if (folder / template_name).is_file():
         return folder
-    config = yaml.safe_load(template)
     config["dataset_kwargs"] = {  # datasets' Arrow cache lives with the task, not in ~/.cache/huggingface
         "data_files": {split: str(folder / f"{split}.jsonl") for split in lines},
         "cache_dir": str(folder / "datasets-cache"),

