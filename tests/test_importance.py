@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tiny_model
 from inheritune.analysis import importance as imp
