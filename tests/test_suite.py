@@ -60,11 +60,13 @@ def test_splits_are_disjoint_stable_and_well_formed(task):
 
 @pytest.mark.parametrize("task", ALL_TASKS)
 def test_prompts_query_their_split_and_take_shots_from_dev_only(task):
-    dev = set(suite.split_ids(task, "dev"))
+    dev, rank = set(suite.split_ids(task, "dev")), set(suite.split_ids(task, "rank"))
     for seed in (0, 1):
         prompts = suite.prompts(task, 8, 3, seed=seed)
         assert prompts == suite.prompts(task, 8, 3, seed=seed)  # deterministic
+        assert [p.question_id for p in prompts] == [q.id for q in suite.queries(task, 8, seed=seed)]
         for p in prompts:
+            assert p.question_id in rank and p.question_id not in dev
             assert p.answer in p.options and p.options == tuple(f" {c}" for c in suite.LETTERS[:len(p.options)])
     for q in suite.questions(task, "rank")[:20]:
         shots = suite.shot_questions(task, q, 3)

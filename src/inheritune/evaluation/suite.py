@@ -63,11 +63,14 @@ CACHE_VERSION = 1  # part of the BIG-bench cache key: bump when parsing changes
 
 @dataclasses.dataclass(frozen=True)
 class Prompt:
-    """A scored task prompt: ``text`` ends in ``Answer:``; ``answer`` is one of ``options`` (`` A``, `` B``...)."""
+    """A scored task prompt: ``text`` ends in ``Answer:``; ``answer`` is one of ``options`` (`` A``, `` B``...).
+
+    ``question_id`` names the query (``split_ids``), so a user of the prompts can record what it saw."""
 
     text: str
     answer: str
     options: tuple[str, ...]
+    question_id: str = ""  # empty for a prompt made outside the suite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,16 +301,23 @@ def prompt(task: str, query: Question, shots: int, seed: int = 0) -> Prompt:
                      for s in shot_questions(task, query, shots, seed))
     return Prompt(text=HEADER.format(subject=query.subject) + solved + question_text(query),
                   answer=TARGET_DELIMITER + LETTERS[query.answer],
-                  options=tuple(TARGET_DELIMITER + letter for letter in letters(query)))
+                  options=tuple(TARGET_DELIMITER + letter for letter in letters(query)), question_id=query.id)
+
+
+def queries(task: str, n: int, seed: int = 0, split: str = "rank") -> list[Question]:
+    """The ``n`` questions of ``task``'s ``split`` that ``prompts`` asks, drawn by ``seed`` (whatever the shots)."""
+    if split == "dev":
+        raise InherituneError("the dev split holds the few-shot examples; query rank, score or test")
+    if n < 1:
+        raise InherituneError(f"need at least 1 prompt, got n={n}")
+    pool = questions(task, split)
+    if n > len(pool):
+        raise InherituneError(f"{n} prompts asked for, but the {split} split of {task} has {len(pool)} questions")
+    return random.Random(seed).sample(pool, n)
 
 
 def prompts(task: str, n: int, shots: int, seed: int = 0, split: str = "rank") -> list[Prompt]:
     """``n`` prompts of ``task``'s ``split``, queries drawn by ``seed``; shots always come from dev."""
-    if split == "dev":
-        raise InherituneError("the dev split holds the few-shot examples; query rank, score or test")
-    if n < 1 or shots < 0:
-        raise InherituneError(f"need n >= 1 prompts and shots >= 0, got n={n}, shots={shots}")
-    pool = questions(task, split)
-    if n > len(pool):
-        raise InherituneError(f"{n} prompts asked for, but the {split} split of {task} has {len(pool)} questions")
-    return [prompt(task, q, shots, seed) for q in random.Random(seed).sample(pool, n)]
+    if shots < 0:
+        raise InherituneError(f"shots must be >= 0, got {shots}")
+    return [prompt(task, q, shots, seed) for q in queries(task, n, seed, split)]
