@@ -1,0 +1,227 @@
+"""``study``: the component study in one run: analyze, importance and induction on one loaded model,
+joined per head and per layer, with the correlations between them and findings read off the numbers.
+
+``study(model, data=DIR, out=OUT)`` is ``inheritune study MODEL --data DIR --out OUT``: the same
+arguments, the same folder, and a ``StudyResult``. OUT holds the three commands' own folders
+(``analysis/``, ``importance/``, ``induction/``) and the join: heads.csv, layers.csv, study.json
+(``result.report()``), study.md and plots (``reporting.study``).
+
+Correlations are Spearman's, each with the number of units it is over and a two-sided permutation
+p-value (seeded, ``PERMUTATIONS`` shuffles), so a weak or insignificant one reads as such.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from transformers import PreTrainedModel
+
+from inheritune.analysis import overlap as ov
+from inheritune.analysis.importance import THIRDS
+from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
+from inheritune.commands.analyze import analyze
+from inheritune.commands.importance import check_shots, check_sources, importance
+from inheritune.commands.induction import induction
+from inheritune.errors import InherituneError
+from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.models.families import context_length
+from inheritune.reporting.study import write
+
+TASKS = ("mmlu-stem", "mmlu-humanities", "bb-sports-understanding")  # run on SmolLM2 on a CPU in minutes
+NO_TOKENIZER = "--data is read as token ids, unchecked against the model's tokenizer"
+PERMUTATIONS = 2000
+SIGNIFICANT = 0.05
+SEG_LEN, REPEATS = 25, 4  # induction's defaults, shortened to fit a short context
+
+
+@dataclasses.dataclass
+class StudyResult(CommandResult):
+    """What ``study`` wrote to ``out``; ``report()`` is study.json."""
+
+    out: Path
+    model: str
+    num_layers: int
+    num_heads: int
+    sources: list  # importance's sources: "lm" and "task/Nshot"
+    heads: list  # per (layer, head): lazy_layer, rank, column_mass, importance, importance_rank, prefix, copying
+    layers: list  # per layer: lazy, block_influence, column_mass_mean, ffn_importance, head_importance
+    correlations: dict  # name -> {"x", "y", "n", "spearman", "p_value", "strength"}
+    agreement: dict  # importance's Spearman/Jaccard summary across sources, heads and FFNs
+    findings: dict  # "depth", "induction", "lazy": numbers and one sentence each
+    seconds: float
+
+
+def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
+          text: str | Path | None = None, tasks: Sequence[str] = TASKS, shots: int | Sequence[int] = (0, 3),
+          examples: int = 16, seq_len: int = 128, sequences: int = 32, seeds: int = 100, seed: int = 0,
+          overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
+          device_map: str | None = None) -> StudyResult:
+    """Load ``model`` once; run analyze (``sequences`` x ``seq_len`` tokens of ``data``/``text``),
+    importance (``examples`` LM windows and prompts per task x shot count) and induction (``seeds``
+    random repeated sequences) into OUT's sub-folders; join and correlate them."""
+    start = time.perf_counter()
+    if (data is None) == (text is None):
+        raise InherituneError("give exactly one of --data DIR or --text FILE (analyze and the LM windows need it)")
+    tasks = check_sources(data, text, tasks, examples)
+    counts = check_shots(shots)
+    for value, name in ((seq_len, "--seq-len"), (sequences, "--sequences"), (seeds, "--seeds")):
+        positive(value, name)
+    check_output_dir(out, overwrite)  # fail before the slow load
+    model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
+                       no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
+    common = dict(tokenizer=tok, device=device, device_map=device_map)
+    with atomic_dir(out, overwrite) as tmp:
+        analysis = analyze(model_, out=tmp / "analysis", data=data, text=text, sequences=sequences,
+                           seq_len=seq_len, seed=seed, **common)
+        scores = importance(model_, out=tmp / "importance", data=data, text=text, tasks=tasks, examples=examples,
+                            seq_len=seq_len, shots=counts, seed=seed, **common)
+        seg_len = induction_seg_len(model_)
+        heads_ = induction(model_, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
+        result = join(out, model_name(model), analysis, scores, heads_, seed)
+        atomic_write_json(tmp / "study.json", result.report())
+        write(tmp, result)
+        _write_tables(tmp, result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def induction_seg_len(model: PreTrainedModel) -> int:
+    """Induction's segment length, shortened so ``REPEATS`` segments and a BOS fit the context."""
+    context = context_length(model.config) or SEG_LEN * REPEATS + 1
+    seg_len = min(SEG_LEN, (context - 1) // REPEATS)
+    if seg_len < 2:
+        raise InherituneError(f"the model's context ({context} tokens) is too short for induction scores")
+    return seg_len
+
+
+def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> StudyResult:
+    """The three commands' results as one table per head and per layer, correlated."""
+    layers, n_heads = analysis.num_layers, analysis.num_heads
+    lazy = np.array([row["lazy"] for row in analysis.layers])
+    rank = np.array([row["rank"] for row in analysis.layers], dtype=float)
+    mass = np.array([row["column_mass"] for row in analysis.layers], dtype=float)
+    head_imp = np.asarray(scores.aggregate["head_importance"], dtype=float)
+    ffn_imp = np.asarray(scores.aggregate["ffn_loss_increase"], dtype=float)
+    prefix, copying = np.asarray(heads_.prefix, dtype=float), np.asarray(heads_.copying, dtype=float)
+    bi = np.array([row["block_influence"] for row in analysis.layers], dtype=float)
+    imp_rank = rank_order(head_imp)
+    heads = [{"layer": l, "head": h, "lazy_layer": bool(lazy[l]), "rank": float(rank[l, h]),
+              "column_mass": float(mass[l, h]), "importance": float(head_imp[l, h]),
+              "importance_rank": int(imp_rank[l, h]), "prefix": float(prefix[l, h]),
+              "copying": float(copying[l, h])} for l in range(layers) for h in range(n_heads)]
+    layer_rows = [{"layer": l, "lazy": bool(lazy[l]), "block_influence": float(bi[l]),
+                   "column_mass_mean": float(mass[l].mean()), "ffn_importance": float(ffn_imp[l]),
+                   "head_importance": float(head_imp[l].sum())} for l in range(layers)]
+    rng = np.random.default_rng(seed)
+    correlations = {
+        "head_importance_vs_induction_prefix": correlation("head importance", "induction prefix score",
+                                                           head_imp, prefix, rng),
+        "head_importance_vs_induction_copying": correlation("head importance", "induction copying score",
+                                                            head_imp, copying, rng),
+        "head_importance_vs_column_mass": correlation("head importance", "heaviest-column mass", head_imp, mass, rng),
+        "ffn_importance_vs_block_influence": correlation("FFN importance", "Block Influence", ffn_imp, bi, rng),
+        "layer_head_importance_vs_lazy": correlation("summed head importance per layer", "lazy verdict (1 = lazy)",
+                                                     head_imp.sum(1), lazy.astype(float), rng),
+    }
+    agreement = {kind: {"sources": len(o["sources"]), "mean_spearman": o["mean_spearman"],
+                        "mean_jaccard": o["mean_jaccard"], "top_k": o["top_k"]} for kind, o in scores.overlap.items()}
+    findings = {"depth": depth_finding(scores.aggregate["clusters"]),
+                "induction": induction_finding(head_imp, prefix, correlations["head_importance_vs_induction_prefix"]),
+                "lazy": lazy_finding(head_imp.sum(1), lazy, correlations["layer_head_importance_vs_lazy"])}
+    return StudyResult(out=Path(out), model=model, num_layers=layers, num_heads=n_heads, sources=list(scores.sources),
+                       heads=heads, layers=layer_rows, correlations=correlations, agreement=agreement,
+                       findings=findings, seconds=0.0)
+
+
+def rank_order(values: np.ndarray) -> np.ndarray:
+    """1 = the highest value (ties by position), in ``values``' shape."""
+    flat = np.asarray(values, dtype=float).ravel()
+    order = np.empty(flat.size, dtype=int)
+    order[np.argsort(-flat, kind="stable")] = np.arange(1, flat.size + 1)
+    return order.reshape(np.shape(values))
+
+
+def permutation_p(x: np.ndarray, y: np.ndarray, rho: float, rng: np.random.Generator) -> float:
+    """Two-sided p-value of Spearman's rho: the share of shuffles of ``y`` at least as extreme."""
+    rx, ry = ov.ranks(x), ov.ranks(y)
+    rx, ry = (rx - rx.mean()) / rx.std(), (ry - ry.mean()) / ry.std()
+    shuffled = np.stack([rng.permutation(ry) for _ in range(PERMUTATIONS)])
+    extreme = np.sum(np.abs(shuffled @ rx / rx.size) >= abs(rho) - 1e-12)
+    return float((1 + extreme) / (1 + PERMUTATIONS))
+
+
+def strength(rho: float | None, p: float | None) -> str:
+    """Plain words for a correlation: its size, and whether it could be chance."""
+    if rho is None:
+        return "undefined (one side is constant)"
+    size = abs(rho)
+    word = "negligible" if size < 0.1 else "weak" if size < 0.3 else "moderate" if size < 0.5 else "strong"
+    sign = "positive" if rho > 0 else "negative"
+    verdict = "significant" if p < SIGNIFICANT else "not significant"
+    return f"{word} {sign}, {verdict} (p = {p:.3g})"
+
+
+def correlation(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> dict:
+    """Spearman's rho of two per-unit arrays, with n and a permutation p-value."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    rho = ov.spearman(x, y)
+    p = None if rho is None else permutation_p(x, y, rho, rng)
+    return {"x": x_name, "y": y_name, "n": int(x.size), "spearman": rho, "p_value": p, "strength": strength(rho, p)}
+
+
+def depth_finding(clusters: dict) -> dict:
+    """Which third of the depth holds most of the aggregate head and FFN importance mass."""
+    found = {}
+    for kind, c in clusters.items():
+        peak = max(THIRDS, key=lambda t: c["mass_share"][t])
+        found[kind] = {"peak_third": peak, "mass_share": c["mass_share"]}
+    found["text"] = "; ".join(f"{'heads' if kind == 'heads' else 'FFNs'}: the {f['peak_third']} third holds "
+                              f"{f['mass_share'][f['peak_third']]:.0%} of the importance mass"
+                              for kind, f in found.items())
+    return found
+
+
+def induction_finding(importance: np.ndarray, prefix: np.ndarray, corr: dict) -> dict:
+    """Are the top induction heads among the top-importance heads? Top-k (20% of heads) overlap
+    against what random sets of k would share (k * k / n)."""
+    n = importance.size
+    k = ov.top_count(n)
+    shared = len(ov.top_k(importance, k) & ov.top_k(prefix, k))
+    chance = k * k / n
+    best = int(np.argmax(prefix))
+    best_rank = int(rank_order(importance).ravel()[best])
+    layer, head = divmod(best, importance.shape[1])
+    text = (f"{shared} of the top {k} induction heads are among the top {k} heads by importance "
+            f"(random sets would share {chance:.1f}; Jaccard {ov.jaccard(importance, prefix, k):.2f}); "
+            f"the strongest induction head {layer}.{head} (prefix {prefix.ravel()[best]:.2f}) ranks "
+            f"{best_rank} of {n} by importance; importance vs prefix score: {corr['strength']}")
+    return {"top_k": k, "shared": shared, "chance": chance, "jaccard": ov.jaccard(importance, prefix, k),
+            "best_induction_head": [layer, head], "best_induction_head_importance_rank": best_rank, "text": text}
+
+
+def lazy_finding(layer_importance: np.ndarray, lazy: np.ndarray, corr: dict) -> dict:
+    """Do lazy layers carry less head importance? Mean summed importance, lazy vs other layers."""
+    if not lazy.any() or lazy.all():
+        which = "no layer is" if not lazy.any() else "every layer is"
+        return {"lazy_layers": int(lazy.sum()), "mean_lazy": None, "mean_other": None,
+                "text": f"{which} lazy: no comparison is possible"}
+    mean_lazy, mean_other = float(layer_importance[lazy].mean()), float(layer_importance[~lazy].mean())
+    relation = "less" if mean_lazy < mean_other else "more"
+    text = (f"the {int(lazy.sum())} lazy layers carry {relation} head importance than the other "
+            f"{int((~lazy).sum())} (mean {mean_lazy:.3g} vs {mean_other:.3g} per layer); {corr['strength']}")
+    return {"lazy_layers": int(lazy.sum()), "mean_lazy": mean_lazy, "mean_other": mean_other, "text": text}
+
+
+def _write_tables(folder: Path, result: StudyResult) -> None:
+    head_keys = list(result.heads[0])
+    layer_keys = list(result.layers[0])
+    atomic_write_text(folder / "heads.csv", csv_text(head_keys, [[_cell(r[k]) for k in head_keys] for r in result.heads]))
+    atomic_write_text(folder / "layers.csv",
+                      csv_text(layer_keys, [[_cell(r[k]) for k in layer_keys] for r in result.layers]))
+
+
+def _cell(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
