@@ -103,3 +103,16 @@ def panels(plots: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[floa
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def scatter(x: Sequence[float], y: Sequence[float], path: str | Path, title: str, xlabel: str, ylabel: str,
+            highlight: Sequence[int] = (), labels: Mapping[int, str] | None = None) -> Path:
+    """One point per unit (e.g. per head), highlighted indices in a second colour, a few labelled."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    colors = ["tab:red" if i in set(highlight) else "tab:blue" for i in range(len(x))]
+    ax.scatter(x, y, c=colors, s=14, alpha=0.7)
+    for i, text in (labels or {}).items():
+        ax.annotate(text, (x[i], y[i]), xytext=(3, 3), textcoords="offset points", fontsize=7)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
