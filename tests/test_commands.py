@@ -129,7 +129,13 @@ def _induction_argv(w, out):
     return ["induction", w["model"], "--out", out, "--seeds", "2", "--seg-len", "6", "--top", "3"]
 
 
-INVOCATIONS = {"importance": _importance_argv, "prune": _prune_argv, "induction": _induction_argv}
+def _study_argv(w, out):
+    return ["study", w["model"], "--data", w["data"], "--tasks", "mmlu-stem", "--shots", "0", "--examples", "2",
+            "--seq-len", "16", "--sequences", "2", "--seeds", "2", "--out", out]
+
+
+INVOCATIONS = {"importance": _importance_argv, "study": _study_argv, "prune": _prune_argv,
+               "induction": _induction_argv}
 
 
 def test_every_counterpart_is_invoked_here():

@@ -8,6 +8,7 @@ from inheritune.analysis.induction import induction_scores
 from inheritune.commands.importance import ImportanceResult, importance
 from inheritune.commands.induction import InductionResult, induction
 from inheritune.commands.prune import PruneResult, prune
+from inheritune.commands.study import StudyResult, study
 from inheritune.data.prepare import PrepareResult, prepare_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.harness import evaluate
@@ -19,5 +20,5 @@ from inheritune.pipeline import run
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "analyze", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "derive", "DeriveResult", "inherit", "evaluate", "deepen", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "analyze", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "deepen", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"

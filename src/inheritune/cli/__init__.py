@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from inheritune.cli import analyze, data, derive, eval, grow, importance, induction, prune, run, train
+from inheritune.cli import analyze, data, derive, eval, grow, importance, induction, prune, run, study, train
 from inheritune.cli.args import Parser
 from inheritune.errors import InherituneError
 from inheritune.messages import one_line
 
-COMMANDS = [derive, data, analyze, eval, train, importance, prune, induction, grow, run]
+COMMANDS = [derive, data, analyze, eval, train, importance, prune, induction, study, grow, run]
 
 # Each command's Python counterpart, where it is a library function taking the command's arguments
 # (same names, same defaults), writing the same files and returning a typed result
@@ -25,6 +25,7 @@ PYTHON = {
     "importance": "inheritune.importance",
     "prune": "inheritune.prune",
     "induction": "inheritune.induction",
+    "study": "inheritune.study",
 }
 
 
