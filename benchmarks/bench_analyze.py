@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from inheritune.analysis.analyze import analyze
+from inheritune.commands.analyze import analyze
 from inheritune.analysis.sampling import sequences_from
 from inheritune.io import atomic_write_json
 from inheritune.models.loading import load
@@ -82,8 +82,8 @@ def main() -> None:
 
     entry = {
         "model": args.model,
-        "layers": result["num_layers"],
-        "heads": result["num_heads"],
+        "layers": result.num_layers,
+        "heads": result.num_heads,
         "sequences": args.sequences,
         "seq_len": args.seq_len,
         "threads": torch.get_num_threads(),
@@ -93,13 +93,13 @@ def main() -> None:
         "ratio": round(analysis / forward, 2),
         "analysis_runs": [round(t, 2) for t in analysis_times],
         "forward_runs": [round(t, 2) for t in forward_times],
-        "lazy_layers": result["lazy_layers"],
-        "recommended_layers": result["recommended_layers"],
-        "rule": result["rule"],
-        "by_block_influence": result["by_block_influence"],
-        "rank_max_per_layer": [row["rank_max"] for row in result["layers"]],
-        "column_mass_mean_per_layer": [round(row["column_mass_mean"], 3) for row in result["layers"]],
-        "block_influence_per_layer": [round(row["block_influence"], 4) for row in result["layers"]],
+        "lazy_layers": result.lazy_layers,
+        "recommended_layers": result.recommended_layers,
+        "rule": result.rule,
+        "by_block_influence": result.by_block_influence,
+        "rank_max_per_layer": [row["rank_max"] for row in result.layers],
+        "column_mass_mean_per_layer": [round(row["column_mass_mean"], 3) for row in result.layers],
+        "block_influence_per_layer": [round(row["block_influence"], 4) for row in result.layers],
         "note": "analysis excludes the model load; forward = model(input_ids) in batches of 16, default kernel, full logits",
     }
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -109,7 +109,7 @@ def main() -> None:
     if args.model == "smollm2-135m" and not args.bos:
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         for key in ("rank", "column_mass"):
-            shutil.copyfile(out / result["plots"][key], DOCS_IMG / f"smollm2_{result['plots'][key]}")
+            shutil.copyfile(out / result.plots[key], DOCS_IMG / f"smollm2_{result['plots'][key]}")
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in entry.items() if not k.endswith("per_layer")}, indent=2))
 

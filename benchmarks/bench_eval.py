@@ -46,7 +46,7 @@ def main() -> None:
                     ("mmlu-local-5shot", dict(tasks=["mmlu-local"], num_fewshot=5, limit=args.limit))]
             for name, kwargs in runs:
                 cpu = time.process_time()
-                result = evaluate(model, tokenizer, batch_size=args.batch_size, **kwargs)
+                result = evaluate(model, tokenizer=tokenizer, batch_size=args.batch_size, **kwargs).report()
                 label = name.split("+")[-1]
                 results[arm].update({k.replace("mmlu-local/", f"{label}/"): v for k, v in flat_metrics(result).items()
                                      if not k.endswith("num_fewshot")})

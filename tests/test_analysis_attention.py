@@ -95,18 +95,18 @@ def test_forced_sink_layers_and_only_those_are_lazy(tokenizer, tmp_path):
     model = tiny_model("gpt2", 6)
     _force_first_token_sink(model, {1, 4, 5})
     (tmp_path / "t.txt").write_text("\n".join(generated_text(60)))
-    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=8, seq_len=64)
-    assert r["lazy_layers"] == [1, 4, 5]
+    r = analyze(model, out=tmp_path / "analysis", overwrite=True, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=8, seq_len=64)
+    assert r.lazy_layers == [1, 4, 5]
     # the recommendation looks from layer ceil(0.25 * 6) = 2 on: the early lazy layer 1 is skipped
-    assert r["recommended_layers"] == 4 and r["first_lazy_layer"] == 4 and "layer 2" in r["rule"]
-    for row in r["layers"]:
+    assert r.recommended_layers == 4 and r.first_lazy_layer == 4 and "layer 2" in r.rule
+    for row in r.layers:
         forced = row["layer"] in {1, 4, 5}
         assert (row["rank_max"] == 1) == forced
         assert (row["column_mass_mean"] > 0.99) == forced
         if forced:
             assert row["heaviest_column"] == [0] * 4 and row["first_token_share"] == [1.0] * 4
         else:  # diffuse random-init attention: low rank too, which is why mass is also required
-            assert row["rank_max"] <= r["uniform_causal_rank"] + 2 and row["column_mass_mean"] < 0.2
+            assert row["rank_max"] <= r.uniform_causal_rank + 2 and row["column_mass_mean"] < 0.2
 
 
 def test_recommendation_rules():
@@ -124,9 +124,9 @@ def test_bos_option_reveals_a_sink_on_the_bos_token(tokenizer, tmp_path):
     _force_first_token_sink(model, {1, 3}, bos_id=tokenizer.bos_token_id)
     (tmp_path / "t.txt").write_text("\n".join(generated_text(60)))  # no BOS token inside the text
     common = dict(text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=6, seq_len=48)
-    assert analyze(model, **common)["lazy_layers"] == []
-    r = analyze(model, bos=True, **common)
-    assert r["bos"] and r["lazy_layers"] == [1, 3] and r["recommended_layers"] == 1
+    assert analyze(model, out=tmp_path / "analysis", overwrite=True, **common).lazy_layers == []
+    r = analyze(model, out=tmp_path / "analysis", overwrite=True, bos=True, **common)
+    assert r.bos and r.lazy_layers == [1, 3] and r.recommended_layers == 1
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -139,14 +139,14 @@ def test_every_family_is_analysed_and_left_unmodified(family, tokenizer, tmp_pat
     with torch.no_grad():
         before = model(input_ids=ids).logits
     (tmp_path / "t.txt").write_text("\n".join(generated_text(30)))
-    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
+    r = analyze(model, out=tmp_path / "analysis", overwrite=True, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
     assert model.config._attn_implementation == "sdpa"
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, before)
-    assert r["num_layers"] == 3 and len(r["layers"]) == 3
-    for row in r["layers"]:
-        assert len(row["rank"]) == len(row["column_mass"]) == len(row["entropy"]) == r["num_heads"]
+    assert r.num_layers == 3 and len(r.layers) == 3
+    for row in r.layers:
+        assert len(row["rank"]) == len(row["column_mass"]) == len(row["entropy"]) == r.num_heads
         assert 1 <= row["rank_max"] <= 32 and 0 < row["column_mass_max"] <= 1
         assert row["block_influence"] > 0
 
@@ -157,11 +157,11 @@ def test_a_block_that_adds_nothing_has_zero_block_influence(tokenizer, tmp_path)
         model.model.layers[2].self_attn.o_proj.weight.zero_()
         model.model.layers[2].mlp.down_proj.weight.zero_()
     (tmp_path / "t.txt").write_text("\n".join(generated_text(30)))
-    r = analyze(model, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
-    bi = [row["block_influence"] for row in r["layers"]]
+    r = analyze(model, out=tmp_path / "analysis", overwrite=True, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
+    bi = [row["block_influence"] for row in r.layers]
     assert bi[2] == pytest.approx(0, abs=1e-6) and min(bi[:2] + bi[3:]) > 1e-3
-    assert r["layers"][2]["angular_distance_next"] == pytest.approx(0, abs=2e-3)  # arccos is steep near 1
-    assert r["best_slices_to_drop"][0] == {"n": 1, "start": 2, "distance": r["layers"][2]["angular_distance_next"]}
+    assert r.layers[2]["angular_distance_next"] == pytest.approx(0, abs=2e-3)  # arccos is steep near 1
+    assert r.best_slices_to_drop[0] == {"n": 1, "start": 2, "distance": r.layers[2]["angular_distance_next"]}
 
 
 def test_cli_on_a_data_folder(tmp_path, tokenizer, capsys):
@@ -216,10 +216,10 @@ def test_packaged_smollm2_analysis(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("\n\n".join(generated_text(200, seed=3)))
     r = analyze("smollm2-135m", text=text, out=tmp_path / "out", sequences=8, seq_len=64)
-    assert r["num_layers"] == 30 and r["num_heads"] == 9 and len(r["layers"]) == 30
-    assert all(len(row["rank"]) == 9 and len(row["column_mass"]) == 9 for row in r["layers"])
-    assert 1 <= r["recommended_layers"] <= 30 and 1 <= r["by_block_influence"] <= 30
-    for name in list(r["plots"].values()) + r["csv"] + ["analysis.json"]:
+    assert r.num_layers == 30 and r.num_heads == 9 and len(r.layers) == 30
+    assert all(len(row["rank"]) == 9 and len(row["column_mass"]) == 9 for row in r.layers)
+    assert 1 <= r.recommended_layers <= 30 and 1 <= r.by_block_influence <= 30
+    for name in list(r.plots.values()) + r.csv + ["analysis.json"]:
         assert (tmp_path / "out" / name).stat().st_size > 0, name
 
 

@@ -21,14 +21,17 @@ from conftest import make_data_dir, save_tiny
 from inheritune.cli import PYTHON, build_parser, main
 
 # Commands whose Python counterpart does not yet take the command's arguments and return a typed
-# result (issue 13, item 1). Each is an expected failure: giving one a counterpart means moving
-# it from here to ``cli.PYTHON``.
-NOT_YET = {"derive", "data prepare", "analyze", "eval", "train", "grow", "run"}
+# result. Each is an expected failure: giving one a counterpart means moving it to ``cli.PYTHON``.
+NOT_YET: set[str] = set()
+# Options that only print and exit (their Python counterparts are named in the command's docstring).
+CLI_ONLY = {"run": {"show_default", "check"}}
+# In-memory objects a command line cannot pass.
+PYTHON_ONLY = {"train": {"teacher"}}
 # Commands that load a model but whose parser has no --trust-remote-code yet (issue 13, item 2).
 NO_TRUST_YET: set[str] = set()
 # Options whose default comes from TrainConfig (argparse.SUPPRESS) do not show it in --help yet.
 HELP_YET: set[str] = set()
-TIMINGS = {"seconds", "time_s", "wall_time"}
+TIMINGS = {"seconds", "time_s", "wall_time", "load", "tokens_per_s", "mfu", "time", "step_time", "elapsed"}
 
 
 def _subparsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
@@ -70,49 +73,110 @@ def test_the_known_gaps_are_commands():
 def test_python_counterpart_takes_the_cli_arguments_with_the_same_defaults(command):
     import inheritune
 
+    from inheritune.training.config import FIELDS
+
     function = _function(command)
     assert getattr(inheritune, function.__name__) is function  # exported at the top level
-    parameters = inspect.signature(function).parameters
+    parameters = dict(inspect.signature(function).parameters)
     options = _options(COMMANDS[command])
-    assert set(parameters) == set(options) - {"func"}, command
+    cli = set(options) - {"func"} - CLI_ONLY.get(command, set())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        # every TrainConfig field is a keyword, as it is an option (train, grow)
+        keywords = {name for name, a in options.items() if a.default is argparse.SUPPRESS}
+        assert keywords and keywords <= set(FIELDS), command
+        cli -= keywords
+        parameters = {k: p for k, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    assert set(parameters) - PYTHON_ONLY.get(command, set()) == cli, command
     for name, action in options.items():
-        if name == "func" or action.required or not action.option_strings:
+        if name not in cli or action.required or not action.option_strings:
             continue
         default = parameters[name].default
         expected = action.default
         assert (list(default) if isinstance(default, tuple) else default) == expected, (command, name)
 
 
-def _tree(folder: Path) -> dict[str, object]:
-    """Every file: JSON without timing keys, other text and binary files as bytes; PNGs by name
-    only (matplotlib output is not what is compared)."""
+def _tree(out: Path) -> dict[str, object]:
+    """Every file of ``out`` (a folder, or one file): JSON (and JSON lines) without timing keys and
+    with the output's own path written ``<out>``, CSV and Markdown as text the same way, PNGs by
+    name only (matplotlib output is not what is compared), trainer states (.pt) too (they hold
+    timings), weights and other binary files as bytes."""
     def drop(obj):
         if isinstance(obj, dict):
             return {k: drop(v) for k, v in obj.items() if k not in TIMINGS}
-        return [drop(v) for v in obj] if isinstance(obj, list) else obj
+        if isinstance(obj, list):
+            return [drop(v) for v in obj]
+        return obj.replace(str(out), "<out>") if isinstance(obj, str) else obj
 
     files = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            name = str(path.relative_to(folder))
+    for path in sorted(out.rglob("*")) if out.is_dir() else [out]:
+        if path.is_file() and "tensorboard" not in path.parts:
+            name = str(path.relative_to(out)) if out.is_dir() else "<out>"
             if path.suffix == ".json":
                 files[name] = drop(json.loads(path.read_text()))
-            elif path.suffix == ".png":
-                files[name] = "png"
+            elif path.suffix == ".jsonl":
+                files[name] = [drop(json.loads(line)) for line in path.read_text().splitlines()]
+            elif path.suffix in (".csv", ".md", ".html") and path.parent.name != "checkpoints":
+                files[name] = "text" if path.name in TIMED_TEXT else drop(path.read_text())
+            elif path.suffix in (".png", ".pt"):  # plots; trainer states hold their wall time
+                files[name] = path.suffix
             else:
                 files[name] = path.read_bytes()
     return files
 
 
+# Text files holding timings in their cells (compared by name only).
+TIMED_TEXT = {"log.csv", "report.md", "report.html"}
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, request):
-    from conftest import make_tokenizer
+    from conftest import generated_text, make_tokenizer
 
     tmp = tmp_path_factory.mktemp("commands")
     tok = make_tokenizer()
     model = save_tiny(tmp / "m", "llama", layers=2, tok=tok)
     data = make_data_dir(tmp / "data", tok, n_docs=40, val_docs=12)
-    return {"tmp": tmp, "model": model, "data": data}
+    docs = tmp / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in generated_text(60, seed=5)))
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "reference": str(model), "data": {"dir": str(data)},
+        "train": {"seq_len": 16, "batch_size": 2, "precision": "fp32", "peak_flops": 1e12, "progress": False},
+        "grow": {"start_layers": 1, "step_layers": 1, "max_layers": 2, "tokens_per_round": 64, "margin": -100},
+        "arms": {"scratch": False}, "analysis": {"enabled": False}, "eval": {"tasks": []}}))
+    return {"tmp": tmp, "model": model, "data": data, "docs": docs, "recipe": recipe}
+
+
+TRAIN = ["--seq-len", "16", "--batch-size", "2", "--precision", "fp32", "--peak-flops", "1e12", "--no-progress"]
+
+
+def _derive_argv(w, out):
+    return ["derive", w["model"], "--layers", "1", "--out", out]
+
+
+def _prepare_argv(w, out):
+    return ["data", "prepare", w["docs"], "--tokenizer", w["model"], "--val-tokens", "300", "--out", out]
+
+
+def _analyze_argv(w, out):
+    return ["analyze", w["model"], "--data", w["data"], "--sequences", "2", "--seq-len", "12", "--out", out]
+
+
+def _eval_argv(w, out):
+    return ["eval", w["model"], "--data", w["data"], "--tasks", "cloze-local", "--limit", "2", "--out", f"{out}.json"]
+
+
+def _train_argv(w, out):
+    return ["train", w["model"], "--data", w["data"], "--steps", "2", *TRAIN, "--out", out]
+
+
+def _grow_argv(w, out):
+    return ["grow", w["model"], "--data", w["data"], "--start-layers", "1", "--max-layers", "2",
+            "--tokens-per-round", "64", "--margin", "-100", *TRAIN, "--out", out]
+
+
+def _run_argv(w, out):
+    return ["run", w["recipe"], "--out", out]
 
 
 def _importance_argv(w, out):
@@ -134,8 +198,12 @@ def _study_argv(w, out):
             "--seq-len", "16", "--sequences", "2", "--seeds", "2", "--out", out]
 
 
-INVOCATIONS = {"importance": _importance_argv, "study": _study_argv, "prune": _prune_argv,
-               "induction": _induction_argv}
+INVOCATIONS = {"importance": _importance_argv, "study": _study_argv, "prune": _prune_argv, "induction": _induction_argv,
+               "derive": _derive_argv, "data prepare": _prepare_argv, "analyze": _analyze_argv, "eval": _eval_argv,
+               "train": _train_argv, "grow": _grow_argv, "run": _run_argv}
+# The JSON file holding ``result.report()`` (relative to the output; "" = the output itself).
+REPORTS = {"importance": "importance.json", "study": "study.json", "prune": "prune.json", "induction": "induction.json",
+           "derive": "derive.json", "analyze": "analysis.json", "eval": "", "run": "report.json"}
 
 
 def test_every_counterpart_is_invoked_here():
@@ -145,23 +213,27 @@ def test_every_counterpart_is_invoked_here():
 @pytest.mark.parametrize("command", sorted(INVOCATIONS))
 def test_cli_and_python_call_write_the_same_files_and_return_a_typed_result(command, inputs, capsys):
     w = inputs
-    argv = [str(a) for a in INVOCATIONS[command](w, w["tmp"] / f"{command}-cli")]
+    name = command.replace(" ", "-")
+    argv = [str(a) for a in INVOCATIONS[command](w, w["tmp"] / f"{name}-cli")]
     assert main(argv) == 0, capsys.readouterr().err
+    cli_out = Path(build_parser().parse_args(argv).out)
 
-    args = build_parser().parse_args(argv)
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug", "model")}
-    kwargs["out"] = str(w["tmp"] / f"{command}-py")
-    result = _function(command)(args.model, **kwargs)
+    args = build_parser().parse_args([str(a) for a in INVOCATIONS[command](w, w["tmp"] / f"{name}-py")])
+    positional = [a.dest for a in COMMANDS[command]._actions if not a.option_strings and a.dest != "help"][0]
+    drop = {"func", "command", "debug", "action", positional} | CLI_ONLY.get(command, set())
+    result = _function(command)(getattr(args, positional), **{k: v for k, v in vars(args).items() if k not in drop})
+    py_out = Path(args.out)
 
-    cli, py = _tree(w["tmp"] / f"{command}-cli"), _tree(w["tmp"] / f"{command}-py")
+    cli, py = _tree(cli_out), _tree(py_out)
     assert cli.keys() == py.keys()
-    for name in cli:
-        assert cli[name] == py[name], f"{command}: {name} differs between the CLI and the Python call"
+    for file in cli:
+        assert cli[file] == py[file], f"{command}: {file} differs between the CLI and the Python call"
 
-    assert dataclasses.is_dataclass(result) and result.out == Path(kwargs["out"]) and result.seconds > 0
-    report = json.loads((Path(kwargs["out"]) / f"{command}.json").read_text())
-    assert result.report() == report
+    assert dataclasses.is_dataclass(result)
     assert type(result).from_json(json.loads(json.dumps(result.to_json()))) == result
+    if command in REPORTS:
+        assert result.out == py_out and result.seconds > 0
+        assert result.report() == json.loads((py_out / REPORTS[command] if REPORTS[command] else py_out).read_text())
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

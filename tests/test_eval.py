@@ -257,7 +257,7 @@ def test_packaged_smollm2_mmlu_local_runs():
     result = evaluate("smollm2-135m", tasks=["mmlu-local"], limit=4)
     metrics = result.tasks["mmlu-local"]
     assert metrics["samples"] == 4 and metrics["num_fewshot"] == 5 and 0.0 <= metrics["acc"] <= 1.0
-    assert result["time_s"]["load"] > 0
+    assert result.time_s["load"] > 0
 
 
 def test_harness_task_failure_offline_is_one_line_with_the_local_alternatives(monkeypatch, tokenizer):

@@ -164,15 +164,15 @@ def test_rerun_resumes_without_retraining(finished):
     results = sorted(out.glob("arms/**/result.json"))
     stamps = [p.stat().st_mtime_ns for p in results]
     before = json.loads((out / "report.json").read_text())
-    after = run(recipe, out, log=lambda m: None)
+    after = run(recipe, out=out)
     assert [p.stat().st_mtime_ns for p in results] == stamps
-    assert after["arms"] == before["arms"] and after["verdict"] == before["verdict"]
+    assert after.arms == before["arms"] and after.verdict == before["verdict"] and after.out == out
     # Another recipe in the same folder is refused, and the finished run is left as it was.
     other = yaml.safe_load(recipe.read_text()) | {"seed": 1}
     changed = recipe.with_name("other.yaml")
     changed.write_text(yaml.safe_dump(other))
     with pytest.raises(InherituneError, match="different recipe"):
-        run(changed, out, log=lambda m: None)
+        run(changed, out=out)
     assert json.loads((out / "report.json").read_text())["arms"] == before["arms"]
 
 

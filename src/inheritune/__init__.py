@@ -2,7 +2,7 @@
 
 The Python API mirrors the CLI: each function is one step of the workflow.
 """
-from inheritune.analysis.analyze import analyze
+from inheritune.commands.analyze import AnalyzeResult, analyze
 from inheritune.analysis.importance import ffn_importance, head_importance
 from inheritune.analysis.induction import induction_scores
 from inheritune.commands.importance import ImportanceResult, importance
@@ -11,14 +11,14 @@ from inheritune.commands.prune import PruneResult, prune
 from inheritune.commands.study import StudyResult, study
 from inheritune.data.prepare import PrepareResult, prepare_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.harness import evaluate
-from inheritune.growth.grow import grow_until_matched
+from inheritune.commands.eval import EvalResult, evaluate
+from inheritune.growth.grow import GrowResult, grow, grow_until_matched
 from inheritune.models.loading import load, load_model, load_tokenizer, save_model
 from inheritune.commands.derive import DeriveResult, derive
 from inheritune.models.surgery import deepen, inherit, stack_blocks
-from inheritune.pipeline import run
+from inheritune.pipeline import RunResult, run
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "analyze", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "deepen", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "analyze", "AnalyzeResult", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "EvalResult", "deepen", "grow", "GrowResult", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "RunResult", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"

@@ -183,6 +183,15 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise InherituneError(f"{what} {path} is corrupt: {e}") from None
 
 
+def differences(stored: dict | None, asked: dict, ignore: frozenset[str] | set[str] = frozenset()) -> list[tuple]:
+    """``(key, stored, asked)`` for every setting that differs from the stored one (compared as JSON
+    values, so a tuple equals its stored list), but those in ``ignore``: the one same-settings test of
+    every resume (train runs, grow runs, recipe runs)."""
+    asked = json.loads(json.dumps(asked))
+    stored = stored or {}
+    return [(k, stored.get(k), v) for k, v in asked.items() if k not in ignore and stored.get(k) != v]
+
+
 def resumes(out: Path, stamp: str, settings: dict, started_with: str, overwrite: bool) -> bool:
     """True if ``out`` holds a resumable output started with these ``settings`` (recorded in its
     ``stamp`` file); refuse any other content unless ``overwrite``. Touches nothing: the folder is
@@ -191,13 +200,13 @@ def resumes(out: Path, stamp: str, settings: dict, started_with: str, overwrite:
         raise InherituneError(f"output path {out} exists and is not a folder")
     if not (out.is_dir() and any(f.name != stamp for f in out.iterdir())):  # the stamp alone: nothing ran yet
         return False
-    settings = json.loads(json.dumps(settings))
     stored = read_json(out / stamp, f"{out.name} {stamp}") if (out / stamp).is_file() else None
-    if stored == settings:
+    diff = differences(stored, settings)
+    if stored is not None and not diff and set(stored) == set(json.loads(json.dumps(settings))):
         return True
     if not overwrite:
-        diff = [k for k in settings if stored and stored.get(k) != settings[k]]
-        what = f"was started with {started_with}" + (f" ({', '.join(diff)} differ)" if diff else "") if stored \
+        keys = [k for k, _, _ in diff]
+        what = f"was started with {started_with}" + (f" ({', '.join(keys)} differ)" if keys else "") if stored \
             else "is not empty"
         raise InherituneError(f"output folder {out} {what}; pass --overwrite to start over or use a new --out")
     return False

@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from inheritune.data.shards import open_data
 from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
+from inheritune.result import CommandResult
 from inheritune.growth.grow import GrowResult, grow_until_matched, train_resumable
 from inheritune.io import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json, resumes,
                            swap_in)
@@ -182,16 +183,43 @@ def _train_arms(recipe, reference, tokenizer, data_dir: Path, out: Path, grown, 
     return arms
 
 
-def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool = False,
-        log: Callable[[str], None] = partial(print, flush=True)) -> dict:
-    """Run a recipe (a :class:`Recipe`, a YAML path, or None for the embedded default) into ``out``.
+@dataclass
+class RunResult(CommandResult):
+    """What ``run`` wrote to ``out``; ``report()`` is report.json (the arms, the growth rounds, the
+    verdict; ``reporting/report.py`` builds it)."""
 
-    Returns the report dict also written to ``out/report.json``. Rerunning the same recipe resumes;
-    a run replacing another one (``overwrite``) is built beside it in ``.NAME.new`` and swapped in
-    once its report is written, so the old run survives any failure; rerunning continues it.
+    out: Path
+    title: str
+    main_arm: str
+    verdict: str
+    setup: dict
+    yardstick: dict
+    recipe: dict
+    data: dict
+    arms: dict
+    growth: dict
+    analysis: dict | None
+    eval: dict | None
+    wall_time: float
+    seconds: float
+
+
+def run(recipe: Recipe | str | Path | None = None, *, out: str | Path | None = None, overwrite: bool = False,
+        trust_remote_code: bool = False) -> RunResult:
+    """``inheritune run [RECIPE.yaml] --out RUN``, same arguments: run a recipe (a :class:`Recipe`,
+    a YAML path, or None for the embedded default) into ``out``.
+
+    Rerunning the same recipe resumes; a run replacing another one (``overwrite``) is built beside
+    it in ``.NAME.new`` and swapped in once its report is written, so the old run survives any
+    failure; rerunning continues it. ``trust_remote_code`` is ``train.trust_remote_code``.
     """
     start = time.perf_counter()
+    log = partial(print, flush=True)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if out is None:
+        raise InherituneError("--out is required (the run folder)")
+    if trust_remote_code:
+        recipe.train["trust_remote_code"] = True
     out = Path(out)
     if recipe.data.dir is not None:
         open_data(recipe.data.dir)
@@ -210,7 +238,7 @@ def run(recipe: Recipe | str | Path | None, out: str | Path, *, overwrite: bool 
         if work != out:
             swap_in(work, out)  # the new run is complete: only now is the old one replaced
     log(f"{report['verdict']}\nreport: {out / 'report.md'} / {out / 'report.html'}")
-    return current_paths(report)
+    return RunResult(out=out, seconds=time.perf_counter() - start, **current_paths(report))
 
 
 def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> dict:
@@ -239,7 +267,7 @@ def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> 
 
 
 def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, log) -> dict:
-    from inheritune.analysis.analyze import analyze
+    from inheritune.commands.analyze import analyze
 
     a = recipe.analysis
     cache = out / "analysis-run.json"
@@ -248,8 +276,8 @@ def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, l
     log(f"analysing the reference's attention -> {out}")
     result = analyze(reference, data=data_dir, out=out, sequences=a.sequences, seq_len=a.seq_len, tau=a.tau,
                      seed=a.seed, tokenizer=tokenizer, overwrite=True)
-    summary = {"recommended_layers": result.get("recommended_layers"), "lazy_layers": result.get("lazy_layers"),
-               "plots": {name: f"analysis/{file}" for name, file in result.get("plots", {}).items()}}
+    summary = {"recommended_layers": result.recommended_layers, "lazy_layers": result.lazy_layers,
+               "plots": {name: f"analysis/{file}" for name, file in result.plots.items()}}
     summary["summary"] = (f"Lazy layers: {summary['lazy_layers']}; recommended depth: "
                           f"{summary['recommended_layers']} layers (grow.start_layers used {recipe.grow.start_layers}).")
     atomic_write_json(cache, summary)
@@ -257,7 +285,7 @@ def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, l
 
 
 def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, log) -> dict:
-    from inheritune.evaluation.harness import evaluate
+    from inheritune.commands.eval import evaluate
 
     e = recipe.eval
     results = {}
@@ -265,5 +293,5 @@ def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, log) -> dic
         model = arm.get("model_dir") or recipe.reference
         log(f"evaluating {name} on {', '.join(e.tasks)}")
         results[name] = evaluate(model, tokenizer=tokenizer, data=data_dir, tasks=e.tasks, num_fewshot=e.num_fewshot,
-                                 limit=e.limit, batch_size=e.batch_size)
+                                 limit=e.limit, batch_size=e.batch_size).report()
     return results

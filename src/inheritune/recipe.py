@@ -8,8 +8,6 @@ reference is a one-line error naming the key, raised before data or models are t
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import yaml
 
 from inheritune.errors import InherituneError
+from inheritune.options import build
 
 GROW_MODES = ("reference", "duplicate")
 NOGROW_INITS = ("all", "attention", "mlp")
@@ -109,77 +108,11 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if typing.get_origin(tp) is tuple:
-        return "a list"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {type(None): "null", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the type hint ``tp``; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _convert(value, option, key)
-            except InherituneError:
-                continue
-    elif dataclasses.is_dataclass(tp):
-        if isinstance(value, dict):
-            return _build(tp, value, key + ".")
-    elif origin is list:
-        if isinstance(value, list):
-            return [_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict):
-            return value
-    elif origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp in (str, bool, dict):
-        if isinstance(value, tp):
-            return value
-    else:
-        raise TypeError(f"recipe field {key} has an unsupported type {tp}")
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    raise InherituneError(f"recipe key '{key}' must be {_type_name(tp)}, not {shown}")
-
-
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, naming the first bad key."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in names:
-            raise InherituneError(f"unknown recipe key '{prefix}{key}' (expected one of: {', '.join(names)})")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
-    if missing:
-        raise InherituneError(f"recipe is missing the required key '{prefix}{missing[0]}'")
-    return cls(**{k: _convert(v, hints[k], prefix + k) for k, v in values.items()})
-
-
 def _train_section(values: dict) -> dict:
     """Check the ``train`` mapping against TrainConfig's own fields and types."""
     from inheritune.training.config import TrainConfig, make_config
 
-    config = _build(TrainConfig, values, "train.")
+    config = build(TrainConfig, values, "train.")
     for key in ("steps", "tokens"):
         if key in values:
             raise InherituneError(f"recipe key 'train.{key}' is set per arm (from grow.tokens_per_round); remove it")
@@ -227,7 +160,7 @@ def _check(recipe: Recipe) -> Recipe:
 def recipe_from_dict(values: Any, where: str = "recipe") -> Recipe:
     if not isinstance(values, dict):
         raise InherituneError(f"{where} must be a YAML mapping of keys, not {type(values).__name__}")
-    recipe = _build(Recipe, values)
+    recipe = build(Recipe, values)
     recipe.train = _train_section(recipe.train)
     return _check(recipe)
 

@@ -18,7 +18,6 @@ hooks). From them:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,11 +29,9 @@ from transformers import PreTrainedModel
 from inheritune.analysis import attention as metrics
 from inheritune.analysis.depth import angular_distance, best_slices, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
-from inheritune.analysis.sampling import sequences_from
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
-from inheritune.models.families import context_length, family_of, module, num_heads, num_layers
-from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
+from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text
+from inheritune.models.families import family_of, module, num_heads, num_layers
 from inheritune.reporting import plots
 
 FORMAT = "inheritune-analysis/1"
@@ -46,6 +43,13 @@ LAZY_MASS = 0.5  # mean over heads of the heaviest-column share >= 0.5
 MIN_DEPTH = 0.25  # the recommendation looks for lazy layers from depth ceil(0.25 * L) on
 BI_SHARE = 0.9  # secondary rule: depth where cumulative Block Influence reaches this share
 MEMORY_BUDGET = 256 * 2**20  # bytes of attention probabilities held per batch
+PLOTS = {
+    "rank": "rank_per_layer.png",
+    "column_mass": "column_mass.png",
+    "block_influence": "block_influence.png",
+    "angular_distance": "angular_distance.png",
+    "attention_maps": "attention_maps.png",
+}
 # Per-head arrays written to analysis.json and to one CSV each.
 HEAD_METRICS = {
     "rank": "approximate rank at energy tau of the head's attention averaged over the sequences",
@@ -62,8 +66,10 @@ HEAD_METRICS = {
 }
 
 
-def _check_options(sequences: int, seq_len: int, tau: float, batch_size: int | None, lazy_rank: float,
-                   lazy_mass: float, bi_share: float) -> None:
+def check_options(sequences: int, seq_len: int, tau: float, batch_size: int | None, lazy_rank: float,
+                  lazy_mass: float, bi_share: float, min_depth: float) -> None:
+    if not 0 <= min_depth < 1:
+        raise InherituneError(f"--min-depth must be in [0, 1), not {min_depth}")
     if not 0 < tau <= 1:
         raise InherituneError(f"--tau must be in (0, 1], not {tau}")
     if sequences < 1:
@@ -75,16 +81,6 @@ def _check_options(sequences: int, seq_len: int, tau: float, batch_size: int | N
     for name, value in (("--lazy-rank", lazy_rank), ("--lazy-mass", lazy_mass), ("--bi-share", bi_share)):
         if not 0 < value <= 1:
             raise InherituneError(f"{name} must be in (0, 1], not {value}")
-
-
-def _load(model, data, text, tokenizer):
-    """The model, a tokenizer when one is needed (text, or a fingerprint check of data), and a name."""
-    if isinstance(model, PreTrainedModel):
-        if text is not None and tokenizer is None:
-            raise InherituneError("analysing --text with an in-memory model needs its tokenizer (tokenizer=...)")
-        return model, tokenizer, getattr(model.config, "_name_or_path", "") or model.config.model_type
-    loaded = load_model(model)
-    return loaded, tokenizer or load_tokenizer(model), str(model)
 
 
 @contextmanager
@@ -180,9 +176,9 @@ def _csv(matrix: np.ndarray, header: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, distance: np.ndarray,
-           out: Path, overwrite: bool) -> None:
-    """analysis.json, one CSV per metric, the PNGs; all or nothing (atomic folder)."""
+def write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, distance: np.ndarray,
+          out: Path, overwrite: bool) -> None:
+    """analysis.json (``result``), one CSV per metric, the PNGs; all or nothing (atomic folder)."""
     n_layers, n_heads = heads["rank"].shape
     t = result["seq_len"]
     layers = result["layers"]
@@ -221,59 +217,13 @@ def _write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, 
         atomic_write_json(tmp / "analysis.json", result)
 
 
-def analyze(
-    model: str | Path | PreTrainedModel,
-    data: str | Path | None = None,
-    text: str | Path | None = None,
-    out: str | Path | None = None,
-    sequences: int = 100,
-    seq_len: int = 100,
-    tau: float = 0.9,
-    seed: int = 0,
-    tokenizer=None,
-    overwrite: bool = False,
-    batch_size: int | None = None,
-    lazy_rank: float = LAZY_RANK,
-    lazy_mass: float = LAZY_MASS,
-    bi_share: float = BI_SHARE,
-    bos: bool = False,
-    min_depth: float = MIN_DEPTH,
-) -> dict:
-    """Analyse ``model`` on ``sequences`` x ``seq_len`` tokens of ``data`` (a prepared folder, val split)
-    or ``text`` (a UTF-8 file); write the results to ``out`` if given and return them (the analysis.json dict).
-
-    ``bos`` starts every sequence with the BOS token (then T-1 sampled tokens): models trained
-    with BOS at each document start often sink attention on that token, not on position 0.
-    """
-    _check_options(sequences, seq_len, tau, batch_size, lazy_rank, lazy_mass, bi_share)
-    if not 0 <= min_depth < 1:
-        raise InherituneError(f"--min-depth must be in [0, 1), not {min_depth}")
-    if (data is None) == (text is None):
-        raise InherituneError("give exactly one of --data DIR or --text FILE")
-    if out is not None:
-        check_output_dir(out, overwrite)  # fail before the slow load
-    start = time.perf_counter()
-    model, tokenizer, name = _load(model, data, text, tokenizer)
-    family_of(model.config)  # one-line error for unsupported architectures
-    context = context_length(model.config)
-    if context is not None and seq_len > context:
-        raise InherituneError(f"--seq-len {seq_len} is longer than the model's context ({context} tokens)")
-    if data is not None and tokenizer is not None:
-        from inheritune.data.shards import open_data
-
-        open_data(data).check_tokenizer(tokenizer_fingerprint(tokenizer))
-    ids = sequences_from(data, text, tokenizer, sequences, seq_len, seed)
-    if bos:
-        bos_id = getattr(tokenizer, "bos_token_id", None)
-        bos_id = model.config.bos_token_id if bos_id is None else bos_id
-        if bos_id is None:
-            raise InherituneError("--bos: neither the tokenizer nor the model config defines a BOS token")
-        ids = torch.cat([torch.full((len(ids), 1), int(bos_id)), ids[:, :-1]], dim=1)
-    vocab = model.get_input_embeddings().num_embeddings
-    if int(ids.max()) >= vocab:
-        raise InherituneError(f"the data has token id {int(ids.max())}, beyond the model's vocabulary ({vocab})")
-
+def analyse(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size: int | None, lazy_rank: float,
+            lazy_mass: float, bi_share: float, min_depth: float) -> tuple[dict, dict[str, np.ndarray], torch.Tensor,
+                                                                           np.ndarray]:
+    """The analysis of ``model`` on the token windows ``ids`` ``[N, T]``: the analysis.json fields
+    that depend on the model, the per-head metrics, the mean attention maps and the angular distances."""
     n_layers, n_heads = num_layers(model.config), num_heads(model.config)
+    sequences, seq_len = ids.shape
     if batch_size is None:
         batch_size = max(1, min(sequences, MEMORY_BUDGET // (4 * n_layers * n_heads * seq_len * seq_len)))
     was_training = model.training
@@ -284,11 +234,39 @@ def analyze(
         model.train(was_training)
     heads = _head_metrics(captured, tau)
     distance = angular_distance(captured["mean_cos"])
-    bi = block_influence(captured["mean_cos"])
-
     rank_max = max(1, math.floor(lazy_rank * seq_len))
+    layers = _layer_rows(heads, block_influence(captured["mean_cos"]), distance, rank_max, lazy_mass)
+    flat_mass, flat_rank = heads["column_mass"].ravel(), heads["rank"].ravel()
+    result = {
+        "model_type": model.config.model_type,
+        "num_layers": n_layers,
+        "num_heads": n_heads,
+        "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share,
+                       "min_depth": min_depth},
+        "lazy_rule": f"lazy = max-over-heads rank <= {rank_max} (lazy_rank * T) AND mean-over-heads "
+                     f"heaviest-column share >= {lazy_mass:g}",
+        "uniform_causal_rank": metrics.uniform_causal_rank(seq_len, tau),
+        "lazy_layers": [row["layer"] for row in layers if row["lazy"]],
+        **_recommend([row["lazy"] for row in layers], [row["block_influence"] for row in layers], bi_share, min_depth),
+        "layers": layers,
+        "head_metrics": HEAD_METRICS,
+        "angular_distance": distance.tolist(),
+        "best_slices_to_drop": best_slices(distance),
+        # Example maps: the most sink-like head of all, and the highest-rank head.
+        "example_heads": {"lazy": list(divmod(int(np.argmax(flat_mass)), n_heads)),
+                          "non_lazy": list(divmod(int(np.lexsort((flat_mass, -flat_rank))[0]), n_heads))},
+        "plots": PLOTS,
+        "csv": [f"{k}.csv" for k in HEAD_METRICS] + ["layers.csv", "angular_distance.csv"],
+    }
+    return result, heads, captured["mean_attn"], distance.numpy()
+
+
+def _layer_rows(heads: dict[str, np.ndarray], bi: list[float], distance: torch.Tensor, rank_max: int,
+                lazy_mass: float) -> list[dict]:
+    """One row per layer: every head's metrics, their max and mean, Block Influence, the angular
+    distance to the next layer and the lazy verdict."""
     layers = []
-    for layer in range(n_layers):
+    for layer in range(len(bi)):
         row: dict = {"layer": layer}
         for key, matrix in heads.items():
             row[key] = matrix[layer].tolist()
@@ -299,48 +277,4 @@ def analyze(
         row["angular_distance_next"] = float(distance[layer, layer + 1])
         row["lazy"] = bool(row["rank_max"] <= rank_max and row["column_mass_mean"] >= lazy_mass)
         layers.append(row)
-    lazy = [row["layer"] for row in layers if row["lazy"]]
-    recommendation = _recommend([row["lazy"] for row in layers], bi, bi_share, min_depth)
-
-    # Example maps: the most sink-like head of all, and the highest-rank head.
-    flat_mass, flat_rank = heads["column_mass"].ravel(), heads["rank"].ravel()
-    lazy_head = divmod(int(np.argmax(flat_mass)), n_heads)
-    active_head = divmod(int(np.lexsort((flat_mass, -flat_rank))[0]), n_heads)
-
-    result = {
-        "format": FORMAT,
-        "model": name,
-        "model_type": model.config.model_type,
-        "num_layers": n_layers,
-        "num_heads": n_heads,
-        "source": {"data": str(data)} if data is not None else {"text": str(text)},
-        "sequences": sequences,
-        "seq_len": seq_len,
-        "tau": tau,
-        "seed": seed,
-        "bos": bos,
-        "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share,
-                       "min_depth": min_depth},
-        "lazy_rule": f"lazy = max-over-heads rank <= {rank_max} (lazy_rank * T) AND mean-over-heads "
-                     f"heaviest-column share >= {lazy_mass:g}",
-        "uniform_causal_rank": metrics.uniform_causal_rank(seq_len, tau),
-        "lazy_layers": lazy,
-        **recommendation,
-        "layers": layers,
-        "head_metrics": HEAD_METRICS,
-        "angular_distance": distance.tolist(),
-        "best_slices_to_drop": best_slices(distance),
-        "example_heads": {"lazy": list(lazy_head), "non_lazy": list(active_head)},
-        "plots": {
-            "rank": "rank_per_layer.png",
-            "column_mass": "column_mass.png",
-            "block_influence": "block_influence.png",
-            "angular_distance": "angular_distance.png",
-            "attention_maps": "attention_maps.png",
-        },
-        "csv": [f"{k}.csv" for k in HEAD_METRICS] + ["layers.csv", "angular_distance.csv"],
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    if out is not None:
-        _write(result, heads, captured["mean_attn"], distance.numpy(), Path(out), overwrite)
-    return result
+    return layers

@@ -1,6 +1,7 @@
 """Derive small, strong language models from larger pretrained ones.
 
-One subcommand per step of the workflow, one file each in this package.
+One subcommand per step of the workflow. Each module here only maps a command's arguments onto
+its library function (``PYTHON`` below) and prints the typed result.
 
 Every failure a user can cause ends as one line on stderr and a non-zero exit;
 ``--debug`` shows the traceback instead.
@@ -22,6 +23,13 @@ COMMANDS = [derive, data, analyze, eval, train, importance, prune, induction, st
 # (same names, same defaults), writing the same files and returning a typed result
 # (``to_json``/``from_json``). tests/test_commands.py holds every command with an output to this.
 PYTHON = {
+    "derive": "inheritune.derive",
+    "data prepare": "inheritune.prepare_data",
+    "analyze": "inheritune.analyze",
+    "eval": "inheritune.evaluate",
+    "train": "inheritune.train",
+    "grow": "inheritune.grow",
+    "run": "inheritune.run",
     "importance": "inheritune.importance",
     "prune": "inheritune.prune",
     "induction": "inheritune.induction",

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import NoReturn
 
 from inheritune.messages import one_line
+from inheritune.options import closest
 
 _INTEGER = re.compile(r"[+-]?\d+(?:_\d+)*")
 _SCIENTIFIC = re.compile(r"([+-]?\d+(?:_\d+)*)[eE]\+?(\d+)")
@@ -106,5 +107,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message = one_line(re.sub(r"^argument ", "", message))
+        unknown = re.match(r"unrecognized arguments: (-\S+)", message)
+        if unknown:
+            message += closest(unknown.group(1).split("=")[0], self._all_options())
         print(f"inheritune: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+    def _all_options(self) -> list[str]:
+        """Every option string of this parser and of its subcommands' (argparse reports an unknown
+        option of a subcommand from the top parser)."""
+        found = list(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += sub._all_options() if isinstance(sub, Parser) else list(sub._option_string_actions)
+        return found

@@ -1,12 +1,15 @@
-"""`inheritune grow REFERENCE --data DIR --out RUN --start-layers N`: derive, train, grow until matched."""
+"""`inheritune grow REFERENCE --data DIR --out RUN --start-layers N`: derive, train, grow until matched
+(``inheritune.grow``)."""
 from __future__ import annotations
 
 import argparse
 
 from inheritune.cli.args import count
-from inheritune.cli.train import add_train_options, train_config
+from inheritune.cli.train import add_train_options, given_options
 
 PER_ROUND = ("steps", "tokens")  # set by --tokens-per-round
+GROW = ("start_layers", "step_layers", "max_layers", "tokens_per_round", "margin", "keep_last", "mode", "overwrite",
+        "config")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="prepared data folder (inheritune data prepare)")
     p.add_argument("--out", required=True, help="grow run folder (rerun the same command to resume)")
     p.add_argument("--start-layers", type=count, required=True, help="N: layers of the first round")
-    p.add_argument("--step-layers", type=count, default=3, help="K: layers added per round (default 3)")
+    p.add_argument("--step-layers", type=count, default=3, help="K: layers added per round")
     p.add_argument("--max-layers", type=count, help="M: stop growing here (default: the reference's depth)")
-    p.add_argument("--tokens-per-round", type=count, default=100_000, help="T: training tokens per round (default 100000)")
-    p.add_argument("--margin", type=float, default=0.0, help="E: matched when val loss <= reference + E (default 0)")
+    p.add_argument("--tokens-per-round", type=count, default=100_000, help="T: training tokens per round")
+    p.add_argument("--margin", type=float, default=0.0, help="E: matched when val loss <= reference + E")
     p.add_argument("--keep-last", type=count, default=0,
-                   help="also inherit the reference's last K blocks (first N-K + last K); growth inserts before them (default 0: the paper's first N)")
+                   help="also inherit the reference's last K blocks (first N-K + last K); growth inserts before them "
+                        "(0: the paper's first N)")
     p.add_argument("--mode", default="reference", choices=("reference", "duplicate"),
-                   help="new blocks: the reference's next ones (default) or copies of the model's own last ones")
+                   help="new blocks: the reference's next ones or copies of the model's own last ones")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run in --out started with other settings: the new one is built beside it "
                         "(.NAME.new) and swapped in when complete; rerun the same command to continue it after a kill")
@@ -31,11 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inheritune.growth.grow import grow_until_matched
+    from inheritune.growth.grow import grow
 
-    result = grow_until_matched(args.reference, args.data, args.out, args.start_layers, args.step_layers,
-                                args.max_layers, args.tokens_per_round, args.margin, args.mode,
-                                train_config(args, steps=None, tokens=args.tokens_per_round), args.keep_last,
-                                overwrite=args.overwrite)
+    result = grow(args.reference, args.data, args.out, **{k: getattr(args, k) for k in GROW}, **given_options(args))
     print(f"model -> {result.model_dir}; summary -> {result.run_dir / 'summary.json'}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.args import count
+from inheritune.cli.args import count, device_options
 from inheritune.cli.importance import MODEL, arguments, model_options
 from inheritune.commands.induction import induction
 
@@ -18,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", type=float, default=0.04, help="share of lowest and of highest token ids left out")
     p.add_argument("--top", type=count, default=10, help="how many top induction heads to list")
     p.add_argument("--batch-size", type=count, default=20, help="random sequences per forward pass")
+    device_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    r = induction(args.model, **arguments(args, *MODEL, "seg_len", "repeats", "seeds", "exclude", "top", "batch_size"))
+    r = induction(args.model, **arguments(args, *MODEL, "seg_len", "repeats", "seeds", "exclude", "top", "batch_size",
+                                        "device", "device_map"))
     print("top induction heads (layer.head prefix copying): "
           + ", ".join(f"{h['layer']}.{h['head']} {h['prefix']:.2f} {h['copying']:+.2f}" for h in r.top_heads[:5]))
     print(f"-> {args.out} in {r.seconds:.1f}s")

@@ -1,4 +1,5 @@
-"""`inheritune run [RECIPE.yaml] --out RUN`: the whole recipe, from data to a report comparing the arms."""
+"""`inheritune run [RECIPE.yaml] --out RUN`: the whole recipe, from data to a report comparing the arms
+(``inheritune.run``; ``--show-default`` and ``--check`` are ``default_recipe_text()`` and ``load_recipe()``)."""
 from __future__ import annotations
 
 import argparse
@@ -19,21 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inheritune.errors import InherituneError
     from inheritune.recipe import default_recipe_text, load_recipe
 
     if args.show_default:
         print(default_recipe_text(), end="")
         return 0
     recipe = load_recipe(args.recipe)  # every key checked before any work
-    if args.trust_remote_code:
-        recipe.train["trust_remote_code"] = True
     if args.check:
         print(f"recipe {args.recipe or '(default)'} is valid: reference {recipe.reference}")
         return 0
-    if not args.out:
-        raise InherituneError("--out is required (the run folder)")
     from inheritune.pipeline import run as run_recipe
 
-    run_recipe(recipe, args.out, overwrite=args.overwrite)
+    run_recipe(recipe, out=args.out, overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
     return 0

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from inheritune.cli.args import count
-from inheritune.errors import InherituneError
-from inheritune.training.config import FIELDS, TrainConfig, make_config, read_recipe
+from inheritune.training.config import FIELDS
 
 HELP = {
     "seq_len": "context length of training windows (default 512)",
@@ -43,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out: the new run is built beside it (.NAME.new) and swapped in when "
                         "complete, so a failure keeps the old one; rerun the same command to continue it after a kill")
+    p.add_argument("--tokenizer", metavar="REF", help="tokenizer to save with the model (default: the model's)")
     add_train_options(p)
     p.set_defaults(func=run)
 
@@ -69,39 +68,18 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
             group.add_argument(flag, type=str, **kwargs)  # converted (with a one-line error) by make_config
 
 
-def train_config(args: argparse.Namespace, **fixed) -> TrainConfig:
-    """The ``--config`` recipe, overridden by options given on the command line, then by ``fixed``."""
-    recipe = read_recipe(args.config) if args.config else {}
-    recipe = {k: v for k, v in recipe.items() if k not in fixed}
-    given = {name: _parse(name, getattr(args, name)) for name in FIELDS if hasattr(args, name) and name not in fixed}
-    return make_config(recipe, **given, **fixed)
-
-
-def _parse(name: str, value):
-    """CLI strings to values: counts as ``count`` reads them ("1e6", "1_000_000"), floats ("3e-4"),
-    "none"; make_config checks the kind."""
-    kind = FIELDS[name].type
-    if not isinstance(value, str) or kind.startswith("str"):
-        return value
-    if value.lower() in ("none", "null"):
-        return None
-    if kind.startswith("int"):
-        try:
-            return count(value)
-        except argparse.ArgumentTypeError as e:
-            raise InherituneError(f"--{name.replace('_', '-')}: {e}") from None
-    try:
-        return float(value)
-    except ValueError:
-        return value
+def given_options(args: argparse.Namespace) -> dict:
+    """The training options given on the command line, as the strings typed (``make_config``
+    converts them like YAML values); the others keep ``--config``'s or TrainConfig's value."""
+    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
 
 
 def run(args: argparse.Namespace) -> int:
     from inheritune.training import TrainingInterrupted, train
 
-    config = train_config(args)
     try:
-        result = train(args.model, args.data, args.out, config, resume=args.resume, overwrite=args.overwrite)
+        result = train(args.model, args.data, args.out, args.config, resume=args.resume, overwrite=args.overwrite,
+                       tokenizer=args.tokenizer, **given_options(args))
     except TrainingInterrupted as e:
         if os.environ.get("RANK", "0") == "0":
             print(f"inheritune: {e}")

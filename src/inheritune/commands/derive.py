@@ -19,7 +19,6 @@ from inheritune.models.loading import parameter_count, save_model
 from inheritune.models.surgery import INIT_CHOICES, inherit, parse_layers
 from inheritune.errors import InherituneError
 
-NO_TOKENIZER = "the output holds weights only (attach one with --tokenizer REF)"
 
 
 @dataclasses.dataclass
@@ -49,7 +48,8 @@ def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[
     if init not in INIT_CHOICES:
         raise InherituneError(f"--init must be one of {', '.join(INIT_CHOICES)}, not '{init}'")
     check_output_dir(out, overwrite)  # fail before the slow load
-    ref, tok = load(reference, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER)
+    ref, tok = load(reference, tokenizer, trust_remote_code, needed=False,
+                    no_tokenizer=f"{out} holds weights only (attach one with --tokenizer REF)")
     blocks = parse_layers(layers, num_layers(ref.config))
     model = inherit(ref, blocks, init=init, seed=seed)
     result = DeriveResult(out=Path(out), reference=model_name(reference), blocks=list(blocks),

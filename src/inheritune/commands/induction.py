@@ -50,7 +50,8 @@ def _special_ids(model, tokenizer) -> tuple[int, ...]:
 
 def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: int = 25, repeats: int = 4,
               seeds: int = 100, exclude: float = 0.04, top: int = 10, batch_size: int = 20,
-              overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None) -> InductionResult:
+              overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
+              device_map: str | None = None) -> InductionResult:
     """Prefix-matching and copying scores of every head of ``model`` on ``seeds`` random segments
     of ``seg_len`` tokens repeated ``repeats`` times, and the ``top`` induction heads.
 
@@ -63,7 +64,8 @@ def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: 
     if not 0 <= exclude < 0.5:
         raise InherituneError(f"--exclude must be in [0, 0.5), not {exclude:g}")
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(model, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER)
+    model_, tok = load(model, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER, device=device,
+                       device_map=device_map)
     vocab = model_.config.vocab_size if tok is None else min(model_.config.vocab_size, len(tok))
     bos = model_.config.bos_token_id if tok is None else tok.bos_token_id
     candidates = candidate_tokens(vocab, exclude, _special_ids(model_, tok))

@@ -1,4 +1,4 @@
-"""`evaluate`: validation loss plus lm-evaluation-harness tasks, in one JSON-ready dict.
+"""Validation loss plus lm-evaluation-harness tasks (what ``inheritune.evaluate`` runs).
 
 Validation loss is the same ``val_loss`` that train and grow report. Tasks run through
 lm-eval (pinned in pyproject) on the already-loaded model via its HFLM wrapper: harness task
@@ -15,16 +15,13 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from inheritune.data.shards import TokenData, open_data
+from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
 from inheritune.evaluation.tasks import LOCAL_TASKS, build_local_task
-from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
 
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
@@ -100,56 +97,23 @@ def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manage
     return results, seconds
 
 
-def evaluate(model: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
-             data: str | Path | TokenData | None = None, tasks: Sequence[str] = (), num_fewshot: int | None = None,
-             limit: int | None = None, batch_size: int = 8, device: str | None = None,
-             trust_remote_code: bool = False) -> dict:
-    """Validation loss on ``data``'s val split (if given) and the named tasks, as one dict.
-
-    ``model`` is a loaded model (then pass its ``tokenizer``) or anything ``load_model`` accepts.
-    ``device`` moves the model there (a passed-in model is moved in place); None leaves it.
-    ``trust_remote_code`` lets a referenced model's own code run (as ``load_model``).
-    The validation loss is the one yardstick (``evaluation/loss.py``) that train, grow and run report.
-    Returns ``{"val": {"loss","ppl","tokens","yardstick"} or None, "tasks": {task: {metric: value}}, "time_s": {...}}``.
-    Everything a user can get wrong is checked before the (slow) model load.
-    """
-    tasks = list(dict.fromkeys(tasks))
-    if data is None and not tasks:
-        raise InherituneError("nothing to evaluate: give a data folder (--data) and/or --tasks")
-    if limit is not None and limit < 1:
-        raise InherituneError(f"--limit must be a positive number of examples, got {limit}")
-    if num_fewshot is not None and num_fewshot < 0:
-        raise InherituneError(f"--num-fewshot must be >= 0, got {num_fewshot}")
-    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-        raise InherituneError(f"--device {device} asked for, but no CUDA device is available")
-    if data is not None and not isinstance(data, TokenData):
-        data = open_data(data)
-    reference = model if isinstance(model, (str, Path)) else None
-    if tokenizer is None:
-        if reference is None:
-            raise InherituneError("evaluate() needs the tokenizer that goes with a model object")
-        tokenizer = load_tokenizer(reference, trust_remote_code=trust_remote_code)
-    if data is not None:
-        data.check_tokenizer(tokenizer_fingerprint(tokenizer))
-    managers = task_managers(tasks, data, tokenizer)
-    times: dict = {}
-    if reference is not None:
-        start = time.perf_counter()
-        model = load_model(reference, trust_remote_code=trust_remote_code)
-        times["load"] = round(time.perf_counter() - start, 2)
-    if device is not None:
-        model.to(device)
+def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TokenData | None,
+                   managers: Mapping[str, object], num_fewshot: int | None, limit: int | None,
+                   batch_size: int) -> tuple[dict | None, dict, dict]:
+    """Val loss on ``data``'s val split (the one yardstick, ``evaluation/loss.py``) and the tasks
+    of ``managers`` (``task_managers``): ``(val, tasks, seconds)``. A model handed in mid-training
+    goes back to training mode."""
     was_training = model.training
     model.eval()
-    result: dict = {"val": None, "tasks": {}, "time_s": times}
+    val, results, times = None, {}, {}
     try:
         if data is not None:
             start = time.perf_counter()
-            result["val"] = val_loss(model, data, batch_size=batch_size)
+            val = val_loss(model, data, batch_size=batch_size)
             times["val"] = round(time.perf_counter() - start, 2)
-        if tasks:
-            result["tasks"], task_times = run_tasks(model, tokenizer, managers, num_fewshot, limit, batch_size)
+        if managers:
+            results, task_times = run_tasks(model, tokenizer, managers, num_fewshot, limit, batch_size)
             times.update(task_times)
     finally:
-        model.train(was_training)  # a model handed in mid-training goes back as it came
-    return result
+        model.train(was_training)
+    return val, results, times

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
+from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_loss
 from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
                            resumes,
@@ -34,14 +35,16 @@ from inheritune.models.loading import load_model, load_tokenizer, parameter_coun
 from inheritune.models.surgery import deepen, inherit, first_and_last
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.checkpoint import checkpoint_dir
-from inheritune.training.config import make_config
+from inheritune.training.config import make_config, read_recipe
 
 SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
 SUMMARY = "summary.json"  # written last: its presence means the grow run finished
 
 
 @dataclass
-class GrowResult:
+class GrowResult(CommandResult):
+    """What ``grow`` wrote; summary.json in the run folder holds it."""
+
     run_dir: Path
     model_dir: Path  # the smallest matching model, or the last round's when none matched
     matched: bool
@@ -52,15 +55,6 @@ class GrowResult:
     tokens: int  # training tokens over all rounds
     wall_time: float  # training seconds over all rounds
     verdict: str
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["run_dir"], d["model_dir"] = str(self.run_dir), str(self.model_dir)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> GrowResult:
-        return cls(**{**d, "run_dir": Path(d["run_dir"]), "model_dir": Path(d["model_dir"])})
 
 
 def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
@@ -127,6 +121,33 @@ def _copy_model(src: Path, dst: Path) -> None:
                 shutil.copy2(f, tmp / f.name)
 
 
+def grow(reference: str | Path, data: str | Path, out: str | Path, *, start_layers: int, step_layers: int = 3,
+         max_layers: int | None = None, tokens_per_round: int = 100_000, margin: float = 0.0, keep_last: int = 0,
+         mode: str = "reference", overwrite: bool = False, config: TrainConfig | dict | str | Path | None = None,
+         **options) -> GrowResult:
+    """``inheritune grow REFERENCE --data DIR --out RUN --start-layers N [...]``, same arguments:
+    ``config`` (a TrainConfig, a dict of its fields or a YAML recipe) and the TrainConfig fields
+    as keywords set how every round trains (each round trains ``tokens_per_round`` tokens)."""
+    recipe = read_recipe(config) if isinstance(config, (str, Path)) else config
+    per_round = make_config(recipe, **options, steps=None, tokens=tokens_per_round)
+    return grow_until_matched(reference, data, out, start_layers, step_layers, max_layers, tokens_per_round, margin,
+                              mode, per_round, keep_last, overwrite=overwrite)
+
+
+def _check_args(start_layers: int, step_layers: int, max_layers: int | None, tokens_per_round: int, mode: str,
+                keep_last: int) -> None:
+    if mode not in ("reference", "duplicate"):
+        raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
+    if step_layers < 1:
+        raise InherituneError(f"--step-layers must be at least 1, not {step_layers}")
+    if tokens_per_round < 1:
+        raise InherituneError(f"--tokens-per-round must be positive, not {tokens_per_round}")
+    if start_layers < 1 or (max_layers is not None and max_layers < start_layers):
+        raise InherituneError(f"need 1 <= --start-layers <= --max-layers, not {start_layers} and {max_layers}")
+    if not 0 <= keep_last < start_layers:
+        raise InherituneError(f"--keep-last must be in 0..{start_layers - 1} (below --start-layers), not {keep_last}")
+
+
 def grow_until_matched(
     reference: str | Path,
     data: str | Path,
@@ -159,16 +180,7 @@ def grow_until_matched(
     config = make_config(config, steps=None, tokens=tokens_per_round)
     if config.distill_from == "reference":
         config = dataclasses.replace(config, distill_from=str(reference))
-    if mode not in ("reference", "duplicate"):
-        raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
-    if step_layers < 1:
-        raise InherituneError(f"--step-layers must be at least 1, not {step_layers}")
-    if tokens_per_round < 1:
-        raise InherituneError(f"--tokens-per-round must be positive, not {tokens_per_round}")
-    if start_layers < 1 or (max_layers is not None and max_layers < start_layers):
-        raise InherituneError(f"need 1 <= --start-layers <= --max-layers, not {start_layers} and {max_layers}")
-    if not 0 <= keep_last < start_layers:
-        raise InherituneError(f"--keep-last must be in 0..{start_layers - 1} (below --start-layers), not {keep_last}")
+    _check_args(start_layers, step_layers, max_layers, tokens_per_round, mode, keep_last)
     token_data = open_data(data)
     settings = final_paths(_settings(str(reference), token_data, start_layers, step_layers, max_layers,
                                      tokens_per_round, margin, mode, keep_last, config))

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from inheritune.errors import InherituneError
+from inheritune.options import build, check_keys
 
 PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
@@ -89,40 +90,12 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def _coerce(name: str, value):
-    """YAML gives ints for floats and lists for tuples; reject anything else of the wrong kind."""
-    default = FIELDS[name].default
-    kind = FIELDS[name].type
-    if value is None and "None" in kind:
-        return None
-    try:
-        if kind.startswith("bool"):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if kind.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if kind.startswith("float"):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if kind.startswith("tuple"):
-            return tuple(float(v) for v in value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise InherituneError(f"config key '{name}' must be {kind} (default {default!r}), not {value!r}") from None
-
-
 def make_config(config: TrainConfig | dict | None = None, **overrides) -> TrainConfig:
-    """A validated TrainConfig from a config (or dict of its fields) plus keyword overrides."""
+    """A validated TrainConfig from a config (or dict of its fields) plus keyword overrides; values
+    may be CLI strings (``"1e6"``): ``options.convert`` reads them all alike."""
     base = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config or {})
     base.update(overrides)
-    unknown = sorted(set(base) - set(FIELDS))
-    if unknown:
-        raise InherituneError(f"unknown training option '{unknown[0]}' (known: {', '.join(FIELDS)})")
-    return TrainConfig(**{k: _coerce(k, v) for k, v in base.items()}).validate()
+    return build(TrainConfig, base, what="training option").validate()
 
 
 def read_recipe(path: str | Path) -> dict:
@@ -137,7 +110,5 @@ def read_recipe(path: str | Path) -> dict:
     if not isinstance(recipe, dict):
         raise InherituneError(f"recipe {path} must be a mapping of option: value")
     recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
-    unknown = sorted(set(recipe) - set(FIELDS))
-    if unknown:
-        raise InherituneError(f"recipe {path}: unknown key '{unknown[0]}' (known: {', '.join(FIELDS)})")
-    return {k: _coerce(k, v) for k, v in recipe.items()}
+    check_keys(recipe, FIELDS, "key", where=f"recipe {path}: ")
+    return recipe

@@ -10,7 +10,6 @@ another one is written beside it and swapped in at the end (``io.build_dir``/``i
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import signal
 import sys
@@ -27,13 +26,14 @@ from transformers import PreTrainedModel
 from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
+from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
-                           final_paths, read_json, swap_in)
+                           differences, final_paths, read_json, swap_in)
 from inheritune.models.families import context_length
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.training import checkpoint, distributed
-from inheritune.training.config import TrainConfig, make_config
+from inheritune.training.config import TrainConfig, make_config, read_recipe
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
 from inheritune.training.loss import CausalLMLoss, Teacher
@@ -47,7 +47,9 @@ RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_
 
 
 @dataclass
-class TrainResult:
+class TrainResult(CommandResult):
+    """What ``train`` wrote; result.json in the run folder holds it."""
+
     run_dir: Path
     model_dir: Path  # RUN/final: HF folder (safetensors + tokenizer) of the final model
     steps: int
@@ -56,34 +58,31 @@ class TrainResult:
     val_history: list[dict]  # [{"step", "tokens", "val_loss", "wall_time"}...] including step 0 and the end
     wall_time: float  # seconds of optimizer steps (teacher included; evaluations and checkpoints not), over all resumes
 
-    def to_json(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, d: dict) -> TrainResult:
-        return cls(**{**d, "run_dir": Path(d["run_dir"]), "model_dir": Path(d["model_dir"])})
-
 
 class TrainingInterrupted(InherituneError):
     """SIGINT/SIGTERM: the step finished and a checkpoint was written; ``--resume`` continues."""
 
 
 def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path,
-          config: TrainConfig | None = None, *, tokenizer=None, resume: bool = False,
-          overwrite: bool = False, teacher: PreTrainedModel | None = None, **overrides) -> TrainResult:
+          config: TrainConfig | dict | str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+          tokenizer=None, teacher: PreTrainedModel | None = None, **options) -> TrainResult:
     """Train ``model`` on the prepared data folder ``data``; the run folder ``out`` holds everything.
+
+    ``inheritune train MODEL --data DIR --out RUN [--config YAML] [--OPTION VALUE ...]`` with the
+    same arguments: ``config`` is a TrainConfig, a dict of its fields or a YAML recipe, and every
+    TrainConfig field is also a keyword (``seq_len=1024``, or the CLI's string ``"1e6"``),
+    overriding it. ``teacher`` (Python only) is an in-memory model for ``distill_from``.
 
     ``resume=True``: a finished run of the same length returns its stored result (another
     length is refused), an unfinished one continues from its latest valid checkpoint, and one
-    with no checkpoint yet (killed before its first) starts over. ``teacher`` is an in-memory
-    model for ``config.distill_from`` (grow passes the reference it already holds).
+    with no checkpoint yet (killed before its first) starts over.
 
     A fresh run over a non-empty ``out`` (``overwrite``) is built beside it in ``.NAME.new`` and
     swapped in only once complete: a failure or kill at any step leaves the previous run as it
     was. Rerunning the same command continues that replacement from its latest checkpoint (or
     starts it over if the recipe, model or data changed); ``resume`` still means the run in ``out``.
     """
-    config = make_config(config, **overrides)
+    config = make_config(read_recipe(config) if isinstance(config, (str, Path)) else config, **options)
     out = Path(out)
     continuing = resume and ((out / "result.json").is_file() or any(checkpoint.checkpoint_dir(out).glob("step-*")))
     work = build_dir(out, continuing)
@@ -105,43 +104,67 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     return result
 
 
+@dataclass
+class _Run:
+    """Everything the loop reads and updates, built by ``_setup``."""
+
+    config: TrainConfig
+    env: distributed.Dist
+    run_dir: Path  # the run's folder
+    work: Path  # where this invocation writes it: run_dir, or the sibling a replacement is built in
+    model: PreTrainedModel
+    tokenizer: object
+    data: object  # TokenData
+    loader: TrainLoader
+    step_loss: torch.nn.Module
+    forward: object  # step_loss, compiled with config.compile
+    optimizer: torch.optim.Optimizer
+    autocast: torch.dtype | None
+    tokens_per_step: int
+    total_steps: int
+    warmup: int
+    eval_every: int
+    checkpoint_every: int
+    flops: float
+    peak: float
+    log: RunLog
+    fresh: bool  # no checkpoint was resumed
+    step: int = 0
+    val_history: list = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+    last_checkpoint: Path | None = None
+
+
 def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
            teacher_model: PreTrainedModel | None) -> TrainResult:
     """``run_dir`` is the run's folder; ``work`` is where this invocation writes it (``run_dir``, or
     the sibling a replacement is built in, swapped in at the end)."""
     if resume and (done := _finished(run_dir, config)) is not None:
         return done
+    run = _setup(model, data, run_dir, work, config, tokenizer, resume, overwrite, teacher_model)
+    _fit(run)
+    return _finalize(run)
+
+
+def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
+           teacher_model: PreTrainedModel | None) -> _Run:
+    """Check every input, find the checkpoint to resume, and ready the model, loss and optimizer;
+    writes config.json (nothing else is written before every check has passed)."""
     env = distributed.setup()
     resuming = resume and run_dir.exists()
     if not resuming:
         check_output_dir(run_dir, overwrite)  # fail fast; nothing is written until every check has passed
-
-    # --- data, model, tokenizer: everything checked before any training -------------------
     tokens_data = open_data(data)
     tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
-    if isinstance(model, PreTrainedModel):
-        model_name = f"<in-memory {type(model).__name__}>"
-    else:
-        model_name = str(model)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, config.trust_remote_code)
-        model = load_model(model, trust_remote_code=config.trust_remote_code)
-    if tokenizer is not None:
-        tokens_data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the model's tokenizer ({model_name})")
-    max_positions = context_length(model.config)
-    if max_positions is not None and config.seq_len > max_positions:
-        raise InherituneError(f"seq_len {config.seq_len} is larger than the model supports ({max_positions} positions)")
-    micro_tokens = config.batch_size * config.seq_len * env.world
-    tokens_per_step = config.tokens_per_step or micro_tokens
-    if tokens_per_step % micro_tokens:
-        raise InherituneError(f"tokens_per_step {tokens_per_step} is not a multiple of batch_size x seq_len x ranks "
-                              f"= {config.batch_size} x {config.seq_len} x {env.world} = {micro_tokens}")
+    model, tokenizer, model_name = _model_and_tokenizer(model, tokenizer, tokens_data, config)
+    tokens_per_step = _tokens_per_step(config, env.world)
     total_steps = config.total_steps(tokens_per_step)
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
     loader = TrainLoader(tokens_data, config.seq_len, config.batch_size, tokens_per_step // config.seq_len,
                          config.seed, env.rank, env.world)
     teacher = _teacher(config, teacher_model, tokens_data, model)
 
-    # --- resume: the latest checkpoint that loads (of the run, or of a replacement a kill stopped) --
+    # The latest checkpoint that loads (of the run, or of a replacement a kill stopped).
     model_name = final_paths(model_name)
     found = _resume_point(run_dir, resuming, overwrite, config, env)
     if work != run_dir:
@@ -156,8 +179,7 @@ def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     _prepare(model, env.device)
     if found is not None:
         checkpoint.load_into(model, found[2], found[0])
-    flops = flops_per_token(model, config.seq_len)
-    n_params = parameter_count(model)
+    flops, parameters = flops_per_token(model, config.seq_len), parameter_count(model)  # before any sharding
     torch.manual_seed(config.seed)
     if teacher is not None:
         teacher.model.to(device=env.device, dtype=torch.float32).eval()
@@ -166,128 +188,195 @@ def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
         step_loss = CausalLMLoss(model, fused=False, teacher=teacher)
     else:
         step_loss = distributed.data_parallel(CausalLMLoss(model, teacher=teacher), env)
-    optimizer = make_optimizer(model, config)
-    step, val_history, train_seconds = 0, [], 0.0
+    run = _Run(config=config, env=env, run_dir=run_dir, work=work, model=model, tokenizer=tokenizer,
+               data=tokens_data, loader=loader, step_loss=step_loss,
+               forward=torch.compile(step_loss) if config.compile else step_loss,
+               optimizer=make_optimizer(model, config), autocast=autocast, tokens_per_step=tokens_per_step,
+               total_steps=total_steps, warmup=warmup, eval_every=eval_every, checkpoint_every=checkpoint_every,
+               flops=flops,
+               peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
+               log=RunLog(work, keep_until=found[1]["step"] if found is not None else None, enabled=env.main),
+               fresh=found is None, last_checkpoint=found[0] if found else None)
     if found is not None:
-        state = found[1]
-        train_seconds = state.get("wall_time", 0.0)
-        _load_optimizer(model, optimizer, state["optimizer"], config.fsdp)
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and env.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        step, val_history = state["step"], state["val_history"]
-    forward = torch.compile(step_loss) if config.compile else step_loss
-
+        _restore(run, found[1])
     if env.main:
-        atomic_write_json(work / "config.json", {
-            "config": dataclasses.asdict(config), "model": model_name, "data": final_paths(str(data)), "world": env.world,
-            "precision": "bf16" if autocast else "fp32", "tokens_per_step": tokens_per_step,
-            "micro_steps": loader.micro_steps, "total_steps": total_steps, "warmup_steps": warmup,
-            "eval_every": eval_every, "checkpoint_every": checkpoint_every, "parameters": n_params,
-            "flops_per_token": flops, "tokenizer_fingerprint": tokens_data.fingerprint,
-            "train_loss": "distillation mix (see training/loss.py)" if teacher else "cross-entropy",
-            "val_loss": {**YARDSTICK, "context": val_context(model)},
-        })
-    log = RunLog(work, keep_until=step if found is not None else None, enabled=env.main)
-    peak = config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0)
+        _write_config(run, model_name, str(data), parameters, teacher is not None)
+    return run
 
-    def evaluate(at: int) -> float:
-        result = val_loss(model, tokens_data, batch_size=config.batch_size)
-        val_history.append({"step": at, "tokens": at * tokens_per_step, "val_loss": result["loss"],
-                            "wall_time": train_seconds})
-        return result["loss"]
 
-    def save(at: int) -> Path | None:
-        full = _full_state(model, optimizer, config.fsdp)
-        path = None
-        if env.main:
-            rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if env.device.type == "cuda" else {})
-            state = {"step": at, "tokens": at * tokens_per_step, "val_history": val_history, "wall_time": train_seconds,
-                     "optimizer": full[1], "rng": rng,
-                     "loader": {"seed": config.seed, "seq_len": config.seq_len, "tokens_per_step": tokens_per_step}}
-            path = checkpoint.save(work, at, model, tokenizer, state, config.keep_checkpoints, full[0])
-        _barrier(env)
-        return path
+def _model_and_tokenizer(model, tokenizer, data, config: TrainConfig):
+    """The model (loaded if a reference), its tokenizer (checked against the data's) and its name."""
+    if isinstance(tokenizer, (str, Path)):  # --tokenizer REF
+        tokenizer = load_tokenizer(tokenizer, config.trust_remote_code)
+    if isinstance(model, PreTrainedModel):
+        name = f"<in-memory {type(model).__name__}>"
+    else:
+        name = str(model)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, config.trust_remote_code)
+        model = load_model(model, trust_remote_code=config.trust_remote_code)
+    if tokenizer is not None:
+        data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the model's tokenizer ({name})")
+    max_positions = context_length(model.config)
+    if max_positions is not None and config.seq_len > max_positions:
+        raise InherituneError(f"seq_len {config.seq_len} is larger than the model supports ({max_positions} positions)")
+    return model, tokenizer, name
 
-    if found is None:
-        loss0 = evaluate(0)
-        log.write({"step": 0, "tokens": 0, "lr": 0.0, "val_loss": loss0, "wall_time": 0.0})
-    show = env.main and config.progress
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+
+def _tokens_per_step(config: TrainConfig, world: int) -> int:
+    micro_tokens = config.batch_size * config.seq_len * world
+    tokens_per_step = config.tokens_per_step or micro_tokens
+    if tokens_per_step % micro_tokens:
+        raise InherituneError(f"tokens_per_step {tokens_per_step} is not a multiple of batch_size x seq_len x ranks "
+                              f"= {config.batch_size} x {config.seq_len} x {world} = {micro_tokens}")
+    return tokens_per_step
+
+
+def _restore(run: _Run, state: dict) -> None:
+    """Optimizer moments, RNG, step, history and training time of a checkpoint."""
+    run.train_seconds = state.get("wall_time", 0.0)
+    _load_optimizer(run.model, run.optimizer, state["optimizer"], run.config.fsdp)
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and run.env.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    run.step, run.val_history = state["step"], state["val_history"]
+
+
+def _write_config(run: _Run, model_name: str, data: str, parameters: int, distilling: bool) -> None:
+    atomic_write_json(run.work / "config.json", {
+        "config": dataclasses.asdict(run.config), "model": model_name, "data": final_paths(data),
+        "world": run.env.world, "precision": "bf16" if run.autocast else "fp32", "tokens_per_step": run.tokens_per_step,
+        "micro_steps": run.loader.micro_steps, "total_steps": run.total_steps, "warmup_steps": run.warmup,
+        "eval_every": run.eval_every, "checkpoint_every": run.checkpoint_every,
+        "parameters": parameters, "flops_per_token": run.flops,
+        "tokenizer_fingerprint": run.data.fingerprint,
+        "train_loss": "distillation mix (see training/loss.py)" if distilling else "cross-entropy",
+        "val_loss": {**YARDSTICK, "context": val_context(run.model)},
+    })
+
+
+def _evaluate(run: _Run, at: int) -> float:
+    """The yardstick val loss at step ``at``, appended to the history."""
+    result = val_loss(run.model, run.data, batch_size=run.config.batch_size)
+    run.val_history.append({"step": at, "tokens": at * run.tokens_per_step, "val_loss": result["loss"],
+                            "wall_time": run.train_seconds})
+    return result["loss"]
+
+
+def _save(run: _Run, at: int) -> None:
+    """A checkpoint of everything that decides the rest of the curve (rank 0 writes it)."""
+    full = _full_state(run.model, run.optimizer, run.config.fsdp)
+    if run.env.main:
+        rng = {"torch": torch.get_rng_state()} | (
+            {"cuda": torch.cuda.get_rng_state()} if run.env.device.type == "cuda" else {})
+        state = {"step": at, "tokens": at * run.tokens_per_step, "val_history": run.val_history,
+                 "wall_time": run.train_seconds, "optimizer": full[1], "rng": rng,
+                 "loader": {"seed": run.config.seed, "seq_len": run.config.seq_len,
+                            "tokens_per_step": run.tokens_per_step}}
+        run.last_checkpoint = checkpoint.save(run.work, at, run.model, run.tokenizer, state,
+                                              run.config.keep_checkpoints, full[0])
+    _barrier(run.env)
+
+
+def _fit(run: _Run) -> None:
+    """The optimizer steps, from ``run.step`` to the end: evaluate, log and checkpoint as scheduled;
+    a stop signal ends the run after a checkpoint (``TrainingInterrupted``)."""
+    if run.fresh:
+        run.log.write({"step": 0, "tokens": 0, "lr": 0.0, "val_loss": _evaluate(run, 0), "wall_time": 0.0})
+    show = run.env.main and run.config.progress
+    bar = tqdm(total=run.total_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (show and sys.stderr.isatty()))
-    last_time, last_step, last_ckpt = time.perf_counter(), step, found[0] if found else None
+    last_time, last_step = time.perf_counter(), run.step
     with _stop_signals() as stop_requested:
-        while step < total_steps:
-            step_start = time.perf_counter()
-            lr = lr_at(step + 1, config, total_steps, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=env.device)
-            for micro in range(loader.micro_steps):
-                batch = loader.batch(step, micro).to(env.device, non_blocking=True)
-                with _grad_sync(model if config.fsdp else step_loss, micro == loader.micro_steps - 1):
-                    with torch.autocast(env.device.type, dtype=autocast) if autocast else nullcontext():
-                        loss = forward(batch) / loader.micro_steps
-                    loss.backward()
-                loss_sum += loss.detach()
-            norm = _clip(model, config.grad_clip)
-            # One collective per step: the mean loss, whether any rank saw a non-finite value, a stop request.
-            flags = torch.stack([loss_sum.float(), (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
-                                 torch.tensor(float(stop_requested()), device=env.device)])
-            if env.world > 1:
-                torch.distributed.all_reduce(flags)
-            train_loss, nonfinite, stop = (flags[0] / env.world).item(), flags[1].item() > 0, flags[2].item() > 0
-            step += 1
-            if nonfinite and config.on_nonfinite == "stop":
-                kept = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "; no checkpoint was written yet"
-                raise InherituneError(f"non-finite loss at step {step} (loss {train_loss}){kept} "
-                                      f"(lower --lr, or pass --on-nonfinite skip)")
-            if nonfinite:
-                optimizer.zero_grad(set_to_none=True)  # skip this batch: no update
-            else:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            train_seconds += time.perf_counter() - step_start
+        while run.step < run.total_steps:
+            lr, train_loss, nonfinite, stop = _optimizer_step(run, stop_requested())
             bar.update(1)
-            at_eval = step % eval_every == 0 or step == total_steps
-            if step % config.log_every == 0 or at_eval or nonfinite:
-                now = time.perf_counter()
-                tok_s = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
-                row = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": train_loss,
-                       "tokens_per_s": tok_s, "mfu": flops * tok_s / (peak * env.world), "wall_time": train_seconds}
-                if nonfinite:
-                    row["skipped"] = True
-                if at_eval:
-                    row["val_loss"] = evaluate(step)
-                    if show:
-                        tqdm.write(f"step {step}/{total_steps}  tokens {step * tokens_per_step}  "
-                                   f"train {train_loss:.4f}  val {row['val_loss']:.4f}  {tok_s:.0f} tok/s")
-                log.write(row)
+            at_eval = run.step % run.eval_every == 0 or run.step == run.total_steps
+            if run.step % run.config.log_every == 0 or at_eval or nonfinite:
+                tok_s = (run.step - last_step) * run.tokens_per_step / max(time.perf_counter() - last_time, 1e-9)
+                _log_step(run, lr, train_loss, tok_s, nonfinite, at_eval, show)
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:.0f}")
-                last_time, last_step = time.perf_counter(), step
-            if step % checkpoint_every == 0 or step == total_steps or stop:
-                last_ckpt = save(step)
+                last_time, last_step = time.perf_counter(), run.step
+            if run.step % run.checkpoint_every == 0 or run.step == run.total_steps or stop:
+                _save(run, run.step)
                 last_time = time.perf_counter()  # tokens/s counts training time only
-            if stop and step < total_steps:
+            if stop and run.step < run.total_steps:
                 bar.close()
-                log.close()
-                raise TrainingInterrupted(f"stopped by signal after step {step}/{total_steps}; checkpoint "
-                                          f"{last_ckpt or work / 'checkpoints'} written; {_how_to_continue(run_dir, work)}")
+                run.log.close()
+                raise TrainingInterrupted(
+                    f"stopped by signal after step {run.step}/{run.total_steps}; checkpoint "
+                    f"{run.last_checkpoint or run.work / 'checkpoints'} written; "
+                    f"{_how_to_continue(run.run_dir, run.work)}")
     bar.close()
-    log.close()
+    run.log.close()
 
-    full = _full_state(model, optimizer, config.fsdp, optimizer_too=False)
-    result = TrainResult(run_dir, run_dir / "final", step, step * tokens_per_step, val_history[-1]["val_loss"],
-                         val_history, train_seconds)
-    if env.main:
-        with atomic_dir(work / "final", overwrite=True) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-        atomic_write_json(work / "result.json", final_paths(result.to_json()))
-        if work != run_dir:
-            swap_in(work, run_dir)  # the new run is complete: only now is the old one replaced
-    _barrier(env)
+
+def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool, bool]:
+    """One optimizer step (gradients accumulated over the micro-batches, clipped); returns the lr,
+    the mean train loss over ranks, whether the step was non-finite (then skipped, or an error)
+    and whether any rank asked to stop."""
+    start = time.perf_counter()
+    config, env = run.config, run.env
+    lr = lr_at(run.step + 1, config, run.total_steps, run.warmup)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = torch.zeros((), device=env.device)
+    for micro in range(run.loader.micro_steps):
+        batch = run.loader.batch(run.step, micro).to(env.device, non_blocking=True)
+        with _grad_sync(run.model if config.fsdp else run.step_loss, micro == run.loader.micro_steps - 1):
+            with torch.autocast(env.device.type, dtype=run.autocast) if run.autocast else nullcontext():
+                loss = run.forward(batch) / run.loader.micro_steps
+            loss.backward()
+        loss_sum += loss.detach()
+    norm = _clip(run.model, config.grad_clip)
+    # One collective per step: the mean loss, whether any rank saw a non-finite value, a stop request.
+    flags = torch.stack([loss_sum.float(), (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
+                         torch.tensor(float(stop_requested), device=env.device)])
+    if env.world > 1:
+        torch.distributed.all_reduce(flags)
+    train_loss, nonfinite, stop = (flags[0] / env.world).item(), flags[1].item() > 0, flags[2].item() > 0
+    run.step += 1
+    if nonfinite and config.on_nonfinite == "stop":
+        kept = (f"; the last good checkpoint is {run.last_checkpoint}" if run.last_checkpoint
+                else "; no checkpoint was written yet")
+        raise InherituneError(f"non-finite loss at step {run.step} (loss {train_loss}){kept} "
+                              f"(lower --lr, or pass --on-nonfinite skip)")
+    if not nonfinite:  # a skipped batch makes no update
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.train_seconds += time.perf_counter() - start
+    return lr, train_loss, nonfinite, stop
+
+
+def _log_step(run: _Run, lr: float, train_loss: float, tok_s: float, nonfinite: bool, at_eval: bool,
+              show: bool) -> None:
+    """One log row (and the evaluation, when scheduled)."""
+    row = {"step": run.step, "tokens": run.step * run.tokens_per_step, "lr": lr, "train_loss": train_loss,
+           "tokens_per_s": tok_s, "mfu": run.flops * tok_s / (run.peak * run.env.world),
+           "wall_time": run.train_seconds}
+    if nonfinite:
+        row["skipped"] = True
+    if at_eval:
+        row["val_loss"] = _evaluate(run, run.step)
+        if show:
+            tqdm.write(f"step {run.step}/{run.total_steps}  tokens {run.step * run.tokens_per_step}  "
+                       f"train {train_loss:.4f}  val {row['val_loss']:.4f}  {tok_s:.0f} tok/s")
+    run.log.write(row)
+
+
+def _finalize(run: _Run) -> TrainResult:
+    """The final model folder and result.json; a replacement is swapped in only now."""
+    full = _full_state(run.model, run.optimizer, run.config.fsdp, optimizer_too=False)
+    result = TrainResult(run.run_dir, run.run_dir / "final", run.step, run.step * run.tokens_per_step,
+                         run.val_history[-1]["val_loss"], run.val_history, run.train_seconds)
+    if run.env.main:
+        with atomic_dir(run.work / "final", overwrite=True) as tmp:
+            run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
+            if run.tokenizer is not None:
+                run.tokenizer.save_pretrained(tmp)
+        atomic_write_json(run.work / "result.json", final_paths(result.to_json()))
+        if run.work != run.run_dir:
+            swap_in(run.work, run.run_dir)  # the new run is complete: only now is the old one replaced
+    _barrier(run.env)
     return result
 
 
@@ -354,7 +443,8 @@ def _continue_beside(work: Path, config: TrainConfig, model_name: str, data: str
     if not (work / "config.json").is_file():
         return None
     stored = read_json(work / "config.json", "run config")
-    if _recipe_differences(stored["config"], config) or (stored.get("model"), stored.get("data")) != (model_name, data):
+    if differences(stored["config"], dataclasses.asdict(config), RESUMABLE_CHANGES) or \
+            (stored.get("model"), stored.get("data")) != (model_name, data):
         return None
     if env.main:
         checkpoint.clean_partial(work)
@@ -370,15 +460,10 @@ def _how_to_continue(run_dir: Path, work: Path) -> str:
     return f"rerun the same command to continue the replacement ({run_dir} is kept until it completes)"
 
 
-def _recipe_differences(stored: dict, config: TrainConfig) -> list[tuple[str, object, object]]:
-    """(key, stored, asked) for every option that would change the loss curve."""
-    return [(key, stored.get(key), value) for key, value in dataclasses.asdict(config).items()
-            if key not in RESUMABLE_CHANGES and json.loads(json.dumps(value)) != stored.get(key)]
-
-
 def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:
     """A resumed run must follow the same recipe, or its curve would not continue the original."""
-    for key, old, value in _recipe_differences(read_json(run_dir / "config.json", "run config")["config"], config)[:1]:
+    stored = read_json(run_dir / "config.json", "run config")["config"]
+    for key, old, value in differences(stored, dataclasses.asdict(config), RESUMABLE_CHANGES)[:1]:
         raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
                               f"resume with the same recipe (or start over with --overwrite)")
 

@@ -1,0 +1,128 @@
+"""One way to turn values into a dataclass's typed fields: CLI strings, YAML values and stored
+settings all go through ``convert`` and ``build``, so ``--tokens 1e6``, ``tokens: 1e6`` in a recipe
+and ``tokens="1e6"`` in Python mean the same, and every refusal reads the same.
+
+Strings are parsed only where the field's type is not a string: counts as the README writes them
+(``1e6``, ``1_000_000``, no decimal point), floats and ``none``/``null``.
+An unknown key names the closest valid one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any
+
+from inheritune.errors import InherituneError
+
+NONE = ("none", "null", "~")
+
+
+def closest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, or nothing when none is close."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {type(None): "null", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _scalar(value: Any, tp: Any) -> Any:
+    """``value`` as the scalar type ``tp``, or raise ValueError."""
+    text = value.strip() if isinstance(value, str) else None
+    if tp is type(None):
+        if value is None or (text is not None and text.lower() in NONE):
+            return None
+    elif tp is bool:  # strict: "yes" in a recipe is more likely a typo than a wish (CLI flags are switches)
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if text is not None:
+            from inheritune.cli.args import count
+
+            try:
+                return count(text)
+            except argparse.ArgumentTypeError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if text is not None:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+    elif tp in (str, dict):
+        if isinstance(value, tp):
+            return value
+    else:
+        raise TypeError(f"unsupported field type {tp}")
+    raise ValueError
+
+
+def convert(value: Any, tp: Any, key: str, what: str = "recipe key") -> Any:
+    """``value`` checked against (and converted to) the type hint ``tp``; errors name the ``what`` ``key``."""
+    origin = typing.get_origin(tp)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            options = sorted(typing.get_args(tp), key=lambda a: a is not type(None))  # "none" means None first
+            for option in options:
+                try:
+                    return convert(value, option, key, what)
+                except InherituneError:
+                    continue
+        elif dataclasses.is_dataclass(tp):
+            if isinstance(value, dict):
+                return build(tp, value, key + ".", what)
+        elif origin is list:
+            if isinstance(value, list):
+                return [convert(v, typing.get_args(tp)[0], f"{key}[{i}]", what) for i, v in enumerate(value)]
+        elif origin is dict:
+            if isinstance(value, dict):
+                return value
+        elif origin is tuple:
+            args = typing.get_args(tp)
+            if isinstance(value, (list, tuple)) and len(value) == len(args):
+                return tuple(convert(v, a, f"{key}[{i}]", what) for i, (v, a) in enumerate(zip(value, args)))
+        else:
+            return _scalar(value, tp)
+    except ValueError:
+        pass
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    raise InherituneError(f"{what} '{key}' must be {type_name(tp)}, not {shown}")
+
+
+def check_keys(given: Iterable[str], known: Iterable[str], what: str, where: str = "") -> None:
+    """Refuse the first unknown key, naming the closest known one (``where``: a prefix saying where)."""
+    known = list(known)
+    for key in given:
+        if key not in known:
+            raise InherituneError(f"{where}unknown {what} '{key}'{closest(key, known)} (known: {', '.join(known)})")
+
+
+def build(cls: type, values: dict, prefix: str = "", what: str = "recipe key") -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, converting every value and naming the first bad key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    check_keys([prefix + k for k in values], [prefix + n for n in names], what)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise InherituneError(f"recipe is missing the required key '{prefix}{missing[0]}'")
+    return cls(**{k: convert(v, hints[k], prefix + k, what) for k, v in values.items()})
