@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,32 +49,6 @@ def load_mmlu_rows() -> tuple[dict, ...]:
             "topic": raw["topic"],
         })
     return tuple(rows)
-
-
-def format_question(row: dict, with_answer: bool) -> str:
-    """One question in the usual MMLU layout, ending in ``Answer:`` (plus the letter for a shot)."""
-    lines = [row["question"]] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"])]
-    answer = f" {LETTERS[row['answer']]}\n\n" if with_answer else ""
-    return "\n".join(lines) + "\nAnswer:" + answer
-
-
-def few_shot_prompts(n: int, shots: int = 3, seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` (prompt, answer) pairs: ``shots`` solved questions of the same topic, then the query.
-
-    The answer is the continuation to score, `` A``..`` D`` (with its leading space).
-    """
-    rows = load_mmlu_rows()
-    by_topic: dict[str, list[dict]] = {}
-    for row in rows:
-        by_topic.setdefault(row["topic"], []).append(row)
-    rng = random.Random(seed)
-    pairs = []
-    for query in rng.sample(rows, n):
-        pool = [r for r in by_topic[query["topic"]] if r is not query]
-        header = f"The following are multiple choice questions (with answers) about {query['topic']}.\n\n"
-        prompt = header + "".join(format_question(r, True) for r in rng.sample(pool, shots))
-        pairs.append((prompt + format_question(query, False), " " + LETTERS[query["answer"]]))
-    return pairs
 
 
 # MMLU's standard category of each subject (as in the MMLU paper's code and lm-eval's mmlu groups).
