@@ -255,6 +255,10 @@ def test_importance_cli_writes_every_task_and_shot_source_and_the_overlaps(tmp_p
         assert np.asarray(source["head_importance"]).shape == (3, 4) and len(source["ffn_loss_increase"]) == 3
         assert source["clusters"]["heads"]["peak"] in ("early", "middle", "late")
         assert sum(source["clusters"]["heads"]["layer_mass_share"]) == pytest.approx(1.0)
+    lm = report["sources"]["lm"]  # windows of the first half of the val tokens, as prune's rank split
+    assert lm["split"] == "rank" and len(lm["ids"]) == 3
+    val_tokens = sum(1 for _ in np.fromfile(data / "val-00000.bin", dtype=np.uint16))
+    assert all(int(i.split("-")[1]) <= val_tokens // 2 for i in lm["ids"])
     for task in ("mmlu-stem", "bb-navigate"):  # ranked on the rank split, on the questions asked
         source = report["sources"][f"{task}/2shot"]
         assert source["split"] == "rank" and source["ids"] == query_ids(task, 3, 0, "rank")

@@ -6,8 +6,10 @@ importance MODEL --data DIR --tasks T1,T2 --shots 0,1,5 --out OUT``: the same ar
 folder (importance.json, heads.csv, ffn.csv, overlap matrices as CSV and heatmaps, per-source
 plots), and an ``ImportanceResult``.
 
-Task prompts come from the **rank** split of each task (``evaluation.suite``); importance.json names
-the split and the question ids per source, so ``prune`` can score on questions it never ranked on.
+Task prompts come from the **rank** split of each task (``evaluation.suite``), LM windows from the
+first half of the val tokens (``half_windows``); importance.json names the split and the ids per
+source (question ids; ``val:START-END`` token ranges), so ``prune`` can score on examples it never
+ranked on.
 """
 from __future__ import annotations
 
@@ -18,16 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
-from inheritune.analysis.sampling import sequences_from
 from inheritune.commands._shared import CommandResult, check_names, csv_text, load, model_name, positive
+from inheritune.data.shards import open_data
+from inheritune.data.sources import decode_utf8
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.models.loading import tokenizer_fingerprint
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
 
@@ -82,15 +87,47 @@ def query_ids(task: str, n: int, seed: int, split: str) -> list[str]:
     return [q.id for q in random.Random(seed).sample(suite.questions(task, split), n)]
 
 
+def lm_tokens(data, text, tokenizer) -> np.ndarray:
+    """The val split of a data folder (checked against the tokenizer), or a text file tokenized here."""
+    if data is not None:
+        token_data = open_data(data)
+        if tokenizer is not None:
+            token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
+        return np.asarray(token_data.tokens("val"))
+    path = Path(text)
+    if not path.is_file():
+        raise InherituneError(f"text file not found: {path}")
+    content = decode_utf8(path.read_bytes(), path)
+    if not content.strip():
+        raise InherituneError(f"{path} is empty")
+    return np.asarray(tokenizer.encode(content), dtype=np.int64)
+
+
+def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[str, list]:
+    """``n`` windows at seeded offsets wholly inside the first half of ``tokens`` (``rank``) and
+    ``n`` wholly inside the second half (``score``): no token is in both. ``rank_ids`` and
+    ``score_ids`` name them as ``val:START-END`` token ranges."""
+    half = len(tokens) // 2
+    if half < seq_len:
+        raise InherituneError(f"each half of the LM tokens ({half}) must hold a --seq-len {seq_len} window")
+    rng = np.random.default_rng(seed)
+    split = {}
+    for name, lo in (("rank", 0), ("score", half)):
+        starts = lo + rng.integers(0, half - seq_len + 1, size=n)
+        windows = np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts])
+        split[name] = imp.lm_examples(torch.from_numpy(windows))
+        split[f"{name}_ids"] = [f"val:{s}-{s + seq_len}" for s in starts]
+    return split
+
+
 def example_sources(model, tokenizer, data, text, tasks: Sequence[str], examples: int, seq_len: int,
                     shots: int | Sequence[int], max_task_tokens: int, seed: int, split: str = RANK_SPLIT
                     ) -> dict[str, list[imp.Example]]:
     """Scored examples per source: ``lm`` (windows of ``data``/``text``) and ``task/Nshot`` for each
-    task and shot count, its queries from ``split``."""
+    task and shot count, all from ``split`` (rank or score)."""
     sources = {}
     if data is not None or text is not None:
-        windows = sequences_from(data, text, tokenizer, examples, seq_len, seed)
-        sources["lm"] = imp.lm_examples(windows)
+        sources["lm"] = half_windows(lm_tokens(data, text, tokenizer), examples, seq_len, seed)[split]
     limit = min(max_task_tokens, context_length(model.config) or max_task_tokens)
     for task in tasks:
         for n in check_shots(shots):
@@ -99,7 +136,7 @@ def example_sources(model, tokenizer, data, text, tasks: Sequence[str], examples
     return sources
 
 
-def source_ids(tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int) -> dict[str, dict]:
+def task_ids(tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int) -> dict[str, dict]:
     """Per task source: the split its queries come from and their question ids."""
     ids = {}
     for task in tasks:
@@ -142,8 +179,12 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
-    scored = example_sources(model_, tok, data, text, tasks, examples, seq_len, counts, max_task_tokens, seed)
-    ids = {"lm": {"split": "val", "ids": []}, **source_ids(tasks, counts, examples, seed)}
+    scored = example_sources(model_, tok, None, None, tasks, examples, seq_len, counts, max_task_tokens, seed)
+    ids = task_ids(tasks, counts, examples, seed)
+    if data is not None or text is not None:  # the LM windows first, with their token ranges
+        halves = half_windows(lm_tokens(data, text, tok), examples, seq_len, seed)
+        scored = {"lm": halves[RANK_SPLIT], **scored}
+        ids["lm"] = {"split": RANK_SPLIT, "ids": halves[f"{RANK_SPLIT}_ids"]}
     results = {}
     for name, examples_ in tqdm(scored.items(), desc="sources", unit="source", disable=None):
         results[name] = {**ids[name], **imp.analyse(model_, examples_)}
