@@ -110,27 +110,35 @@ def prepare_data(
             interleave([documents(s, text_field, errors) for s in sources]), _encoder(tok), tok.eos_token_id,
             tmp, dtype, seed, max_tokens, val_tokens,
         )
-        atomic_write_json(tmp / MANIFEST, {
-            "format": FORMAT,
-            "dtype": dtype.name,
-            "tokenizer": {"name": name, "fingerprint": fingerprint, "vocab_size": len(tok),
-                          "eos_token_id": tok.eos_token_id},
-            "sources": sources,
-            "seed": seed,
-            "max_tokens": max_tokens,
-            "val_tokens": val_tokens,
-            "text_field": text_field,
-            "errors": errors,
-            "split": "by document: val = lowest blake2b(seed, text) keys up to val_tokens among the documents "
-                     "starting in the first val_pool tokens of the sources; the rest is train, capped at max_tokens",
-            "val_pool": _pool(val_tokens),
-            "read": read,
-            "splits": splits,
-        })
+        atomic_write_json(tmp / MANIFEST, _manifest(dtype.name, name, fingerprint, tok, sources, seed, max_tokens,
+                                                    val_tokens, text_field, errors, read, splits))
     train, val = splits["train"], splits["val"]
     return PrepareResult(out=out, tokenizer=name, dtype=dtype.name, train_tokens=train["tokens"],
                          train_documents=train["documents"], val_tokens=val["tokens"], val_documents=val["documents"],
                          seconds=time.perf_counter() - start)
+
+
+def _manifest(dtype: str, name: str, fingerprint: str, tok: PreTrainedTokenizerBase, sources: list[str], seed: int,
+              max_tokens: int | None, val_tokens: int | None, text_field: str, errors: str, read: dict,
+              splits: dict) -> dict:
+    """manifest.json: how the folder was made (every argument) and what it holds."""
+    return {
+        "format": FORMAT,
+        "dtype": dtype,
+        "tokenizer": {"name": name, "fingerprint": fingerprint, "vocab_size": len(tok),
+                      "eos_token_id": tok.eos_token_id},
+        "sources": sources,
+        "seed": seed,
+        "max_tokens": max_tokens,
+        "val_tokens": val_tokens,
+        "text_field": text_field,
+        "errors": errors,
+        "split": "by document: val = lowest blake2b(seed, text) keys up to val_tokens among the documents "
+                 "starting in the first val_pool tokens of the sources; the rest is train, capped at max_tokens",
+        "val_pool": _pool(val_tokens),
+        "read": read,
+        "splits": splits,
+    }
 
 
 def _check_same_tokenizer(out: Path, fingerprint: str) -> None:
