@@ -3,8 +3,9 @@
 Validation loss is the same ``val_loss`` that train and grow report. Tasks run through
 lm-eval (pinned in pyproject) on the already-loaded model via its HFLM wrapper: harness task
 names (arc_easy, piqa, sciq, hellaswag, lambada_openai, mmlu, ...) use the harness's own
-definitions and need the hub; the offline tasks (``mmlu-local``, ``cloze-local``) are lm-eval
-custom tasks built from local data (see ``inheritune.evaluation.tasks``).
+definitions and need the hub; the offline tasks (the multiple-choice suite of
+``inheritune.evaluation.suite``: ``mmlu-stem``, ..., ``bb-navigate``, ..., ``mmlu-local``; and
+``cloze-local``) are lm-eval custom tasks built from local data (see ``inheritune.evaluation.tasks``).
 """
 from __future__ import annotations
 
