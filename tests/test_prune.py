@@ -15,7 +15,8 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.hooks import head_mask
 from inheritune.cli import main
-from inheritune.commands.prune import half_windows, lm_tokens, overlap, rescorer
+from inheritune.commands.importance import half_windows, lm_tokens
+from inheritune.commands.prune import overlap, rescorer
 from inheritune.models.families import blocks, num_layers
 
 
@@ -87,19 +88,19 @@ def test_scores_ranked_on_scoring_examples_are_refused_or_counted_with_a_warning
     assert code == 2 and "does not name the examples" in err
 
 
-def test_importance_command_output_feeds_prune_only_with_allow_overlap(work, capsys):
-    """`importance` ranks LM windows anywhere in the val split: prune must not pretend it held out."""
+def test_importance_command_output_feeds_prune_without_overlap(work, capsys):
+    """`importance` ranks LM windows in the first half of the val tokens, prune scores the second."""
     w = work
     code, _, err = _cli(capsys, "importance", w["model"], "--data", w["data"], "--examples", "3", "--seq-len", "16",
                         "--out", w["tmp"] / "imp")
     assert code == 0, err
-    common = ["prune", w["model"], "--data", w["data"], "--examples", "3", "--seq-len", "16", "--heads", "50",
-              "--ffn", "34", "--scores", w["tmp"] / "imp" / "importance.json"]
-    assert _cli(capsys, *common, "--out", w["tmp"] / "p0")[0] == 2
-    code, _, err = _cli(capsys, *common, "--allow-overlap", "--out", w["tmp"] / "p1")
+    code, _, err = _cli(capsys, "prune", w["model"], "--data", w["data"], "--examples", "3", "--seq-len", "16",
+                        "--heads", "50", "--ffn", "34", "--scores", w["tmp"] / "imp" / "importance.json",
+                        "--out", w["tmp"] / "p1")
     assert code == 0, err
     ranked = np.asarray(json.loads((w["tmp"] / "imp" / "importance.json").read_text())["sources"]["lm"]["head_importance"])
     result = json.loads((w["tmp"] / "p1" / "prune.json").read_text())
+    assert result["overlap"] == 0
     lowest = np.argsort(ranked.ravel(), kind="stable")[:6]
     assert sorted(l * 4 + h for l, h in result["pruned_heads"]) == sorted(lowest.tolist())
     assert result["after"]["lm"]["loss"] == pytest.approx(result["masked"]["lm"]["loss"], abs=1e-5)
@@ -155,10 +156,12 @@ def test_iterative_pruning_re_scores_and_keeps_the_survivor_of_a_redundant_pair(
 def test_iterative_cli_records_every_step_and_refuses_other_criteria(work, capsys):
     w = work
     common = ["prune", w["model"], "--data", w["data"], "--examples", "2", "--seq-len", "16", "--heads", "50"]
-    code, _, err = _cli(capsys, *common, "--iterative", "3", "--out", w["tmp"] / "iter")
+    code, _, err = _cli(capsys, *common, "--iterative", "3", "--sweep", "--steps", "0,25,50", "--ffn-steps", "0,34",
+                        "--out", w["tmp"] / "iter")
     assert code == 0, err
     report = json.loads((w["tmp"] / "iter" / "prune.json").read_text())
     assert report["iterative"] == 3 and len(report["steps"]) == 3 and len(report["pruned_heads"]) == 6
+    assert len(report["sweep"]["lm"]["importance"]["heads"]["points"]) == 3  # re-scored at every sweep point
     for step, heads_so_far in zip(report["steps"][1:], (2, 4)):  # pruned heads score exactly 0 when re-scored
         assert sum(v == 0.0 for row in step for v in row) >= heads_so_far
     code, _, err = _cli(capsys, *common, "--iterative", "2", "--by", "random", "--out", w["tmp"] / "no")

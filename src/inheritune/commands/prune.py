@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -29,9 +28,8 @@ from inheritune.analysis import layers as lp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.induction import candidate_tokens, induction_scores
 from inheritune.commands._shared import CommandResult, load, model_name, positive
-from inheritune.commands.importance import check_sources, example_sources, query_ids
+from inheritune.commands.importance import check_sources, example_sources, half_windows, lm_tokens, query_ids
 from inheritune.data.shards import open_data
-from inheritune.data.sources import decode_utf8
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
 from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
@@ -84,38 +82,6 @@ def percents(steps: str | Sequence[float], option: str) -> list[float]:
     except ValueError:
         raise InherituneError(f"{option} must be comma-separated percentages, not '{steps}'") from None
     return sorted(pr.check_percent(v, option) for v in values)
-
-
-def lm_tokens(data, text, tokenizer) -> np.ndarray:
-    """The val split of a data folder (checked against the tokenizer), or a text file tokenized here."""
-    if data is not None:
-        token_data = open_data(data)
-        if tokenizer is not None:
-            token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
-        return np.asarray(token_data.tokens("val"))
-    path = Path(text)
-    if not path.is_file():
-        raise InherituneError(f"text file not found: {path}")
-    content = decode_utf8(path.read_bytes(), path)
-    if not content.strip():
-        raise InherituneError(f"{path} is empty")
-    return np.asarray(tokenizer.encode(content), dtype=np.int64)
-
-
-def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[str, list[imp.Example]]:
-    """``n`` windows at seeded offsets wholly inside the first half of ``tokens`` (``rank``) and
-    ``n`` wholly inside the second half (``score``): no token is in both."""
-    half = len(tokens) // 2
-    if half < seq_len:
-        raise InherituneError(f"each half of the LM tokens ({half}) must hold a --seq-len {seq_len} window")
-    rng = np.random.default_rng(seed)
-    split = {}
-    for name, lo in (("rank", 0), ("score", half)):
-        starts = lo + rng.integers(0, half - seq_len + 1, size=n)
-        windows = np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts])
-        split[name] = imp.lm_examples(torch.from_numpy(windows))
-        split[f"{name}_ids"] = [f"val:{s}-{s + seq_len}" for s in starts]
-    return split
 
 
 def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed) -> dict:
