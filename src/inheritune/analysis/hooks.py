@@ -81,7 +81,7 @@ def head_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[torch.Tens
         def pre_hook(_module, args):
             x = args[0]
             shaped = x.unflatten(-1, (heads, x.shape[-1] // heads))
-            scaled = shaped * mask[layer].to(x.dtype)[:, None]
+            scaled = shaped * mask[layer].to(x.device, x.dtype)[:, None]
             return (scaled.flatten(-2), *args[1:])
 
         return pre_hook
