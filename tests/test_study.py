@@ -86,3 +86,14 @@ def test_study_refuses_without_data_or_text_before_loading(tmp_path):
 
     with pytest.raises(InherituneError, match="exactly one of --data"):
         study("no-such-model", out=tmp_path / "o")
+
+
+def test_lazy_finding_compares_lazy_with_other_layers_and_says_when_it_cannot():
+    from inheritune.commands.study import lazy_finding
+
+    lazy = np.array([False, True, True, False])
+    found = lazy_finding(np.array([4.0, 1.0, 2.0, 6.0]), np.array([0.1, 0.5, 0.3, 0.1]), lazy, {"strength": "s"})
+    assert found["heads"] == {"lazy": 1.5, "other": 5.0} and found["ffn"]["lazy"] == pytest.approx(0.4)
+    assert "less head importance" in found["text"] and "more FFN importance" in found["text"]
+    none = lazy_finding(np.ones(4), np.ones(4), np.zeros(4, dtype=bool), {"strength": "s"})
+    assert none["heads"] is None and "no layer is lazy" in none["text"]

@@ -130,7 +130,7 @@ def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> St
                         "mean_jaccard": o["mean_jaccard"], "top_k": o["top_k"]} for kind, o in scores.overlap.items()}
     findings = {"depth": depth_finding(scores.aggregate["clusters"]),
                 "induction": induction_finding(head_imp, prefix, correlations["head_importance_vs_induction_prefix"]),
-                "lazy": lazy_finding(head_imp.sum(1), lazy, correlations["layer_head_importance_vs_lazy"])}
+                "lazy": lazy_finding(head_imp.sum(1), ffn_imp, lazy, correlations["layer_head_importance_vs_lazy"])}
     return StudyResult(out=Path(out), model=model, num_layers=layers, num_heads=n_heads, sources=list(scores.sources),
                        heads=heads, layers=layer_rows, correlations=correlations, agreement=agreement,
                        findings=findings, seconds=0.0)
@@ -202,17 +202,20 @@ def induction_finding(importance: np.ndarray, prefix: np.ndarray, corr: dict) ->
             "best_induction_head": [layer, head], "best_induction_head_importance_rank": best_rank, "text": text}
 
 
-def lazy_finding(layer_importance: np.ndarray, lazy: np.ndarray, corr: dict) -> dict:
-    """Do lazy layers carry less head importance? Mean summed importance, lazy vs other layers."""
+def lazy_finding(layer_importance: np.ndarray, ffn_importance: np.ndarray, lazy: np.ndarray, corr: dict) -> dict:
+    """Do lazy layers carry less importance? Mean summed head importance and mean FFN importance,
+    lazy vs other layers."""
     if not lazy.any() or lazy.all():
         which = "no layer is" if not lazy.any() else "every layer is"
-        return {"lazy_layers": int(lazy.sum()), "mean_lazy": None, "mean_other": None,
+        return {"lazy_layers": int(lazy.sum()), "heads": None, "ffn": None,
                 "text": f"{which} lazy: no comparison is possible"}
-    mean_lazy, mean_other = float(layer_importance[lazy].mean()), float(layer_importance[~lazy].mean())
-    relation = "less" if mean_lazy < mean_other else "more"
-    text = (f"the {int(lazy.sum())} lazy layers carry {relation} head importance than the other "
-            f"{int((~lazy).sum())} (mean {mean_lazy:.3g} vs {mean_other:.3g} per layer); {corr['strength']}")
-    return {"lazy_layers": int(lazy.sum()), "mean_lazy": mean_lazy, "mean_other": mean_other, "text": text}
+    means = {kind: {"lazy": float(v[lazy].mean()), "other": float(v[~lazy].mean())}
+             for kind, v in (("heads", layer_importance), ("ffn", ffn_importance))}
+    parts = [f"{'less' if m['lazy'] < m['other'] else 'more'} {label} importance (mean {m['lazy']:.3g} vs "
+             f"{m['other']:.3g} per layer)" for label, m in (("head", means["heads"]), ("FFN", means["ffn"]))]
+    text = (f"the {int(lazy.sum())} lazy layers carry {parts[0]} and {parts[1]} than the other "
+            f"{int((~lazy).sum())}; summed head importance vs lazy verdict: {corr['strength']}")
+    return {"lazy_layers": int(lazy.sum()), **means, "text": text}
 
 
 def _write_tables(folder: Path, result: StudyResult) -> None:
