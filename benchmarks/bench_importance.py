@@ -39,23 +39,11 @@ from inheritune.analysis.sampling import sequences_from
 from inheritune.io import atomic_write_json, atomic_write_text
 from inheritune.models.families import num_heads, num_layers
 
+from bench_analyze import owt_text  # the same packaged text (benchmarks run as scripts from this folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET = 5.0
-
-
-def owt_text(path: Path, rows: int = 100) -> Path:
-    """The packaged OpenWebText sample as one UTF-8 file (the same text as bench_analyze)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("evals")
-    if spec is None or spec.origin is None:
-        raise SystemExit("needs the packaged corpus: pip install --no-deps evals==3.0.1.post1")
-    source = Path(spec.origin).parent / "registry" / "data" / "schelling_point" / "owt_5.jsonl"
-    with source.open(encoding="utf-8") as f:
-        docs = [text for _, line in zip(range(rows), f) for text in json.loads(line).values()]
-    path.write_text("\n\n".join(docs), encoding="utf-8")
-    return path
 
 
 def timed(fn, what: str) -> tuple[float, object]:

@@ -15,7 +15,8 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.hooks import head_mask
 from inheritune.cli import main
-from inheritune.commands.importance import half_windows, lm_tokens
+from inheritune.analysis.sampling import tokens_from
+from inheritune.commands.importance import half_windows
 from inheritune.commands.prune import overlap, rescorer
 from inheritune.models.families import blocks, num_layers
 
@@ -65,7 +66,7 @@ def _importance_json(path, ids: list[str], shape=(3, 4)):
 def test_scores_ranked_on_scoring_examples_are_refused_or_counted_with_a_warning(work, capsys):
     w = work
     common = ["prune", w["model"], "--data", w["data"], "--examples", "3", "--seq-len", "16", "--heads", "25"]
-    split = half_windows(lm_tokens(w["data"], None, w["tok"]), 3, 16, seed=0)  # what prune will score on
+    split = half_windows(tokens_from(w["data"], None, w["tok"]), 3, 16, seed=0)  # what prune will score on
 
     clean = _importance_json(w["tmp"] / "clean.json", split["rank_ids"])
     code, _, err = _cli(capsys, *common, "--scores", clean, "--out", w["tmp"] / "clean")

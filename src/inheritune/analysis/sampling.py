@@ -23,23 +23,28 @@ def sample_sequences(tokens: np.ndarray, n: int, seq_len: int, seed: int = 0) ->
     return torch.from_numpy(np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts]))
 
 
-def sequences_from(data: str | Path | None, text: str | Path | None, tokenizer, n: int, seq_len: int,
-                   seed: int = 0, split: str = "val") -> torch.Tensor:
-    """Windows from a prepared data folder's split, or from a UTF-8 text file tokenized here.
+def tokens_from(data: str | Path | None, text: str | Path | None, tokenizer, split: str = "val") -> np.ndarray:
+    """The token stream of a prepared data folder's split, or of a UTF-8 text file tokenized here.
 
     Data tokenized with another tokenizer than ``tokenizer`` is refused: its ids would mean other
-    tokens to the model (None: a weights-only model, whose windows are taken as they are)."""
+    tokens to the model (None: a weights-only model, whose tokens are taken as they are)."""
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE")
     if data is not None:
         token_data = open_data(data)
         if tokenizer is not None:
             token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
-        return sample_sequences(token_data.tokens(split), n, seq_len, seed)
+        return np.asarray(token_data.tokens(split))
     path = Path(text)
     if not path.is_file():
         raise InherituneError(f"text file not found: {path}")
     content = decode_utf8(path.read_bytes(), path)
     if not content.strip():
         raise InherituneError(f"{path} is empty")
-    return sample_sequences(np.asarray(tokenizer.encode(content), dtype=np.int64), n, seq_len, seed)
+    return np.asarray(tokenizer.encode(content), dtype=np.int64)
+
+
+def sequences_from(data: str | Path | None, text: str | Path | None, tokenizer, n: int, seq_len: int,
+                   seed: int = 0, split: str = "val") -> torch.Tensor:
+    """``n`` windows of ``seq_len`` tokens from ``tokens_from(data, text, tokenizer, split)``."""
+    return sample_sequences(tokens_from(data, text, tokenizer, split), n, seq_len, seed)

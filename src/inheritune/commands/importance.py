@@ -26,13 +26,11 @@ from transformers import PreTrainedModel
 
 from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
+from inheritune.analysis.sampling import tokens_from
 from inheritune.commands._shared import CommandResult, check_names, csv_text, load, model_name, positive
-from inheritune.data.shards import open_data
-from inheritune.data.sources import decode_utf8
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
-from inheritune.models.loading import tokenizer_fingerprint
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
 
@@ -87,22 +85,6 @@ def query_ids(task: str, n: int, seed: int, split: str) -> list[str]:
     return [q.id for q in random.Random(seed).sample(suite.questions(task, split), n)]
 
 
-def lm_tokens(data, text, tokenizer) -> np.ndarray:
-    """The val split of a data folder (checked against the tokenizer), or a text file tokenized here."""
-    if data is not None:
-        token_data = open_data(data)
-        if tokenizer is not None:
-            token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
-        return np.asarray(token_data.tokens("val"))
-    path = Path(text)
-    if not path.is_file():
-        raise InherituneError(f"text file not found: {path}")
-    content = decode_utf8(path.read_bytes(), path)
-    if not content.strip():
-        raise InherituneError(f"{path} is empty")
-    return np.asarray(tokenizer.encode(content), dtype=np.int64)
-
-
 def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[str, list]:
     """``n`` windows at seeded offsets wholly inside the first half of ``tokens`` (``rank``) and
     ``n`` wholly inside the second half (``score``): no token is in both. ``rank_ids`` and
@@ -127,7 +109,7 @@ def example_sources(model, tokenizer, data, text, tasks: Sequence[str], examples
     task and shot count, all from ``split`` (rank or score)."""
     sources = {}
     if data is not None or text is not None:
-        sources["lm"] = half_windows(lm_tokens(data, text, tokenizer), examples, seq_len, seed)[split]
+        sources["lm"] = half_windows(tokens_from(data, text, tokenizer), examples, seq_len, seed)[split]
     limit = min(max_task_tokens, context_length(model.config) or max_task_tokens)
     for task in tasks:
         for n in check_shots(shots):
@@ -182,7 +164,7 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     scored = example_sources(model_, tok, None, None, tasks, examples, seq_len, counts, max_task_tokens, seed)
     ids = task_ids(tasks, counts, examples, seed)
     if data is not None or text is not None:  # the LM windows first, with their token ranges
-        halves = half_windows(lm_tokens(data, text, tok), examples, seq_len, seed)
+        halves = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
         scored = {"lm": halves[RANK_SPLIT], **scored}
         ids["lm"] = {"split": RANK_SPLIT, "ids": halves[f"{RANK_SPLIT}_ids"]}
     results = {}

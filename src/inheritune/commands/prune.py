@@ -28,7 +28,8 @@ from inheritune.analysis import layers as lp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.induction import candidate_tokens, induction_scores
 from inheritune.commands._shared import CommandResult, load, model_name, positive
-from inheritune.commands.importance import check_sources, example_sources, half_windows, lm_tokens, query_ids
+from inheritune.analysis.sampling import tokens_from
+from inheritune.commands.importance import check_sources, example_sources, half_windows, query_ids
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
@@ -89,7 +90,7 @@ def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_t
     ids, LM windows as ``val:START-END`` token ranges)."""
     sources = {}
     if data is not None or text is not None:
-        sources["lm"] = half_windows(lm_tokens(data, text, tok), examples, seq_len, seed)
+        sources["lm"] = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
     for split in ("rank", "score") if tasks else ():
         made = example_sources(model, tok, None, None, tasks, examples, seq_len, shots, max_task_tokens, seed, split)
         for task, (name, ex) in zip(tasks, made.items()):
