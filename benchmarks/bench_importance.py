@@ -22,7 +22,6 @@ benchmarks/results/bench_importance.{json,md}. The text is the packaged OpenWebT
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time

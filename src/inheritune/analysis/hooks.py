@@ -67,21 +67,23 @@ def _out_projections(model: PreTrainedModel) -> list[torch.nn.Module]:
 @contextmanager
 def head_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[torch.Tensor]:
     """Scale each head's output by ``mask[layer, head]`` (0 removes the head; a leaf with
-    ``requires_grad`` gives the gradient importance dL/dmask).
+    ``requires_grad`` gives the gradient importance dL/dmask). A ``[batch, layers, heads]`` mask
+    scales every batch row by its own mask (per-example gradients from one backward pass).
 
     Works on the input of the attention output projection, which is the concatenation of the
     heads' outputs in every family, so no family needs its own attention code.
     """
     heads = num_heads(model.config)
     projections = _out_projections(model)
-    if mask.shape != (len(projections), heads):
-        raise InherituneError(f"head mask must be {len(projections)} x {heads}, got {tuple(mask.shape)}")
+    if mask.dim() not in (2, 3) or tuple(mask.shape[-2:]) != (len(projections), heads):
+        raise InherituneError(f"head mask must be [batch x] {len(projections)} x {heads}, got {tuple(mask.shape)}")
 
     def hook_for(layer: int):
         def pre_hook(_module, args):
-            x = args[0]
-            shaped = x.unflatten(-1, (heads, x.shape[-1] // heads))
-            scaled = shaped * mask[layer].to(x.device, x.dtype)[:, None]
+            x = args[0]  # [batch, T, heads * head_dim]
+            scale = mask.select(-2, layer).to(x.device, x.dtype)  # [heads] or [batch, heads]
+            scale = scale[:, None, :, None] if scale.dim() == 2 else scale[:, None]
+            scaled = x.unflatten(-1, (heads, x.shape[-1] // heads)) * scale
             return (scaled.flatten(-2), *args[1:])
 
         return pre_hook

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis.hooks import hooks
+from inheritune.analysis.hooks import head_mask, hooks
 from inheritune.models.families import blocks, family_of, num_heads, num_layers
 
 THIRDS = ("early", "middle", "late")
@@ -175,28 +175,6 @@ def frozen_weights(model: PreTrainedModel) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-@contextmanager
-def example_head_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[None]:
-    """Scale head h of layer l of batch row b by ``mask[b, l, h]``: one mask per example.
-
-    Like ``hooks.head_mask`` (the input of the attention output projection is the concatenation
-    of the heads' outputs in every family), with a leading batch dimension.
-    """
-    heads = num_heads(model.config)
-    family = family_of(model.config)
-
-    def hook_for(layer: int):
-        def pre_hook(_module, args):
-            x = args[0]
-            scale = mask[:, layer].to(x.device, x.dtype)[:, None, :, None]
-            return ((x.unflatten(-1, (heads, -1)) * scale).flatten(-2), *args[1:])
-
-        return pre_hook
-
-    with hooks(pre=[(block.get_submodule(family.attn_out), hook_for(i)) for i, block in enumerate(blocks(model))]):
-        yield
-
-
 def head_importance(model: PreTrainedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
     """``[layers, heads]``: mean over examples of |dL/dxi_h| (one backward pass per batch)."""
     shape = (num_layers(model.config), num_heads(model.config))
@@ -205,7 +183,7 @@ def head_importance(model: PreTrainedModel, examples: list[Example], batch_token
         for batch in tqdm(list(batches(examples, batch_tokens)), desc="head importance", unit="batch",
                           disable=None, leave=False):
             mask = torch.ones(len(batch), *shape, requires_grad=True)
-            with example_head_mask(model, mask):
+            with head_mask(model, mask):
                 losses, _ = scored_losses(model, padded(batch), batch)
                 (grad,) = torch.autograd.grad(losses.sum(), mask)
             total += grad.abs().sum(0)

@@ -28,6 +28,14 @@ def ranks(values: np.ndarray) -> np.ndarray:
     return result
 
 
+def rank_descending(values: np.ndarray) -> np.ndarray:
+    """1 = the highest value (ties by position, as in pruning), in ``values``' shape."""
+    flat = np.asarray(values, dtype=float).ravel()
+    order = np.empty(flat.size, dtype=int)
+    order[np.argsort(-flat, kind="stable")] = np.arange(1, flat.size + 1)
+    return order.reshape(np.shape(values))
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman's rank correlation; None when either side is constant (no order to compare)."""
     ra, rb = ranks(a), ranks(b)

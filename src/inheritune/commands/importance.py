@@ -189,8 +189,7 @@ def _write(folder: Path, result: ImportanceResult) -> None:
     scored = {**result.sources, "aggregate": result.aggregate}
     for name, r in scored.items():
         scores = np.asarray(r["head_importance"])
-        rank = np.empty(scores.size, dtype=int)
-        rank[np.argsort(-scores.ravel(), kind="stable")] = np.arange(1, scores.size + 1)
+        rank = ov.rank_descending(scores).ravel()
         for i, value in enumerate(scores.ravel()):
             head_rows.append([name, i // scores.shape[1], i % scores.shape[1], f"{value:.6g}", rank[i]])
         drops = r.get("ffn_accuracy_drop")

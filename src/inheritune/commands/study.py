@@ -107,7 +107,7 @@ def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> St
     ffn_imp = np.asarray(scores.aggregate["ffn_loss_increase"], dtype=float)
     prefix, copying = np.asarray(heads_.prefix, dtype=float), np.asarray(heads_.copying, dtype=float)
     bi = np.array([row["block_influence"] for row in analysis.layers], dtype=float)
-    imp_rank = rank_order(head_imp)
+    imp_rank = ov.rank_descending(head_imp)
     heads = [{"layer": l, "head": h, "lazy_layer": bool(lazy[l]), "rank": float(rank[l, h]),
               "column_mass": float(mass[l, h]), "importance": float(head_imp[l, h]),
               "importance_rank": int(imp_rank[l, h]), "prefix": float(prefix[l, h]),
@@ -134,14 +134,6 @@ def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> St
     return StudyResult(out=Path(out), model=model, num_layers=layers, num_heads=n_heads, sources=list(scores.sources),
                        heads=heads, layers=layer_rows, correlations=correlations, agreement=agreement,
                        findings=findings, seconds=0.0)
-
-
-def rank_order(values: np.ndarray) -> np.ndarray:
-    """1 = the highest value (ties by position), in ``values``' shape."""
-    flat = np.asarray(values, dtype=float).ravel()
-    order = np.empty(flat.size, dtype=int)
-    order[np.argsort(-flat, kind="stable")] = np.arange(1, flat.size + 1)
-    return order.reshape(np.shape(values))
 
 
 def permutation_p(x: np.ndarray, y: np.ndarray, rho: float, rng: np.random.Generator) -> float:
@@ -192,7 +184,7 @@ def induction_finding(importance: np.ndarray, prefix: np.ndarray, corr: dict) ->
     shared = len(ov.top_k(importance, k) & ov.top_k(prefix, k))
     chance = k * k / n
     best = int(np.argmax(prefix))
-    best_rank = int(rank_order(importance).ravel()[best])
+    best_rank = int(ov.rank_descending(importance).ravel()[best])
     layer, head = divmod(best, importance.shape[1])
     text = (f"{shared} of the top {k} induction heads are among the top {k} heads by importance "
             f"(random sets would share {chance:.1f}; Jaccard {ov.jaccard(importance, prefix, k):.2f}); "
