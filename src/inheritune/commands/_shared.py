@@ -9,6 +9,7 @@ from transformers import PreTrainedModel
 from inheritune.errors import InherituneError
 from inheritune.result import CommandResult  # noqa: F401  (the commands' results derive from it)
 from inheritune.models.families import family_of
+from inheritune.options import closest
 from inheritune.models.loading import check_device, check_tokenizer_fits, load_model, load_tokenizer
 
 
@@ -22,7 +23,7 @@ def check_names(values: Sequence[str], allowed: Sequence[str], option: str) -> l
     values = [values] if isinstance(values, str) else list(values)
     for value in values:
         if value not in allowed:
-            raise InherituneError(f"{option}: '{value}' is not one of {', '.join(allowed)}")
+            raise InherituneError(f"{option}: '{value}' is not one of {', '.join(allowed)}{closest(value, allowed)}")
     return values
 
 
