@@ -56,7 +56,7 @@ def timed(fn, what: str) -> tuple[float, object]:
 def forward_backward(model, windows: torch.Tensor) -> None:
     """A training step's forward and backward (weight gradients included), in the same batches."""
     model.zero_grad(set_to_none=True)
-    rows = max(1, imp.BATCH_TOKENS // windows.shape[1])
+    rows = max(1, imp.batch_tokens(model, imp.lm_examples(windows), backward=True) // windows.shape[1])
     for i in range(0, len(windows), rows):
         batch = windows[i:i + rows]
         logits = model(input_ids=batch, use_cache=False).logits

@@ -172,7 +172,7 @@ def test_batched_scores_equal_one_example_at_a_time(family, one_thread):
     mask = torch.ones(3, 4, requires_grad=True)
     with head_mask(model, mask):
         grads = [torch.autograd.grad(_one_at_a_time_loss(model, ex), mask)[0].abs() for ex in examples]
-    batched = imp.head_importance(model, examples, batch_tokens=40)  # padded batches of 2 and of 1
+    batched = imp.head_importance(model, examples, tokens=40)  # padded batches of 2 and of 1
     np.testing.assert_allclose(batched, torch.stack(grads).mean(0).numpy(), rtol=1e-5, atol=1e-7)
 
     with torch.no_grad():
@@ -190,9 +190,14 @@ def test_knockouts_split_into_passes_when_the_logits_would_not_fit(monkeypatch, 
     model = tiny_model("llama", 5)
     examples = _random_examples(2)
     whole = imp.ffn_importance(model, examples)
-    monkeypatch.setattr(imp, "LOGIT_BYTES", 3 * 4 * 12 * 320)  # two knocked-out layers per pass at most
-    assert imp.layer_groups(model, examples[0]) == [[0, 1], [2, 3], [4]]
-    np.testing.assert_allclose(imp.ffn_importance(model, examples)["loss_increase"], whole["loss_increase"], atol=1e-6)
+    assert whole["loss_increase"] == imp.ffn_importance(model, examples, limit=10**12)["loss_increase"]
+    passes = []
+    branching = imp.branching_knockouts
+    monkeypatch.setattr(imp, "branching_knockouts", lambda m, layers: passes.append(list(layers)) or branching(m, layers))
+    limit = 3 * imp.row_bytes(model, examples[0])  # the intact row and two knocked-out layers per pass at most
+    split = imp.ffn_importance(model, examples[:1], limit=limit)
+    assert passes == [[0, 1], [2, 3], [4]]
+    np.testing.assert_allclose(split["loss_increase"], imp.ffn_importance(model, examples[:1])["loss_increase"], atol=1e-6)
 
 
 def test_wired_heads_rank_first_on_every_task(tokenizer, one_thread):

@@ -130,7 +130,7 @@ def _redundant_pair():
     scale = torch.tensor(1.0, requires_grad=True)
     for _ in range(30):  # Newton's method on the pair's common scale
         with head_mask(model, torch.stack([scale, scale, torch.tensor(1.0), torch.tensor(1.0)])[None]):
-            loss, _ = imp.example_loss(model, ex[0])
+            loss = imp.scored_losses(model, ex[0].ids[None], ex[:1])[0][0]
         (slope,) = torch.autograd.grad(loss, scale, create_graph=True)
         (curvature,) = torch.autograd.grad(slope, scale)
         with torch.no_grad():

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics
+from inheritune.analysis import attention as metrics, memory
 from inheritune.analysis.depth import angular_distance, best_slices, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
 from inheritune.errors import InherituneError
@@ -42,7 +42,6 @@ LAZY_RANK = 0.1  # max over heads of the rank <= 0.1 * T (10 at T=100)
 LAZY_MASS = 0.5  # mean over heads of the heaviest-column share >= 0.5
 MIN_DEPTH = 0.25  # the recommendation looks for lazy layers from depth ceil(0.25 * L) on
 BI_SHARE = 0.9  # secondary rule: depth where cumulative Block Influence reaches this share
-MEMORY_BUDGET = 256 * 2**20  # bytes of attention probabilities held per batch
 PLOTS = {
     "rank": "rank_per_layer.png",
     "column_mass": "column_mass.png",
@@ -97,22 +96,23 @@ def _last_position_logits(model: PreTrainedModel) -> Iterator[None]:
 def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: int) -> dict:
     """One pass over the sequences; keeps only sums and per-sequence scalars, never all matrices."""
     n, t = ids.shape
-    sum_attn = sum_cos = None
-    ranks, masses, columns, entropies = [], [], [], []
     device = next(model.parameters()).device
-    for start in range(0, n, batch_size):
-        batch = ids[start:start + batch_size].to(device)
+
+    def run(batch: torch.Tensor) -> dict:
         with residual_states(model) as states, _last_position_logits(model):
-            probs = torch.stack(attention_probs(model, batch)).cpu()  # [L, B, H, T, T]
-        batch_attn = probs.sum(1)
-        batch_cos = cosine_sums(states).cpu()
-        sum_attn = batch_attn if sum_attn is None else sum_attn + batch_attn
-        sum_cos = batch_cos if sum_cos is None else sum_cos + batch_cos
-        ranks.append(metrics.approx_rank_fast(probs, tau))
+            probs = torch.stack(attention_probs(model, batch.to(device))).cpu()  # [L, B, H, T, T]
         mass, column = metrics.heaviest_column(probs)
-        masses.append(mass)
-        columns.append(column)
-        entropies.append(metrics.row_entropy(probs))
+        return {"attn": probs.sum(1), "cos": cosine_sums(states).cpu(), "rank": metrics.approx_rank_fast(probs, tau),
+                "mass": mass, "column": column, "entropy": metrics.row_entropy(probs)}
+
+    sum_attn = sum_cos = 0
+    ranks, masses, columns, entropies = [], [], [], []
+    for part in memory.Batcher(batch_size, "attention").pieces(ids, len, run, unit="sequence"):
+        sum_attn, sum_cos = sum_attn + part["attn"], sum_cos + part["cos"]
+        ranks.append(part["rank"])
+        masses.append(part["mass"])
+        columns.append(part["column"])
+        entropies.append(part["entropy"])
     return {
         "mean_attn": sum_attn / n,  # [L, H, T, T]
         "mean_cos": sum_cos / (n * t),  # [L+1, L+1]
@@ -224,8 +224,8 @@ def analyse(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size
     that depend on the model, the per-head metrics, the mean attention maps and the angular distances."""
     n_layers, n_heads = num_layers(model.config), num_heads(model.config)
     sequences, seq_len = ids.shape
-    if batch_size is None:
-        batch_size = max(1, min(sequences, MEMORY_BUDGET // (4 * n_layers * n_heads * seq_len * seq_len)))
+    if batch_size is None:  # the attention probabilities, on the device and their copy on the host
+        batch_size = max(1, min(sequences, memory.budget(model) // (8 * n_layers * n_heads * seq_len * seq_len)))
     was_training = model.training
     model.eval()
     try:

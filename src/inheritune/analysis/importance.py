@@ -35,12 +35,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from inheritune.analysis import memory
 from inheritune.analysis.hooks import head_mask, hooks
 from inheritune.models.families import blocks, family_of, num_heads, num_layers
 
 THIRDS = ("early", "middle", "late")
-BATCH_TOKENS = 4096  # padded tokens per batched forward pass
-LOGIT_BYTES = 2**30  # fp32 logits one knock-out pass may hold; more layers are split into passes
 
 
 @dataclass(frozen=True)
@@ -91,18 +90,40 @@ def task_examples(tokenizer, prompts: Sequence[TaskPrompt], max_len: int) -> lis
     return examples
 
 
-def batches(examples: Sequence[Example], max_tokens: int = BATCH_TOKENS) -> Iterator[list[Example]]:
-    """Consecutive examples whose right-padded batch holds at most ``max_tokens`` (at least one)."""
-    batch: list[Example] = []
-    longest = 0
-    for ex in examples:
-        if batch and (len(batch) + 1) * max(longest, len(ex.ids)) > max_tokens:
-            yield batch
-            batch, longest = [], 0
-        batch.append(ex)
-        longest = max(longest, len(ex.ids))
-    if batch:
-        yield batch
+def padded_tokens(examples: Sequence[Example]) -> int:
+    """Tokens of the examples' right-padded batch."""
+    return len(examples) * max(len(ex.ids) for ex in examples)
+
+
+def token_bytes(model: PreTrainedModel, length: int, backward: bool) -> int:
+    """Planned bytes per padded token of a batch of ``length``-token examples.
+
+    A forward pass holds one block's activations at a time and the fp32 logits (with their
+    log-softmax); a backward pass keeps every block's activations (about twice its parameter
+    count per hidden unit, plus one attention row per head) and the logits' gradient too. Rough
+    by design: ``memory.chunked`` halves the batch if it is still too big.
+    """
+    vocab = model.get_output_embeddings().weight.shape[0]
+    hidden = model.get_input_embeddings().weight.shape[1]
+    block = sum(p.numel() for p in blocks(model)[0].parameters())
+    per_layer = 2 * block // hidden + num_heads(model.config) * length
+    if backward:
+        return 4 * (3 * vocab + num_layers(model.config) * per_layer)
+    return 4 * (2 * vocab + per_layer)
+
+
+def batch_tokens(model: PreTrainedModel, examples: Sequence[Example], backward: bool) -> int:
+    """Padded tokens per batch that fit the memory budget (at least one example's worth)."""
+    longest = max((len(ex.ids) for ex in examples), default=1)
+    return max(longest, memory.budget(model) // token_bytes(model, longest, backward))
+
+
+def batched(model: PreTrainedModel, examples: Sequence[Example], run, what: str, tokens: int | None = None,
+            backward: bool = False):
+    """``run(batch)`` over consecutive batches of at most ``tokens`` padded tokens (default: what
+    the memory budget allows), with a progress bar; see ``memory.Batcher``."""
+    batcher = memory.Batcher(tokens or batch_tokens(model, examples, backward), what)
+    return batcher.pieces(examples, padded_tokens, run, unit="example")
 
 
 def scored_losses(model: PreTrainedModel, rows: torch.Tensor, examples: Sequence[Example]
@@ -138,28 +159,26 @@ def summary(losses: Sequence[float], correct: Sequence[bool | None]) -> dict:
     return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(hits)) if hits else None}
 
 
-def example_loss(model: PreTrainedModel, ex: Example) -> tuple[torch.Tensor, bool | None]:
-    """One example's mean NLL on its scored tokens, and whether the model's top option is right."""
-    losses, correct = scored_losses(model, ex.ids[None], [ex])
-    return losses[0], correct[0]
-
-
 @torch.no_grad()
-def per_example(model: PreTrainedModel, examples: Sequence[Example], batch_tokens: int = BATCH_TOKENS
+def per_example(model: PreTrainedModel, examples: Sequence[Example], tokens: int | None = None
                 ) -> tuple[list[float], list[bool | None]]:
     """Every example's loss and whether its top option is right (None: no single-token options),
-    in batches."""
+    in batches of at most ``tokens`` padded tokens (default: the memory budget's)."""
     losses, correct = [], []
-    for batch in batches(examples, batch_tokens):
+
+    def run(batch):
         loss, hits = scored_losses(model, padded(batch), batch)
-        losses += loss.tolist()
+        return loss.tolist(), hits
+
+    for loss, hits in batched(model, examples, run, "scoring", tokens):
+        losses += loss
         correct += hits
     return losses, correct
 
 
-def evaluate(model: PreTrainedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS) -> dict:
+def evaluate(model: PreTrainedModel, examples: list[Example], tokens: int | None = None) -> dict:
     """Mean loss over examples, and accuracy where the examples have single-token options."""
-    return summary(*per_example(model, examples, batch_tokens))
+    return summary(*per_example(model, examples, tokens))
 
 
 @contextmanager
@@ -175,18 +194,22 @@ def frozen_weights(model: PreTrainedModel) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def head_importance(model: PreTrainedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
-    """``[layers, heads]``: mean over examples of |dL/dxi_h| (one backward pass per batch)."""
+def head_importance(model: PreTrainedModel, examples: list[Example], tokens: int | None = None) -> np.ndarray:
+    """``[layers, heads]``: mean over examples of |dL/dxi_h| (one backward pass per batch of at
+    most ``tokens`` padded tokens; default: the memory budget's)."""
     shape = (num_layers(model.config), num_heads(model.config))
+
+    def run(batch):
+        mask = torch.ones(len(batch), *shape, requires_grad=True)
+        with head_mask(model, mask):
+            losses, _ = scored_losses(model, padded(batch), batch)
+            (grad,) = torch.autograd.grad(losses.sum(), mask)
+        return grad.abs().sum(0)
+
     total = torch.zeros(shape)
     with frozen_weights(model):
-        for batch in tqdm(list(batches(examples, batch_tokens)), desc="head importance", unit="batch",
-                          disable=None, leave=False):
-            mask = torch.ones(len(batch), *shape, requires_grad=True)
-            with head_mask(model, mask):
-                losses, _ = scored_losses(model, padded(batch), batch)
-                (grad,) = torch.autograd.grad(losses.sum(), mask)
-            total += grad.abs().sum(0)
+        for grads in batched(model, examples, run, "head importance", tokens, backward=True):
+            total += grads
     return (total / max(len(examples), 1)).numpy()
 
 
@@ -219,33 +242,41 @@ def branching_knockouts(model: PreTrainedModel, layers: Sequence[int]) -> Iterat
         yield
 
 
-def layer_groups(model: PreTrainedModel, ex: Example) -> list[list[int]]:
-    """The layers knocked out together, so that one pass's logits fit in ``LOGIT_BYTES``."""
-    layers = num_layers(model.config)
-    row_bytes = 4 * (len(ex.ids) - ex.start + 1) * model.get_output_embeddings().weight.shape[0]
-    size = max(1, LOGIT_BYTES // row_bytes - 1)
-    return [list(range(a, min(a + size, layers))) for a in range(0, layers, size)]
+def row_bytes(model: PreTrainedModel, ex: Example) -> int:
+    """Planned bytes of one knock-out row: its scored logits and their log-softmax, in fp32."""
+    return 2 * 4 * (len(ex.ids) - ex.start + 1) * model.get_output_embeddings().weight.shape[0]
 
 
 @torch.no_grad()
-def knockout_losses(model: PreTrainedModel, ex: Example) -> tuple[tuple[float, bool | None], list[tuple[float, bool | None]]]:
-    """One example's (loss, correct) intact and with each layer's FFN knocked out, in layer order."""
-    intact, knocked = None, []
-    for group in layer_groups(model, ex):
+def knockout_losses(model: PreTrainedModel, ex: Example, batcher: memory.Batcher
+                    ) -> tuple[tuple[float, bool | None], list[tuple[float, bool | None]]]:
+    """One example's (loss, correct) intact and with each layer's FFN knocked out, in layer order.
+
+    As many layers share a pass as their rows fit in the batcher's byte limit; every pass also
+    carries the intact row.
+    """
+    size = row_bytes(model, ex)
+
+    def run(group):
         with branching_knockouts(model, group):
             losses, correct = scored_losses(model, ex.ids[None], [ex] * (1 + len(group)))
-        rows = list(zip(losses.tolist(), correct))
+        return list(zip(losses.tolist(), correct))
+
+    intact, knocked = None, []
+    for rows in batcher.pieces(range(num_layers(model.config)), lambda group: size * (1 + len(group)), run):
         intact = rows[0] if intact is None else intact
         knocked += rows[1:]
     return intact, knocked
 
 
-def ffn_importance(model: PreTrainedModel, examples: list[Example]) -> dict:
+def ffn_importance(model: PreTrainedModel, examples: list[Example], limit: int | None = None) -> dict:
     """Per layer: loss increase (and accuracy drop, when known) with that layer's FFN removed;
-    with the intact model's ``loss`` and ``accuracy``."""
+    with the intact model's ``loss`` and ``accuracy``. One pass holds at most ``limit`` bytes of
+    rows (default: the memory budget)."""
+    batcher = memory.Batcher(limit or memory.budget(model), "FFN knock-outs")
     intact, knocked = [], []
     for ex in tqdm(examples, desc="FFN knock-outs", unit="example", disable=None, leave=False):
-        base, rows = knockout_losses(model, ex)
+        base, rows = knockout_losses(model, ex, batcher)
         intact.append(base)
         knocked.append(rows)
     base = summary(*zip(*intact))

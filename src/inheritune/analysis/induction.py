@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from inheritune.analysis import memory
 from inheritune.analysis.hooks import attention_probs, final_residual, head_outputs
 from inheritune.errors import InherituneError
-from inheritune.models.families import blocks, family_of, input_weights, num_heads
+from inheritune.models.families import blocks, family_of, input_weights, num_heads, num_layers
 
 
 def candidate_tokens(vocab_size: int, exclude: float = 0.04, special: tuple[int, ...] = ()) -> np.ndarray:
@@ -69,10 +70,18 @@ def _head_write(config, proj: torch.nn.Module, out: torch.Tensor, head: int) -> 
     return out @ input_weights(config, proj, head * d, (head + 1) * d)
 
 
+def sequence_bytes(model: PreTrainedModel, length: int) -> int:
+    """Planned bytes per sequence of a batch: every layer's attention probabilities (with a host
+    copy) and head outputs, and a few hidden-size rows per token for the copying scores."""
+    hidden = model.get_input_embeddings().weight.shape[1]
+    return 4 * num_layers(model.config) * (2 * num_heads(model.config) * length * length + 4 * length * hidden)
+
+
 @torch.no_grad()
 def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: int = 25, repeats: int = 4,
-                     seeds: int = 100, bos: int | None = None, batch_size: int = 20) -> dict[str, np.ndarray]:
-    """Per-head ``prefix`` (prefix-matching) and ``copying`` scores, each ``[layers, heads]``."""
+                     seeds: int = 100, bos: int | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """Per-head ``prefix`` (prefix-matching) and ``copying`` scores, each ``[layers, heads]``, on
+    ``batch_size`` sequences per pass (default: as many as the memory budget holds)."""
     if repeats < 2:
         raise InherituneError(f"induction needs at least 2 repeats, not {repeats}")
     family = family_of(model.config)
@@ -84,14 +93,14 @@ def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: in
     centred = unembed - unembed.mean(0)
     offset = 0 if bos is None else 1
     queries, targets, attended = _positions(seg_len, repeats, offset)
-    prefix = torch.zeros(layers, heads)
-    copying = torch.zeros(layers, heads)
     all_ids = repeated_sequences(candidates, seg_len, repeats, list(range(seeds)), bos)
-    for ids in all_ids.split(batch_size):
+
+    def run(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix, copying = torch.zeros(layers, heads), torch.zeros(layers, heads)
         with head_outputs(model) as outputs, final_residual(model) as final:
             probs = attention_probs(model, ids.to(model.device))
         for layer, a in enumerate(probs):
-            prefix[layer] += (a.cpu() * targets).sum(-1)[:, :, queries].mean(-1).sum(0)
+            prefix[layer] = (a.cpu() * targets).sum(-1)[:, :, queries].mean(-1).sum(0)
         resid = final["resid"][:, queries].float()
         direction = centred[ids[:, attended].to(centred.device)]  # [B, Q, hidden]: the attended token's centred unembedding
         base = norm(resid).float()
@@ -100,8 +109,12 @@ def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: in
             for head in range(heads):
                 write = _head_write(model.config, projections[layer], out[:, :, head], head).float()
                 without = norm(resid - write).float()
-                copying[layer, head] += ((base - without) * direction).sum(-1).mean(-1).sum(0)
-    return {"prefix": (prefix / seeds).numpy(), "copying": (copying / seeds).numpy()}
+                copying[layer, head] = ((base - without) * direction).sum(-1).mean(-1).sum(0)
+        return prefix, copying
+
+    size = batch_size or max(1, memory.budget(model) // sequence_bytes(model, all_ids.shape[1]))
+    parts = list(memory.Batcher(size, "induction").pieces(all_ids, len, run, unit="sequence"))
+    return {"prefix": (sum(p for p, _ in parts) / seeds).numpy(), "copying": (sum(c for _, c in parts) / seeds).numpy()}
 
 
 def top_heads(prefix: np.ndarray, copying: np.ndarray, k: int = 10) -> list[dict]:

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics
+from inheritune.analysis import attention as metrics, memory
 from inheritune.analysis.depth import angular_distance, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs
 from inheritune.analysis.sampling import sample_sequences
@@ -47,7 +47,6 @@ MEANING = {
             "the highest are dropped, never layer 0",
     "first-n": "the block's index; the last K blocks are dropped (keep the first n)",
 }
-ATTENTION_BUDGET = 256 * 2**20  # bytes of attention probabilities held per batch by the lazy score
 PLOT_CLIP = 8.0  # nats above the unpruned model's val loss where the sweep plot's axis stops
 
 
@@ -72,27 +71,27 @@ def check_criterion(by: str) -> str:
 @torch.no_grad()
 def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """Mean over tokens of cos(x_i, x_j) between every pair of the L+1 residual states, ``[L+1, L+1]``."""
-    total = None
-    for start in range(0, len(windows), batch_size):
-        batch = windows[start:start + batch_size].to(model.device)
+    def run(batch: torch.Tensor) -> torch.Tensor:
         with residual_states(model) as states:
-            model(input_ids=batch, use_cache=False)
-        sums = cosine_sums(states).cpu()
-        total = sums if total is None else total + sums
-    return total / windows.numel()
+            model(input_ids=batch.to(model.device), use_cache=False)
+        return cosine_sums(states).cpu()
+
+    pieces = memory.Batcher(batch_size, "residual cosines").pieces(windows, len, run, unit="window")
+    return sum(pieces) / windows.numel()
 
 
 @torch.no_grad()
 def column_mass(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
     """Per layer: mean over heads of the heaviest column's share of the attention averaged over the windows."""
     n, t = windows.shape
-    per_window = 4 * num_layers(model.config) * num_heads(model.config) * t * t
-    batch_size = max(1, min(n, ATTENTION_BUDGET // per_window))
-    total = None
-    for start in range(0, n, batch_size):
-        probs = attention_probs(model, windows[start:start + batch_size].to(model.device))
-        sums = torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
-        total = sums if total is None else total + sums
+    per_window = 8 * num_layers(model.config) * num_heads(model.config) * t * t  # on the device, and a host copy
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        probs = attention_probs(model, batch.to(model.device))
+        return torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
+
+    batcher = memory.Batcher(max(1, memory.budget(model) // per_window), "attention")
+    total = sum(batcher.pieces(windows, len, run, unit="window"))
     mass, _column = metrics.heaviest_column(total / n)  # [L, H]
     return mass.mean(1).tolist()
 

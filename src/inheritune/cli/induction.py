@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=count, default=100, help="random sequences (one per seed) to average over")
     p.add_argument("--exclude", type=float, default=0.04, help="share of lowest and of highest token ids left out")
     p.add_argument("--top", type=count, default=10, help="how many top induction heads to list")
-    p.add_argument("--batch-size", type=count, default=20, help="random sequences per forward pass")
+    p.add_argument("--batch-size", type=count, default=None,
+                   help="random sequences per forward pass (default: as many as a quarter of the free memory holds)")
     device_options(p)
     p.set_defaults(func=run)
 

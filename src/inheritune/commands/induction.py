@@ -49,7 +49,7 @@ def _special_ids(model, tokenizer) -> tuple[int, ...]:
 
 
 def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: int = 25, repeats: int = 4,
-              seeds: int = 100, exclude: float = 0.04, top: int = 10, batch_size: int = 20,
+              seeds: int = 100, exclude: float = 0.04, top: int = 10, batch_size: int | None = None,
               overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
               device_map: str | None = None) -> InductionResult:
     """Prefix-matching and copying scores of every head of ``model`` on ``seeds`` random segments
@@ -58,7 +58,8 @@ def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: 
     Writes ``out``: induction.json (``result.report()``), induction.csv and two heatmaps."""
     start = time.perf_counter()
     for value, name in ((seg_len, "--seg-len"), (seeds, "--seeds"), (top, "--top"), (batch_size, "--batch-size")):
-        positive(value, name)
+        if value is not None:  # batch_size: None is the memory budget's
+            positive(value, name)
     if repeats < 2:
         raise InherituneError(f"induction needs at least 2 repeats, not {repeats}")
     if not 0 <= exclude < 0.5:

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from inheritune.data.shards import TokenData
 from inheritune.models.families import context_length
@@ -44,6 +45,7 @@ def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_si
     starts = list(range(0, n, seq_len))
     total, count = 0.0, 0
     ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else torch.autocast(device.type, enabled=False)
+    bar = tqdm(total=len(starts), desc="validation loss", unit="window", disable=None, leave=False)
     try:
         for b in range(0, len(starts), batch_size):
             group = starts[b:b + batch_size]
@@ -59,7 +61,9 @@ def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_si
                     logits = model(input_ids=ids[:, :-1]).logits
                 total += F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
                 count += ids[:, 1:].numel()
+            bar.update(len(group))
     finally:
+        bar.close()
         model.train(was_training)
     return total, count
 
