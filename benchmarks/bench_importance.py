@@ -2,7 +2,7 @@
 
 Issue 12's target: importance of the packaged SmolLM2-135M on 32 x 256 LM windows in at most 5x
 the time of one forward+backward over the same tokens. The model is loaded once; then, on the
-same windows and in the same 4,096-token batches:
+same windows and in the batches the memory budget gives head importance:
 
 - ``forward+backward``: a training step's work, mean next-token loss, ``backward()`` into every
   weight (no optimizer step);
@@ -36,7 +36,7 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis.hooks import ffn_knockout, head_mask
 from inheritune.analysis.sampling import sequences_from
 from inheritune.io import atomic_write_json, atomic_write_text
-from inheritune.models.families import num_heads, num_layers
+from inheritune.models.families import blocks, num_heads, num_layers
 
 from bench_analyze import owt_text  # the same packaged text (benchmarks run as scripts from this folder)
 
@@ -51,6 +51,25 @@ def timed(fn, what: str) -> tuple[float, object]:
     seconds = time.perf_counter() - start
     print(f"{what}: {seconds:.1f}s", flush=True)
     return seconds, value
+
+
+def arithmetic(model) -> dict:
+    """Multiply-adds per token of each step, in units of one training step's (forward + backward
+    into activations and weights = 3 forwards): what the exact method costs before any overhead.
+
+    A forward is L blocks plus the LM head. Head importance is a forward and a backward into
+    activations only (2 forwards). The knock-outs are the intact row plus, for each layer l, a
+    row that runs blocks l..L-1 and the LM head: L(L+1)/2 blocks and L heads more. Weights only:
+    attention scores add a few percent at 256 tokens.
+    """
+    layers = num_layers(model.config)
+    block = sum(p.numel() for p in blocks(model)[0].parameters() if p.dim() == 2)
+    head = model.get_output_embeddings().weight.numel()
+    forward = layers * block + head
+    knockouts = forward + block * layers * (layers + 1) // 2 + layers * head
+    step = 3 * forward
+    return {"heads": round(2 * forward / step, 2), "ffn": round(knockouts / step, 2),
+            "importance": round((2 * forward + knockouts) / step, 2), "head_share_of_forward": round(head / forward, 3)}
 
 
 def forward_backward(model, windows: torch.Tensor) -> None:
@@ -83,7 +102,7 @@ def unbatched(model, examples: list[imp.Example]) -> tuple[np.ndarray, np.ndarra
 
 
 def markdown(r: dict) -> str:
-    s = r["seconds"]
+    s, a = r["seconds"], r["arithmetic"]
     return "\n".join([
         f"# importance speed: {r['model']}, {r['windows']} x {r['seq_len']} LM windows",
         "",
@@ -97,6 +116,14 @@ def markdown(r: dict) -> str:
         f"| **importance, both** | **{s['importance']:.1f}** | **{r['ratio']:.2f}** (target <= {TARGET:g}) |",
         f"| before: unbatched (extrapolated from {r['before_windows']} windows) | {s['before_extrapolated']:.1f} | "
         f"{s['before_extrapolated'] / s['forward_backward']:.2f} |",
+        "",
+        f"**Why {TARGET:g}x is out of reach for exact knock-outs.** Counting multiply-adds per token (weights "
+        f"only), a training step is 3 forwards; head importance costs {a['heads']:.2f} of it and the knock-outs "
+        f"{a['ffn']:.2f} (each of the {r['layers']} layers' rows runs the blocks from its layer on and the LM head, "
+        f"which is {a['head_share_of_forward']:.0%} of a forward here): **{a['importance']:.2f}x** before any "
+        f"overhead. The measured {r['ratio']:.2f}x is below that count because a CPU backward costs more than "
+        f"twice a forward; the target would need a cheaper definition (a first-order estimate instead of a "
+        f"knock-out, or bf16), which would change the numbers the study reports.",
         "",
         f"Speed-up over the unbatched method: {s['before_extrapolated'] / s['importance']:.1f}x. On the "
         f"{r['before_windows']} windows both were run on, the largest differences are "
@@ -140,6 +167,7 @@ def main() -> None:
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "runs": {"forward_backward": fb, "heads": heads_s, "ffn": ffn_s},
         "ratio": round(seconds["importance"] / seconds["forward_backward"], 2), "target": TARGET,
+        "arithmetic": arithmetic(model), "layers": num_layers(model.config),
         "before_windows": len(few),
         "max_abs_diff": {"heads": float(np.abs(new_heads - old_heads).max()),
                          "ffn": float(np.abs(np.asarray(new_ffn) - old_ffn).max())},

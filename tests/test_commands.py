@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ PYTHON_ONLY = {"train": {"teacher"}}
 NO_TRUST_YET: set[str] = set()
 # Options whose default comes from TrainConfig (argparse.SUPPRESS) do not show it in --help yet.
 HELP_YET: set[str] = set()
+DURATION = re.compile(r"\b\d+(\.\d+)? (s|min)\b")  # "took 3 s" in prose
 TIMINGS = {"seconds", "time_s", "wall_time", "load", "tokens_per_s", "mfu", "time", "step_time", "elapsed"}
 
 
@@ -105,7 +107,7 @@ def _tree(out: Path) -> dict[str, object]:
             return {k: drop(v) for k, v in obj.items() if k not in TIMINGS}
         if isinstance(obj, list):
             return [drop(v) for v in obj]
-        return obj.replace(str(out), "<out>") if isinstance(obj, str) else obj
+        return DURATION.sub("<t>", obj.replace(str(out), "<out>")) if isinstance(obj, str) else obj
 
     files = {}
     for path in sorted(out.rglob("*")) if out.is_dir() else [out]:

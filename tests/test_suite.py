@@ -132,7 +132,8 @@ def test_lm_eval_task_context_is_the_suite_prompt(task, shots):
 
 def test_bad_requests_are_one_line():
     with pytest.raises(InherituneError, match=r"unknown task 'bb-navigat' \(did you mean bb-navigate\?\); the offline "
-                                              r"tasks are mmlu-stem, .*bb-navigate.*, mmlu-local$"):
+                                              r"tasks are mmlu-stem, .*bb-navigate.*, mmlu-local, or name a "
+                                              r"multiple-choice lm-eval task \(`lm-eval ls tasks`\)$"):
         suite.prompts("bb-navigat", 1, 0)
     with pytest.raises(InherituneError, match="unknown split 'train'"):
         suite.split_ids("mmlu-stem", "train")

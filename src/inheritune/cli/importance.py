@@ -30,7 +30,7 @@ def source_options(p: argparse.ArgumentParser, several_shots: bool = False) -> N
     p.add_argument("--text", help="UTF-8 text file, tokenized here")
     p.add_argument("--tasks", type=csv_list, default=[], metavar="TASK,...",
                    help=f"few-shot multiple-choice tasks, comma-separated, loss on the answer only "
-                        f"({', '.join(TASKS)})")
+                        f"({', '.join(TASKS)}; or any multiple-choice lm-eval task, e.g. arc_easy)")
     p.add_argument("--examples", type=count, default=32, help="LM windows and task prompts per source")
     p.add_argument("--seq-len", type=count, default=256, help="tokens per LM window")
     if several_shots:

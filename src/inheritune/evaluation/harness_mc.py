@@ -1,0 +1,68 @@
+"""Any multiple-choice lm-eval task as questions of the offline suite, for importance and prune.
+
+A task the user's lm-eval knows (``arc_easy``, ``piqa``, ``sciq``, ``hellaswag``, their own ...) is
+read through lm-eval itself: each document's ``doc_to_text``, ``doc_to_choice`` and
+``doc_to_target`` become one lettered question, so the prompts have the suite's format (header,
+lettered options, `` B`` answers) and accuracy is read off one next-token distribution, like the
+offline tasks. The task's own documents (training, validation and test, whichever it has) are
+pooled and split by the suite's rule into dev (shots), rank and score.
+
+lm-eval fetches the task's dataset from the Hugging Face hub on first use (its own cache after
+that); a task built on local files works offline.
+"""
+from __future__ import annotations
+
+import re
+
+from inheritune.errors import InherituneError
+
+ANSWER_CUE = re.compile(r"\s*(Answer|A)\s*:\s*$")  # the suite's layout adds its own "Answer:" after the options
+
+
+def known(task: str) -> bool:
+    """Whether lm-eval's task index names ``task``."""
+    from inheritune.evaluation.harness import harness_manager
+
+    return task in harness_manager().all_tasks
+
+
+def load_task(task: str):
+    """lm-eval's task object; one line when it is a group or not multiple-choice."""
+    from lm_eval.tasks import get_task_dict
+
+    from inheritune.evaluation.harness import harness_manager
+
+    loaded = get_task_dict([task], harness_manager()).get(task)
+    if loaded is None or isinstance(loaded, dict) or not hasattr(loaded, "doc_to_choice"):
+        raise InherituneError(f"lm-eval task {task} is a group of tasks: name one of its tasks")
+    output_type = getattr(loaded, "OUTPUT_TYPE", None) or loaded.config.output_type
+    if output_type != "multiple_choice":
+        raise InherituneError(f"lm-eval task {task} is {output_type}, not multiple_choice: importance and prune "
+                              "need answer options")
+    return loaded
+
+
+def documents(loaded) -> list[dict]:
+    """Every document the task has: training, validation and test."""
+    docs = []
+    for kind in ("training", "validation", "test"):
+        if getattr(loaded, f"has_{kind}_docs")():
+            docs += list(getattr(loaded, f"{kind}_docs")())
+    return docs
+
+
+def as_question(loaded, doc: dict) -> tuple[str, tuple[str, ...], int] | None:
+    """``(text, options, answer index)`` of one document, or None when it has no single lettered
+    answer (multiple inputs, several targets, too many or empty options)."""
+    from inheritune.evaluation.suite import LETTERS, MAX_OPTION_CHARS
+
+    text, options, target = loaded.doc_to_text(doc), loaded.doc_to_choice(doc), loaded.doc_to_target(doc)
+    if not isinstance(text, str) or not isinstance(options, list):
+        return None
+    options = tuple(str(o).strip() for o in options)
+    if isinstance(target, str):
+        target = options.index(target.strip()) if target.strip() in options else None
+    fits = 2 <= len(options) <= len(LETTERS) and all(0 < len(o) <= MAX_OPTION_CHARS for o in options)
+    if not isinstance(target, int) or not 0 <= target < len(options) or not fits or len(set(options)) < len(options):
+        return None
+    return ANSWER_CUE.sub("", text).strip(), options, target

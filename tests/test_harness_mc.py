@@ -1,0 +1,83 @@
+"""A multiple-choice lm-eval task (here a custom one on local files) works in importance and prune
+like an offline suite task: lettered questions, dev/rank/score splits."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+
+from conftest import tiny_model
+from inheritune.commands.importance import importance
+from inheritune.errors import InherituneError
+from inheritune.evaluation import harness, suite
+
+
+def _task_folder(folder):
+    """``toy_sums`` (multiple choice, 60 documents: 15 train, 45 test) and ``toy_echo`` (generation)."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(60):
+        a, b = rng.randrange(50), rng.randrange(50)
+        choices = [str(a + b + d) for d in rng.sample(range(3), 3)]
+        rows.append({"question": f"What is {a} plus {b}? ({i})", "choices": choices, "answer": choices.index(str(a + b))})
+    files = {"train": rows[:15], "test": rows[15:]}
+    for split, docs in files.items():
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs))
+    common = {"dataset_path": "json", "training_split": "train", "test_split": "test",
+              "dataset_kwargs": {"data_files": {s: str(folder / f"{s}.jsonl") for s in files}},
+              "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_target": "{{answer}}"}
+    (folder / "toy_sums.yaml").write_text(yaml.safe_dump({
+        "task": "toy_sums", "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
+        "metric_list": [{"metric": "acc"}], **common}))
+    (folder / "toy_echo.yaml").write_text(yaml.safe_dump({
+        "task": "toy_echo", "output_type": "generate_until", "metric_list": [{"metric": "exact_match"}], **common}))
+    return rows
+
+
+@pytest.fixture
+def toy_tasks(tmp_path, monkeypatch):
+    from lm_eval.tasks import TaskManager
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    rows = _task_folder(folder)
+    manager = TaskManager(include_path=str(folder), include_defaults=False)
+    monkeypatch.setattr(harness, "harness_manager", lambda: manager)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    suite.clear_caches()
+    yield rows
+    suite.clear_caches()
+
+
+def test_an_lm_eval_task_becomes_lettered_questions_split_like_the_suite(toy_tasks):
+    splits = {name: suite.questions("toy_sums", name) for name in suite.SPLITS}
+    ids = {name: {q.id for q in qs} for name, qs in splits.items()}
+    assert len(ids["dev"]) >= suite.DEV_PER_SUBJECT and ids["rank"] and ids["score"]
+    assert sum(len(ids[n]) for n in ("dev", "rank", "score")) == 60 and not ids["rank"] & ids["score"]
+    assert ids["test"] == ids["rank"] | ids["score"] and not ids["dev"] & ids["test"]
+    by_text = {r["question"]: r for r in toy_tasks}
+    for q in splits["test"]:
+        row = by_text[q.question.removeprefix("Question: ")]
+        assert q.options == tuple(row["choices"]) and q.answer == row["answer"]
+    prompt = suite.prompts("toy_sums", 3, shots=2, split="score")[0]
+    assert prompt.text.startswith("The following are multiple choice questions (with answers) about toy sums.")
+    assert prompt.text.count("Answer:") == 3 and prompt.text.endswith("\nC. " + prompt.text.split("\nC. ")[-1])
+    assert prompt.options == (" A", " B", " C") and prompt.answer in prompt.options
+
+
+def test_importance_runs_on_an_lm_eval_task(toy_tasks, tmp_path, tokenizer, one_thread):
+    r = importance(tiny_model("llama", 2), out=tmp_path / "imp", tasks=["toy_sums"], shots=(0, 1), examples=4,
+                   tokenizer=tokenizer)
+    assert set(r.sources) == {"toy_sums/0shot", "toy_sums/1shot"}
+    for source in r.sources.values():
+        assert source["loss"] > 0 and len(source["ids"]) == 4 and source["split"] == "rank"
+        assert {i for i in source["ids"]} <= {q.id for q in suite.questions("toy_sums", "rank")}
+
+
+def test_a_task_that_is_not_multiple_choice_is_one_clear_error(toy_tasks):
+    with pytest.raises(InherituneError, match="lm-eval task toy_echo is generate_until, not multiple_choice"):
+        suite.questions("toy_echo", "rank")
+    with pytest.raises(InherituneError, match="unknown task 'toy_sum'.*multiple-choice lm-eval task"):
+        suite.check_task("toy_sum")
