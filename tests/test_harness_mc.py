@@ -15,7 +15,8 @@ from inheritune.evaluation import harness, suite
 
 
 def _task_folder(folder):
-    """``toy_sums`` (multiple choice, 60 documents: 15 train, 45 test) and ``toy_echo`` (generation)."""
+    """``toy_sums`` (multiple choice, 60 documents: 15 train, 45 test), ``toy_echo`` (generation) and
+    ``toy_missing`` (its data file is not there, as a hub task's data is not offline)."""
     rng = random.Random(0)
     rows = []
     for i in range(60):
@@ -31,6 +32,10 @@ def _task_folder(folder):
     (folder / "toy_sums.yaml").write_text(yaml.safe_dump({
         "task": "toy_sums", "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
         "metric_list": [{"metric": "acc"}], **common}))
+    missing = {**common, "dataset_kwargs": {"data_files": {"train": str(folder / "gone.jsonl"),
+                                                           "test": str(folder / "gone.jsonl")}}}
+    (folder / "toy_missing.yaml").write_text(yaml.safe_dump({
+        "task": "toy_missing", "output_type": "multiple_choice", "doc_to_choice": "{{choices}}", **missing}))
     (folder / "toy_echo.yaml").write_text(yaml.safe_dump({
         "task": "toy_echo", "output_type": "generate_until", "metric_list": [{"metric": "exact_match"}], **common}))
     return rows
@@ -76,8 +81,10 @@ def test_importance_runs_on_an_lm_eval_task(toy_tasks, tmp_path, tokenizer, one_
         assert {i for i in source["ids"]} <= {q.id for q in suite.questions("toy_sums", "rank")}
 
 
-def test_a_task_that_is_not_multiple_choice_is_one_clear_error(toy_tasks):
+def test_a_task_that_is_not_multiple_choice_or_cannot_load_is_one_clear_error(toy_tasks):
     with pytest.raises(InherituneError, match="lm-eval task toy_echo is generate_until, not multiple_choice"):
         suite.questions("toy_echo", "rank")
     with pytest.raises(InherituneError, match="unknown task 'toy_sum'.*multiple-choice lm-eval task"):
         suite.check_task("toy_sum")
+    with pytest.raises(InherituneError, match="lm-eval could not load task toy_missing: .*HF hub"):
+        suite.questions("toy_missing", "rank")

@@ -101,7 +101,7 @@ def token_bytes(model: PreTrainedModel, length: int, backward: bool) -> int:
     A forward pass holds one block's activations at a time and the fp32 logits (with their
     log-softmax); a backward pass keeps every block's activations (about twice its parameter
     count per hidden unit, plus one attention row per head) and the logits' gradient too. Rough
-    by design: ``memory.chunked`` halves the batch if it is still too big.
+    by design: ``memory.Batcher`` halves the batch if it is still too big.
     """
     vocab = model.get_output_embeddings().weight.shape[0]
     hidden = model.get_input_embeddings().weight.shape[1]

@@ -172,6 +172,7 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
         ids["lm"] = {"split": RANK_SPLIT, "ids": halves[f"{RANK_SPLIT}_ids"]}
     results = {}
     for name, examples_ in tqdm(scored.items(), desc="sources", unit="source", disable=None):
+        tqdm.write(f"importance on {name}: {len(examples_)} examples")  # one line per stage in logs, too
         results[name] = {**ids[name], **imp.analyse(model_, examples_)}
     result = ImportanceResult(out=Path(out), model=model_name(model), num_layers=num_layers(model_.config),
                               num_heads=num_heads(model_.config), seq_len=seq_len, shots=counts, seed=seed,

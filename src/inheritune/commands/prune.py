@@ -184,6 +184,7 @@ def run_sweeps(model, criteria: dict[str, pr.Scores], rescore, scored: dict, hea
     kinds = {"heads": head_steps, "ffn": ffn_steps}
     jobs = [(by, kind) for by in criteria for kind in kinds if not (by == "induction" and kind == "ffn")]
     bar = tqdm(total=sum(len(kinds[k]) for _, k in jobs), desc="prune sweep", unit="point", disable=None)
+    bar.write(f"sweep: {len(jobs)} curves, {bar.total} points, each scored on {', '.join(scored)}")
     evaluate = lambda m: {name: pr.score(m, ex) for name, ex in scored.items()}  # noqa: E731
     curves: dict = {name: {by: {} for by in criteria} for name in scored}
     for by, kind in jobs:

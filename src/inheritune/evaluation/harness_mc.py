@@ -32,7 +32,12 @@ def load_task(task: str):
 
     from inheritune.evaluation.harness import harness_manager
 
-    loaded = get_task_dict([task], harness_manager()).get(task)
+    try:
+        loaded = get_task_dict([task], harness_manager()).get(task)
+    except Exception as error:  # lm-eval and datasets raise anything from a missing file to no network
+        detail = (str(error).strip().splitlines() or [""])[0][:300]
+        raise InherituneError(f"lm-eval could not load task {task}: {type(error).__name__}: {detail} (its data "
+                              "comes from the HF hub; offline, use the offline suite tasks)") from None
     if loaded is None or isinstance(loaded, dict) or not hasattr(loaded, "doc_to_choice"):
         raise InherituneError(f"lm-eval task {task} is a group of tasks: name one of its tasks")
     output_type = getattr(loaded, "OUTPUT_TYPE", None) or loaded.config.output_type
