@@ -8,7 +8,8 @@ import random
 import pytest
 import yaml
 
-from conftest import tiny_model
+from conftest import save_tiny, tiny_model
+from inheritune.cli import main
 from inheritune.commands.importance import importance
 from inheritune.errors import InherituneError
 from inheritune.evaluation import harness, suite
@@ -88,3 +89,26 @@ def test_a_task_that_is_not_multiple_choice_or_cannot_load_is_one_clear_error(to
         suite.check_task("toy_sum")
     with pytest.raises(InherituneError, match="lm-eval could not load task toy_missing: .*HF hub"):
         suite.questions("toy_missing", "rank")
+
+
+def test_include_path_makes_the_users_own_tasks_work_from_the_cli(tmp_path, tokenizer, capsys, monkeypatch):
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    _task_folder(folder)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    model = save_tiny(tmp_path / "model", "llama", 2, tok=tokenizer)
+    try:
+        assert main(["importance", str(model), "--tasks", "toy_sums", "--shots", "0", "--examples", "3",
+                     "--include-path", str(folder), "--out", str(tmp_path / "imp")]) == 0
+        sources = json.loads((tmp_path / "imp" / "importance.json").read_text())["sources"]
+        assert list(sources) == ["toy_sums/0shot"] and len(sources["toy_sums/0shot"]["ids"]) == 3
+        assert main(["eval", str(model), "--tasks", "toy_sums", "--limit", "4", "--include-path", str(folder),
+                     "--out", str(tmp_path / "eval.json")]) == 0
+        assert json.loads((tmp_path / "eval.json").read_text())["tasks"]["toy_sums"]["samples"] == 4
+        capsys.readouterr()
+        assert main(["importance", str(model), "--tasks", "toy_sums", "--include-path", str(tmp_path / "nope"),
+                     "--out", str(tmp_path / "imp2")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"inheritune: error: --include-path {tmp_path / 'nope'} is not a folder of lm-eval task YAMLs"
+    finally:
+        harness.include_tasks(None)

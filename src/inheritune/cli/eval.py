@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", type=csv_list, default=[], metavar="TASK,...",
                    help=f"comma-separated: {', '.join(LOCAL_TASKS)} (offline) or lm-eval task names such as "
                         "arc_easy,piqa,sciq,hellaswag,lambada_openai (need the hub)")
+    p.add_argument("--include-path", metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs, usable as --tasks (default: lm-eval's tasks only)")
     p.add_argument("--num-fewshot", type=count, help="few-shot examples for every task (default: each task's own; the offline multiple-choice tasks 5, at most 5)")
     p.add_argument("--limit", type=count, help="evaluate only the first N examples of each task (default: all)")
     p.add_argument("--batch-size", type=count, default=8, help="sequences per forward pass")

@@ -39,6 +39,8 @@ def source_options(p: argparse.ArgumentParser, several_shots: bool = False) -> N
     else:
         p.add_argument("--shots", type=count, default=3, help="solved questions before each task query")
     p.add_argument("--max-task-tokens", type=count, default=1024, help="task prompts keep their last N tokens")
+    p.add_argument("--include-path", metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs, usable as --tasks (default: lm-eval's tasks only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the window and prompt sampling")
 
 
@@ -48,7 +50,7 @@ def arguments(args: argparse.Namespace, *names: str) -> dict:
 
 
 MODEL = ("out", "overwrite", "trust_remote_code", "tokenizer")
-SOURCES = ("data", "text", "tasks", "examples", "seq_len", "shots", "max_task_tokens", "seed")
+SOURCES = ("data", "text", "tasks", "examples", "seq_len", "shots", "max_task_tokens", "seed", "include_path")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"multiple-choice tasks for importance, comma-separated ({', '.join(ALL_TASKS)}; or any "
                         "multiple-choice lm-eval task)")
     p.add_argument("--shots", type=shot_counts, default=[0, 3], help="shot counts, one importance source each")
+    p.add_argument("--include-path", metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs, usable as --tasks (default: lm-eval's tasks only)")
     p.add_argument("--examples", type=count, default=16, help="LM windows and task prompts per importance source")
     p.add_argument("--seq-len", type=count, default=128, help="tokens per analyze sequence and LM window")
     p.add_argument("--sequences", type=count, default=32, help="analyze's sequences")
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     r = study(args.model, **arguments(args, *MODEL, "data", "text", "tasks", "shots", "examples", "seq_len",
-                                      "sequences", "seeds", "seed", "device", "device_map"))
+                                      "sequences", "seeds", "seed", "include_path", "device", "device_map"))
     for name in ("depth", "induction", "lazy"):
         print(f"{name}: {r.findings[name]['text']}")
     print(f"-> {args.out} in {r.seconds:.1f}s")

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from inheritune.commands._shared import CommandResult, load, model_name
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.harness import evaluate_model, task_managers
+from inheritune.evaluation.harness import evaluate_model, include_tasks, task_managers
 from inheritune.io import atomic_write_json
 from inheritune.models.loading import check_device, load_tokenizer, tokenizer_fingerprint
 
@@ -37,9 +37,9 @@ class EvalResult(CommandResult):
 def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenData | None = None,
              tasks: Sequence[str] = (), num_fewshot: int | None = None, limit: int | None = None,
              batch_size: int = 8, device: str = "cpu", device_map: str | None = None, out: str | Path | None = None,
-             trust_remote_code: bool = False, tokenizer=None) -> EvalResult:
+             include_path: str | Path | None = None, trust_remote_code: bool = False, tokenizer=None) -> EvalResult:
     """Validation loss on ``data``'s val split (if given) and the named ``tasks`` (offline: see
-    ``evaluation/tasks``; any lm-eval task name with the hub).
+    ``evaluation/tasks``; any lm-eval task name with the hub, or in the user's ``include_path``).
 
     ``model``/``tokenizer``: references as on the command line, or loaded objects (a loaded model
     stays on its device and returns in the mode it came). Every argument a user can get wrong is
@@ -47,6 +47,7 @@ def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenDat
     start = time.perf_counter()
     tasks = list(dict.fromkeys(tasks))
     _check(data, tasks, num_fewshot, limit, batch_size, out)
+    include_tasks(include_path)
     check_device(device, device_map)
     token_data = data if isinstance(data, TokenData) or data is None else open_data(data)
     tok = _tokenizer(model, tokenizer, trust_remote_code)

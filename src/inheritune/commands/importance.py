@@ -30,6 +30,7 @@ from inheritune.analysis.sampling import tokens_from
 from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
+from inheritune.evaluation.harness import include_tasks
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
@@ -56,8 +57,11 @@ class ImportanceResult(CommandResult):
     seconds: float
 
 
-def check_sources(data, text, tasks: Sequence[str], examples: int) -> list[str]:
-    """The example sources' arguments, checked before anything is loaded; the task names."""
+def check_sources(data, text, tasks: Sequence[str], examples: int, include_path: str | Path | None = None
+                  ) -> list[str]:
+    """The example sources' arguments, checked before anything is loaded; the task names (offline,
+    lm-eval's, or lm-eval tasks in the user's ``include_path`` folder)."""
+    include_tasks(include_path)
     try:
         tasks = [suite.check_task(t) for t in ([tasks] if isinstance(tasks, str) else tasks)]
     except InherituneError as error:
@@ -148,8 +152,8 @@ def compare_sources(sources: dict) -> dict:
 def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
                text: str | Path | None = None, tasks: Sequence[str] = (), examples: int = 32, seq_len: int = 256,
                shots: int | Sequence[int] = (0, 1, 5), max_task_tokens: int = 1024, seed: int = 0,
-               overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
-               device_map: str | None = None) -> ImportanceResult:
+               include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
+               tokenizer=None, device: str = "cpu", device_map: str | None = None) -> ImportanceResult:
     """Head importance (|dL/dmask|) and FFN knock-out importance of ``model`` on each source (the LM
     windows, and every task at every shot count), their overlaps and their aggregate.
 
@@ -159,7 +163,7 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     heatmap) and a heatmap and bar chart per source; an existing ``out`` is replaced only with
     ``overwrite``, and only once the new one is complete."""
     start = time.perf_counter()
-    tasks = check_sources(data, text, tasks, examples)
+    tasks = check_sources(data, text, tasks, examples, include_path)
     counts = check_shots(shots)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),

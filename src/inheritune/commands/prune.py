@@ -240,7 +240,7 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
           drop_layers: int = 0, by: str | None = None, scores: str | Path | None = None, source: str | None = None,
           allow_overlap: bool = False, iterative: int = 1, physical: bool = False, sweep: bool = False,
           steps: str | Sequence[float] = STEPS, ffn_steps: str | Sequence[float] = FFN_STEPS,
-          overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
+          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
           device_map: str | None = None) -> PruneResult:
     """Prune ``model`` and save it to ``out``: the ``heads``% / ``ffn``% heads / FFN layers that
     criterion ``by`` (importance, induction, random) ranks lowest, or with ``drop_layers`` K the K
@@ -258,7 +258,7 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     by = check_mode(drop_layers, by, heads, ffn, iterative, scores, tasks, data)
     head_steps = percents(steps, "--steps") if sweep and not drop_layers else []
     ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and not drop_layers else []
-    tasks = check_sources(data, text, tasks, examples)
+    tasks = check_sources(data, text, tasks, examples, include_path)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)

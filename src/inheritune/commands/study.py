@@ -57,7 +57,7 @@ class StudyResult(CommandResult):
 def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
           text: str | Path | None = None, tasks: Sequence[str] = TASKS, shots: int | Sequence[int] = (0, 3),
           examples: int = 16, seq_len: int = 128, sequences: int = 32, seeds: int = 100, seed: int = 0,
-          overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
+          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
           device_map: str | None = None) -> StudyResult:
     """Load ``model`` once; run analyze (``sequences`` x ``seq_len`` tokens of ``data``/``text``),
     importance (``examples`` LM windows and prompts per task x shot count) and induction (``seeds``
@@ -65,7 +65,7 @@ def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     start = time.perf_counter()
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE (analyze and the LM windows need it)")
-    tasks = check_sources(data, text, tasks, examples)
+    tasks = check_sources(data, text, tasks, examples, include_path)
     counts = check_shots(shots)
     for value, name in ((seq_len, "--seq-len"), (sequences, "--sequences"), (seeds, "--seeds")):
         positive(value, name)
@@ -77,7 +77,7 @@ def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
         analysis = analyze(model_, out=tmp / "analysis", data=data, text=text, sequences=sequences,
                            seq_len=seq_len, seed=seed, **common)
         scores = importance(model_, out=tmp / "importance", data=data, text=text, tasks=tasks, examples=examples,
-                            seq_len=seq_len, shots=counts, seed=seed, **common)
+                            seq_len=seq_len, shots=counts, seed=seed, include_path=include_path, **common)
         seg_len = induction_seg_len(model_)
         heads_ = induction(model_, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
         result = join(out, model_name(model), analysis, scores, heads_, seed)

@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -27,12 +28,33 @@ from inheritune.evaluation.tasks import LOCAL_TASKS, build_local_task
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
 
-@functools.lru_cache(maxsize=1)
-def harness_manager():
-    """The harness's own task index (thousands of YAMLs: built once per process, only when needed)."""
+_INCLUDE = [()]  # the user's task folders (--include-path) that lookups search besides lm-eval's own
+
+
+def include_tasks(path: str | Path | None) -> None:
+    """From now on, lm-eval also finds the task YAMLs under ``path`` (``--include-path``; None:
+    lm-eval's own tasks only). Every command that takes task names sets this first."""
+    from inheritune.evaluation import suite
+
+    if path is not None and not Path(path).is_dir():
+        raise InherituneError(f"--include-path {path} is not a folder of lm-eval task YAMLs")
+    folders = () if path is None else (str(Path(path).resolve()),)
+    if folders != _INCLUDE[0]:
+        _INCLUDE[0] = folders
+        suite.clear_caches()  # a task name may now mean another task
+
+
+@functools.lru_cache(maxsize=4)
+def _manager(folders: tuple[str, ...]):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager()
+    return TaskManager(include_path=list(folders) or None)
+
+
+def harness_manager():
+    """The harness's task index (thousands of YAMLs, plus the user's folder: built once per folder
+    and process, only when a task name is not an offline one)."""
+    return _manager(_INCLUDE[0])
 
 
 def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTrainedTokenizerBase) -> dict:
