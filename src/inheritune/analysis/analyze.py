@@ -225,7 +225,7 @@ def analyse(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size
     n_layers, n_heads = num_layers(model.config), num_heads(model.config)
     sequences, seq_len = ids.shape
     if batch_size is None:  # the attention probabilities, on the device and their copy on the host
-        batch_size = max(1, min(sequences, memory.budget(model) // (8 * n_layers * n_heads * seq_len * seq_len)))
+        batch_size = max(1, min(sequences, memory.budget(model) // memory.attention_bytes(model, seq_len)))
     was_training = model.training
     model.eval()
     try:
@@ -255,7 +255,7 @@ def analyse(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size
         # Example maps: the most sink-like head of all, and the highest-rank head.
         "example_heads": {"lazy": list(divmod(int(np.argmax(flat_mass)), n_heads)),
                           "non_lazy": list(divmod(int(np.lexsort((flat_mass, -flat_rank))[0]), n_heads))},
-        "plots": PLOTS,
+        "plots": dict(PLOTS),
         "csv": [f"{k}.csv" for k in HEAD_METRICS] + ["layers.csv", "angular_distance.csv"],
     }
     return result, heads, captured["mean_attn"], distance.numpy()

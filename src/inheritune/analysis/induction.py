@@ -74,7 +74,7 @@ def sequence_bytes(model: PreTrainedModel, length: int) -> int:
     """Planned bytes per sequence of a batch: every layer's attention probabilities (with a host
     copy) and head outputs, and a few hidden-size rows per token for the copying scores."""
     hidden = model.get_input_embeddings().weight.shape[1]
-    return 4 * num_layers(model.config) * (2 * num_heads(model.config) * length * length + 4 * length * hidden)
+    return memory.attention_bytes(model, length) + 16 * num_layers(model.config) * length * hidden
 
 
 @torch.no_grad()

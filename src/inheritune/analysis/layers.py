@@ -34,7 +34,7 @@ from inheritune.analysis.sampling import sample_sequences
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
-from inheritune.models.families import num_heads, num_layers
+from inheritune.models.families import num_layers
 from inheritune.models.surgery import drop_blocks
 from inheritune.reporting.plots import curves
 
@@ -84,13 +84,12 @@ def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int 
 def column_mass(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
     """Per layer: mean over heads of the heaviest column's share of the attention averaged over the windows."""
     n, t = windows.shape
-    per_window = 8 * num_layers(model.config) * num_heads(model.config) * t * t  # on the device, and a host copy
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         probs = attention_probs(model, batch.to(model.device))
         return torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
 
-    batcher = memory.Batcher(max(1, memory.budget(model) // per_window), "attention")
+    batcher = memory.Batcher(max(1, memory.budget(model) // memory.attention_bytes(model, t)), "attention")
     total = sum(batcher.pieces(windows, len, run, unit="window"))
     mass, _column = metrics.heaviest_column(total / n)  # [L, H]
     return mass.mean(1).tolist()

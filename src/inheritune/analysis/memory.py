@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from inheritune.errors import InherituneError
+from inheritune.models.families import num_heads, num_layers
 
 SHARE = 0.25  # of the free memory one batch's activations may take (the rest: weights' copies, fragmentation)
 FLOOR = 64 * 2**20  # never plan below this; out-of-memory halving still goes lower
@@ -59,12 +60,17 @@ def budget(model: nn.Module) -> int:
     return 1 << (planned.bit_length() - 1)
 
 
-def out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's refusal (a RuntimeError)."""
-    if isinstance(error, torch.OutOfMemoryError):
-        return True
+def attention_bytes(model: nn.Module, length: int) -> int:
+    """Planned bytes of one sequence's attention probabilities in every layer, fp32, twice over
+    (the probabilities, and the copy or sum a caller keeps of them)."""
+    return 8 * num_layers(model.config) * num_heads(model.config) * length * length
+
+
+def out_of_memory(error: RuntimeError) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's refusal (both RuntimeErrors)."""
     text = str(error)
-    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text \
+        or "not enough memory" in text
 
 
 def release() -> None:
@@ -99,7 +105,7 @@ class Batcher:
             piece = items[start:end]
             try:
                 out = run(piece)
-            except (torch.OutOfMemoryError, RuntimeError) as error:
+            except RuntimeError as error:
                 if not out_of_memory(error):
                     raise
                 self._shrink(piece, cost(piece))

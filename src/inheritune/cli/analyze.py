@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=count, default=100, help="tokens per sequence T")
     p.add_argument("--tau", type=float, default=0.9, help="energy share of the approximate rank")
     p.add_argument("--seed", type=int, default=0, help="seed of the sequence sampling")
-    p.add_argument("--batch-size", type=count, default=None, help="sequences per forward pass (default: as many as a quarter of the free memory holds)")
+    p.add_argument("--batch-size", type=count, default=None,
+                   help="sequences per forward pass (default: as many as a quarter of the free memory holds)")
     p.add_argument("--lazy-rank", type=float, default=LAZY_RANK,
                    help="lazy if max-over-heads rank <= this fraction of T")
     p.add_argument("--lazy-mass", type=float, default=LAZY_MASS,

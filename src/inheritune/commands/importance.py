@@ -14,7 +14,6 @@ ranked on.
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,9 +86,9 @@ def source_name(task: str, shots: int) -> str:
 
 
 def query_ids(task: str, n: int, seed: int, split: str) -> list[str]:
-    """The ids of the questions ``suite.prompts(task, n, shots, seed, split)`` asks, in order (it
-    draws them the same way, whatever the shot count)."""
-    return [q.id for q in random.Random(seed).sample(suite.questions(task, split), n)]
+    """The ids of the questions ``suite.prompts(task, n, shots, seed, split)`` asks, in order
+    (whatever the shot count)."""
+    return [q.id for q in suite.queries(task, n, seed, split)]
 
 
 def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[str, list]:
@@ -109,14 +108,11 @@ def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[st
     return split
 
 
-def example_sources(model, tokenizer, data, text, tasks: Sequence[str], examples: int, seq_len: int,
-                    shots: int | Sequence[int], max_task_tokens: int, seed: int, split: str = RANK_SPLIT
-                    ) -> dict[str, list[imp.Example]]:
-    """Scored examples per source: ``lm`` (windows of ``data``/``text``) and ``task/Nshot`` for each
-    task and shot count, all from ``split`` (rank or score)."""
+def example_sources(model, tokenizer, tasks: Sequence[str], examples: int, shots: int | Sequence[int],
+                    max_task_tokens: int, seed: int, split: str = RANK_SPLIT) -> dict[str, list[imp.Example]]:
+    """Scored task examples per source ``task/Nshot``, for each task and shot count, all from
+    ``split`` (rank or score); the LM windows are ``half_windows``'."""
     sources = {}
-    if data is not None or text is not None:
-        sources["lm"] = half_windows(tokens_from(data, text, tokenizer), examples, seq_len, seed)[split]
     limit = min(max_task_tokens, context_length(model.config) or max_task_tokens)
     for task in tasks:
         for n in check_shots(shots):
@@ -168,7 +164,7 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
-    scored = example_sources(model_, tok, None, None, tasks, examples, seq_len, counts, max_task_tokens, seed)
+    scored = example_sources(model_, tok, tasks, examples, counts, max_task_tokens, seed)
     ids = task_ids(tasks, counts, examples, seed)
     if data is not None or text is not None:  # the LM windows first, with their token ranges
         halves = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)

@@ -92,7 +92,7 @@ def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_t
     if data is not None or text is not None:
         sources["lm"] = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
     for split in ("rank", "score") if tasks else ():
-        made = example_sources(model, tok, None, None, tasks, examples, seq_len, shots, max_task_tokens, seed, split)
+        made = example_sources(model, tok, tasks, examples, shots, max_task_tokens, seed, split)
         for task, (name, ex) in zip(tasks, made.items()):
             sources.setdefault(name, {})[split] = ex
             sources[name][f"{split}_ids"] = query_ids(task, examples, seed, split)
@@ -240,8 +240,8 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
           drop_layers: int = 0, by: str | None = None, scores: str | Path | None = None, source: str | None = None,
           allow_overlap: bool = False, iterative: int = 1, physical: bool = False, sweep: bool = False,
           steps: str | Sequence[float] = STEPS, ffn_steps: str | Sequence[float] = FFN_STEPS,
-          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
-          device_map: str | None = None) -> PruneResult:
+          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
+          tokenizer=None, device: str = "cpu", device_map: str | None = None) -> PruneResult:
     """Prune ``model`` and save it to ``out``: the ``heads``% / ``ffn``% heads / FFN layers that
     criterion ``by`` (importance, induction, random) ranks lowest, or with ``drop_layers`` K the K
     whole blocks criterion ``by`` (block-influence, angular, lazy, first-n) chooses.

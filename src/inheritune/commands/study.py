@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from inheritune.analysis import overlap as ov
 from inheritune.analysis.importance import THIRDS
 from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
-from inheritune.commands.analyze import analyze
+from inheritune.commands.analyze import NO_TOKENIZER, analyze
 from inheritune.commands.importance import check_shots, check_sources, importance
 from inheritune.commands.induction import induction
 from inheritune.errors import InherituneError
@@ -31,7 +31,6 @@ from inheritune.models.families import context_length
 from inheritune.reporting.study import write
 
 TASKS = ("mmlu-stem", "mmlu-humanities", "bb-sports-understanding")  # run on SmolLM2 on a CPU in minutes
-NO_TOKENIZER = "--data is read as token ids, unchecked against the model's tokenizer"
 PERMUTATIONS = 2000
 SIGNIFICANT = 0.05
 SEG_LEN, REPEATS = 25, 4  # induction's defaults, shortened to fit a short context
@@ -57,8 +56,8 @@ class StudyResult(CommandResult):
 def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
           text: str | Path | None = None, tasks: Sequence[str] = TASKS, shots: int | Sequence[int] = (0, 3),
           examples: int = 16, seq_len: int = 128, sequences: int = 32, seeds: int = 100, seed: int = 0,
-          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
-          device_map: str | None = None) -> StudyResult:
+          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
+          tokenizer=None, device: str = "cpu", device_map: str | None = None) -> StudyResult:
     """Load ``model`` once; run analyze (``sequences`` x ``seq_len`` tokens of ``data``/``text``),
     importance (``examples`` LM windows and prompts per task x shot count) and induction (``seeds``
     random repeated sequences) into OUT's sub-folders; join and correlate them."""
@@ -73,12 +72,12 @@ def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
     common = dict(tokenizer=tok, device=device, device_map=device_map)
+    seg_len = induction_seg_len(model_)
     with atomic_dir(out, overwrite) as tmp:
         analysis = analyze(model_, out=tmp / "analysis", data=data, text=text, sequences=sequences,
                            seq_len=seq_len, seed=seed, **common)
         scores = importance(model_, out=tmp / "importance", data=data, text=text, tasks=tasks, examples=examples,
                             seq_len=seq_len, shots=counts, seed=seed, include_path=include_path, **common)
-        seg_len = induction_seg_len(model_)
         heads_ = induction(model_, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
         result = join(out, model_name(model), analysis, scores, heads_, seed)
         atomic_write_json(tmp / "study.json", result.report())
@@ -186,11 +185,12 @@ def induction_finding(importance: np.ndarray, prefix: np.ndarray, corr: dict) ->
     best = int(np.argmax(prefix))
     best_rank = int(ov.rank_descending(importance).ravel()[best])
     layer, head = divmod(best, importance.shape[1])
+    jaccard = ov.jaccard(importance, prefix, k)
     text = (f"{shared} of the top {k} induction heads are among the top {k} heads by importance "
-            f"(random sets would share {chance:.1f}; Jaccard {ov.jaccard(importance, prefix, k):.2f}); "
+            f"(random sets would share {chance:.1f}; Jaccard {jaccard:.2f}); "
             f"the strongest induction head {layer}.{head} (prefix {prefix.ravel()[best]:.2f}) ranks "
             f"{best_rank} of {n} by importance; importance vs prefix score: {corr['strength']}")
-    return {"top_k": k, "shared": shared, "chance": chance, "jaccard": ov.jaccard(importance, prefix, k),
+    return {"top_k": k, "shared": shared, "chance": chance, "jaccard": jaccard,
             "best_induction_head": [layer, head], "best_induction_head_importance_rank": best_rank, "text": text}
 
 

@@ -64,7 +64,8 @@ def bars(values: Sequence[float], path: str | Path, title: str, xlabel: str, yla
          highlight: Sequence[int] = ()) -> Path:
     """One bar per index (e.g. per layer), highlighted indices in a second colour."""
     fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(values) + 2), 3.5))
-    colors = ["tab:red" if i in set(highlight) else "tab:blue" for i in range(len(values))]
+    marked = set(highlight)
+    colors = ["tab:red" if i in marked else "tab:blue" for i in range(len(values))]
     ax.bar(range(len(values)), values, color=colors)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
@@ -109,7 +110,8 @@ def scatter(x: Sequence[float], y: Sequence[float], path: str | Path, title: str
             highlight: Sequence[int] = (), labels: Mapping[int, str] | None = None) -> Path:
     """One point per unit (e.g. per head), highlighted indices in a second colour, a few labelled."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    colors = ["tab:red" if i in set(highlight) else "tab:blue" for i in range(len(x))]
+    marked = set(highlight)
+    colors = ["tab:red" if i in marked else "tab:blue" for i in range(len(x))]
     ax.scatter(x, y, c=colors, s=14, alpha=0.7)
     for i, text in (labels or {}).items():
         ax.annotate(text, (x[i], y[i]), xytext=(3, 3), textcoords="offset points", fontsize=7)
