@@ -18,7 +18,9 @@ from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.families import FAMILIES, module
 from inheritune.models.loading import load_model
-from inheritune.growth.grow import round_model
+from inheritune.analysis.selection import scoring_windows
+from inheritune.growth.config import GrowConfig
+from inheritune.growth.grow import choose_blocks, round_model
 from inheritune.training import TrainConfig, train
 
 REF_LAYERS = 4
@@ -26,6 +28,19 @@ REF_LAYERS = 4
 CONFIG = TrainConfig(seq_len=32, batch_size=4, eval_every=4, precision="fp32", peak_flops=1e12, progress=False)
 TOKENS_PER_ROUND = 8 * 128  # 8 steps of 4 x 32 tokens
 GROW_ARGS = dict(start_layers=1, step_layers=1, max_layers=3, tokens_per_round=TOKENS_PER_ROUND)
+
+
+def growth(**changes) -> GrowConfig:
+    return GrowConfig(**{**GROW_ARGS, **changes})
+
+
+def grown_to(ref, previous: Path | None, layers: int, mode: str = "reference", by: str = "first-n", data=None):
+    """The model a round starts from, as grow builds it: the selector's blocks (scored on the windows
+    grow draws from ``data``), then the surgery."""
+    trained = load_model(previous) if previous is not None else None
+    windows = scoring_windows(data, seed=CONFIG.seed) if data is not None else None
+    chosen = choose_blocks(ref, trained, layers, by, windows, "grow")
+    return round_model(ref, "reference", trained, chosen["blocks"], mode, seed=0)
 
 
 def trained_reference(root: Path) -> tuple[Path, Path]:
@@ -43,7 +58,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("grow")
     reference, data = trained_reference(root)
     # Never matched (margin -100): all three rounds run, so every later test knows each round's loss.
-    full = grow_until_matched(reference, data, root / "full", margin=-100.0, config=CONFIG, log=lambda m: None, **GROW_ARGS)
+    full = grow_until_matched(reference, data, root / "full", growth(margin=-100.0), CONFIG, log=lambda m: None)
     return root, reference, data, full
 
 
@@ -76,14 +91,14 @@ def test_stops_at_the_first_round_that_meets_the_target_and_not_before(setup):
     # A target between round 1's and round 2's losses: round 1 misses it, round 2 meets it.
     target = (losses[0] + losses[1]) / 2
     margin = target - full.reference_val_loss
-    grown = grow_until_matched(reference, data, root / "stop", margin=margin, config=CONFIG, log=lambda m: None, **GROW_ARGS)
+    grown = grow_until_matched(reference, data, root / "stop", growth(margin=margin), CONFIG, log=lambda m: None)
     assert grown.matched and grown.layers == 2 and len(grown.rounds) == 2
     assert [r["matched"] for r in grown.rounds] == [False, True]
     assert [r["val_loss"] for r in grown.rounds] == losses[:2]  # same seeds, same curves
     assert grown.verdict.startswith("matched: 2 layers")
     # A generous margin stops after round 1.
-    easy = grow_until_matched(reference, data, root / "easy", margin=losses[0] - full.reference_val_loss,
-                              config=CONFIG, log=lambda m: None, **GROW_ARGS)
+    easy = grow_until_matched(reference, data, root / "easy", growth(margin=losses[0] - full.reference_val_loss),
+                              CONFIG, log=lambda m: None)
     assert easy.matched and [r["layers"] for r in easy.rounds] == [1]
 
 
@@ -93,7 +108,7 @@ def test_grown_model_keeps_trained_blocks_and_adds_the_right_new_ones(setup, mod
     ref = load_model(reference)
     previous = Path(full.rounds[1]["run_dir"]) / "final"  # round 2: 2 trained layers
     trained = load_model(previous)
-    grown = round_model(ref, previous, 4, mode, seed=0)
+    grown = grown_to(ref, previous, 4, mode)
     blocks = FAMILIES["llama"].blocks
     assert grown.config.num_hidden_layers == 4
     sources = [(trained, 0), (trained, 1)] + ([(ref, 2), (ref, 3)] if mode == "reference" else [(trained, 0), (trained, 1)])
@@ -108,7 +123,7 @@ def test_grown_model_keeps_trained_blocks_and_adds_the_right_new_ones(setup, mod
 def test_each_round_starts_from_the_grown_model(setup):
     """Round 3's step-0 val loss is exactly that of round 2's trained model grown by the reference's block 2."""
     root, reference, data, full = setup
-    start = round_model(load_model(reference), Path(full.rounds[1]["run_dir"]) / "final", 3, "reference", seed=0)
+    start = grown_to(load_model(reference), Path(full.rounds[1]["run_dir"]) / "final", 3)
     loss = val_loss(start, open_data(data), batch_size=CONFIG.batch_size)["loss"]
     assert full.rounds[2]["start_val_loss"] == pytest.approx(loss, abs=1e-6)
 
@@ -155,39 +170,40 @@ def test_bad_input_is_one_line_and_touches_nothing(setup, tmp_path):
     # A finished run with other settings is refused, and left as it was.
     before = (root / "full" / "summary.json").read_bytes()
     with pytest.raises(InherituneError, match=r"different settings \(train differ\)"):
-        grow_until_matched(reference, data, root / "full", margin=-100.0, config=TrainConfig(**{**CONFIG.__dict__, "lr": 1e-3}),
-                           log=lambda m: None, **GROW_ARGS)
+        grow_until_matched(reference, data, root / "full", growth(margin=-100.0),
+                           TrainConfig(**{**CONFIG.__dict__, "lr": 1e-3}), log=lambda m: None)
     assert (root / "full" / "summary.json").read_bytes() == before
     # Data tokenized with another tokenizer.
     other = make_data_dir(tmp_path / "other-data", make_tokenizer(300))
     with pytest.raises(InherituneError, match="tokenizer mismatch"):
-        grow_until_matched(reference, other, tmp_path / "mismatch", config=CONFIG, log=lambda m: None, **GROW_ARGS)
+        grow_until_matched(reference, other, tmp_path / "mismatch", growth(), CONFIG, log=lambda m: None)
 
 
-def test_keep_last_derives_first_and_last_blocks_and_grows_before_the_tail(setup, tmp_path):
+def test_first_last_derives_first_and_last_blocks_and_grows_before_the_tail(setup, tmp_path):
     root, reference, data, full = setup
     ref = load_model(reference)
     blocks = FAMILIES["llama"].blocks
-    first = round_model(ref, None, 3, "reference", seed=0, keep_last=1)  # reference blocks 0, 1 and 3
+    first = grown_to(ref, None, 3, by="first-last:1")  # reference blocks 0, 1 and 3
+    assert first.config.inheritune["blocks"] == [0, 1, 3]
     for i, j in enumerate((0, 1, 3)):
         assert all(torch.equal(a, b) for a, b in zip(module(first, f"{blocks}.{i}").state_dict().values(),
                                                       module(ref, f"{blocks}.{j}").state_dict().values()))
     previous = tmp_path / "round1"
     first.save_pretrained(previous)
-    grown = round_model(ref, previous, 4, "reference", seed=0, keep_last=1)  # 0, 1, new = ref 2, tail = ref 3
+    grown = grown_to(ref, previous, 4, by="first-last:1")  # 0, 1, new = ref 2, tail = ref 3
     for i, (src, j) in enumerate(((first, 0), (first, 1), (ref, 2), (first, 2))):
         assert all(torch.equal(a, b) for a, b in zip(module(grown, f"{blocks}.{i}").state_dict().values(),
                                                       module(src, f"{blocks}.{j}").state_dict().values())), i
-    with pytest.raises(InherituneError, match="keep-last must be in 0..0"):
-        grow_until_matched(reference, data, tmp_path / "bad", config=CONFIG, log=lambda m: None,
-                           **{**GROW_ARGS, "start_layers": 1}, keep_last=1)
+    with pytest.raises(InherituneError, match="cannot drop 3 blocks: only 2 may go"):
+        grow_until_matched(reference, data, tmp_path / "bad", growth(start_layers=1), CONFIG, by="first-last:2",
+                           log=lambda m: None)
 
 
 def test_grow_distils_from_the_reference_in_memory(setup, tmp_path):
     root, reference, data, full = setup
     config = TrainConfig(**{**CONFIG.__dict__, "distill_from": "reference", "distill_alpha": 0.5})
-    grown = grow_until_matched(reference, data, tmp_path / "kd", margin=-100.0, config=config, log=lambda m: None,
-                               **{**GROW_ARGS, "max_layers": 2})
+    grown = grow_until_matched(reference, data, tmp_path / "kd", growth(margin=-100.0, max_layers=2), config,
+                               log=lambda m: None)
     stored = json.loads((Path(grown.rounds[0]["run_dir"]) / "config.json").read_text())
     assert stored["config"]["distill_from"] == str(reference) and stored["train_loss"].startswith("distillation")
     assert grown.rounds[-1]["val_loss"] < grown.rounds[0]["start_val_loss"]
@@ -201,7 +217,45 @@ def test_overwrite_with_bad_input_leaves_the_previous_run_as_it_was(setup, tmp_p
     other = make_data_dir(tmp_path / "other-data", make_tokenizer(300))
     for kwargs, message in (({"data": other}, "tokenizer mismatch"),
                             ({"start_layers": 5, "max_layers": 6}, "has 4 layers")):
-        args = {"reference": reference, "data": data, **GROW_ARGS, **kwargs}
+        args = {"reference": reference, "data": data, "growth": growth(**{k: v for k, v in kwargs.items() if k != "data"})}
+        args["data"] = kwargs.get("data", data)
         with pytest.raises(InherituneError, match=message):
             grow_until_matched(out=out, config=CONFIG, overwrite=True, log=lambda m: None, **args)
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_grow_by_a_selector_adds_back_blocks_at_their_places(setup, tmp_path):
+    root, reference, data, full = setup
+    grown = grow_until_matched(reference, data, tmp_path / "bi", growth(margin=-100.0, start_layers=2, max_layers=3),
+                               CONFIG, by="block-influence", log=lambda m: None)
+    first, second = (r["blocks"] for r in grown.rounds)
+    assert len(first) == 2 and len(second) == 3 and set(first) < set(second) and second == sorted(second)
+    recorded = json.loads((tmp_path / "bi" / "round-01-02.blocks.json").read_text())
+    assert recorded["blocks"] == first and recorded["selection"]["by"] == "block-influence"
+    model = load_model(grown.model_dir)
+    assert model.config.inheritune["blocks"] == second == grown.blocks
+    ref = load_model(reference)  # the block round 2 added is the reference's, untrained
+    new = next(i for i, j in enumerate(second) if j not in first)
+    start = grown_to(ref, Path(grown.rounds[0]["run_dir"]) / "final", 3, by="block-influence", data=data)
+    assert all(torch.equal(a, b) for a, b in zip(module(start, f"model.layers.{new}").state_dict().values(),
+                                                  module(ref, f"model.layers.{second[new]}").state_dict().values()))
+    assert "selector: block-influence" in (grown.model_dir / "README.md").read_text()
+
+
+def test_shrink_drops_blocks_of_the_healed_model_while_within_the_margin(setup, tmp_path):
+    root, reference, data, full = setup
+    easy = grow_until_matched(reference, data, tmp_path / "easy",
+                              growth(direction="shrink", start_layers=3, min_layers=1, margin=100.0), CONFIG,
+                              by="block-influence", log=lambda m: None)
+    assert [r["layers"] for r in easy.rounds] == [3, 2, 1] and easy.matched and easy.layers == 1
+    blocks_per_round = [set(r["blocks"]) for r in easy.rounds]
+    assert blocks_per_round[2] < blocks_per_round[1] < blocks_per_round[0]  # each round drops the healed model's own
+    # A target no round meets: shrinking stops after round 1, whose model is the answer, not matched.
+    hard = grow_until_matched(reference, data, tmp_path / "hard",
+                              growth(direction="shrink", start_layers=3, min_layers=1, margin=-100.0), CONFIG,
+                              by="block-influence", log=lambda m: None)
+    assert [r["layers"] for r in hard.rounds] == [3] and not hard.matched and hard.blocks == hard.rounds[0]["blocks"]
+    assert hard.rounds[0]["val_loss"] == easy.rounds[0]["val_loss"]  # same seed, same first round
+    with pytest.raises(InherituneError, match="--min-layers \\(3\\) is above --start-layers \\(2\\)"):
+        grow_until_matched(reference, data, tmp_path / "bad", growth(direction="shrink", start_layers=2, min_layers=3),
+                           CONFIG, log=lambda m: None)

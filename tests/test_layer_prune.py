@@ -1,5 +1,5 @@
-"""Layer pruning: drop_blocks removes exactly the chosen blocks, and each criterion picks the
-blocks a constructed model makes obvious (identity blocks, a lazy sink layer)."""
+"""Layer pruning: drop_blocks removes exactly the chosen blocks, and each selector of the registry
+picks the blocks a constructed model makes obvious (identity blocks, a lazy sink layer)."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import make_data_dir, tiny_model
 from inheritune.analysis import layers as lp
+from inheritune.analysis.selection import Scoring, choose, scoring_windows, select
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
@@ -89,14 +90,19 @@ def test_drop_blocks_refuses_bad_layers():
         drop_blocks(model, [0, 1, 2])
 
 
+def dropped(model, k: int, by: str, ids=None) -> list[int]:
+    layers = num_layers(model.config)
+    return select(model, layers - k, by, windows() if ids is None else ids).dropped
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_block_influence_picks_identity_blocks(family):
     model = tiny_model(family, layers=6)
     make_identity(model, [1, 4])
-    scores = lp.criteria_scores(model, windows(), "block-influence")
-    assert scores.per_layer[1] == pytest.approx(0, abs=1e-5) and scores.per_layer[4] == pytest.approx(0, abs=1e-5)
-    assert min(scores.per_layer[i] for i in (0, 2, 3, 5)) > 1e-3
-    assert lp.choose(scores, 2) == [1, 4]
+    scores = select(model, 6, "block-influence", windows()).scores
+    assert scores[1] == pytest.approx(0, abs=1e-5) and scores[4] == pytest.approx(0, abs=1e-5)
+    assert min(scores[i] for i in (0, 2, 3, 5)) > 1e-3
+    assert dropped(model, 2, "block-influence") == [1, 4]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -104,51 +110,50 @@ def test_block_influence_picks_identity_blocks(family):
 def test_angular_picks_the_identity_slice(family, start):
     model = tiny_model(family, layers=6)
     make_identity(model, range(start, start + 3))
-    scores = lp.criteria_scores(model, windows(), "angular")
-    assert lp.choose(scores, 3) == [start, start + 1, start + 2]
-    assert lp.choose(scores, 2) in ([start, start + 1], [start + 1, start + 2])  # any slice inside it
+    scoring = Scoring(model, windows())
+    assert choose(scoring, 3, "angular").dropped == [start, start + 1, start + 2]
+    assert choose(scoring, 4, "angular").dropped in ([start, start + 1], [start + 1, start + 2])  # inside it
 
 
 def test_angular_keeps_the_last_block():
     model = tiny_model("llama", layers=4)
     make_identity(model, [3])  # the last block does nothing, but the paper keeps it
-    scores = lp.criteria_scores(model, windows(), "angular")
-    assert scores.per_layer[3] == pytest.approx(0, abs=1e-3)  # arccos near 1 amplifies fp32 rounding
-    assert 3 not in lp.choose(scores, 1) and 3 not in lp.choose(scores, 3)
+    scoring = Scoring(model, windows())
+    assert choose(scoring, 4, "angular").scores[3] == pytest.approx(0, abs=1e-3)  # arccos near 1 amplifies fp32 rounding
+    assert 3 not in choose(scoring, 3, "angular").dropped and 3 not in choose(scoring, 1, "angular").dropped
 
 
 def test_lazy_picks_the_sink_layers():
     model = tiny_model("gpt2", layers=5)
     make_sink(model, [2, 3])
-    scores = lp.criteria_scores(model, windows(t=24), "lazy")
-    assert min(scores.per_layer[2], scores.per_layer[3]) > 0.9  # nearly all attention on the first token
-    assert max(scores.per_layer[i] for i in (1, 4)) < 0.5
-    assert lp.choose(scores, 2) == [2, 3]
+    scores = select(model, 5, "lazy", windows(t=24)).scores
+    assert min(scores[2], scores[3]) > 0.9  # nearly all attention on the first token
+    assert max(scores[i] for i in (1, 4)) < 0.5
+    assert dropped(model, 2, "lazy", windows(t=24)) == [2, 3]
 
 
 def test_lazy_never_drops_layer_0_and_first_n_drops_the_last():
-    lazy = lp.LayerScores("lazy", [1.0, 0.2, 0.9, 0.3])
-    assert lp.choose(lazy, 1) == [2]
-    assert lp.choose(lazy, 3) == [1, 2, 3]
-    first_n = lp.criteria_scores(tiny_model("llama", layers=4), windows(), "first-n")
-    assert lp.choose(first_n, 3) == [1, 2, 3]
+    model = tiny_model("gpt2", layers=4)
+    make_sink(model, [0, 2])  # layer 0 is the laziest, and still stays
+    assert 0 not in dropped(model, 1, "lazy", windows(t=24)) and dropped(model, 3, "lazy", windows(t=24)) == [1, 2, 3]
+    assert dropped(tiny_model("llama", layers=4), 3, "first-n") == [1, 2, 3]
 
 
 def test_choose_refuses_bad_k_and_criteria():
-    scores = lp.LayerScores("block-influence", [0.1, 0.2, 0.3])
-    with pytest.raises(InherituneError, match="0..2"):
-        lp.choose(scores, 3)
-    with pytest.raises(InherituneError, match="--by"):
-        lp.criteria_scores(tiny_model("llama", layers=2), windows(), "random")
+    model = tiny_model("llama", layers=3)
+    with pytest.raises(InherituneError, match=r"1\.\.3"):
+        select(model, 0, "block-influence", windows())
+    with pytest.raises(InherituneError, match="--by 'random' is not a block selector"):
+        select(model, 2, "random", windows())
 
 
 def test_sweep_matches_val_loss_of_each_pruned_model(tmp_path, tokenizer):
     data = make_data_dir(tmp_path / "data", tokenizer)
     model = tiny_model("llama", layers=5)
     make_identity(model, [2])
-    result = lp.sweep(model, data, lp.scoring_windows(data, 4, 16), max_drop=2)
+    result = lp.sweep(model, data, scoring_windows(data, 4, 16), max_drop=2)
     assert result["drops"] == [0, 1, 2]
-    for by in lp.CRITERIA:
+    for by in lp.SWEEP:
         assert len(result["dropped"][by]) == 3 and result["dropped"][by][0] == []
         for plan, loss in zip(result["dropped"][by], result["val_loss"][by]):
             expected = val_loss(drop_blocks(model, plan) if plan else model, open_data(data))["loss"]

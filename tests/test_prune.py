@@ -14,6 +14,7 @@ from conftest import make_data_dir, save_tiny, tiny_model
 from inheritune.analysis import importance as imp
 from inheritune.analysis import prune as pr
 from inheritune.analysis.hooks import head_mask
+from inheritune.analysis.layers import SWEEP
 from inheritune.cli import main
 from inheritune.analysis.sampling import tokens_from
 from inheritune.commands.importance import half_windows
@@ -252,7 +253,7 @@ def test_drop_layers_removes_the_chosen_blocks_and_the_folder_reloads(work, caps
     assert code == 0, err
     report = json.loads((out / "prune.json").read_text())
     assert report["dropped_layers"] == [2] and report["by"] == "first-n"
-    assert set(report["sweep"]["layers"]["val_loss"]) == {"block-influence", "angular", "lazy", "first-n"}
+    assert set(report["sweep"]["layers"]["val_loss"]) == set(SWEEP)  # every selector that takes no parameter
     pruned = AutoModelForCausalLM.from_pretrained(out)
     original = AutoModelForCausalLM.from_pretrained(w["model"])
     assert num_layers(pruned.config) == 2
@@ -263,7 +264,9 @@ def test_drop_layers_removes_the_chosen_blocks_and_the_folder_reloads(work, caps
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--drop-layers", "1", "--by", "importance"], "not a layer criterion"),
+    (["--drop-layers", "1", "--by", "random"], "not a block selector"),
+    (["--drop-layers", "1", "--by", "angulr"], "did you mean 'angular'"),
+    (["--drop-layers", "1", "--by", "first-last"], "needs a parameter"),
     (["--by", "angular"], "with --drop-layers"),
     (["--drop-layers", "1", "--heads", "10"], "without --heads"),
     (["--drop-layers", "3"], "0..2"),

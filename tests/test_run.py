@@ -26,7 +26,9 @@ def _recipe(root: Path) -> dict:
         "reference": str(reference),
         "data": {"sources": [str(docs)], "val_tokens": 1000},
         "train": {"seq_len": 32, "batch_size": 4, "eval_every": 2, "checkpoint_every": 4, "precision": "fp32",
-                  "peak_flops": 1e12, "progress": False},  # a given peak skips the trainer's matmul timing
+                  "peak_flops": 1e12, "progress": False,  # a given peak skips the trainer's matmul timing
+                  "train_blocks": "last:1", "rest_lr_scale": 0.1},  # scratch arms train all blocks regardless
+        "inherit": {"by": "angular"},  # so the paper's first-n arm runs beside it
         "grow": {"start_layers": 1, "step_layers": 1, "max_layers": 2, "tokens_per_round": ROUND_TOKENS, "margin": -100},
         "distill": {"enabled": True, "alpha": 0.5, "temperature": 2.0},  # main arm: inheritune-kd
         "arms": {"scratch": True, "other_loss": True, "scratch_full": True, "scratch_2x": True, "scratch_start": True,
@@ -76,7 +78,8 @@ def test_report_files_exist_and_are_self_contained(finished):
     # The curves plus the reference's analysis plots, all inlined: the page needs no other file.
     plots = report["analysis"]["plots"]
     assert plots and all((out / p).read_bytes().startswith(b"\x89PNG") for p in plots.values())
-    assert html.count("data:image/png;base64,") == 1 + len(plots) and 'src="val_loss' not in html
+    assert html.count("data:image/png;base64,") == 2 + len(plots) and 'src="val_loss' not in html
+    assert (out / "blocks_kept.png").read_bytes().startswith(b"\x89PNG") and "](blocks_kept.png)" in md
     assert all(f"]({p})" in md for p in plots.values())
     # Downstream evaluation: one row per arm, the harness's val loss agreeing with the run's.
     assert "## Downstream evaluation" in md and set(report["eval"]) == set(report["arms"])
@@ -87,7 +90,7 @@ def test_report_files_exist_and_are_self_contained(finished):
 
 
 ARMS = ("inheritune-kd", "inheritune", "scratch-kd", "scratch", "scratch-full-kd", "scratch-2x-kd", "scratch-1L-kd",
-        "inheritune-nogrow-attention-kd")
+        "first-n-kd", "inheritune-nogrow-attention-kd")
 
 
 def test_eval_cli_gives_the_reports_val_loss(finished):
@@ -131,8 +134,15 @@ def test_json_numbers_equal_the_runs_logs(finished):
     # Equal budgets: scratch on the inheritune arm's total tokens, scratch-2x twice, scratch-1L one round.
     total = 2 * ROUND_TOKENS
     assert arms["inheritune-kd"]["tokens"] == arms["inheritune"]["tokens"] == total
-    for name in ("scratch-kd", "scratch", "scratch-full-kd", "inheritune-nogrow-attention-kd"):
+    for name in ("scratch-kd", "scratch", "scratch-full-kd", "first-n-kd", "inheritune-nogrow-attention-kd"):
         assert arms[name]["tokens"] == total, name
+    # Which reference blocks each arm holds: angular's (a slice before the kept last block), the paper's first n.
+    assert arms["first-n-kd"]["blocks"] == [0, 1] and arms["scratch-kd"]["blocks"] is None
+    assert len(arms["inheritune-kd"]["blocks"]) == 2 and arms["inheritune-kd"]["blocks"][-1] == 2
+    for name in ARMS:  # partial training for inherited arms only; scratch trains everything
+        train_blocks = json.loads((out / "arms" / name / ("round-02-02" if name.startswith("inheritune-kd")
+                                   or name == "inheritune" else "") / "config.json").read_text())["config"]["train_blocks"]
+        assert train_blocks == ("all" if name.startswith("scratch") else "last:1"), name
     assert arms["scratch-2x-kd"]["tokens"] == 2 * total and arms["scratch-1L-kd"]["tokens"] == ROUND_TOKENS
     assert arms["scratch-kd"]["layers"] == arms["inheritune-kd"]["layers"] == 2 and arms["scratch-1L-kd"]["layers"] == 1
     assert arms["scratch-full-kd"]["layers"] == arms["reference"]["layers"] == 3
@@ -216,7 +226,8 @@ def test_default_recipe_is_valid_and_compares_like_with_like(capsys):
     assert main(["run", "--show-default"]) == 0
     assert capsys.readouterr().out == resources.files("inheritune").joinpath("recipes/default.yaml").read_text()
     recipe = load_recipe()
-    assert recipe.reference == "smollm2-135m" and recipe.grow.max_layers > recipe.grow.start_layers
+    assert recipe.reference == "smollm2-135m" and recipe.grow.max_layers <= 24  # at most 24 of 30 layers
     assert recipe.distill.enabled and recipe.distill.teacher == "reference" and recipe.arms.scratch
+    assert recipe.inherit.by != "first-n" and recipe.arms.first_n  # the paper's choice runs beside it
     assert recipe.grow.tokens_per_round % recipe.train["tokens_per_step"] == 0
     assert recipe.data.val_tokens and not recipe.eval.tasks

@@ -30,7 +30,7 @@ from inheritune.io import (atomic_write_json, build_dir, building, claim, curren
                            swap_in)
 from inheritune.models.families import family_of, num_layers, set_num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import inherit
+from inheritune.models.surgery import PROVENANCE, inherit, origins
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.reporting.report import build_report, write_report
 from inheritune.training import TrainConfig, TrainResult
@@ -55,6 +55,7 @@ def scratch_model(reference: PreTrainedModel, layers: int, seed: int) -> PreTrai
     """
     config = copy.deepcopy(reference.config)
     set_num_layers(config, layers)
+    setattr(config, PROVENANCE, None)  # it holds no reference block
     for key in family_of(config).layer_lists:
         if getattr(config, key, None) is not None:
             setattr(config, key, getattr(config, key)[:layers])
@@ -74,11 +75,7 @@ def _load_reference(recipe: Recipe):
 def _check_fit(recipe: Recipe, reference, tokenizer) -> None:
     """What the reference decides about the recipe (its depth, its tokenizer against a prepared
     data folder), checked before anything is written, naming the recipe key."""
-    total, g = num_layers(reference.config), recipe.grow
-    deepest = g.max_layers if g.max_layers is not None and g.mode == "reference" else g.start_layers
-    if max(g.start_layers, deepest) > total:
-        raise InherituneError(f"recipe keys 'grow.start_layers' ({g.start_layers}) and 'grow.max_layers' "
-                              f"({g.max_layers}) must not exceed the reference {recipe.reference}'s {total} layers")
+    recipe.grow.check_depth(num_layers(reference.config), recipe.reference, name=lambda key: f"recipe key 'grow.{key}'")
     if recipe.data.dir is not None:
         open_data(recipe.data.dir).check_tokenizer(tokenizer_fingerprint(tokenizer),
                                                    f"the reference {recipe.reference} (recipe key 'data.dir')")
@@ -134,14 +131,15 @@ def _rounds_arm(results: list[TrainResult], layers: int, params: int) -> dict:
 def _grow(recipe: Recipe, loss: Loss, data_dir: Path, out: Path, reference, tokenizer, max_layers: int | None,
           log) -> tuple[GrowResult, dict]:
     """One inheritune arm: grow until matched with this loss; its report entry."""
-    g = recipe.grow
-    grown = grow_until_matched(recipe.reference, data_dir, out / "arms" / f"inheritune{loss.suffix}", g.start_layers,
-                               g.step_layers, max_layers, g.tokens_per_round, g.margin, g.mode, loss.config,
-                               g.keep_last, reference_model=reference, tokenizer=tokenizer, log=log)
+    growth = dataclasses.replace(recipe.grow, max_layers=max_layers)
+    grown = grow_until_matched(recipe.reference, data_dir, out / "arms" / f"inheritune{loss.suffix}", growth,
+                               loss.config, by=recipe.inherit.by, reference_model=reference, tokenizer=tokenizer,
+                               log=log)
     results = [TrainResult.from_json(read_json(Path(r["run_dir"]) / "result.json", "train result"))
                for r in grown.rounds]
     arm = _rounds_arm(results, grown.layers, parameter_count(load_model(grown.model_dir)))
-    return grown, arm | {"matched": grown.matched, "run_dir": str(grown.run_dir), "model_dir": str(grown.model_dir)}
+    return grown, arm | {"matched": grown.matched, "run_dir": str(grown.run_dir), "model_dir": str(grown.model_dir),
+                         "blocks": grown.blocks}
 
 
 def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: list[Loss]):
@@ -161,6 +159,8 @@ def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: l
     if a.scratch_start and (depth != g.start_layers or not a.scratch):
         yield (f"scratch-{g.start_layers}L{main.suffix}", lambda: scratch_model(reference, g.start_layers, seed),
                g.start_layers, grown[main.suffix].rounds[0]["tokens"], main)
+    if a.first_n and recipe.inherit.by != "first-n":
+        yield f"first-n{main.suffix}", lambda: inherit(reference, depth, seed=seed), depth, total, main
     for init in a.nogrow:
         yield (f"inheritune-nogrow-{init}{main.suffix}", lambda init=init: inherit(reference, depth, init=init, seed=seed),
                depth, total, main)
@@ -176,9 +176,12 @@ def _train_arms(recipe, reference, tokenizer, data_dir: Path, out: Path, grown, 
         model = build()
         params = parameter_count(model)
         teacher = reference if loss.config.distill_from == recipe.reference else None
-        result = train_resumable(model, data_dir, run_dir, dataclasses.replace(loss.config, tokens=tokens), tokenizer,
-                                 teacher)
-        arms[name] = _arm(result, layers, params)
+        config = dataclasses.replace(loss.config, tokens=tokens)
+        inherited = bool(getattr(model.config, PROVENANCE, None))
+        if not inherited:  # scratch (or the reference itself): no inherited blocks to leave frozen
+            config = dataclasses.replace(config, train_blocks="all")
+        result = train_resumable(model, data_dir, run_dir, config, tokenizer, teacher)
+        arms[name] = _arm(result, layers, params) | {"blocks": origins(model) if inherited else None}
         log(f"arm {name}: val loss {result.final_val_loss:.4f} after {result.tokens} tokens")
     return arms
 

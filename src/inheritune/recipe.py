@@ -1,7 +1,7 @@
 """A recipe: everything `inheritune run` does, as one YAML file checked before any work starts.
 
 The dataclasses below mirror the arguments of the functions the run calls (prepare_data,
-train, grow_until_matched, analyze, evaluate), so a recipe key means what the matching
+train, grow_until_matched with its block selector, analyze, evaluate), so a recipe key means what the matching
 function argument means (``distill`` maps to train's ``distill_*`` options). Loading is strict: an unknown key, a wrong type or a missing
 reference is a one-line error naming the key, raised before data or models are touched.
 """
@@ -16,10 +16,14 @@ from typing import Any
 import yaml
 
 from inheritune.errors import InherituneError
+from inheritune.analysis.selection import parse as parse_selector
+from inheritune.growth.config import GrowConfig
 from inheritune.options import build
 
-GROW_MODES = ("reference", "duplicate")
 NOGROW_INITS = ("all", "attention", "mlp")
+MOVED = {  # keys of earlier recipes: where they went
+    ("grow", "keep_last"): "inherit.by: first-last:K (e.g. first-last:3 for the first n-3 blocks + the last 3)",
+}
 
 
 @dataclass
@@ -35,16 +39,11 @@ class DataConfig:
 
 
 @dataclass
-class GrowConfig:
-    """The arguments of :func:`inheritune.growth.grow.grow_until_matched`."""
+class InheritConfig:
+    """Which reference blocks the inherited arms hold: a block selector (analysis/selection.py),
+    scored on the train split. ``first-n`` is the paper's choice."""
 
-    start_layers: int = 15
-    step_layers: int = 3
-    max_layers: int | None = None  # None = the reference's depth
-    tokens_per_round: int = 100_000
-    margin: float = 0.0
-    mode: str = "reference"
-    keep_last: int = 0  # also inherit the reference's last k blocks (first n-k + last k); growth inserts before them
+    by: str = "first-n"
 
 
 @dataclass
@@ -63,6 +62,8 @@ class ArmsConfig:
     are scored on the same val set. Arms trained with distillation carry a ``-kd`` suffix."""
 
     scratch: bool = True  # random init at the inheritune arm's final depth, its total tokens, the same loss
+    first_n: bool = True  # the paper's first n blocks at that depth, its total tokens, the same loss (when inherit.by
+    #                       is another selector)
     other_loss: bool = False  # inheritune and scratch again with the other loss (CE <-> KD), at most the same depth
     scratch_full: bool = False  # random init at the reference's depth, the inheritune arm's tokens and loss
     scratch_2x: bool = False  # the same, twice the tokens (the arm that beat Inheritune in the authors' logs)
@@ -97,6 +98,7 @@ class Recipe:
     reference: str
     data: DataConfig = field(default_factory=DataConfig)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, shared by every arm
+    inherit: InheritConfig = field(default_factory=InheritConfig)
     grow: GrowConfig = field(default_factory=GrowConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     arms: ArmsConfig = field(default_factory=ArmsConfig)
@@ -126,18 +128,11 @@ def _train_section(values: dict) -> dict:
 
 def _check(recipe: Recipe) -> Recipe:
     """Value rules the types cannot express."""
-    g = recipe.grow
-    if g.start_layers < 1:
-        raise InherituneError(f"recipe key 'grow.start_layers' must be at least 1, not {g.start_layers}")
-    if g.step_layers < 1:
-        raise InherituneError(f"recipe key 'grow.step_layers' must be at least 1, not {g.step_layers}")
-    if g.max_layers is not None and g.max_layers < g.start_layers:
-        raise InherituneError(f"recipe key 'grow.max_layers' ({g.max_layers}) is below grow.start_layers ({g.start_layers})")
-    if g.tokens_per_round < 1:
-        raise InherituneError(f"recipe key 'grow.tokens_per_round' must be positive, not {g.tokens_per_round}")
-    if not 0 <= g.keep_last < g.start_layers:
-        raise InherituneError(f"recipe key 'grow.keep_last' must be in 0..{g.start_layers - 1} (below grow.start_layers), "
-                              f"not {g.keep_last}")
+    recipe.grow.check(name=lambda key: f"recipe key 'grow.{key}'")
+    try:
+        parse_selector(recipe.inherit.by)
+    except InherituneError as e:
+        raise InherituneError(f"recipe key 'inherit.by': {e}") from None
     d = recipe.distill
     if not 0 <= d.alpha <= 1:
         raise InherituneError(f"recipe key 'distill.alpha' must be in [0, 1], not {d.alpha}")
@@ -145,8 +140,6 @@ def _check(recipe: Recipe) -> Recipe:
         raise InherituneError(f"recipe key 'distill.temperature' must be positive, not {d.temperature}")
     if not d.teacher.strip():
         raise InherituneError("recipe key 'distill.teacher' is empty (use 'reference' or a model)")
-    if g.mode not in GROW_MODES:
-        raise InherituneError(f"recipe key 'grow.mode' must be one of {', '.join(GROW_MODES)}, not '{g.mode}'")
     for i, init in enumerate(recipe.arms.nogrow):
         if init not in NOGROW_INITS:
             raise InherituneError(f"recipe key 'arms.nogrow[{i}]' must be one of {', '.join(NOGROW_INITS)}, not '{init}'")
@@ -160,6 +153,9 @@ def _check(recipe: Recipe) -> Recipe:
 def recipe_from_dict(values: Any, where: str = "recipe") -> Recipe:
     if not isinstance(values, dict):
         raise InherituneError(f"{where} must be a YAML mapping of keys, not {type(values).__name__}")
+    for (section, key), instead in MOVED.items():
+        if isinstance(values.get(section), dict) and key in values[section]:
+            raise InherituneError(f"recipe key '{section}.{key}' is gone: use {instead}")
     recipe = build(Recipe, values)
     recipe.train = _train_section(recipe.train)
     return _check(recipe)

@@ -19,7 +19,8 @@ Hook = tuple[torch.nn.Module, Callable]
 
 
 @contextmanager
-def hooks(pre: Iterable[Hook] = (), post: Iterable[Hook] = (), pre_with_kwargs: bool = False) -> Iterator[None]:
+def hooks(pre: Iterable[Hook] = (), post: Iterable[Hook] = (), pre_with_kwargs: bool = False,
+          post_with_kwargs: bool = False) -> Iterator[None]:
     """Attach forward pre-hooks and forward hooks for the duration of a ``with`` block.
 
     The register / try / remove pattern, written once (TransformerLens's ``hooks()`` context):
@@ -29,7 +30,7 @@ def hooks(pre: Iterable[Hook] = (), post: Iterable[Hook] = (), pre_with_kwargs: 
     handles = []
     try:
         handles += [m.register_forward_pre_hook(fn, with_kwargs=pre_with_kwargs) for m, fn in pre]
-        handles += [m.register_forward_hook(fn) for m, fn in post]
+        handles += [m.register_forward_hook(fn, with_kwargs=post_with_kwargs) for m, fn in post]
         yield
     finally:
         for handle in handles:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from inheritune.analysis import selection
 from inheritune.cli.args import count
+from inheritune.growth.config import DIRECTIONS, GROW_MODES
 from inheritune.cli.train import add_train_options, given_options
 
 PER_ROUND = ("steps", "tokens")  # set by --tokens-per-round
-GROW = ("start_layers", "step_layers", "max_layers", "tokens_per_round", "margin", "keep_last", "mode", "overwrite",
-        "config")
+GROW = ("start_layers", "step_layers", "max_layers", "min_layers", "tokens_per_round", "margin", "by", "direction",
+        "mode", "overwrite", "config")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-layers", type=count, help="M: stop growing here (default: the reference's depth)")
     p.add_argument("--tokens-per-round", type=count, default=100_000, help="T: training tokens per round")
     p.add_argument("--margin", type=float, default=0.0, help="E: matched when val loss <= reference + E")
-    p.add_argument("--keep-last", type=count, default=0,
-                   help="also inherit the reference's last K blocks (first N-K + last K); growth inserts before them "
-                        "(0: the paper's first N)")
-    p.add_argument("--mode", default="reference", choices=("reference", "duplicate"),
-                   help="new blocks: the reference's next ones or copies of the model's own last ones")
+    p.add_argument("--min-layers", type=count, default=1, help="shrink: stop here")
+    p.add_argument("--by", default="first-n", metavar="SELECTOR",
+                   help=f"which reference blocks each round holds (growth adds back the ones it ranks next, at their "
+                        f"places): {selection.HELP}")
+    p.add_argument("--direction", default="grow", choices=DIRECTIONS,
+                   help="grow (the paper: add blocks until matched) or shrink (start deep, drop blocks of the healed "
+                        "model while within the margin)")
+    p.add_argument("--mode", default="reference", choices=GROW_MODES,
+                   help="new blocks: the reference's or copies of the model's own blocks just before them")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run in --out started with other settings: the new one is built beside it "
                         "(.NAME.new) and swapped in when complete; rerun the same command to continue it after a kill")

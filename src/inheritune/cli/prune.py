@@ -7,6 +7,7 @@ import argparse
 
 from inheritune.cli.args import count, device_options
 from inheritune.cli.importance import MODEL, SOURCES, arguments, model_options, source_options
+from inheritune.analysis import selection
 from inheritune.commands.prune import FFN_STEPS, STEPS, prune
 
 OPTIONS = ("heads", "ffn", "drop_layers", "by", "scores", "source", "allow_overlap", "iterative", "physical", "sweep", "steps",
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by",
                    help="criterion (default: importance; block-influence with --drop-layers): importance (least "
                         "important first), induction (highest prefix-matching score first: induction heads go "
-                        "first; FFNs by importance) or random (seeded by --seed); with --drop-layers: "
-                        "block-influence, angular (contiguous slice), lazy or first-n")
+                        "first; FFNs by importance) or random (seeded by --seed); with --drop-layers, a block "
+                        "selector: " + selection.HELP)
     p.add_argument("--scores", metavar="FILE",
                    help="importance.json from `inheritune importance` (default: rank on the rank split here); "
                         "examples it was ranked on must not be among the scoring ones")

@@ -16,7 +16,10 @@ from inheritune.commands._shared import CommandResult, load, model_name
 from inheritune.io import check_output_dir
 from inheritune.models.families import num_layers
 from inheritune.models.loading import parameter_count, save_model
-from inheritune.models.surgery import INIT_CHOICES, inherit, parse_layers
+from inheritune.analysis.selection import chosen_blocks, parse as parse_selector, scoring_windows
+from inheritune.data.shards import open_data
+from inheritune.models.loading import tokenizer_fingerprint
+from inheritune.models.surgery import INIT_CHOICES, stack_blocks
 from inheritune.errors import InherituneError
 
 
@@ -28,6 +31,8 @@ class DeriveResult(CommandResult):
     out: Path
     reference: str
     blocks: list  # the reference's block indices, in the derived model's order
+    by: str  # the block selector (analysis/selection.py)
+    scores: list | None  # the selector's per-block scores of the reference (None: it reads none)
     reference_layers: int
     parameters: int
     init: str
@@ -36,10 +41,12 @@ class DeriveResult(CommandResult):
     seconds: float
 
 
-def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[int], out: str | Path, init: str = "all",
-           seed: int = 0, overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None) -> DeriveResult:
-    """Copy ``reference``'s chosen blocks (``layers``: N for the first N, or indices like ``0-11,15``)
-    into a smaller model and save it to ``out``.
+def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[int], out: str | Path,
+           by: str = "first-n", data: str | Path | None = None, init: str = "all", seed: int = 0,
+           overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None) -> DeriveResult:
+    """Copy ``reference``'s chosen blocks into a smaller model and save it to ``out``: ``layers``
+    N keeps the N blocks selector ``by`` keeps (``first-n``, the paper's, by default; selectors
+    that score blocks read windows of ``data``'s train split), or indices like ``0-11,15``.
 
     ``init`` picks which block parts are inherited (the rest freshly initialised with ``seed``).
     The output's tokenizer is ``tokenizer``'s (checked against the embedding), else the reference's;
@@ -47,14 +54,20 @@ def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[
     start = time.perf_counter()
     if init not in INIT_CHOICES:
         raise InherituneError(f"--init must be one of {', '.join(INIT_CHOICES)}, not '{init}'")
+    parse_selector(by)
+    windows = scoring_windows(data, seed=seed) if data is not None else None  # a bad folder fails before the load
     check_output_dir(out, overwrite)  # fail before the slow load
     ref, tok = load(reference, tokenizer, trust_remote_code, needed=False,
                     no_tokenizer=f"{out} holds weights only (attach one with --tokenizer REF)")
-    blocks = parse_layers(layers, num_layers(ref.config))
-    model = inherit(ref, blocks, init=init, seed=seed)
-    result = DeriveResult(out=Path(out), reference=model_name(reference), blocks=list(blocks),
-                          reference_layers=num_layers(ref.config), parameters=parameter_count(model), init=init,
-                          seed=seed, tokenizer=tok is not None, seconds=0.0)
-    save_model(model, tok, out, overwrite=overwrite, reports={"derive.json": result.report()})
+    if data is not None and tok is not None:
+        open_data(data).check_tokenizer(tokenizer_fingerprint(tok), f"the reference {model_name(reference)}")
+    chosen = chosen_blocks(ref, layers, by, windows)
+    model = stack_blocks(ref, [(ref, i) for i in chosen.keep], init=init, seed=seed, reference=model_name(reference))
+    result = DeriveResult(out=Path(out), reference=model_name(reference), blocks=list(chosen.keep), by=chosen.by,
+                          scores=chosen.scores, reference_layers=num_layers(ref.config),
+                          parameters=parameter_count(model), init=init, seed=seed, tokenizer=tok is not None,
+                          seconds=0.0)
+    save_model(model, tok, out, overwrite=overwrite, reports={"derive.json": result.report()},
+               card={"command": "derive", "selector": chosen.by, "init": init, "training tokens": 0})
     result.seconds = time.perf_counter() - start
     return result

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from inheritune.analysis import importance as imp
-from inheritune.analysis import layers as lp
+from inheritune.analysis import layers as lp, selection
 from inheritune.analysis import prune as pr
 from inheritune.analysis.induction import candidate_tokens, induction_scores
 from inheritune.commands._shared import CommandResult, load, model_name, positive
@@ -36,6 +36,7 @@ from inheritune.evaluation.loss import val_loss
 from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.families import num_heads, num_layers
 from inheritune.models.loading import tokenizer_fingerprint
+from inheritune.models.card import write_card
 from inheritune.models.surgery import drop_blocks
 from inheritune.reporting.plots import panels
 
@@ -52,7 +53,7 @@ class PruneResult(CommandResult):
 
     out: Path
     model: str
-    by: str  # the criterion: importance | induction | random (layers: block-influence | angular | lazy | first-n)
+    by: str  # the criterion: importance | induction | random (layers: a block selector, analysis/selection.py)
     ranked_by: str  # the --scores file, or "computed" (on the rank split here)
     source: str  # which source's importance ranked the units
     overlap: int  # ranking examples that are also scoring examples (0 unless --allow-overlap)
@@ -73,7 +74,7 @@ class PruneResult(CommandResult):
     seconds: float
     drop_layers: int = 0  # --drop-layers K (0: heads and FFNs were pruned)
     dropped_layers: list = dataclasses.field(default_factory=list)  # the blocks removed
-    layer_scores: dict = dataclasses.field(default_factory=dict)  # analysis.layers.LayerScores.to_json()
+    layer_scores: dict = dataclasses.field(default_factory=dict)  # analysis.selection.Selection.to_json()
 
 
 def percents(steps: str | Sequence[float], option: str) -> list[float]:
@@ -221,13 +222,12 @@ def check_mode(drop_layers: int, by: str | None, heads: float, ffn: float, itera
         by = by or "importance"
         if by not in pr.CRITERIA:
             raise InherituneError(f"--by: '{by}' is not one of {', '.join(pr.CRITERIA)} (with --drop-layers: "
-                                  f"{', '.join(lp.CRITERIA)})")
+                                  f"{', '.join(selection.NAMES)})")
         if iterative > 1 and (by != "importance" or scores is not None):
             raise InherituneError("--iterative re-scores importance here: it needs --by importance and no --scores")
         return by
     by = by or "block-influence"
-    if by not in lp.CRITERIA:
-        raise InherituneError(f"--by: '{by}' is not a layer criterion ({', '.join(lp.CRITERIA)}) for --drop-layers")
+    selection.parse(by)
     if heads or ffn or iterative > 1 or scores is not None or tasks or data is None:
         raise InherituneError("--drop-layers drops whole blocks chosen on --data's train split and scored on its val "
                               "split: give it --data, without --heads, --ffn, --iterative, --scores or --tasks")
@@ -276,6 +276,7 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
         if tok is not None:
             tok.save_pretrained(tmp)
         _write(tmp, result)
+        write_card(tmp, _card(result))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -335,12 +336,12 @@ def _drop_layers(model, tok, data, examples: int, seq_len: int, seed: int, k: in
     token_data = open_data(data)
     if tok is not None:
         token_data.check_tokenizer(tokenizer_fingerprint(tok), "the model's tokenizer")
-    windows = lp.scoring_windows(token_data, examples, seq_len, seed)
-    layer_scores = lp.criteria_scores(model, windows, by)
-    dropped = lp.choose(layer_scores, k)
+    windows = selection.scoring_windows(token_data, examples, seq_len, seed)
+    chosen = selection.select(model, num_layers(model.config) - k, by, windows)
+    dropped = chosen.dropped
     pruned = drop_blocks(model, dropped)
     before, after = val_loss(model, token_data), val_loss(pruned, token_data)
-    curves = {"layers": lp.sweep(model, token_data, windows, lp.CRITERIA, max_drop=k)} if sweep else {}
+    curves = {"layers": lp.sweep(model, token_data, windows, lp.SWEEP, max_drop=k)} if sweep else {}
     summary = lambda v: {"loss": v["loss"], "loss_ci": None, "accuracy": None, "accuracy_ci": None,  # noqa: E731
                          "chance": None}
     result = PruneResult(out=Path(), model="", by=by, ranked_by="computed", source="train", overlap=0, iterative=1,
@@ -348,8 +349,21 @@ def _drop_layers(model, tok, data, examples: int, seq_len: int, seed: int, k: in
                          heads_total=num_layers(model.config) * num_heads(model.config),
                          ffn_total=num_layers(model.config), steps=[], physical="", before={"val": summary(before)},
                          after={"val": summary(after)}, masked={"val": summary(after)}, sweep=curves, prunable={},
-                         seconds=0.0, drop_layers=k, dropped_layers=dropped, layer_scores=layer_scores.to_json())
+                         seconds=0.0, drop_layers=k, dropped_layers=dropped, layer_scores=chosen.to_json())
     return result, pruned
+
+
+def _card(result: PruneResult) -> dict:
+    """The pruned model's card facts."""
+    if result.drop_layers:
+        cut = f"dropped blocks {selection.spans(result.dropped_layers)} by {result.by}"
+    else:
+        cut = (f"masked {len(result.pruned_heads)}/{result.heads_total} heads and {len(result.pruned_ffn)}/"
+               f"{result.ffn_total} FFNs by {result.by}")
+    first = next(iter(result.after))
+    return {"command": "prune", "pruning": cut, "training tokens": 0,
+            f"{first} loss before": round(result.before[first]["loss"], 4),
+            f"{first} loss after": round(result.after[first]["loss"], 4)}
 
 
 def _write(folder: Path, result: PruneResult) -> None:

@@ -1,9 +1,11 @@
 """Grow until matched: the Inheritune loop of derive -> train -> (grow -> train)* -> verdict.
 
-Round 1 derives the reference's first N blocks and trains them for T tokens. While the round's
-validation loss is above the reference's own (plus a margin), the trained model grows by K
-blocks (the reference's next ones, or copies of its own last ones) and trains again, up to M
-layers. Every round is an ordinary train run in ``RUN/round-XX-LL/``; a finished round has its
+Round 1 derives N of the reference's blocks, the ones a block selector keeps (``--by``; the
+paper's ``first-n`` by default), and trains them for T tokens. While the round's validation loss
+is above the reference's own (plus a margin), the trained model grows by K blocks (the reference
+blocks the selector ranks next, at their original positions, or copies of its own) and trains
+again, up to M layers. ``shrink`` goes the other way: start deep, drop K blocks of the healed
+model by the selector, heal, repeat while within the margin. Every round is an ordinary train run in ``RUN/round-XX-LL/``; a finished round has its
 ``result.json``, so a killed grow run resumes in the round it was in. A grow run that replaces
 another one (``overwrite``) is built in ``.RUN.new`` beside it and swapped in once its summary is
 written: the old run survives any failure, and rerunning the same command continues the new one.
@@ -32,7 +34,10 @@ from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, c
                            swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import deepen, inherit, first_and_last
+from inheritune.analysis.selection import needs_windows, parse as parse_selector, scoring_windows, select, spans
+from inheritune.growth.config import GrowConfig
+from inheritune.models.card import write_card
+from inheritune.models.surgery import deepen, origins, stack_blocks
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config, read_recipe
@@ -55,6 +60,14 @@ class GrowResult(CommandResult):
     tokens: int  # training tokens over all rounds
     wall_time: float  # training seconds over all rounds
     verdict: str
+    by: str = "first-n"  # the block selector
+    blocks: list = dataclasses.field(default_factory=list)  # the reference blocks model_dir holds
+
+    def card(self) -> dict:
+        """The model card's facts (models/card.py)."""
+        return {"command": "grow", "selector": self.by, "training tokens": self.tokens,
+                "val loss": round(self.rounds[-1]["val_loss"] if self.rounds else float("nan"), 4),
+                "reference val loss": round(self.reference_val_loss, 4), "verdict": self.verdict}
 
 
 def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
@@ -92,26 +105,43 @@ def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, cache
     return result
 
 
-def round_model(reference: PreTrainedModel, previous: Path | None, layers: int, mode: str, seed: int,
-                keep_last: int = 0) -> PreTrainedModel:
-    """The model a round starts from: round 1 derives ``layers`` blocks (the first ones, or the first
-    and the last ``keep_last``), later rounds grow the previous round's trained model (its final HF
-    folder) to ``layers`` blocks, new blocks going before the kept tail."""
-    if previous is None:
-        return inherit(reference, first_and_last(layers, keep_last, num_layers(reference.config)), seed=seed)
-    trained = load_model(previous)
-    return deepen(trained, reference, layers - num_layers(trained.config), mode=mode, keep_last=keep_last)
-
-
 def round_dir(out: Path, index: int, layers: int) -> Path:
     return out / f"round-{index:02d}-{layers:02d}"
 
 
-def _settings(reference: str, data: TokenData, start: int, step: int, max_layers: int, tokens: int,
-              margin: float, mode: str, keep_last: int, config: TrainConfig) -> dict:
-    return {"reference": reference, "data": str(data.root), "data_key": data_key(data), "start_layers": start,
-            "step_layers": step, "max_layers": max_layers, "tokens_per_round": tokens, "margin": margin,
-            "mode": mode, "keep_last": keep_last, "train": dataclasses.asdict(config)}
+def choose_blocks(ref: PreTrainedModel, trained: PreTrainedModel | None, layers: int, by: str,
+                  windows: torch.Tensor | None, direction: str) -> dict:
+    """The reference blocks a round's model holds, and the selection behind them.
+
+    Round 1 keeps what ``by`` keeps of the reference. Growing adds back the blocks ``by`` ranks
+    next among those the trained model lacks; shrinking re-scores the trained (healed) model's own
+    blocks and drops the ones ``by`` drops first."""
+    if trained is None:
+        chosen = select(ref, layers, by, windows)
+        return {"blocks": chosen.keep, "selection": chosen.to_json()}
+    held = origins(trained)
+    if direction == "grow":
+        chosen = select(ref, layers, by, windows, droppable=[i for i in range(num_layers(ref.config)) if i not in held])
+        return {"blocks": chosen.keep, "selection": chosen.to_json()}
+    chosen = select(trained, layers, by, windows)
+    return {"blocks": [held[p] for p in chosen.keep], "selection": chosen.to_json()}
+
+
+def round_model(ref: PreTrainedModel, reference: str, trained: PreTrainedModel | None, blocks: list[int], mode: str,
+                seed: int) -> PreTrainedModel:
+    """The model a round starts from: the reference's ``blocks`` (round 1), the trained model
+    grown to hold them (new ones at their original positions), or shrunk to them."""
+    if trained is None:
+        return stack_blocks(ref, [(ref, i) for i in blocks], seed=seed, reference=reference)
+    held = origins(trained)
+    if len(blocks) > len(held):
+        return deepen(trained, ref, blocks, mode=mode)
+    return stack_blocks(trained, [(trained, held.index(i)) for i in blocks])
+
+
+def _settings(reference: str, data: TokenData, growth: GrowConfig, by: str, config: TrainConfig) -> dict:
+    return {"reference": reference, "data": str(data.root), "data_key": data_key(data), **dataclasses.asdict(growth),
+            "by": by, "train": dataclasses.asdict(config)}
 
 
 def _copy_model(src: Path, dst: Path) -> None:
@@ -122,77 +152,58 @@ def _copy_model(src: Path, dst: Path) -> None:
 
 
 def grow(reference: str | Path, data: str | Path, out: str | Path, *, start_layers: int, step_layers: int = 3,
-         max_layers: int | None = None, tokens_per_round: int = 100_000, margin: float = 0.0, keep_last: int = 0,
-         mode: str = "reference", overwrite: bool = False, config: TrainConfig | dict | str | Path | None = None,
-         **options) -> GrowResult:
+         max_layers: int | None = None, min_layers: int = 1, tokens_per_round: int = 100_000, margin: float = 0.0,
+         by: str = "first-n", direction: str = "grow", mode: str = "reference", overwrite: bool = False,
+         config: TrainConfig | dict | str | Path | None = None, **options) -> GrowResult:
     """``inheritune grow REFERENCE --data DIR --out RUN --start-layers N [...]``, same arguments:
-    ``config`` (a TrainConfig, a dict of its fields or a YAML recipe) and the TrainConfig fields
-    as keywords set how every round trains (each round trains ``tokens_per_round`` tokens)."""
+    ``by`` chooses the blocks (a selector of ``analysis.selection``), ``direction`` grows (the
+    paper) or shrinks; ``config`` (a TrainConfig, a dict of its fields or a YAML recipe) and the
+    TrainConfig fields as keywords set how every round trains (``tokens_per_round`` tokens each)."""
+    growth = GrowConfig(start_layers=start_layers, step_layers=step_layers, max_layers=max_layers,
+                        min_layers=min_layers, tokens_per_round=tokens_per_round, margin=margin, mode=mode,
+                        direction=direction)
     recipe = read_recipe(config) if isinstance(config, (str, Path)) else config
     per_round = make_config(recipe, **options, steps=None, tokens=tokens_per_round)
-    return grow_until_matched(reference, data, out, start_layers, step_layers, max_layers, tokens_per_round, margin,
-                              mode, per_round, keep_last, overwrite=overwrite)
-
-
-def _check_args(start_layers: int, step_layers: int, max_layers: int | None, tokens_per_round: int, mode: str,
-                keep_last: int) -> None:
-    if mode not in ("reference", "duplicate"):
-        raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
-    if step_layers < 1:
-        raise InherituneError(f"--step-layers must be at least 1, not {step_layers}")
-    if tokens_per_round < 1:
-        raise InherituneError(f"--tokens-per-round must be positive, not {tokens_per_round}")
-    if start_layers < 1 or (max_layers is not None and max_layers < start_layers):
-        raise InherituneError(f"need 1 <= --start-layers <= --max-layers, not {start_layers} and {max_layers}")
-    if not 0 <= keep_last < start_layers:
-        raise InherituneError(f"--keep-last must be in 0..{start_layers - 1} (below --start-layers), not {keep_last}")
+    return grow_until_matched(reference, data, out, growth, per_round, by=by, overwrite=overwrite)
 
 
 def grow_until_matched(
     reference: str | Path,
     data: str | Path,
     out: str | Path,
-    start_layers: int,
-    step_layers: int = 3,
-    max_layers: int | None = None,
-    tokens_per_round: int = 100_000,
-    margin: float = 0.0,
-    mode: str = "reference",
+    growth: GrowConfig,
     config: TrainConfig | None = None,
-    keep_last: int = 0,
     *,
+    by: str = "first-n",
     overwrite: bool = False,
     reference_model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     log: Callable[[str], None] = partial(print, flush=True),
 ) -> GrowResult:
-    """Derive ``start_layers`` blocks of ``reference``, train, and grow by ``step_layers`` until the
-    validation loss is <= the reference's + ``margin`` or the model has ``max_layers`` blocks.
+    """Derive ``growth.start_layers`` blocks of ``reference`` (chosen by ``by``), train, and grow
+    (or shrink) by ``growth.step_layers`` until the val loss is <= the reference's + margin (grow)
+    or no longer is (shrink), within the depth limits.
 
-    ``keep_last`` > 0 inherits the reference's last blocks too (first n - k plus last k) and grows
-    before them. With ``config.distill_from`` set to ``"reference"`` (or the reference's own name)
-    every round distils from the reference already in memory.
-
-    Rerunning with the same arguments resumes (or returns the finished result). Round ``r``
-    trains with seed ``config.seed + r - 1`` so that each round draws different windows.
+    With ``config.distill_from`` set to ``"reference"`` (or the reference's own name) every round
+    distils from the reference already in memory. Rerunning with the same arguments resumes (or
+    returns the finished result). Round ``r`` trains with seed ``config.seed + r - 1`` so that each
+    round draws different windows; the blocks each round holds are recorded beside it
+    (``round-XX-LL.blocks.json``), so a resumed round rebuilds the same model without re-scoring.
     """
     out = Path(out)
-    config = make_config(config, steps=None, tokens=tokens_per_round)
+    config = make_config(config, steps=None, tokens=growth.tokens_per_round)
     if config.distill_from == "reference":
         config = dataclasses.replace(config, distill_from=str(reference))
-    _check_args(start_layers, step_layers, max_layers, tokens_per_round, mode, keep_last)
+    growth.check()
+    parse_selector(by)
     token_data = open_data(data)
-    settings = final_paths(_settings(str(reference), token_data, start_layers, step_layers, max_layers,
-                                     tokens_per_round, margin, mode, keep_last, config))
+    settings = final_paths(_settings(str(reference), token_data, growth, by, config))
     resuming = resumes(out, SETTINGS, settings, "different settings", overwrite)  # before the slow reference load
     ref = reference_model if reference_model is not None else load_model(reference, trust_remote_code=config.trust_remote_code)
     tok = tokenizer if tokenizer is not None else load_tokenizer(reference, config.trust_remote_code)
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
-    total = num_layers(ref.config)
-    max_layers = total if max_layers is None else max_layers
-    if start_layers > total or (mode == "reference" and max_layers > total):
-        raise InherituneError(f"the reference {reference} has {total} layers: --start-layers {start_layers} "
-                              f"and --max-layers {max_layers} must not exceed it")
+    max_layers = growth.check_depth(num_layers(ref.config), str(reference))
+    growth = dataclasses.replace(growth, max_layers=max_layers)
     work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
     with building(out, work):
         claim(out, work, SETTINGS, settings, "different settings", resuming)
@@ -202,8 +213,9 @@ def grow_until_matched(
             summary = read_json(work / SUMMARY, "grow summary")
             log(f"grow run {out} already finished: {summary['verdict']}")
         else:
-            summary = _grow_rounds(ref, reference, tok, token_data, work, config, start_layers, step_layers,
-                                   max_layers, margin, mode, keep_last, teacher_of(config, reference, ref), log)
+            rounds = _Rounds(ref, str(reference), tok, token_data, work, config, growth, by,
+                             teacher_of(config, reference, ref), log)
+            summary = rounds.run()
         if work != out:
             swap_in(work, out)  # the new run is complete: only now is the old one replaced
     return GrowResult.from_json(current_paths(summary))
@@ -214,53 +226,91 @@ def teacher_of(config: TrainConfig, reference: str | Path, ref: PreTrainedModel)
     return ref if config.distill_from == str(reference) else None
 
 
-def _grow_rounds(ref: PreTrainedModel, reference: str | Path, tok, token_data: TokenData, out: Path,
-                 config: TrainConfig, start_layers: int, step_layers: int, max_layers: int, margin: float,
-                 mode: str, keep_last: int, teacher: PreTrainedModel | None, log) -> dict:
-    """The rounds, in ``out`` (the folder being written): derive, train, grow until matched; returns
-    the summary written last (paths as they will be after a swap)."""
-    total = num_layers(ref.config)
-    ref_loss = reference_val_loss(ref, str(reference), token_data, out / "reference.json", config.batch_size)["loss"]
-    target = ref_loss + margin
-    log(f"reference {reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
+@dataclass
+class _Rounds:
+    """One grow run's rounds, in ``out`` (the folder being written): derive, train, change depth
+    until the verdict; ``run`` returns the summary it writes last (paths as after a swap)."""
 
-    rounds: list[dict] = []
-    layers, previous = start_layers, None
-    while True:
-        index = len(rounds) + 1
-        run_dir = round_dir(out, index, layers)
-        seed = config.seed + index - 1
-        model = round_model(ref, previous, layers, mode, seed, keep_last)  # cheap and deterministic: rebuilt on resume
-        if (run_dir / "result.json").is_file():
-            log(f"round {index} ({layers} layers): finished earlier, result reused")
+    ref: PreTrainedModel
+    reference: str
+    tok: PreTrainedTokenizerBase
+    data: TokenData
+    out: Path
+    config: TrainConfig
+    growth: GrowConfig
+    by: str
+    teacher: PreTrainedModel | None
+    log: Callable[[str], None]
+
+    def run(self) -> dict:
+        g, total = self.growth, num_layers(self.ref.config)
+        ref_loss = reference_val_loss(self.ref, self.reference, self.data, self.out / "reference.json",
+                                      self.config.batch_size)["loss"]
+        target = ref_loss + g.margin
+        self.log(f"reference {self.reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
+        windows = scoring_windows(self.data, seed=self.config.seed) if needs_windows(self.by) else None
+        rounds, layers, previous = [], g.start_layers, None
+        while True:
+            result, row = self._round(len(rounds) + 1, layers, previous, windows, target)
+            rounds.append(row)
+            if g.direction == "grow" and (row["matched"] or layers >= g.max_layers):
+                break
+            if g.direction == "shrink" and (not row["matched"] or layers <= g.min_layers):
+                break
+            step = g.step_layers if g.direction == "grow" else -g.step_layers
+            previous, layers = Path(result.model_dir), min(max(layers + step, g.min_layers), g.max_layers)
+        return self._summary(rounds, ref_loss, target)
+
+    def _round(self, index: int, layers: int, previous: Path | None, windows, target: float) -> tuple[TrainResult, dict]:
+        run_dir = round_dir(self.out, index, layers)
+        seed = self.config.seed + index - 1
+        trained = load_model(previous) if previous is not None else None
+        record = self.out / f"{run_dir.name}.blocks.json"  # the choice, kept: a resumed round is not re-scored
+        if record.is_file():
+            chosen = read_json(record, "round blocks")
         else:
-            how = "derived" if previous is None else f"grown ({mode})"
-            log(f"round {index}: {layers} layers {how}, training {config.tokens} tokens -> {run_dir}")
-        result = train_resumable(model, token_data.root, run_dir, dataclasses.replace(config, seed=seed), tok, teacher)
+            chosen = choose_blocks(self.ref, trained, layers, self.by, windows, self.growth.direction)
+            atomic_write_json(record, chosen)
+        model = round_model(self.ref, self.reference, trained, chosen["blocks"], self.growth.mode, seed)
+        if (run_dir / "result.json").is_file():
+            self.log(f"round {index} ({layers} layers): finished earlier, result reused")
+        else:
+            how = "derived" if previous is None else f"{'grown' if layers > num_layers(trained.config) else 'shrunk'} " \
+                                                      f"({self.growth.mode})"
+            self.log(f"round {index}: {layers} layers {how}, reference blocks {spans(chosen['blocks'])} (by {self.by}), "
+                     f"training {self.config.tokens} tokens -> {run_dir}")
+        result = train_resumable(model, self.data.root, run_dir, dataclasses.replace(self.config, seed=seed), self.tok,
+                                 self.teacher)
         matched = result.final_val_loss <= target
-        rounds.append({"round": index, "layers": layers, "run_dir": str(run_dir), "tokens": result.tokens,
-                       "val_loss": result.final_val_loss, "start_val_loss": result.val_history[0]["val_loss"],
-                       "wall_time": result.wall_time, "matched": matched})
-        log(f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
-            + ("matched" if matched else "not matched"))
-        if matched or layers >= max_layers:
-            break
-        previous, layers = Path(result.model_dir), min(layers + step_layers, max_layers)
+        self.log(f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
+                 + ("matched" if matched else "not matched"))
+        return result, {"round": index, "layers": layers, "run_dir": str(run_dir), "tokens": result.tokens,
+                        "val_loss": result.final_val_loss, "start_val_loss": result.val_history[0]["val_loss"],
+                        "wall_time": result.wall_time, "matched": matched, "blocks": chosen["blocks"],
+                        "model_dir": str(result.model_dir)}
 
-    last = rounds[-1]
-    if matched:
-        verdict = (f"matched: {layers} layers reach val loss {last['val_loss']:.4f} <= {target:.4f} "
-                   f"(reference {total} layers: {ref_loss:.4f}) after {len(rounds)} round(s)")
-    else:
-        verdict = (f"not matched: best {min(r['val_loss'] for r in rounds):.4f} > target {target:.4f} "
-                   f"(reference {total} layers: {ref_loss:.4f}) at the {max_layers}-layer limit after "
-                   f"{len(rounds)} round(s); {out / 'model'} is the last round's model")
-    _copy_model(Path(result.model_dir), out / "model")
-    grown = GrowResult(run_dir=out, model_dir=out / "model", matched=matched, layers=layers,
-                       reference_val_loss=ref_loss, target=target, rounds=rounds,
-                       tokens=sum(r["tokens"] for r in rounds), wall_time=sum(r["wall_time"] for r in rounds),
-                       verdict=verdict)
-    summary = final_paths(grown.to_json())
-    atomic_write_json(out / SUMMARY, summary)
-    log(final_paths(verdict))
-    return summary
+    def _summary(self, rounds: list[dict], ref_loss: float, target: float) -> dict:
+        """The verdict and the answer: grow's last round; shrink's smallest round within the target."""
+        total, g = num_layers(self.ref.config), self.growth
+        within = [r for r in rounds if r["matched"]]
+        answer = (within[-1] if within else rounds[0]) if g.direction == "shrink" else rounds[-1]
+        matched = answer["matched"]
+        limit = f"the {g.max_layers}-layer limit" if g.direction == "grow" else f"{answer['layers']} layers"
+        if matched:
+            verdict = (f"matched: {answer['layers']} layers reach val loss {answer['val_loss']:.4f} <= {target:.4f} "
+                       f"(reference {total} layers: {ref_loss:.4f}) after {len(rounds)} round(s)")
+        else:
+            verdict = (f"not matched: best {min(r['val_loss'] for r in rounds):.4f} > target {target:.4f} "
+                       f"(reference {total} layers: {ref_loss:.4f}) at {limit} after "
+                       f"{len(rounds)} round(s); {self.out / 'model'} is the {'last' if g.direction == 'grow' else 'first'} "
+                       f"round's model")
+        _copy_model(Path(answer["model_dir"]), self.out / "model")
+        grown = GrowResult(run_dir=self.out, model_dir=self.out / "model", matched=matched, layers=answer["layers"],
+                           reference_val_loss=ref_loss, target=target, rounds=rounds,
+                           tokens=sum(r["tokens"] for r in rounds), wall_time=sum(r["wall_time"] for r in rounds),
+                           verdict=verdict, by=self.by, blocks=answer["blocks"])
+        write_card(self.out / "model", grown.card())
+        summary = final_paths(grown.to_json())
+        atomic_write_json(self.out / SUMMARY, summary)
+        self.log(final_paths(verdict))
+        return summary

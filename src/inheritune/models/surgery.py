@@ -23,7 +23,9 @@ from inheritune.models.families import Family, family_of, module, num_layers, se
 from inheritune.models.loading import load_model
 
 Init = Literal["all", "attention", "mlp", "none"]
+PROVENANCE = "inheritune"  # the config key that records a built model's reference blocks
 INIT_CHOICES: tuple[str, ...] = ("all", "attention", "mlp", "none")
+GROW_MODES: tuple[str, ...] = ("reference", "duplicate")
 
 
 def parse_layers(spec: int | str | Sequence[int], total: int) -> list[int]:
@@ -76,11 +78,13 @@ def stack_blocks(
     sources: Sequence[tuple[PreTrainedModel, int]],
     init: str = "all",
     seed: int = 0,
+    reference: str | None = None,
 ) -> PreTrainedModel:
     """A model like ``template`` whose block i is a copy of block ``sources[i][1]`` of ``sources[i][0]``.
 
     Parts a block does not inherit (per ``init``) keep the family's own fresh initialisation,
-    drawn with ``seed`` so that a derivation is reproducible.
+    drawn with ``seed`` so that a derivation is reproducible. The config records which reference
+    blocks the model holds (:func:`provenance`; ``reference`` names the reference).
     """
     family = family_of(template.config)
     parts = _block_parts(family, init)
@@ -109,7 +113,26 @@ def stack_blocks(
                 dst.load_state_dict(from_.state_dict())
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
+    model.config.inheritune = provenance(sources, reference)
     return model.eval()
+
+
+def origins(model: PreTrainedModel) -> list[int]:
+    """The reference block each of ``model``'s blocks was copied from (its own indices when it
+    was not built by inheritune: then it *is* the reference)."""
+    record = getattr(model.config, PROVENANCE, None)
+    return list(record["blocks"]) if record else list(range(num_layers(model.config)))
+
+
+def provenance(sources: Sequence[tuple[PreTrainedModel, int]], reference: str | None = None) -> dict:
+    """What a built model's config.json records (key ``inheritune``): the reference, its depth, and
+    which of its blocks the model holds, in order. Growth, shrinking, model cards and the report's
+    strip of kept blocks read it; ``AutoModelForCausalLM`` keeps it as a plain config attribute."""
+    first = sources[0][0]
+    record = getattr(first.config, PROVENANCE, None) or {}
+    return {"reference": reference or record.get("reference") or first.config.name_or_path or "unknown",
+            "reference_layers": record.get("reference_layers", num_layers(first.config)),
+            "blocks": [origins(src)[i] for src, i in sources]}
 
 
 def inherit(
@@ -119,58 +142,51 @@ def inherit(
     seed: int = 0,
 ) -> PreTrainedModel:
     """The Inheritune step in memory: a smaller model made of the reference's chosen blocks
-    (default: the first n). ``inheritune.derive`` is the command, which also writes the folder.
+    (a count n: the first n; or explicit indices, e.g. a selector's ``Selection.keep``).
+    ``inheritune.derive`` is the command, which chooses by any selector and writes the folder.
 
     >>> small = inherit("smollm2-135m", layers=15)
     """
     ref = reference if isinstance(reference, PreTrainedModel) else load_model(reference)
     indices = parse_layers(layers, num_layers(ref.config))
-    return stack_blocks(ref, [(ref, i) for i in indices], init=init, seed=seed)
-
-
-def first_and_last(layers: int, keep_last: int, total: int) -> list[int]:
-    """The reference blocks of a ``layers``-deep model: its first ``layers - keep_last`` blocks and
-    its last ``keep_last`` (0 = the paper's first n). Depth-pruning work (ShortGPT, Gromov et al.)
-    keeps the last blocks, which map the residual stream onto the output space."""
-    if not 0 <= keep_last < layers <= total:
-        raise InherituneError(f"need 0 <= keep_last < layers <= {total} (the reference's depth), "
-                              f"not keep_last {keep_last} and layers {layers}")
-    return list(range(layers - keep_last)) + list(range(total - keep_last, total))
+    name = None if isinstance(reference, PreTrainedModel) else str(reference)
+    return stack_blocks(ref, [(ref, i) for i in indices], init=init, seed=seed, reference=name)
 
 
 def deepen(
     model: PreTrainedModel,
     reference: PreTrainedModel,
-    add: int,
+    keep: Sequence[int],
     mode: Literal["reference", "duplicate"] = "reference",
-    keep_last: int = 0,
 ) -> PreTrainedModel:
-    """Deepen a trained model by ``add`` blocks, keeping its own trained blocks.
+    """Deepen a trained model to hold the reference blocks ``keep`` (sorted; a superset of the
+    blocks it holds, e.g. what a selector keeps next), keeping its own trained blocks.
 
-    The new blocks go after the model's first ``n - keep_last`` blocks, before its kept tail
-    (``keep_last`` = 0: at the end). ``reference`` mode takes the reference's next blocks after
-    that prefix (the paper's growth); ``duplicate`` repeats the prefix's last ``add`` blocks.
+    New blocks sit at their original positions. ``reference`` mode copies them from the reference
+    (the paper's growth); ``duplicate`` fills each run of new positions with copies of the model's
+    blocks just before it.
     """
-    n = num_layers(model.config)
-    if add < 1:
-        raise InherituneError(f"deepen: the step must be at least 1 layer, not {add}")
-    if not 0 <= keep_last < n:
-        raise InherituneError(f"deepen: keep_last must be in 0..{n - 1}, not {keep_last}")
-    prefix = n - keep_last
-    head = [(model, i) for i in range(prefix)]
-    tail = [(model, i) for i in range(prefix, n)]
-    if mode == "reference":
-        total = num_layers(reference.config)
-        if n + add > total:
-            raise InherituneError(f"cannot grow {n} -> {n + add} layers: the reference has only {total}")
-        new = [(reference, i) for i in range(prefix, prefix + add)]
-    elif mode == "duplicate":
-        if add > prefix:
-            raise InherituneError(f"cannot duplicate {add} blocks of a {prefix}-block prefix")
-        new = [(model, i) for i in range(prefix - add, prefix)]
-    else:
+    held = origins(model)
+    if mode not in GROW_MODES:
         raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
-    return stack_blocks(model, head + new + tail)
+    if missing := [i for i in held if i not in keep]:
+        raise InherituneError(f"deepen: the grown model must keep the model's blocks; reference block {missing[0]} is missing")
+    if len(keep) <= len(held):
+        raise InherituneError(f"deepen: the step must add at least 1 layer, not {len(keep) - len(held)}")
+    sources, run = [], 0
+    for i in sorted(keep):
+        prefix = sum(1 for h in held if h < i)  # the model's blocks before position i
+        if i in held:
+            sources.append((model, held.index(i)))
+        elif mode == "reference":
+            sources.append((reference, i))
+        else:
+            length = sum(1 for j in keep if j not in held and sum(1 for h in held if h < j) == prefix)
+            if length > prefix:
+                raise InherituneError(f"cannot duplicate {length} blocks of a {prefix}-block prefix")
+            sources.append((model, prefix - length + run))
+        run = run + 1 if i not in held else 0
+    return stack_blocks(model, sources)
 
 
 def drop_blocks(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:

@@ -118,3 +118,20 @@ def scatter(x: Sequence[float], y: Sequence[float], path: str | Path, title: str
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def strips(rows: Mapping[str, Sequence[int]], total: int, path: str | Path, title: str) -> Path:
+    """One strip per model over the reference's ``total`` blocks: a filled cell is a block it holds."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.3 * total + 2), 0.45 * len(rows) + 1.2))
+    matrix = np.zeros((len(rows), total))
+    for r, held in enumerate(rows.values()):
+        matrix[r, list(held)] = 1
+    ax.imshow(matrix, aspect="auto", cmap="Greens", vmin=0, vmax=1.3, interpolation="nearest")
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_xticks(range(total))
+    ax.set_xticks(np.arange(-0.5, total), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
+    ax.set(title=title, xlabel="reference block")
+    return _save(fig, path)

@@ -15,11 +15,13 @@ from pathlib import Path
 from inheritune.evaluation.compare import comparison_table
 from inheritune.evaluation.loss import YARDSTICK
 from inheritune.io import atomic_write_json, atomic_write_text
-from inheritune.reporting.plots import curves
+from inheritune.analysis.selection import SELECTORS, spans
+from inheritune.reporting.plots import curves, strips
 
 CURVES_PNG = "val_loss_vs_tokens.png"
-ARM_COLUMNS = ("arm", "layers", "params", "tokens", "final_val_loss", "gap", "ppl", "wall_time")
-ROUND_COLUMNS = ("round", "layers", "tokens", "start_val_loss", "val_loss", "wall_time", "matched")
+BLOCKS_PNG = "blocks_kept.png"
+ARM_COLUMNS = ("arm", "layers", "blocks", "params", "tokens", "final_val_loss", "gap", "ppl", "wall_time")
+ROUND_COLUMNS = ("round", "layers", "blocks", "tokens", "start_val_loss", "val_loss", "wall_time", "matched")
 TARGET_LEVELS = (2.0, 1.0, 0.5)  # time-to-target: the reference's val loss + these many nats
 
 
@@ -61,11 +63,13 @@ def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analys
         if arm.get("curve"):
             arm["time_to_target"] = time_to_target(arm["curve"], ref_loss)
     g = recipe.grow
+    step = (f"+{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}"
+            if g.direction == "grow" else f"-{g.step_layers} per round (shrink), at least {g.min_layers}")
     setup = (f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
-             f"number for every arm, the reference, and `inheritune eval --data`. Growth: start {g.start_layers} layers"
-             f"{f' (first {g.start_layers - g.keep_last} + last {g.keep_last} of the reference)' if g.keep_last else ''}"
-             f", +{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}, "
-             f"{g.tokens_per_round:,} tokens per round, margin {g.margin}. Arms ending in -kd distil from "
+             f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
+             f"`{recipe.inherit.by}` ({SELECTORS[recipe.inherit.by.partition(':')[0]].meaning}), scored on the train "
+             f"split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
+             f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. Arms ending in -kd distil from "
              f"{recipe.distill.teacher} (alpha {recipe.distill.alpha}, T {recipe.distill.temperature}). wall_time: "
              f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
              f"This invocation of the run took {elapsed:.0f} s.")
@@ -77,6 +81,8 @@ def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analys
 
 
 def _fmt(value, column: str = "") -> str:
+    if column == "blocks":
+        return spans(value) if value else "-"
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
     if column == "wall_time":
@@ -128,6 +134,15 @@ def draw_curves(report: dict, out: Path) -> Path:
                   ylabel="val loss (nats)", hlines=hlines, ylim=(bottom, top) if values else None)
 
 
+def draw_blocks(report: dict, out: Path) -> Path | None:
+    """Which reference blocks each inherited arm holds: one strip per arm (None when no arm holds any)."""
+    rows = {name: arm["blocks"] for name, arm in report["arms"].items() if arm.get("blocks")}
+    if not rows:
+        return None
+    total = report["arms"]["reference"]["layers"]
+    return strips({"reference": range(total)} | rows, total, out / BLOCKS_PNG, "reference blocks each arm holds")
+
+
 def _md_table(columns, rows) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -151,6 +166,8 @@ def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
 def render_markdown(report: dict) -> str:
     parts = [f"# inheritune run: {report['title']}", "", f"**Verdict:** {report['verdict']}", "",
              report.get("setup", ""), "", f"![val loss vs tokens]({CURVES_PNG})", ""]
+    if any(arm.get("blocks") for arm in report["arms"].values()):
+        parts += [f"![reference blocks each arm holds]({BLOCKS_PNG})", ""]
     for heading, text, table in _sections(report):
         parts += [f"## {heading}", ""] + ([text, ""] if text else []) + ([_md_table(*table), ""] if table else [])
     if report.get("analysis"):
@@ -174,6 +191,8 @@ def render_html(report: dict, out: Path) -> str:
              f"<p><b>Verdict:</b> {html.escape(report['verdict'])}</p>",
              f"<p>{html.escape(report.get('setup', ''))}</p>",
              f'<img alt="val loss vs tokens" src="{_inline(out / CURVES_PNG)}">']
+    if (out / BLOCKS_PNG).is_file():
+        parts.append(f'<img alt="reference blocks each arm holds" src="{_inline(out / BLOCKS_PNG)}">')
     for heading, text, table in _sections(report):
         parts += [f"<h2>{html.escape(heading)}</h2>"] + ([f"<p>{html.escape(text)}</p>"] if text else [])
         parts += [_html_table(*table)] if table else []
@@ -191,7 +210,7 @@ def render_html(report: dict, out: Path) -> str:
 def write_report(report: dict, out: str | Path) -> dict[str, Path]:
     """Write report.json, the curves PNG, report.md and report.html into ``out``."""
     out = Path(out)
-    files = {"json": out / "report.json", "png": draw_curves(report, out),
+    files = {"json": out / "report.json", "png": draw_curves(report, out), "blocks": draw_blocks(report, out),
              "md": out / "report.md", "html": out / "report.html"}
     atomic_write_json(files["json"], report)
     atomic_write_text(files["md"], render_markdown(report))

@@ -48,6 +48,8 @@ class TrainConfig:
     distill_from: str | None = None  # teacher (alias, folder, .gguf, hub id): knowledge distillation
     distill_alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
     distill_temperature: float = 1.0  # T: softmax temperature of both models in the KL term
+    train_blocks: str = "all"  # blocks that train at the full lr: all | last:K | cuts:K | indices (training/healing.py)
+    rest_lr_scale: float = 0.0  # lr multiplier of everything else when train_blocks is not all; 0 freezes it
 
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong, with the option's name in the message."""
@@ -72,6 +74,9 @@ class TrainConfig:
             raise InherituneError(f"distill_alpha must be in [0, 1], not {self.distill_alpha}")
         if not self.distill_temperature > 0:
             raise InherituneError(f"distill_temperature must be positive, not {self.distill_temperature}")
+        check_train_blocks(self.train_blocks)
+        if not 0 <= self.rest_lr_scale <= 1:
+            raise InherituneError(f"rest_lr_scale must be in [0, 1], not {self.rest_lr_scale}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise InherituneError(f"betas must be two numbers in [0, 1), not {self.betas}")
@@ -88,6 +93,17 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def check_train_blocks(spec: str) -> str:
+    """Syntax of ``train_blocks`` (the model decides the rest: training/healing.py)."""
+    kind, _, k = spec.partition(":")
+    if spec == "all" or (kind in ("last", "cuts") and k.isdigit() and int(k) >= 1):
+        return spec
+    if kind not in ("last", "cuts") and all(part.strip().replace("-", "", 1).isdigit() for part in spec.split(",")):
+        return spec
+    raise InherituneError(f"train_blocks must be all, last:K, cuts:K (K >= 1) or block indices like 0-3,20, "
+                          f"not '{spec}'")
 
 
 def make_config(config: TrainConfig | dict | None = None, **overrides) -> TrainConfig:

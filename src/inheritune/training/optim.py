@@ -12,13 +12,20 @@ import torch
 from inheritune.training.config import TrainConfig
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over two groups: >=2-D weights decay, biases and norm gains do not (the paper's recipe)."""
-    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, scales: dict[str, float] | None = None
+                   ) -> torch.optim.AdamW:
+    """AdamW: >=2-D weights decay, biases and norm gains do not (the paper's recipe); each group
+    carries its ``lr_scale`` (``scales``, per parameter name: training/healing.py), frozen
+    parameters are left out."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # tied weights appear once
+    scales = scales or {}
+    groups = []
+    for scale in sorted({scales.get(n, 1.0) for n, _ in params}, reverse=True):
+        for decay in (True, False):
+            chosen = [p for n, p in params if scales.get(n, 1.0) == scale and (p.dim() >= 2) == decay]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
+                               "lr_scale": scale})
     # The fused kernel is one pass over all tensors (CPU and CUDA); DTensors (FSDP2) take foreach.
     fused = not config.fsdp and "fused" in inspect.signature(torch.optim.AdamW).parameters
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)

@@ -30,9 +30,10 @@ from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
                            differences, final_paths, read_json, swap_in)
+from inheritune.models.card import write_card
 from inheritune.models.families import context_length
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.training import checkpoint, distributed
+from inheritune.training import checkpoint, distributed, healing
 from inheritune.training.config import TrainConfig, make_config, read_recipe
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
@@ -91,7 +92,8 @@ def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
-    """The stored result of a finished run, if it ran the length asked for now."""
+    """The stored result of a finished run, if it ran the length and recipe asked for now: a changed
+    setting is refused as on an unfinished run, never answered with a result it did not produce."""
     if not (run_dir / "result.json").is_file():
         return None
     result = TrainResult.from_json(current_paths(read_json(run_dir / "result.json", "run result")))
@@ -101,6 +103,7 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
         raise InherituneError(f"{run_dir} finished at {result.steps} steps ({result.tokens} tokens) and cannot be "
                               f"extended to {asked} steps: its cosine schedule already ended; train a new run "
                               f"from {result.model_dir} or start over with --overwrite")
+    _check_same_recipe(run_dir, config)
     return result
 
 
@@ -157,6 +160,7 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     tokens_data = open_data(data)
     tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
     model, tokenizer, model_name = _model_and_tokenizer(model, tokenizer, tokens_data, config)
+    healing.focus(model, config.train_blocks)  # a spec this model cannot take fails before anything is written
     tokens_per_step = _tokens_per_step(config, env.world)
     total_steps = config.total_steps(tokens_per_step)
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
@@ -180,6 +184,7 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     if found is not None:
         checkpoint.load_into(model, found[2], found[0])
     flops, parameters = flops_per_token(model, config.seq_len), parameter_count(model)  # before any sharding
+    scales = healing.lr_scales(model, config.train_blocks, config.rest_lr_scale)  # frozen before any wrapping
     torch.manual_seed(config.seed)
     if teacher is not None:
         teacher.model.to(device=env.device, dtype=torch.float32).eval()
@@ -191,7 +196,7 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     run = _Run(config=config, env=env, run_dir=run_dir, work=work, model=model, tokenizer=tokenizer,
                data=tokens_data, loader=loader, step_loss=step_loss,
                forward=torch.compile(step_loss) if config.compile else step_loss,
-               optimizer=make_optimizer(model, config), autocast=autocast, tokens_per_step=tokens_per_step,
+               optimizer=make_optimizer(model, config, scales), autocast=autocast, tokens_per_step=tokens_per_step,
                total_steps=total_steps, warmup=warmup, eval_every=eval_every, checkpoint_every=checkpoint_every,
                flops=flops,
                peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
@@ -318,7 +323,7 @@ def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool
     config, env = run.config, run.env
     lr = lr_at(run.step + 1, config, run.total_steps, run.warmup)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # train_blocks: the rest at rest_lr_scale
     loss_sum = torch.zeros((), device=env.device)
     for micro in range(run.loader.micro_steps):
         batch = run.loader.batch(run.step, micro).to(env.device, non_blocking=True)
@@ -373,11 +378,21 @@ def _finalize(run: _Run) -> TrainResult:
             run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
             if run.tokenizer is not None:
                 run.tokenizer.save_pretrained(tmp)
+            write_card(tmp, _card(run, result))
         atomic_write_json(run.work / "result.json", final_paths(result.to_json()))
         if run.work != run.run_dir:
             swap_in(run.work, run.run_dir)  # the new run is complete: only now is the old one replaced
     _barrier(run.env)
     return result
+
+
+def _card(run: _Run, result: TrainResult) -> dict:
+    """The final model's card facts: how it was trained and where it ended."""
+    c = run.config
+    loss = (f"distillation from {c.distill_from} (alpha {c.distill_alpha}, T {c.distill_temperature})"
+            if c.distill_from else "cross-entropy")
+    return {"command": "train", "loss": loss, "training tokens": result.tokens, "trained": c.train_blocks,
+            "val loss": round(result.final_val_loss, 4), "val loss definition": YARDSTICK["definition"]}
 
 
 # --- helpers, in the order the loop uses them ---------------------------------------------

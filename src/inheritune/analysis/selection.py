@@ -1,0 +1,348 @@
+"""Which of a reference's blocks to keep: one registry of block selectors.
+
+derive, grow (both directions), prune --drop-layers, the recipe and the reports all choose
+blocks through :func:`select`, and their ``--by`` choices and help text come from ``SELECTORS``.
+A new criterion is one entry here plus its test.
+
+A selector answers one question: *which k blocks to drop*, among the blocks it may drop
+(``droppable``). Keeping n of L blocks is dropping L - n; growing a model that holds the blocks
+S back to n' blocks is dropping L - n' of the blocks it does not hold (so a grown model stays an
+order-preserving subsequence of the reference, new blocks at their original positions);
+shrinking a healed model is dropping more of its own blocks, re-scored on the healed model.
+
+| name | rule (lower score = dropped first unless said) |
+|---|---|
+| ``first-n`` | the paper: keep the first n (drop the last blocks) |
+| ``first-last:K`` | keep the last K blocks always, then the first ones (growth inserts before the tail) |
+| ``block-influence`` | ShortGPT: drop the blocks of lowest 1 - cos(input, output) |
+| ``angular`` | Gromov et al.: drop the contiguous slice [l, l+k) minimising arccos(cos(x_l, x_l+k)) / pi, never the last block |
+| ``lazy`` | the seeds' attention-degeneration sink measure: drop the blocks whose heads put most mass on one column, never block 0 |
+| ``importance`` | drop the blocks of lowest summed head importance (|dL/dxi|) + FFN knock-out loss increase |
+| ``loss`` | Shortened LLaMA, contiguous: drop the slice whose removal gives the lowest loss on the windows |
+| ``loss-greedy`` | IteRABRe-style: drop one block at a time, each time the one whose removal costs least loss |
+| ``list:SPEC`` | keep exactly the blocks SPEC (``0-11,27-29``) |
+
+Every score is computed on ``windows``: token windows of the data's *train* split (never the
+validation split that later scores the model), ``WINDOWS`` x ``WINDOW_LEN`` tokens by default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from inheritune.analysis import attention as metrics, memory
+from inheritune.analysis.depth import angular_distance, block_influence, cosine_sums, residual_states
+from inheritune.analysis.hooks import attention_probs, hooks
+from inheritune.analysis.importance import ffn_importance, head_importance, lm_examples
+from inheritune.analysis.sampling import sample_sequences
+from inheritune.data.shards import TokenData, open_data
+from inheritune.errors import InherituneError
+from inheritune.models.families import blocks, num_layers
+from inheritune.models.surgery import parse_layers
+from inheritune.options import closest
+
+WINDOWS, WINDOW_LEN = 16, 256  # scoring windows of the train split: 4,096 tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The blocks a selector keeps, what it dropped and the per-block scores it read (if any)."""
+
+    by: str
+    keep: list[int]  # sorted indices of the model's blocks that stay
+    dropped: list[int]
+    scores: list[float] | None  # one number per block (see the selector's meaning)
+    meaning: str
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Scoring:
+    """What selectors read about one model: its blocks' scores on ``windows``, each computed once."""
+
+    def __init__(self, model: PreTrainedModel, windows: torch.Tensor | None):
+        self.model, self.windows = model, windows
+        self.layers = num_layers(model.config)
+        self.greedy: dict[tuple[int, ...], list[int]] = {}  # loss-greedy's removal order per droppable set
+
+    @cached_property
+    def cosines(self) -> torch.Tensor:
+        return mean_cosines(self.model, self.windows)
+
+    @cached_property
+    def column_mass(self) -> list[float]:
+        return column_mass(self.model, self.windows)
+
+    @cached_property
+    def importance(self) -> list[float]:
+        return block_importance(self.model, self.windows)
+
+    def loss_without(self, dropped: Sequence[int]) -> float:
+        """Mean next-token loss on the windows with ``dropped`` blocks skipped (= removed)."""
+        return window_loss(self.model, self.windows, dropped)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selector:
+    """One registry entry: ``drop(scoring, k, droppable, arg)`` returns the k blocks to drop."""
+
+    name: str
+    meaning: str
+    drop: Callable[[Scoring, int, list[int], str | None], list[int]]
+    needs_windows: bool = True
+    arg: str | None = None  # the parameter after ':' (e.g. K of first-last:K), None = takes none
+    scores: Callable[[Scoring], list[float]] | None = None  # per-block numbers for reports
+
+
+def _lowest(score: Callable[[Scoring], Sequence[float]], sign: float = 1.0, spare: Callable[[Scoring], set] = lambda s: set()):
+    """A rule: drop the k droppable blocks of lowest ``sign * score`` (``spare``: never dropped)."""
+    def drop(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+        values = score(s)
+        pool = [i for i in droppable if i not in spare(s)]
+        _enough(pool, k)
+        return sorted(sorted(pool, key=lambda i: (sign * values[i], i))[:k])
+    return drop
+
+
+def _enough(pool: Sequence[int], k: int) -> None:
+    if len(pool) < k:
+        raise InherituneError(f"cannot drop {k} blocks: only {len(pool)} may go under this selector")
+
+
+def _runs(droppable: Sequence[int], k: int, last: int | None = None) -> list[int]:
+    """Starts l of contiguous slices [l, l+k) inside ``droppable`` (not holding block ``last``)."""
+    allowed = set(droppable) - ({last} if last is not None else set())
+    return [l for l in sorted(allowed) if all(i in allowed for i in range(l, l + k))]
+
+
+def _angular(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+    starts = _runs(droppable, k, last=s.layers - 1)
+    if not starts:
+        raise InherituneError(f"angular: no contiguous slice of {k} droppable blocks before the last block")
+    distance = angular_distance(s.cosines)
+    start = min(starts, key=lambda l: (float(distance[l, l + k]), l))
+    return list(range(start, start + k))
+
+
+def _loss_slice(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+    starts = _runs(droppable, k)
+    if not starts:
+        raise InherituneError(f"loss: no contiguous slice of {k} droppable blocks")
+    bar = tqdm(starts, desc="loss of each slice", unit="slice", disable=None, leave=False)
+    start = min(bar, key=lambda l: (s.loss_without(range(l, l + k)), l))
+    return list(range(start, start + k))
+
+
+def _loss_greedy(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+    """Removal order is nested (the first k of a longer run), so it is kept and extended, not redone."""
+    _enough(droppable, k)
+    order = s.greedy.setdefault(tuple(droppable), [])
+    for _ in tqdm(range(len(order), k), desc="greedy block removal", unit="block", disable=None, leave=False):
+        pool = [i for i in droppable if i not in order]
+        order.append(min(pool, key=lambda i: (s.loss_without(order + [i]), i)))
+    return sorted(order[:k])
+
+
+def _first_last(s: Scoring, k: int, droppable: list[int], arg: str | None) -> list[int]:
+    tail = _count(arg, "first-last")
+    if not 0 <= tail < s.layers:
+        raise InherituneError(f"first-last:{tail}: K must be in 0..{s.layers - 1} for a {s.layers}-block model")
+    pool = [i for i in droppable if i < s.layers - tail]
+    _enough(pool, k)
+    return sorted(pool)[len(pool) - k:]
+
+
+def _listed(s: Scoring, k: int, droppable: list[int], arg: str | None) -> list[int]:
+    keep = sorted(parse_layers(arg or "", s.layers))
+    drop = [i for i in range(s.layers) if i not in keep]
+    if len(drop) != k or not set(drop) <= set(droppable):
+        raise InherituneError(f"list:{arg} keeps {len(keep)} blocks; it cannot be asked for another depth "
+                              f"({s.layers - k}) or grown")
+    return drop
+
+
+def _count(arg: str | None, name: str) -> int:
+    try:
+        return int(arg or "")
+    except ValueError:
+        raise InherituneError(f"{name}:K needs a whole number K, not '{arg}'") from None
+
+
+SELECTORS: dict[str, Selector] = {s.name: s for s in (
+    Selector("first-n", "the paper's choice: keep the first n blocks", _lowest(lambda s: range(s.layers), -1.0),
+             needs_windows=False, scores=lambda s: [float(i) for i in range(s.layers)]),
+    Selector("first-last", "the first n-K blocks and the last K (growth inserts before the tail)", _first_last,
+             needs_windows=False, arg="K"),
+    Selector("block-influence", "ShortGPT: drop the blocks of lowest 1 - mean cos(block input, output)",
+             _lowest(lambda s: block_influence(s.cosines)), scores=lambda s: block_influence(s.cosines)),
+    Selector("angular", "Gromov et al.: drop the contiguous slice minimising arccos(cos(x_l, x_l+k)) / pi, "
+             "never the last block", _angular,
+             scores=lambda s: [float(angular_distance(s.cosines)[i, i + 1]) for i in range(s.layers)]),
+    Selector("lazy", "attention degeneration: drop the blocks whose heads put most mass on one column, never block 0",
+             _lowest(lambda s: s.column_mass, -1.0, spare=lambda s: {0}), scores=lambda s: s.column_mass),
+    Selector("importance", "drop the blocks of lowest summed head importance + FFN knock-out loss increase",
+             _lowest(lambda s: s.importance), scores=lambda s: s.importance),
+    Selector("loss", "Shortened LLaMA, contiguous: drop the slice whose removal costs least loss on the windows",
+             _loss_slice),
+    Selector("loss-greedy", "drop one block at a time, each time the one whose removal costs least loss",
+             _loss_greedy),
+    Selector("list", "keep exactly the listed blocks (list:0-11,27-29)", _listed, needs_windows=False, arg="SPEC"),
+)}
+NAMES = tuple(f"{s.name}:{s.arg}" if s.arg else s.name for s in SELECTORS.values())
+HELP = "; ".join(f"{name}: {s.meaning}" for name, s in zip(NAMES, SELECTORS.values()))
+
+
+def parse(by: str) -> tuple[Selector, str | None]:
+    """The registry entry and its parameter (``first-last:3`` -> first-last, "3"); a one-line error otherwise."""
+    name, _, arg = str(by).strip().partition(":")
+    selector = SELECTORS.get(name)
+    if selector is None:
+        raise InherituneError(f"--by '{by}' is not a block selector{closest(name, SELECTORS)}; "
+                              f"choose one of {', '.join(NAMES)}")
+    if (selector.arg is None) != (arg == ""):
+        need = f"needs a parameter ({selector.name}:{selector.arg})" if selector.arg else "takes no parameter"
+        raise InherituneError(f"--by '{by}': {selector.name} {need}")
+    return selector, arg or None
+
+
+def needs_windows(by: str) -> bool:
+    return parse(by)[0].needs_windows
+
+
+def select(model: PreTrainedModel, n: int, by: str = "first-n", windows: torch.Tensor | None = None,
+           droppable: Sequence[int] | None = None) -> Selection:
+    """The ``n`` blocks of ``model`` to keep by selector ``by``: all but the L - n it drops among
+    ``droppable`` (default: any block). ``windows`` are train-split token windows, needed by the
+    selectors that score blocks."""
+    return choose(Scoring(model, windows), n, by, droppable)
+
+
+def choose(scoring: Scoring, n: int, by: str, droppable: Sequence[int] | None = None) -> Selection:
+    """:func:`select` on a :class:`Scoring` that several choices share (a sweep scores each block once)."""
+    selector, arg = parse(by)
+    layers, model = scoring.layers, scoring.model
+    if not 1 <= n <= layers:
+        raise InherituneError(f"cannot keep {n} blocks of a {layers}-block model (1..{layers})")
+    if selector.needs_windows and scoring.windows is None:
+        raise InherituneError(f"--by {by} scores blocks on token windows: give --data DIR (a prepared data folder)")
+    droppable = sorted(range(layers) if droppable is None else droppable)
+    was_training = model.training
+    model.eval()
+    try:
+        dropped = selector.drop(scoring, layers - n, droppable, arg) if n < layers else []
+        scores = selector.scores(scoring) if selector.scores is not None else None
+    finally:
+        model.train(was_training)
+    keep = [i for i in range(layers) if i not in set(dropped)]
+    return Selection(by=str(by), keep=keep, dropped=sorted(dropped), scores=scores, meaning=selector.meaning)
+
+
+def chosen_blocks(reference: PreTrainedModel, layers: int | str | Sequence[int], by: str = "first-n",
+                  windows: torch.Tensor | None = None) -> Selection:
+    """derive's choice: a count n goes to selector ``by``; explicit indices are kept as given."""
+    total = num_layers(reference.config)
+    if isinstance(layers, str) and layers.strip().isdigit():
+        layers = int(layers)
+    if isinstance(layers, int):
+        parse_layers(layers, total)  # the range check and its message
+        return select(reference, layers, by, windows)
+    if by != "first-n":
+        raise InherituneError(f"--layers {layers} lists the blocks itself: drop --by {by}, or give a count")
+    indices = parse_layers(layers, total)
+    return Selection(by="list", keep=indices, dropped=[i for i in range(total) if i not in indices], scores=None,
+                     meaning=SELECTORS["list"].meaning)
+
+
+def spans(indices: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: block lists as people write them."""
+    parts, run = [], []
+    for i in indices:
+        if run and i != run[-1] + 1:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts)
+
+
+def scoring_windows(data: str | Path | TokenData, n: int = WINDOWS, seq_len: int = WINDOW_LEN,
+                    seed: int = 0) -> torch.Tensor:
+    """``[n, seq_len]`` windows of the data folder's train split: blocks are chosen on other tokens
+    than the val split that scores the result."""
+    token_data = data if isinstance(data, TokenData) else open_data(data)
+    tokens = token_data.tokens("train")
+    return sample_sequences(tokens, n, min(seq_len, len(tokens)), seed)  # a small corpus: windows as long as it
+
+
+# --- the scores, each one pass over the windows ------------------------------------------
+
+@torch.no_grad()
+def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Mean over tokens of cos(x_i, x_j) between every pair of the L+1 residual states, ``[L+1, L+1]``."""
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with residual_states(model) as states:
+            model(input_ids=batch.to(model.device), use_cache=False)
+        return cosine_sums(states).cpu()
+
+    pieces = memory.Batcher(batch_size, "residual cosines").pieces(windows, len, run, unit="window")
+    return sum(pieces) / windows.numel()
+
+
+@torch.no_grad()
+def column_mass(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
+    """Per layer: mean over heads of the heaviest column's share of the attention averaged over the windows."""
+    n, t = windows.shape
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        probs = attention_probs(model, batch.to(model.device))
+        return torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
+
+    batcher = memory.Batcher(max(1, memory.budget(model) // memory.attention_bytes(model, t)), "attention")
+    total = sum(batcher.pieces(windows, len, run, unit="window"))
+    mass, _column = metrics.heaviest_column(total / n)  # [L, H]
+    return mass.mean(1).tolist()
+
+
+def block_importance(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
+    """Per block: summed head importance (mean |dL/dxi_h|) + the loss increase with its FFN knocked out,
+    both on next-token loss over the windows (the toolkit's ``importance`` measures)."""
+    examples = lm_examples(windows)
+    heads = head_importance(model, examples).sum(1)
+    ffn = ffn_importance(model, examples)["loss_increase"]
+    return [float(h + f) for h, f in zip(heads, ffn)]
+
+
+@contextmanager
+def skipped(model: PreTrainedModel, dropped: Sequence[int]):
+    """Blocks ``dropped`` pass their input through unchanged: the same outputs as removing them,
+    without copying the model (how ``loss`` scores hundreds of candidates)."""
+    def keep_input(_module, args, kwargs, out):
+        x = args[0] if args else kwargs["hidden_states"]
+        return (x, *out[1:]) if isinstance(out, tuple) else x
+
+    layers = blocks(model)
+    with hooks(post=[(layers[i], keep_input) for i in dropped], post_with_kwargs=True):
+        yield model
+
+
+@torch.no_grad()
+def window_loss(model: PreTrainedModel, windows: torch.Tensor, dropped: Sequence[int] = (), batch_size: int = 8) -> float:
+    """Mean next-token NLL (fp32) over the windows, with blocks ``dropped`` skipped."""
+    total, count = 0.0, 0
+    with skipped(model, list(dropped)):
+        for start in range(0, len(windows), batch_size):
+            ids = windows[start:start + batch_size].to(model.device)
+            logits = model(input_ids=ids[:, :-1], use_cache=False).logits.float()
+            total += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+            count += ids[:, 1:].numel()
+    return total / count
