@@ -28,7 +28,8 @@ from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import YARDSTICK
 from inheritune.growth.grow import reference_val_loss
 from inheritune.models.loading import load_model, load_tokenizer
-from inheritune.models.surgery import inherit, first_and_last
+from inheritune.analysis.selection import select
+from inheritune.models.surgery import inherit
 from inheritune.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def run_setting(name: str, layers: int, keep_last: int, overrides: dict, referen
     config = {**BASE, **overrides, "steps": steps, "eval_every": max(1, steps // 2)}
     if "distill_alpha" in config:
         config["distill_from"] = "smollm2-135m"
-    model = inherit(reference, first_and_last(layers, keep_last, 30))
+    model = inherit(reference, select(reference, layers, f"first-last:{keep_last}").keep)
     out = WORK / name.replace(" ", "_")
     started = (out / "result.json").is_file() or (out / "checkpoints").is_dir()
     print(f"[sweep] {name}: {steps} steps -> {out}", flush=True)

@@ -22,6 +22,7 @@ from inheritune.errors import InherituneError
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 DOC_CHARS = 4000  # a .txt file's documents: ~1,000 tokens, whole paragraphs where they fit
 ERRORS = ("strict", "replace")
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,14 @@ def _local_files(path: Path) -> list[Path]:
 
 
 def decode_utf8(data: bytes, path: Path, errors: str = "strict", offset: int = 0) -> str:
-    """Text of a file (or of its bytes from ``offset``), naming the file and byte offset of bad UTF-8."""
+    """Text of a file (or of its bytes from ``offset``), naming the file and byte offset of bad UTF-8.
+    A byte-order mark opening the file is not text: editors add it, and a file holding only one is empty."""
     try:
-        return data.decode("utf-8", errors=errors)
+        text = data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
         raise InherituneError(f"{path}: invalid UTF-8 at byte offset {offset + e.start} "
                               "(pass --errors replace to substitute U+FFFD)") from None
+    return text.removeprefix(BOM) if offset == 0 else text
 
 
 def _read_file(path: Path, text_field: str, errors: str) -> Iterator[str]:
@@ -109,7 +112,9 @@ def _read_file(path: Path, text_field: str, errors: str) -> Iterator[str]:
             count += 1
             yield doc
     if count == 0:
-        raise InherituneError(f"{path} has no text" + ("" if path.suffix == ".txt" else f" in field '{text_field}'"))
+        # A .txt file yields a document for any text at all: this one holds only whitespace (or a byte-order mark).
+        empty = path.suffix == ".txt"
+        raise InherituneError(f"{path} is empty" if empty else f"{path} has no text in field '{text_field}'")
 
 
 def _read_txt(path: Path, text_field: str, errors: str) -> Iterator[str]:

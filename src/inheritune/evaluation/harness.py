@@ -24,6 +24,7 @@ from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
 from inheritune.evaluation.tasks import LOCAL_TASKS, build_local_task
+from inheritune.messages import held_back, one_line
 
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
@@ -48,7 +49,31 @@ def include_tasks(path: str | Path | None) -> None:
 def _manager(folders: tuple[str, ...]):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(folders) or None)
+    with held_back():  # e.g. a user's task overriding one of lm-eval's: a notice, then maybe our error
+        return TaskManager(include_path=list(folders) or None)
+
+
+def check_include_yamls() -> None:
+    """Before a task is called unknown: name a task YAML of the user's folder that does not load.
+    lm-eval's index skips it without a word, and it is likely the one meant to define the task."""
+    from lm_eval.tasks._yaml_loader import load_yaml  # what lm-eval's index loads them with
+
+    for folder in _INCLUDE[0]:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            try:
+                load_yaml(path, resolve_func=False)
+            except Exception as error:  # bad YAML, not a mapping, a missing include
+                raise InherituneError(f"task YAML {path} in --include-path does not parse: {_why(error)}") from None
+
+
+def _why(error: Exception) -> str:
+    """A YAML error's problem and where (its text spans lines and repeats the path), else its message."""
+    import yaml
+
+    mark = getattr(error, "problem_mark", None)
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem and mark is not None:
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return one_line(str(error), 200)
 
 
 def harness_manager():
@@ -67,6 +92,7 @@ def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTr
     known = harness_manager().all_tasks if harness else []
     unknown = [t for t in harness if t not in known]
     if unknown:
+        check_include_yamls()
         close = difflib.get_close_matches(unknown[0], known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise InherituneError(

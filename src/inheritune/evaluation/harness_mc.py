@@ -15,19 +15,30 @@ from __future__ import annotations
 import re
 
 from inheritune.errors import InherituneError
+from inheritune.messages import held_back
 
 ANSWER_CUE = re.compile(r"\s*(Answer|A)\s*:\s*$")  # the suite's layout adds its own "Answer:" after the options
 
 
 def known(task: str) -> bool:
-    """Whether lm-eval's task index names ``task``."""
-    from inheritune.evaluation.harness import harness_manager
+    """Whether lm-eval's task index names ``task``; when not, a task YAML of the user's that does
+    not parse is named instead (``harness.check_include_yamls``)."""
+    from inheritune.evaluation.harness import check_include_yamls, harness_manager
 
-    return task in harness_manager().all_tasks
+    if task in harness_manager().all_tasks:
+        return True
+    check_include_yamls()
+    return False
 
 
 def load_task(task: str):
-    """lm-eval's task object; one line when it is a group or not multiple-choice."""
+    """lm-eval's task object; one line when it is a group or not multiple-choice, with nothing
+    before it: what lm-eval and datasets print while loading is shown only once the task passes."""
+    with held_back():
+        return _load_task(task)
+
+
+def _load_task(task: str):
     from lm_eval.tasks import get_task_dict
 
     from inheritune.evaluation.harness import harness_manager

@@ -1,12 +1,13 @@
 """Checkpoints: RUN/checkpoints/step-NNNNNNN/ = HF model folder + trainer_state.pt, written atomically.
 
 A checkpoint folder appears in one rename once complete (``atomic_dir``), so a kill at any
-moment leaves either the previous checkpoints or the new one, never half of one. Resuming
-still checks each candidate and falls back to an older one if a file was damaged later.
+moment leaves either the previous checkpoints or the new one, never half of one. An old one is
+deleted the same way round: renamed to a hidden name first (``io.discard``), so a kill mid-deletion
+never leaves a ``step-NNNNNNN/`` without its trainer state. Resuming still checks each candidate and
+falls back to an older one if a file was damaged later.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir
+from inheritune.io import atomic_dir, clean_leftovers, discard
 
 STATE = "trainer_state.pt"
 
@@ -36,7 +37,7 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict, keep: int,
             tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / STATE)
     for old in sorted(checkpoint_dir(run_dir).glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        discard(old)
     return out
 
 
@@ -74,6 +75,6 @@ def latest(run_dir: Path) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
 
 
 def clean_partial(run_dir: Path) -> None:
-    """Remove temp folders a killed run left behind (they were never renamed into place)."""
-    for tmp in checkpoint_dir(run_dir).glob(".step-*.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Remove what a killed run left among its checkpoints: ones it was writing (never renamed into
+    place) and ones it was deleting (renamed away first). ``latest`` never looks at either."""
+    clean_leftovers(checkpoint_dir(run_dir))
