@@ -9,7 +9,8 @@ default recipe was chosen on; seed 0 is the split the default run reports.
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/selection_sweep.py --reference smollm2-135m --depths 24,20,16
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/selection_sweep.py --reference gemma3-270m --depths 14,12,10
 
-Writes benchmarks/results/selection_sweep_REFERENCE.{json,md,png}.
+Writes benchmarks/results/selection_sweep_REFERENCE.{json,md,png}; the json is rewritten after every
+number, and a rerun skips what it holds (``--selectors`` adds selectors to it).
 """
 from __future__ import annotations
 
@@ -45,21 +46,29 @@ def data_folder(reference: str, tokenizer, seed: int) -> Path:
     return out
 
 
-def frontier(model, data, depths: list[int], selectors: list[str]) -> dict:
-    """Per selector and depth: the blocks kept and the val loss of the cut model (each distinct cut scored once)."""
+def frontier(model, data, depths: list[int], selectors: list[str], stored: dict, save) -> dict:
+    """Per selector and depth: the blocks kept and the val loss of the cut model. ``stored`` holds what
+    an earlier, interrupted invocation measured (skipped here); ``save`` is called after each number."""
     scoring = Scoring(model, scoring_windows(data))
-    kept = {by: {} for by in selectors}
     for by in selectors:
         for n in depths:
-            start = time.perf_counter()
-            kept[by][n] = choose(scoring, n, by).keep
-            print(f"{by} at {n}: keep {spans(kept[by][n])} ({time.perf_counter() - start:.0f} s)", flush=True)
-    losses: dict[tuple, float] = {}
-    for plan in sorted({tuple(k) for per in kept.values() for k in per.values()}):
-        dropped = [i for i in range(num_layers(model.config)) if i not in plan]
-        losses[plan] = val_loss(drop_blocks(model, dropped), data)["loss"]
-    return {by: {str(n): {"keep": keep, "val_loss": losses[tuple(keep)]} for n, keep in per.items()}
-            for by, per in kept.items()}
+            row = stored.setdefault(by, {}).setdefault(str(n), {})
+            if "keep" not in row:
+                start = time.perf_counter()
+                row["keep"] = choose(scoring, n, by).keep
+                row["seconds"] = round(time.perf_counter() - start, 1)
+                print(f"{by} at {n}: keep {spans(row['keep'])} ({row['seconds']:.0f} s)", flush=True)
+                save()
+    losses = {tuple(r["keep"]): r["val_loss"] for per in stored.values() for r in per.values() if "val_loss" in r}
+    for by in selectors:
+        for n in depths:
+            row = stored[by][str(n)]
+            if tuple(row["keep"]) not in losses:
+                dropped = [i for i in range(num_layers(model.config)) if i not in row["keep"]]
+                losses[tuple(row["keep"])] = val_loss(drop_blocks(model, dropped), data)["loss"]
+            row["val_loss"] = losses[tuple(row["keep"])]
+            save()
+    return stored
 
 
 def table(result: dict) -> str:
@@ -92,14 +101,20 @@ def main() -> None:
     tokenizer, model = load_tokenizer(args.reference), load_model(args.reference)
     data = open_data(data_folder(args.reference, tokenizer, args.split_seed))
     depths = [int(d) for d in args.depths.split(",")]
-    result = {"reference": args.reference, "layers": num_layers(model.config), "depths": depths,
-              "reference_val_loss": val_loss(model, data)["loss"], "split_seed": args.split_seed,
-              "frontier": frontier(model, data, depths, args.selectors.split(",")), "healing": "none",
-              "torch_threads": args.threads, "machine": platform.processor() or platform.machine()}
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    RESULTS.mkdir(exist_ok=True)
     name = f"selection_sweep_{args.reference}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = RESULTS / f"{name}.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    if result.get("split_seed") != args.split_seed:
+        result = {"reference": args.reference, "layers": num_layers(model.config), "split_seed": args.split_seed,
+                  "reference_val_loss": val_loss(model, data)["loss"], "frontier": {}, "healing": "none"}
+    if result.get("reference_val_loss") is None:
+        result["reference_val_loss"] = val_loss(model, data)["loss"]
+    result.update(depths=depths, torch_threads=args.threads, machine=platform.processor() or platform.machine())
+    RESULTS.mkdir(exist_ok=True)
+    save = lambda: path.write_text(json.dumps(result, indent=1) + "\n")  # noqa: E731
+    frontier(model, data, depths, args.selectors.split(","), result["frontier"], save)
+    result["seconds"] = round(result.get("seconds", 0) + time.perf_counter() - start, 1)
+    save()
     series = {by: (depths, [per[str(n)]["val_loss"] for n in depths]) for by, per in result["frontier"].items()}
     ref = result["reference_val_loss"]
     curves(series, RESULTS / f"{name}.png", f"{args.reference}: val loss of the cut model, no healing",

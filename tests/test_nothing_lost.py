@@ -211,7 +211,7 @@ CAUSES = {"missing model": "no such model", "missing tokenizer": "no such model"
           "random shard": "train-00000.bin holds token id", "tokenizer mismatch": "tokenizer",
           "numbers for text": "field 'text' holds a int", "not UTF-8": "invalid UTF-8"}
 OUT_OF_RANGE = {"derive": "--layers 9", "data prepare": "--max-tokens", "train": "seq_len 4096",
-                "grow": "--start-layers 5", "run": "'grow.start_layers' (5)", "analyze": "--tau",
+                "grow": "--start-layers (5)", "run": "'grow.start_layers' (5)", "analyze": "--tau",
                 "importance": "--examples", "prune": "--heads", "induction": "2 repeats", "eval": "--batch-size"}
 
 
@@ -277,8 +277,8 @@ def test_a_late_failure_in_training_leaves_the_previous_run_and_a_rerun_complete
     before = _snapshot(out)
     make = trainer.make_optimizer
 
-    def failing_optimizer(model, config):
-        optimizer = make(model, config)
+    def failing_optimizer(model, config, scales=None):
+        optimizer = make(model, config, scales)
         step, calls = optimizer.step, []
 
         def third_step_fails(*args, **kwargs):

@@ -46,9 +46,10 @@ def _hidden(path: Path, kind: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (signal 0 tests for it and sends nothing)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or no such number)
         return False
     except PermissionError:  # another user's process
         return True
@@ -124,12 +125,14 @@ def _sweep(folder: Path, target: str | None = None, recursive: bool = False) -> 
 
 
 def _say_removed(removed: list[Path], folder: Path) -> None:
+    """One line for all that was removed: a user finding hidden folders gone should know why."""
     if removed:
         names = ", ".join(str(p.relative_to(folder)) for p in removed)
         print(f"inheritune: removed what an interrupted command left in {folder}: {names}", file=sys.stderr)
 
 
 def _remove(path: Path) -> None:
+    """Delete a hidden leftover (folder or file): nothing to rename first, its name is already invisible."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -50,5 +50,5 @@ class GrowConfig:
         deepest = self.start_layers if self.direction == "shrink" else (self.max_layers or total)
         if max(self.start_layers, deepest) > total:
             raise InherituneError(f"the reference {reference} has {total} layers: {name('start_layers')} "
-                                  f"{self.start_layers} and {name('max_layers')} {self.max_layers} must not exceed it")
+                                  f"({self.start_layers}) and {name('max_layers')} ({self.max_layers}) must not exceed it")
         return total if self.max_layers is None else self.max_layers

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from inheritune.io import atomic_write_text
+from inheritune.io import atomic_write_text, final_paths
 from inheritune.models.loading import ALIASES
 
 CARD = "README.md"
@@ -46,5 +46,5 @@ def write_card(folder: str | Path, facts: dict) -> Path:
     """Write ``folder/README.md`` for the model folder, from its config.json and the command's facts."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    atomic_write_text(folder / CARD, card_text(config.get("inheritune"), facts))
+    atomic_write_text(folder / CARD, card_text(config.get("inheritune"), final_paths(facts)))  # paths as after a swap
     return folder / CARD

@@ -32,6 +32,7 @@ from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, c
                            differences, final_paths, read_json, swap_in)
 from inheritune.models.card import write_card
 from inheritune.models.families import context_length
+from inheritune.models.precision import autocast_dtype
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.training import checkpoint, distributed, healing
 from inheritune.training.config import TrainConfig, make_config, read_recipe
@@ -478,23 +479,10 @@ def _how_to_continue(run_dir: Path, work: Path) -> str:
 def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:
     """A resumed run must follow the same recipe, or its curve would not continue the original."""
     stored = read_json(run_dir / "config.json", "run config")["config"]
+    stored = {**dataclasses.asdict(TrainConfig()), **stored}  # an option added since the run: it ran at its default
     for key, old, value in differences(stored, dataclasses.asdict(config), RESUMABLE_CHANGES)[:1]:
         raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
                               f"resume with the same recipe (or start over with --overwrite)")
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast (fp32 master weights) where it is faster: GPUs with bf16, CPUs with native bf16
-    matmuls (AVX512-BF16/AMX; measured here: 900 vs 200 GFLOP/s fp32). Elsewhere bf16 is emulated: fp32."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        fast = torch.cuda.is_bf16_supported()
-    else:
-        fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if precision == "bf16" and not fast and device.type == "cuda":
-        raise InherituneError(f"precision bf16 is not supported on {device}; use --precision fp32")
-    return torch.bfloat16 if fast or precision == "bf16" else None
 
 
 def _prepare(model: PreTrainedModel, device: torch.device) -> None:
