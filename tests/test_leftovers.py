@@ -492,3 +492,75 @@ def test_library_output_is_shown_once_a_block_succeeds_and_dropped_when_it_fails
         assert handler.stream is stream
     finally:
         logging.getLogger("lm_eval").removeHandler(handler)
+
+
+# ---- class 1: every input checked before anything is created or renamed ------------------------------
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """A reference and its data, a teacher with the same tokenizer, one with another, and a finished grow run."""
+    root = tmp_path_factory.mktemp("teachers")
+    tok = make_tokenizer()
+    reference = save_tiny(root / "reference", "llama", 3, seed=2, tok=tok)
+    other = save_tiny(root / "other-teacher", "llama", 3, seed=3, tok=make_tokenizer(300))
+    data = make_data_dir(root / "data", tok)
+    return root, reference, other, data
+
+
+def _grow_argv(reference, data, out, *extra) -> list[str]:
+    return ["grow", str(reference), "--data", str(data), "--out", str(out), "--start-layers", "1", "--max-layers", "1",
+            "--tokens-per-round", "128", "--seq-len", "32", "--precision", "fp32", "--peak-flops", "1e12",
+            "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("teacher, cause", [("missing", "the teacher (distill_from) no such model"),
+                                            ("other", "tokenizer mismatch")])
+def test_grow_refuses_a_bad_teacher_before_making_a_replacement(teachers, teacher, cause, tmp_path, capsys):
+    root, reference, other, data = teachers
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("a previous run")
+    name = str(root / "nowhere") if teacher == "missing" else str(other)
+    code = main(_grow_argv(reference, data, out, "--overwrite", "--distill-from", name))
+    err = capsys.readouterr().err
+    assert code == 2 and cause in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def _recipe(root: Path, reference: Path, teacher: str, path: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "reference": str(reference), "data": {"sources": [str(root / "docs.jsonl")], "val_tokens": 500},
+        "train": {"seq_len": 32, "batch_size": 4, "precision": "fp32", "peak_flops": 1e12, "progress": False},
+        "grow": {"start_layers": 1, "max_layers": 1, "tokens_per_round": 128},
+        "distill": {"enabled": True, "teacher": teacher}}))
+    return path
+
+
+@pytest.mark.parametrize("teacher, cause", [("missing", "no such model"),
+                                            ("other", "its tokenizer differs from the reference")])
+@pytest.mark.parametrize("mode", ["fresh", "check", "overwrite"])
+def test_run_names_a_bad_teacher_key_before_creating_anything(teachers, teacher, cause, mode, tmp_path, capsys):
+    root, reference, other, data = teachers
+    (root / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in generated_text(40)))
+    name = str(root / "nowhere") if teacher == "missing" else str(other)
+    recipe = _recipe(root, reference, name, tmp_path / "r.yaml")
+    out = tmp_path / "out"
+    if mode == "overwrite":
+        out.mkdir()
+        (out / "keep.txt").write_text("a previous run")
+    argv = ["run", str(recipe), "--check"] if mode == "check" else ["run", str(recipe), "--out", str(out)]
+    code = main(argv + (["--overwrite"] if mode == "overwrite" else []))
+    err = capsys.readouterr().err
+    assert code == 2 and f"recipe key 'distill.teacher' ({name})" in err and cause in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out", "r.yaml"] if mode == "overwrite" else ["r.yaml"])
+    if mode == "overwrite":
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_run_check_says_what_it_checked(teachers, tmp_path, capsys):
+    root, reference, other, data = teachers
+    (root / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in generated_text(40)))
+    recipe = _recipe(root, reference, str(reference), tmp_path / "r.yaml")
+    assert main(["run", str(recipe), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "is valid" in out and "checked data.sources" in out and f"checked reference {reference}" in out

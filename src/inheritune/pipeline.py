@@ -81,6 +81,42 @@ def _check_fit(recipe: Recipe, reference, tokenizer) -> None:
                                                    f"the reference {recipe.reference} (recipe key 'data.dir')")
 
 
+def _named(key: str, value: str, check: Callable):
+    """``check()``, its one-line error prefixed with the recipe key and value it concerns."""
+    try:
+        return check()
+    except InherituneError as e:
+        raise InherituneError(f"recipe key '{key}' ({value}): {e}") from None
+
+
+def check_inputs(recipe: Recipe) -> list[str]:
+    """Every input the recipe names, checked without loading weights (``run`` before it creates
+    anything, ``run --check`` alone): the data, the reference's tokenizer, a prepared folder's
+    tokenizer and each teacher's. Returns one line per check made."""
+    trust = bool(recipe.train.get("trust_remote_code", False))
+    if recipe.data.dir is not None:
+        data = _named("data.dir", recipe.data.dir, lambda: open_data(recipe.data.dir))
+        checked = [f"data.dir {recipe.data.dir}: a prepared folder ({data.num_tokens('val'):,} val tokens)"]
+    else:
+        for source in recipe.data.sources:
+            _named("data.sources", source, lambda: check_source(source))
+        checked = [f"data.sources {', '.join(recipe.data.sources)}: found"]
+    tok = _named("reference", recipe.reference, lambda: load_tokenizer(recipe.reference, trust))
+    fingerprint = tokenizer_fingerprint(tok)
+    checked.append(f"reference {recipe.reference}: its tokenizer loads")
+    if recipe.data.dir is not None:
+        _named("data.dir", recipe.data.dir, lambda: data.check_tokenizer(fingerprint, f"the reference {recipe.reference}"))
+        checked.append("data.dir: tokenized with the reference's tokenizer")
+    teacher = recipe.distill.teacher
+    if (recipe.distill.enabled or recipe.arms.other_loss) and teacher not in ("reference", recipe.reference):
+        theirs = _named("distill.teacher", teacher, lambda: tokenizer_fingerprint(load_tokenizer(teacher, trust)))
+        if theirs != fingerprint:
+            raise InherituneError(f"recipe key 'distill.teacher' ({teacher}): its tokenizer differs from the "
+                                  f"reference {recipe.reference}'s; distillation needs one vocabulary")
+        checked.append(f"distill.teacher {teacher}: its tokenizer is the reference's")
+    return checked
+
+
 def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) -> Path:
     """The recipe's data folder: the given prepared one, or one prepared into RUN/data once."""
     if recipe.data.dir is not None:
@@ -224,10 +260,8 @@ def run(recipe: Recipe | str | Path | None = None, *, out: str | Path | None = N
     if trust_remote_code:
         recipe.train["trust_remote_code"] = True
     out = Path(out)
-    if recipe.data.dir is not None:
-        open_data(recipe.data.dir)
-    for source in recipe.data.sources if recipe.data.dir is None else ():
-        check_source(source)  # a typo fails now, not after the reference loads
+    for line in check_inputs(recipe):  # every file and model the recipe names, before any work
+        log(f"checked {line}")
     resuming = resumes(out, RECIPE, recipe.to_dict(), "a different recipe", overwrite)
     log(f"loading reference {recipe.reference}")
     reference, tokenizer = _load_reference(recipe)

@@ -26,10 +26,15 @@ def run(args: argparse.Namespace) -> int:
         print(default_recipe_text(), end="")
         return 0
     recipe = load_recipe(args.recipe)  # every key checked before any work
+    from inheritune.pipeline import check_inputs, run as run_recipe
+
     if args.check:
+        if args.trust_remote_code:
+            recipe.train["trust_remote_code"] = True
+        checked = check_inputs(recipe)  # the same checks as a run makes first (tokenizers, not weights)
         print(f"recipe {args.recipe or '(default)'} is valid: reference {recipe.reference}")
+        print("".join(f"  checked {line}\n" for line in checked), end="")
         return 0
-    from inheritune.pipeline import run as run_recipe
 
     run_recipe(recipe, out=args.out, overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
     return 0

@@ -39,6 +39,7 @@ from inheritune.growth.config import GrowConfig
 from inheritune.models.card import write_card
 from inheritune.models.surgery import deepen, origins, stack_blocks
 from inheritune.training import TrainConfig, TrainResult, train
+from inheritune.training.trainer import check_teacher
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config, read_recipe
 
@@ -197,6 +198,8 @@ def grow_until_matched(
     growth.check()
     parse_selector(by)
     token_data = open_data(data)
+    if config.distill_from not in (None, str(reference)) and config.distill_alpha > 0:
+        check_teacher(config.distill_from, token_data, config.trust_remote_code)  # before any folder is made
     settings = final_paths(_settings(str(reference), token_data, growth, by, config))
     resuming = resumes(out, SETTINGS, settings, "different settings", overwrite)  # before the slow reference load
     ref = reference_model if reference_model is not None else load_model(reference, trust_remote_code=config.trust_remote_code)

@@ -423,14 +423,23 @@ def _teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: 
     if config.distill_from is None or config.distill_alpha == 0:
         return None  # alpha 0 is plain cross-entropy: no teacher forward at all
     if model is None:
-        tokenizer = load_tokenizer(config.distill_from, config.trust_remote_code)
-        data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the teacher {config.distill_from}")
+        check_teacher(config.distill_from, data, config.trust_remote_code)
         model = load_model(config.distill_from, trust_remote_code=config.trust_remote_code)
     rows = (model.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
     if rows[0] != rows[1]:
         raise InherituneError(f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
                               f"{rows[1]}: distillation needs one vocabulary")
     return Teacher(model, config.distill_alpha, config.distill_temperature)
+
+
+def check_teacher(teacher: str, data, trust_remote_code: bool = False) -> None:
+    """A teacher that can be found and speaks the data's tokens, checked from its tokenizer alone
+    (no weights): what train, grow and run verify before they create or rename anything."""
+    try:
+        tokenizer = load_tokenizer(teacher, trust_remote_code)
+    except InherituneError as e:
+        raise InherituneError(f"the teacher (distill_from) {e}") from None
+    data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the teacher {teacher}")
 
 
 def _resume_point(run_dir: Path, resuming: bool, overwrite: bool, config: TrainConfig, env):
