@@ -43,16 +43,25 @@ def parse_arm(spec: str) -> dict:
             "tokens": int(tokens), "lr": float(lr)}
 
 
+def kept(arm: dict, reference, name: str, windows) -> list[int]:
+    """The blocks the selector keeps: from selection_sweep's results when it chose them there (same
+    split, same windows: the same choice, without re-running a slow selector), else chosen here."""
+    path = RESULTS / f"selection_sweep_{name}.json"
+    swept = json.loads(path.read_text())["frontier"] if path.is_file() else {}
+    row = swept.get(arm["by"], {}).get(str(arm["layers"]))
+    return row["keep"] if row else select(reference, arm["layers"], arm["by"], windows).keep
+
+
 def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, windows) -> dict:
-    chosen = select(reference, arm["layers"], arm["by"], windows)
-    model = inherit(reference, chosen.keep)
+    keep = kept(arm, reference, name, windows)
+    model = inherit(reference, keep)
     config = TrainConfig(seq_len=512, batch_size=4, tokens_per_step=2048, tokens=arm["tokens"], lr=arm["lr"],
                          min_lr=1e-5, warmup_steps=6, eval_every=10_000, train_blocks=arm["train_blocks"],
                          distill_from=name if arm["loss"] == "kd" else None, progress=False)
     out = ROOT / "runs" / "heal" / name / arm["name"].replace(":", "_")
     result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True,
                    teacher=reference if arm["loss"] == "kd" else None)
-    return arm | {"keep": chosen.keep, "start_val_loss": result.val_history[0]["val_loss"],
+    return arm | {"keep": keep, "start_val_loss": result.val_history[0]["val_loss"],
                   "val_loss": result.final_val_loss, "wall_time": result.wall_time,
                   "tokens_per_s": result.tokens / max(result.wall_time, 1e-9)}
 

@@ -10,7 +10,7 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis import memory
 from inheritune.analysis.analyze import analyse
 from inheritune.analysis.induction import candidate_tokens, induction_scores
-from inheritune.analysis.layers import column_mass
+from inheritune.analysis.selection import column_mass
 from inheritune.cli import main
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks
