@@ -15,10 +15,11 @@ from inheritune.commands.eval import EvalResult, evaluate
 from inheritune.growth.grow import GrowResult, grow, grow_until_matched
 from inheritune.models.loading import load, load_model, load_tokenizer, save_model
 from inheritune.commands.derive import DeriveResult, derive
+from inheritune.analysis.selection import Selection, select
 from inheritune.models.surgery import deepen, inherit, stack_blocks
 from inheritune.pipeline import RunResult, run
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "analyze", "AnalyzeResult", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "EvalResult", "deepen", "grow", "GrowResult", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "RunResult", "save_model", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "analyze", "AnalyzeResult", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "EvalResult", "deepen", "grow", "GrowResult", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "RunResult", "save_model", "select", "Selection", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"
