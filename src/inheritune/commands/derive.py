@@ -19,7 +19,8 @@ from inheritune.models.loading import parameter_count, save_model
 from inheritune.analysis.selection import chosen_blocks, parse as parse_selector, scoring_windows
 from inheritune.data.shards import open_data
 from inheritune.models.loading import tokenizer_fingerprint
-from inheritune.models.surgery import INIT_CHOICES, stack_blocks
+from inheritune.models.card import card_text
+from inheritune.models.surgery import INIT_CHOICES, PROVENANCE, stack_blocks
 from inheritune.errors import InherituneError
 
 
@@ -68,6 +69,7 @@ def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[
                           parameters=parameter_count(model), init=init, seed=seed, tokenizer=tok is not None,
                           seconds=0.0)
     save_model(model, tok, out, overwrite=overwrite, reports={"derive.json": result.report()},
-               card={"command": "derive", "selector": chosen.by, "init": init, "training tokens": 0})
+               card=card_text(getattr(model.config, PROVENANCE), {"command": "derive", "selector": chosen.by, "init": init,
+                                                                 "training tokens": 0}))
     result.seconds = time.perf_counter() - start
     return result

@@ -15,7 +15,7 @@ import yaml
 from inheritune.io import atomic_write_text, final_paths
 from inheritune.models.loading import ALIASES
 
-CARD = "README.md"
+CARD = "README.md"  # save_model writes the same name
 
 
 def base_model(reference: str) -> str | None:

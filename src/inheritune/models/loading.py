@@ -407,12 +407,11 @@ def save_model(
     out: str | Path,
     overwrite: bool = False,
     reports: dict[str, dict] | None = None,
-    card: dict | None = None,
+    card: str | None = None,
 ) -> Path:
     """Write an ordinary HF folder (config + safetensors + tokenizer, plus the command's
-    ``reports``: file name -> JSON, and a model card README.md from ``card``'s facts), atomically."""
-    from inheritune.io import atomic_dir, atomic_write_json
-    from inheritune.models.card import write_card  # card.py reads this module's aliases
+    ``reports``: file name -> JSON, and ``card``, the model card's text: models/card.py), atomically."""
+    from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text
 
     with atomic_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -421,5 +420,5 @@ def save_model(
         for name, report in (reports or {}).items():
             atomic_write_json(tmp / name, report)
         if card is not None:
-            write_card(tmp, card)
+            atomic_write_text(tmp / "README.md", card)
     return Path(out)
