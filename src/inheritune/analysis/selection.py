@@ -46,7 +46,7 @@ from inheritune.analysis.sampling import sample_sequences
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, num_layers
-from inheritune.models.surgery import parse_layers
+from inheritune.models.surgery import parse_layers, spans
 from inheritune.options import closest
 
 WINDOWS, WINDOW_LEN = 16, 256  # scoring windows of the train split: 4,096 tokens
@@ -262,19 +262,6 @@ def chosen_blocks(reference: PreTrainedModel, layers: int | str | Sequence[int],
     indices = parse_layers(layers, total)
     return Selection(by="list", keep=indices, dropped=[i for i in range(total) if i not in indices], scores=None,
                      meaning=SELECTORS["list"].meaning)
-
-
-def spans(indices: Sequence[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: block lists as people write them."""
-    parts, run = [], []
-    for i in indices:
-        if run and i != run[-1] + 1:
-            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(i)
-    if run:
-        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(parts)
 
 
 def scoring_windows(data: str | Path | TokenData, n: int = WINDOWS, seq_len: int = WINDOW_LEN,

@@ -65,6 +65,20 @@ def parse_layers(spec: int | str | Sequence[int], total: int) -> list[int]:
     return indices
 
 
+def spans(indices: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: block lists as people write them (``parse_layers``' inverse)."""
+    parts, run = [], []
+    for i in indices:
+        if run and i != run[-1] + 1:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts)
+
+
+
 def _block_parts(family: Family, init: str) -> tuple[str, ...] | None:
     """Submodule names of a block to copy; None means the whole block."""
     if init not in INIT_CHOICES:

@@ -15,7 +15,7 @@ from pathlib import Path
 from inheritune.evaluation.compare import comparison_table
 from inheritune.evaluation.loss import YARDSTICK
 from inheritune.io import atomic_write_json, atomic_write_text
-from inheritune.analysis.selection import SELECTORS, spans
+from inheritune.models.surgery import spans
 from inheritune.reporting.plots import curves, strips
 
 CURVES_PNG = "val_loss_vs_tokens.png"
@@ -67,8 +67,8 @@ def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analys
             if g.direction == "grow" else f"-{g.step_layers} per round (shrink), at least {g.min_layers}")
     setup = (f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
              f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
-             f"`{recipe.inherit.by}` ({SELECTORS[recipe.inherit.by.partition(':')[0]].meaning}), scored on the train "
-             f"split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
+             f"`{recipe.inherit.by}` (`inheritune derive --help` says what each selector keeps), scored on the "
+             f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
              f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. Arms ending in -kd distil from "
              f"{recipe.distill.teacher} (alpha {recipe.distill.alpha}, T {recipe.distill.temperature}). wall_time: "
              f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
