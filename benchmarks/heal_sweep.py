@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from inheritune.analysis.selection import scoring_windows, select, spans
+from inheritune.analysis.selection import scoring_windows, select
 from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.loading import load_model, load_tokenizer
-from inheritune.models.surgery import inherit
+from inheritune.models.surgery import inherit, spans
 from inheritune.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))

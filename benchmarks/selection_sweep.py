@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from inheritune.analysis import layers as lp
-from inheritune.analysis.selection import Scoring, choose, scoring_windows, spans
+from inheritune.analysis.selection import Scoring, choose, scoring_windows
 from inheritune.data.prepare import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer
-from inheritune.models.surgery import drop_blocks
+from inheritune.models.surgery import drop_blocks, spans
 from inheritune.reporting.plots import curves
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,12 +11,12 @@ from transformers import AutoModelForCausalLM
 
 from conftest import make_data_dir, save_tiny, tiny_model
 from inheritune.analysis import selection
-from inheritune.analysis.selection import Scoring, choose, select, skipped, spans, window_loss
+from inheritune.analysis.selection import Scoring, choose, select, skipped, window_loss
 from inheritune.cli import main
 from inheritune.errors import InherituneError
 from inheritune.models.card import card_text
 from inheritune.models.families import blocks, family_of
-from inheritune.models.surgery import drop_blocks, inherit, origins
+from inheritune.models.surgery import drop_blocks, inherit, origins, spans
 from inheritune.recipe import recipe_from_dict
 from inheritune.training import TrainConfig, train
 from inheritune.training.healing import cuts, focus

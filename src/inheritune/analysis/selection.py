@@ -46,7 +46,7 @@ from inheritune.analysis.sampling import sample_sequences
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, num_layers
-from inheritune.models.surgery import parse_layers, spans
+from inheritune.models.surgery import parse_layers
 from inheritune.options import closest
 
 WINDOWS, WINDOW_LEN = 16, 256  # scoring windows of the train split: 4,096 tokens

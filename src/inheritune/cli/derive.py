@@ -5,6 +5,7 @@ import argparse
 
 from inheritune.analysis import selection
 from inheritune.commands.derive import derive
+from inheritune.models.surgery import spans
 from inheritune.models.surgery import INIT_CHOICES
 
 
@@ -28,6 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     r = derive(args.reference, layers=args.layers, out=args.out, by=args.by, data=args.data, init=args.init, seed=args.seed,
                overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
-    print(f"derived {len(r.blocks)}/{r.reference_layers} layers (blocks {selection.spans(r.blocks)} by {r.by}; "
+    print(f"derived {len(r.blocks)}/{r.reference_layers} layers (blocks {spans(r.blocks)} by {r.by}; "
           f"{r.parameters / 1e6:.1f}M parameters, init={r.init}) -> {r.out} in {r.seconds:.1f}s")
     return 0

@@ -37,7 +37,7 @@ from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_
 from inheritune.models.families import num_heads, num_layers
 from inheritune.models.loading import tokenizer_fingerprint
 from inheritune.models.card import write_card
-from inheritune.models.surgery import drop_blocks
+from inheritune.models.surgery import drop_blocks, spans
 from inheritune.reporting.plots import panels
 
 STEPS = "0,10,20,30,40,50,60,70,80,90"
@@ -356,7 +356,7 @@ def _drop_layers(model, tok, data, examples: int, seq_len: int, seed: int, k: in
 def _card(result: PruneResult) -> dict:
     """The pruned model's card facts."""
     if result.drop_layers:
-        cut = f"dropped blocks {selection.spans(result.dropped_layers)} by {result.by}"
+        cut = f"dropped blocks {spans(result.dropped_layers)} by {result.by}"
     else:
         cut = (f"masked {len(result.pruned_heads)}/{result.heads_total} heads and {len(result.pruned_ffn)}/"
                f"{result.ffn_total} FFNs by {result.by}")

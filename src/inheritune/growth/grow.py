@@ -26,7 +26,6 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.data.shards import TokenData, open_data
-from inheritune.errors import InherituneError
 from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_loss
 from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
@@ -34,10 +33,10 @@ from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, c
                            swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.analysis.selection import needs_windows, parse as parse_selector, scoring_windows, select, spans
+from inheritune.analysis.selection import needs_windows, parse as parse_selector, scoring_windows, select
 from inheritune.growth.config import GrowConfig
 from inheritune.models.card import write_card
-from inheritune.models.surgery import deepen, origins, stack_blocks
+from inheritune.models.surgery import deepen, origins, spans, stack_blocks
 from inheritune.training import TrainConfig, TrainResult, train
 from inheritune.training.trainer import check_teacher
 from inheritune.training.checkpoint import checkpoint_dir
