@@ -4,7 +4,8 @@ tokens, lr) on the development split and compare their val losses at equal token
 Each arm cuts the packaged reference with a block selector (analysis/selection.py), then trains it
 with the product's own trainer: distillation from the reference ("kd", alpha 1, T 1) or
 cross-entropy ("ce"), all blocks or only some (``train_blocks``: cuts:K, last:K), 512-token windows,
-2,048 tokens per step, 6 warmup steps then cosine. Arms run one after another and the results file
+2,048 tokens per step, 6 warmup steps then cosine; "kd-top64" distils from the teacher's 64 most likely
+tokens (teacher_states top:64, approximate) instead of its exact distribution. Arms run one after another and the results file
 is rewritten after each, so an interrupted sweep keeps what it measured and a rerun skips it.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/heal_sweep.py --reference smollm2-135m \\
@@ -55,12 +56,14 @@ def kept(arm: dict, reference, name: str, windows) -> list[int]:
 def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, windows) -> dict:
     keep = kept(arm, reference, name, windows)
     model = inherit(reference, keep)
+    kd = arm["loss"].startswith("kd")
     config = TrainConfig(seq_len=512, batch_size=4, tokens_per_step=2048, tokens=arm["tokens"], lr=arm["lr"],
                          min_lr=1e-5, warmup_steps=6, eval_every=10_000, train_blocks=arm["train_blocks"],
-                         distill_from=name if arm["loss"] == "kd" else None, progress=False)
+                         distill_from=name if kd else None, progress=False,
+                         teacher_states=f"top:{arm['loss'][6:]}" if arm["loss"].startswith("kd-top") else "hidden")
     out = ROOT / "runs" / "heal" / name / arm["name"].replace(":", "_")
     result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True,
-                   teacher=reference if arm["loss"] == "kd" else None)
+                   teacher=reference if kd else None)
     return arm | {"keep": keep, "start_val_loss": result.val_history[0]["val_loss"],
                   "val_loss": result.final_val_loss, "wall_time": result.wall_time,
                   "tokens_per_s": result.tokens / max(result.wall_time, 1e-9)}

@@ -5,6 +5,7 @@ trained in-process on generated text.
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -82,6 +83,19 @@ def make_tokenizer(vocab_size: int = VOCAB) -> PreTrainedTokenizerFast:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(generated_text(300, seed=123), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<eos>")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Teacher caches (and anything else under $INHERITUNE_CACHE) go to the session's temp folder,
+    never the developer's ~/.cache; subprocesses inherit it through the environment."""
+    before = os.environ.get("INHERITUNE_CACHE")
+    os.environ["INHERITUNE_CACHE"] = str(tmp_path_factory.mktemp("inheritune-cache"))
+    yield Path(os.environ["INHERITUNE_CACHE"])
+    if before is None:
+        del os.environ["INHERITUNE_CACHE"]
+    else:
+        os.environ["INHERITUNE_CACHE"] = before
 
 
 @pytest.fixture(scope="module")

@@ -259,3 +259,18 @@ def test_shrink_drops_blocks_of_the_healed_model_while_within_the_margin(setup, 
     with pytest.raises(InherituneError, match="--min-layers \\(3\\) is above --start-layers \\(2\\)"):
         grow_until_matched(reference, data, tmp_path / "bad", growth(direction="shrink", start_layers=2, min_layers=3),
                            CONFIG, log=lambda m: None)
+
+
+def test_rounds_continue_one_order_of_windows_and_an_arm_on_all_their_tokens_reads_the_teacher_cache(setup, tmp_path):
+    """Round r starts where round r - 1 stopped, so a comparison arm trained on the rounds' tokens
+    draws the same windows: the teacher computed them once."""
+    root, reference, data, full = setup
+    config = TrainConfig(**{**CONFIG.__dict__, "distill_from": "reference", "teacher_cache": str(tmp_path / "c")})
+    grown = grow_until_matched(reference, data, tmp_path / "kd", growth(margin=-100.0, max_layers=2), config,
+                               log=lambda m: None)
+    skips = [json.loads((Path(r["run_dir"]) / "config.json").read_text())["config"]["skip_tokens"] for r in grown.rounds]
+    assert skips == [0, TOKENS_PER_ROUND]
+    arm = train(tiny_model("llama", 2, seed=7), data, tmp_path / "arm", CONFIG, tokens=2 * TOKENS_PER_ROUND,
+                distill_from=str(reference), teacher=load_model(reference), teacher_cache=str(tmp_path / "c"))
+    assert arm.teacher_cache["windows_computed"] == 0
+    assert arm.teacher_cache["windows_read"] == 2 * TOKENS_PER_ROUND // CONFIG.seq_len

@@ -29,6 +29,11 @@ HELP = {
     "distill_from": "teacher model for knowledge distillation (same tokenizer; in grow, 'reference' = the reference)",
     "distill_alpha": "distillation weight: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE (default 1.0)",
     "distill_temperature": "T, the softmax temperature of the KL term (default 1.0)",
+    "teacher_cache": "auto (default: under $INHERITUNE_CACHE or ~/.cache/inheritune when it fits the disk) | off | "
+                     "FOLDER: where the teacher's hidden states are stored once per training window and read back by "
+                     "every later run on the same windows (exact: the loss is unchanged)",
+    "teacher_states": "hidden (default: the teacher's last hidden states, exact) | top:K (its K most likely tokens, "
+                      "approximate, see training/loss.py's TopK: smaller cache, cheaper loss)",
     "train_blocks": "blocks that train at the full lr: all (default) | last:K | cuts:K (K blocks on each side of "
                     "every cut a derived model has) | indices like 0-3,20; the final norm trains too",
     "rest_lr_scale": "lr multiplier of everything outside --train-blocks; 0 (default) freezes it: no gradient, "

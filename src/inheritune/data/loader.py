@@ -10,7 +10,8 @@ and visits them in a random order (sampling without replacement, so a small data
 covered evenly). Global sample ``g`` of the run is window ``perm[g % n]`` of epoch ``g // n``.
 Step ``s`` owns samples ``s*G .. s*G+G-1`` (``G`` = sequences per optimizer step); micro-step
 ``m`` of rank ``r`` takes the ``batch_size`` samples starting at ``(m*world + r)*batch_size``,
-so ranks draw disjoint windows and their union is the single-process batch.
+so ranks draw disjoint windows and their union is the single-process batch. ``skip_steps``
+starts the order that many steps in: a run that continues another one's windows (grow's rounds).
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ from inheritune.errors import InherituneError
 
 class TrainLoader:
     def __init__(self, data: TokenData, seq_len: int, batch_size: int, sequences_per_step: int,
-                 seed: int = 0, rank: int = 0, world: int = 1):
+                 seed: int = 0, rank: int = 0, world: int = 1, skip_steps: int = 0):
         self.shards = data.shards("train")  # memory maps: nothing is read until a window is asked for
         self.ends = np.cumsum([len(s) for s in self.shards])
         total = int(self.ends[-1]) if len(self.ends) else 0
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.per_step, self.rank, self.world = sequences_per_step, rank, world
+        self.per_step, self.rank, self.world, self.skip = sequences_per_step, rank, world, skip_steps
         if sequences_per_step % (batch_size * world):
             raise InherituneError(f"{sequences_per_step} sequences per step do not split into micro-batches "
                                   f"of {batch_size} on {world} rank(s)")
@@ -62,11 +63,17 @@ class TrainLoader:
             pos += len(piece)
         return np.concatenate(out) if len(out) > 1 else np.asarray(out[0])
 
-    def batch(self, step: int, micro: int) -> torch.Tensor:
-        """Token ids [batch_size, seq_len + 1] (int64) of this rank's micro-batch of ``step`` (0-based)."""
-        first = step * self.per_step + (micro * self.world + self.rank) * self.batch_size
-        rows = []
+    def starts(self, step: int, micro: int) -> list[int]:
+        """Where in the train stream each window of this rank's micro-batch of ``step`` starts: with
+        seq_len, a window's identity (what the teacher cache keys its states by)."""
+        first = (self.skip + step) * self.per_step + (micro * self.world + self.rank) * self.batch_size
+        starts = []
         for g in range(first, first + self.batch_size):
             offset, perm = self._order(g // self.windows)
-            rows.append(self._window(offset + int(perm[g % self.windows]) * self.seq_len))
+            starts.append(offset + int(perm[g % self.windows]) * self.seq_len)
+        return starts
+
+    def batch(self, step: int, micro: int) -> torch.Tensor:
+        """Token ids [batch_size, seq_len + 1] (int64) of this rank's micro-batch of ``step`` (0-based)."""
+        rows = [self._window(start) for start in self.starts(step, micro)]
         return torch.from_numpy(np.stack(rows).astype(np.int64))

@@ -186,8 +186,10 @@ def grow_until_matched(
 
     With ``config.distill_from`` set to ``"reference"`` (or the reference's own name) every round
     distils from the reference already in memory. Rerunning with the same arguments resumes (or
-    returns the finished result). Round ``r`` trains with seed ``config.seed + r - 1`` so that each
-    round draws different windows; the blocks each round holds are recorded beside it
+    returns the finished result). Round ``r`` continues the windows where round ``r - 1`` stopped
+    (one order of the data, ``skip_tokens``), so rounds see different windows and a comparison
+    arm trained on all the rounds' tokens sees the same ones (the teacher cache computes each
+    once); the blocks each round holds are recorded beside it
     (``round-XX-LL.blocks.json``), so a resumed round rebuilds the same model without re-scoring.
     """
     out = Path(out)
@@ -253,7 +255,8 @@ class _Rounds:
         windows = scoring_windows(self.data, seed=self.config.seed) if needs_windows(self.by) else None
         rounds, layers, previous = [], g.start_layers, None
         while True:
-            result, row = self._round(len(rounds) + 1, layers, previous, windows, target)
+            result, row = self._round(len(rounds) + 1, layers, previous, windows, target,
+                                      sum(r["tokens"] for r in rounds))
             rounds.append(row)
             if g.direction == "grow" and (row["matched"] or layers >= g.max_layers):
                 break
@@ -263,9 +266,11 @@ class _Rounds:
             previous, layers = Path(result.model_dir), min(max(layers + step, g.min_layers), g.max_layers)
         return self._summary(rounds, ref_loss, target)
 
-    def _round(self, index: int, layers: int, previous: Path | None, windows, target: float) -> tuple[TrainResult, dict]:
+    def _round(self, index: int, layers: int, previous: Path | None, windows, target: float,
+               done: int) -> tuple[TrainResult, dict]:
+        """Round ``index``: its model, trained on the windows after the ``done`` tokens of the rounds before."""
         run_dir = round_dir(self.out, index, layers)
-        seed = self.config.seed + index - 1
+        seed = self.config.seed + index - 1  # of the new blocks' initialisation
         trained = load_model(previous) if previous is not None else None
         record = self.out / f"{run_dir.name}.blocks.json"  # the choice, kept: a resumed round is not re-scored
         if record.is_file():
@@ -281,8 +286,8 @@ class _Rounds:
                                                       f"({self.growth.mode})"
             self.log(f"round {index}: {layers} layers {how}, reference blocks {spans(chosen['blocks'])} (by {self.by}), "
                      f"training {self.config.tokens} tokens -> {run_dir}")
-        result = train_resumable(model, self.data.root, run_dir, dataclasses.replace(self.config, seed=seed), self.tok,
-                                 self.teacher)
+        result = train_resumable(model, self.data.root, run_dir, dataclasses.replace(self.config, skip_tokens=done),
+                                 self.tok, self.teacher)
         matched = result.final_val_loss <= target
         self.log(f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
                  + ("matched" if matched else "not matched"))

@@ -39,6 +39,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 autocast on CPU and bf16-capable GPUs)
     compile: bool = False
     seed: int = 0
+    skip_tokens: int = 0  # start where a run of this many tokens (same seed) ended: grow's rounds continue one order
     on_nonfinite: str = "stop"  # stop | skip
     fsdp: bool = False
     log_every: int = 1
@@ -48,6 +49,8 @@ class TrainConfig:
     distill_from: str | None = None  # teacher (alias, folder, .gguf, hub id): knowledge distillation
     distill_alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
     distill_temperature: float = 1.0  # T: softmax temperature of both models in the KL term
+    teacher_cache: str = "auto"  # auto | off | FOLDER: the teacher's states stored once per window (training/teacher_cache.py)
+    teacher_states: str = "hidden"  # hidden (exact) | top:K (approximate): what of the teacher the loss reads
     train_blocks: str = "all"  # blocks that train at the full lr: all | last:K | cuts:K | indices (training/healing.py)
     rest_lr_scale: float = 0.0  # lr multiplier of everything else when train_blocks is not all; 0 freezes it
 
@@ -58,6 +61,8 @@ class TrainConfig:
         for name in ("seq_len", "batch_size", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise InherituneError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.skip_tokens < 0:
+            raise InherituneError(f"skip_tokens must be >= 0, not {self.skip_tokens}")
         for name in ("steps", "tokens", "tokens_per_step", "eval_every", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -74,6 +79,9 @@ class TrainConfig:
             raise InherituneError(f"distill_alpha must be in [0, 1], not {self.distill_alpha}")
         if not self.distill_temperature > 0:
             raise InherituneError(f"distill_temperature must be positive, not {self.distill_temperature}")
+        if not str(self.teacher_cache).strip():
+            raise InherituneError("teacher_cache must be auto, off or a folder, not empty")
+        check_teacher_states(self.teacher_states)
         check_train_blocks(self.train_blocks)
         if not 0 <= self.rest_lr_scale <= 1:
             raise InherituneError(f"rest_lr_scale must be in [0, 1], not {self.rest_lr_scale}")
@@ -104,6 +112,17 @@ def check_train_blocks(spec: str) -> str:
         return spec
     raise InherituneError(f"train_blocks must be all, last:K, cuts:K (K >= 1) or block indices like 0-3,20, "
                           f"not '{spec}'")
+
+
+def check_teacher_states(spec: str) -> int | None:
+    """``hidden`` (the teacher's last hidden states: exact) -> None; ``top:K`` (its K most likely
+    tokens and their exact probabilities, the tail by training/loss.py's TopK rule) -> K."""
+    kind, _, k = spec.partition(":")
+    if spec == "hidden":
+        return None
+    if kind == "top" and k.isdigit() and int(k) >= 1:
+        return int(k)
+    raise InherituneError(f"teacher_states must be hidden or top:K (K >= 1), not '{spec}'")
 
 
 def make_config(config: TrainConfig | dict | None = None, **overrides) -> TrainConfig:

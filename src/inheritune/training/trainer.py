@@ -34,8 +34,8 @@ from inheritune.models.card import write_card
 from inheritune.models.families import context_length
 from inheritune.models.precision import autocast_dtype
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.training import checkpoint, distributed, healing
-from inheritune.training.config import TrainConfig, make_config, read_recipe
+from inheritune.training import checkpoint, distributed, healing, teacher_cache
+from inheritune.training.config import TrainConfig, check_teacher_states, make_config, read_recipe
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
 from inheritune.training.loss import CausalLMLoss, Teacher
@@ -45,7 +45,7 @@ from inheritune.training.optim import lr_at, make_optimizer
 RUN_FILES = {"config.json", "log.jsonl", "log.csv", "checkpoints", "tensorboard"}
 # Options that may change between a run and its resumption: they do not touch the loss curve.
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "compile", "peak_flops", "progress", "trust_remote_code"}
+                     "compile", "peak_flops", "progress", "trust_remote_code", "teacher_cache"}
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainResult(CommandResult):
     final_val_loss: float
     val_history: list[dict]  # [{"step", "tokens", "val_loss", "wall_time"}...] including step 0 and the end
     wall_time: float  # seconds of optimizer steps (teacher included; evaluations and checkpoints not), over all resumes
+    teacher_cache: dict | None = None  # where the teacher's states were read from / stored, and how many (this call)
 
 
 class TrainingInterrupted(InherituneError):
@@ -133,6 +134,8 @@ class _Run:
     peak: float
     log: RunLog
     fresh: bool  # no checkpoint was resumed
+    teacher_states: object = None  # inputs -> what the loss reads of the teacher (None: the loss runs it itself)
+    cache: teacher_cache.TeacherCache | None = None  # the teacher's states by window, when distilling through it
     step: int = 0
     val_history: list = dataclasses.field(default_factory=list)
     train_seconds: float = 0.0
@@ -166,7 +169,7 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     total_steps = config.total_steps(tokens_per_step)
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
     loader = TrainLoader(tokens_data, config.seq_len, config.batch_size, tokens_per_step // config.seq_len,
-                         config.seed, env.rank, env.world)
+                         config.seed, env.rank, env.world, _skip_steps(config, tokens_per_step))
     teacher = _teacher(config, teacher_model, tokens_data, model)
 
     # The latest checkpoint that loads (of the run, or of a replacement a kill stopped).
@@ -189,11 +192,16 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     torch.manual_seed(config.seed)
     if teacher is not None:
         teacher.model.to(device=env.device, dtype=torch.float32).eval()
+    loss = CausalLMLoss(model, fused=not config.fsdp, teacher=teacher)
     if config.fsdp:  # the HF model is the FSDP root, so evaluation and saving can call it directly
         distributed.shard(model)
-        step_loss = CausalLMLoss(model, fused=False, teacher=teacher)
+        step_loss = loss
     else:
-        step_loss = distributed.data_parallel(CausalLMLoss(model, teacher=teacher), env)
+        step_loss = distributed.data_parallel(loss, env)
+    states = _states_of(teacher, config, loss.fused, autocast)
+    cache = None
+    if states is not None:
+        cache = _open_teacher_cache(config, teacher, tokens_data, autocast, env, total_steps * tokens_per_step)
     run = _Run(config=config, env=env, run_dir=run_dir, work=work, model=model, tokenizer=tokenizer,
                data=tokens_data, loader=loader, step_loss=step_loss,
                forward=torch.compile(step_loss) if config.compile else step_loss,
@@ -202,7 +210,8 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
                flops=flops,
                peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
                log=RunLog(work, keep_until=found[1]["step"] if found is not None else None, enabled=env.main),
-               fresh=found is None, last_checkpoint=found[0] if found else None)
+               fresh=found is None, last_checkpoint=found[0] if found else None, teacher_states=states,
+               cache=cache)
     if found is not None:
         _restore(run, found[1])
     if env.main:
@@ -235,6 +244,13 @@ def _tokens_per_step(config: TrainConfig, world: int) -> int:
         raise InherituneError(f"tokens_per_step {tokens_per_step} is not a multiple of batch_size x seq_len x ranks "
                               f"= {config.batch_size} x {config.seq_len} x {world} = {micro_tokens}")
     return tokens_per_step
+
+
+def _skip_steps(config: TrainConfig, tokens_per_step: int) -> int:
+    if config.skip_tokens % tokens_per_step:
+        raise InherituneError(f"skip_tokens {config.skip_tokens} is not a whole number of steps of "
+                              f"{tokens_per_step} tokens")
+    return config.skip_tokens // tokens_per_step
 
 
 def _restore(run: _Run, state: dict) -> None:
@@ -330,7 +346,7 @@ def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool
         batch = run.loader.batch(run.step, micro).to(env.device, non_blocking=True)
         with _grad_sync(run.model if config.fsdp else run.step_loss, micro == run.loader.micro_steps - 1):
             with torch.autocast(env.device.type, dtype=run.autocast) if run.autocast else nullcontext():
-                loss = run.forward(batch) / run.loader.micro_steps
+                loss = run.forward(batch, _teacher_states(run, micro, batch[:, :-1])) / run.loader.micro_steps
             loss.backward()
         loss_sum += loss.detach()
     norm = _clip(run.model, config.grad_clip)
@@ -373,7 +389,8 @@ def _finalize(run: _Run) -> TrainResult:
     """The final model folder and result.json; a replacement is swapped in only now."""
     full = _full_state(run.model, run.optimizer, run.config.fsdp, optimizer_too=False)
     result = TrainResult(run.run_dir, run.run_dir / "final", run.step, run.step * run.tokens_per_step,
-                         run.val_history[-1]["val_loss"], run.val_history, run.train_seconds)
+                         run.val_history[-1]["val_loss"], run.val_history, run.train_seconds,
+                         run.cache.stats() if run.cache is not None else None)
     if run.env.main:
         with atomic_dir(run.work / "final", overwrite=True) as tmp:
             run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
@@ -430,6 +447,53 @@ def _teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: 
         raise InherituneError(f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
                               f"{rows[1]}: distillation needs one vocabulary")
     return Teacher(model, config.distill_alpha, config.distill_temperature)
+
+
+def _states_of(teacher: Teacher | None, config: TrainConfig, fused: bool, autocast):
+    """inputs -> the teacher's states the fused loss reads (hidden states, or TopK); None when the
+    plain loss (FSDP, a biased head) runs the teacher on full logits itself."""
+    if teacher is None or not fused:
+        if teacher is not None and config.teacher_states != "hidden":
+            raise InherituneError(f"teacher_states {config.teacher_states} needs the fused loss, which --fsdp and "
+                                  f"biased LM heads do not use; use teacher_states hidden")
+        return None
+    k = check_teacher_states(config.teacher_states)
+    if k is None:
+        return teacher.hidden
+    return lambda inputs: teacher.top_k(teacher.hidden(inputs), k, autocast or torch.float32)
+
+
+def _teacher_states(run: _Run, micro: int, inputs: torch.Tensor):
+    """What the loss reads of the teacher for this micro-batch: from the cache when there is one."""
+    if run.teacher_states is None:
+        return None
+    if run.cache is None:
+        return run.teacher_states(inputs)
+    return run.cache.states(run.loader.starts(run.step, micro), inputs, run.teacher_states)
+
+
+def _open_teacher_cache(config: TrainConfig, teacher: Teacher, data, autocast, env,
+                        tokens: int) -> teacher_cache.TeacherCache | None:
+    """The store of the teacher's states this run reads and fills (None: distilling without one)."""
+    if config.teacher_cache == "off":
+        return None
+    auto = config.teacher_cache == "auto"
+    root = teacher_cache.default_root() if auto else Path(config.teacher_cache)
+    dtype = autocast or torch.float32  # what the fused loss computes in: states stored so are exact
+    layout = teacher_cache.fields(config.teacher_states, teacher.head.shape[1], dtype)
+    if auto and not teacher_cache.fits(root, tokens, teacher_cache.token_bytes(layout)):
+        if env.main:
+            print(f"inheritune: the teacher's states for {tokens:,} tokens would not fit under {root} (at most half "
+                  f"the free disk): distilling without a teacher cache", file=sys.stderr)
+        return None
+    opened = None
+    for turn in ("main", "others"):  # the main rank creates or clears the folder before the others open it
+        if env.main == (turn == "main"):
+            opened = teacher_cache.open_cache(root, config.distill_from or "teacher", teacher.model, data,
+                                              config.seq_len, dtype, config.teacher_states,
+                                              config.distill_temperature, quiet=not env.main)
+        _barrier(env)
+    return opened
 
 
 def check_teacher(teacher: str, data, trust_remote_code: bool = False) -> None:
