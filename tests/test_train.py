@@ -255,6 +255,8 @@ def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert config["world"] == 2 and config["micro_steps"] == 1 and config["tokens_per_step"] == 128
         assert result["tokens"] == single.tokens == 6 * 128
+        if name == "ddp-kd":  # each rank read its own windows' teacher states, stored by the single-process run
+            assert (result["teacher_cache"]["windows_read"], result["teacher_cache"]["windows_computed"]) == (6 * 2, 0)
         for a, b in zip(result["val_history"], single.val_history, strict=True):
             assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4), name
         # The final model is a whole (unsharded) HF model equal, tensor for tensor, to the single-process one.

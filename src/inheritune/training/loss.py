@@ -102,6 +102,9 @@ class _ExactTeacher:
         return (q * (logq - logp_t)).sum(), p_t.sub_(q)
 
 
+ROUNDING = 1e-6  # a top-k teacher's tail mass below this is 1 - (sum of k probabilities) rounding, not mass
+
+
 class _TopKTeacher:
     """The teacher's distribution as TopK (its docstring states the rule for the tail)."""
 
@@ -109,15 +112,18 @@ class _TopKTeacher:
         self.top = top
 
     def term(self, i: int, j: int, logp_t: torch.Tensor, p_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As _ExactTeacher.term, with the tail of q shaped as the student's: p_T (1 - r / s) off the
-        top k, where r and s are the teacher's and the student's mass outside it."""
+        """As _ExactTeacher.term, with the tail of q shaped as the student's: p_T r / s off the top k,
+        where r and s are the teacher's and the student's mass outside it. s is summed over the tail
+        itself: 1 - (top-k mass) cancels to 0 or below when the student is confident."""
         idx = self.top.indices[i:j].long()
         logq_k = self.top.values[i:j].float() - self.top.lse[i:j, None].float()
         q_k, p_k = logq_k.exp(), p_t.gather(1, idx)
-        rest = (1 - q_k.sum(-1)).clamp_min(0)
-        student_rest = (1 - p_k.sum(-1)).clamp_min(1e-12)
+        rest = 1 - q_k.sum(-1)
+        rest = torch.where(rest > ROUNDING, rest, 0.0)  # below fp32's rounding of 1 - sum: no tail
+        tail = p_t.scatter_(1, idx, 0.0)  # p_T off the top k, in place
+        student_rest = tail.sum(-1).clamp_min(torch.finfo(torch.float32).tiny)
         kl = (q_k * (logq_k - logp_t.gather(1, idx))).sum() + torch.xlogy(rest, rest / student_rest).sum()
-        kd = p_t.mul_((1 - rest / student_rest)[:, None])
+        kd = tail.mul_((1 - rest / student_rest)[:, None])
         return kl, kd.scatter_(1, idx, p_k - q_k)
 
 
