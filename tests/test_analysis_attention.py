@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from inheritune.analysis import attention as M
 from inheritune.analysis.analyze import _recommend
 from inheritune.analysis.hooks import attention_probs
 from inheritune.cli import main
+from inheritune.models.families import blocks, family_of
 
 T = 100
 
@@ -129,26 +131,61 @@ def test_bos_option_reveals_a_sink_on_the_bos_token(tokenizer, tmp_path):
     assert r.bos and r.lazy_layers == [1, 3] and r.recommended_layers == 1
 
 
+def _attend_uniformly(model) -> None:
+    """Every head of ``model`` spreads its attention evenly over the causal prefix, whatever the
+    tokens: the norm before attention outputs zeros (Gemma's scales by 1 + weight) and the attention
+    biases are zero, so every query and key is zero and every score equal."""
+    family = family_of(model.config)
+    with torch.no_grad():
+        for block in blocks(model):
+            attn, norm = (block.get_submodule(part) for part in family.attn_parts[:2])
+            for name, p in norm.named_parameters():
+                p.fill_(-1.0 if name == "weight" and "Gemma" in type(norm).__name__ else 0.0)
+            for name, p in attn.named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
+
+
+def _uniform_causal_values(t: int, tau: float = 0.9) -> dict[str, float]:
+    """Every per-head metric of the uniform causal matrix (row i: 1/(i+1) on 0..i), from numpy's
+    SVD and the metrics' definitions (``analyze.HEAD_METRICS``)."""
+    a = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]
+    energy = np.linalg.svd(a, compute_uv=False) ** 2
+    rank = int(np.argmax(np.cumsum(energy) / energy.sum() >= tau - 1e-9)) + 1
+    squares = np.sort((a ** 2).sum(0))[::-1]
+    mass = sum(1 / (i + 1) for i in range(t)) / t  # column 0 of the row average, the heaviest
+    return {"rank": rank, "rank_seq_mean": rank, "rank_seq_q10": rank, "rank_seq_q50": rank, "rank_seq_q90": rank,
+            "column_mass": mass, "column_mass_seq_mean": mass, "heaviest_column": 0, "first_token_share": 1.0,
+            "columns_90": int(np.argmax(np.cumsum(squares) / squares.sum() >= 0.9 - 1e-9)) + 1, "entropy": 1.0}
+
+
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_every_family_is_analysed_and_left_unmodified(family, tokenizer, tmp_path):
+    """With every head attending uniformly, every metric of every head is the uniform causal
+    matrix's (16 tokens: Gemma-3's sliding window of 16 covers the whole prefix too); the model is
+    left as it came (attention implementation, hooks, logits)."""
     model = tiny_model(family, 3)
     model.set_attn_implementation("sdpa")
+    _attend_uniformly(model)
     ids = torch.randint(0, model.config.vocab_size, (1, 16))
     attention_probs(model, ids)  # transformers adds its own output-recording hooks on first use
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
     with torch.no_grad():
         before = model(input_ids=ids).logits
     (tmp_path / "t.txt").write_text("\n".join(generated_text(30)))
-    r = analyze(model, out=tmp_path / "analysis", overwrite=True, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=32)
+    r = analyze(model, out=tmp_path / "analysis", overwrite=True, text=tmp_path / "t.txt", tokenizer=tokenizer, sequences=4, seq_len=16)
     assert model.config._attn_implementation == "sdpa"
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, before)
     assert r.num_layers == 3 and len(r.layers) == 3
+    expected = _uniform_causal_values(16)
+    assert r.uniform_causal_rank == expected["rank"] == 3 and expected["columns_90"] == 7
     for row in r.layers:
-        assert len(row["rank"]) == len(row["column_mass"]) == len(row["entropy"]) == r.num_heads
-        assert 1 <= row["rank_max"] <= 32 and 0 < row["column_mass_max"] <= 1
-        assert row["block_influence"] > 0
+        for metric, value in expected.items():
+            assert row[metric] == pytest.approx([value] * r.num_heads, rel=1e-5), (row["layer"], metric)
+        assert row["block_influence"] > 0  # the MLPs still write
+    assert r.lazy_layers == []  # no sink: the heaviest column holds 21% of the attention
 
 
 def test_a_block_that_adds_nothing_has_zero_block_influence(tokenizer, tmp_path):

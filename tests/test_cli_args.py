@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from inheritune.cli import main
-from inheritune.cli.args import count
+from inheritune.options import count
 
 
 @pytest.mark.parametrize("text", ["1000000", "1_000_000", "1e6", "1E6", "10e5", "1e+6"])

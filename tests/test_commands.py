@@ -1,7 +1,7 @@
 """Every command is a library function (issue 13): the CLI only maps arguments.
 
 The commands are enumerated from the parser, so a new command fails here until it has a Python
-counterpart in ``cli.PYTHON`` (or is listed below as a known gap). For each counterpart, a CLI
+counterpart in ``cli.PYTHON``. For each counterpart, a CLI
 invocation and the Python call with the same arguments write the same files (byte-identical apart
 from timings) and the call returns a typed result. ``--help`` shows every option's default; list
 options are comma-separated; every command that loads a model takes ``--trust-remote-code``.
@@ -21,17 +21,10 @@ import pytest
 from conftest import make_data_dir, save_tiny
 from inheritune.cli import PYTHON, build_parser, main
 
-# Commands whose Python counterpart does not yet take the command's arguments and return a typed
-# result. Each is an expected failure: giving one a counterpart means moving it to ``cli.PYTHON``.
-NOT_YET: set[str] = set()
 # Options that only print and exit (their Python counterparts are named in the command's docstring).
 CLI_ONLY = {"run": {"show_default", "check"}}
 # In-memory objects a command line cannot pass.
 PYTHON_ONLY = {"train": {"teacher"}}
-# Commands that load a model but whose parser has no --trust-remote-code yet (issue 13, item 2).
-NO_TRUST_YET: set[str] = set()
-# Options whose default comes from TrainConfig (argparse.SUPPRESS) do not show it in --help yet.
-HELP_YET: set[str] = set()
 DURATION = re.compile(r"\b\d+(\.\d+)? (s|min)\b")  # "took 3 s" in prose
 TIMINGS = {"seconds", "time_s", "wall_time", "load", "tokens_per_s", "mfu", "time", "step_time", "elapsed"}
 
@@ -60,15 +53,11 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_a_python_counterpart(command):
-    if command in NOT_YET:
-        assert command not in PYTHON
-        pytest.xfail(f"{command}: no library function with the command's arguments and a typed result yet")
     assert command in PYTHON, f"`inheritune {command}` has no Python counterpart in inheritune.cli.PYTHON"
 
 
-def test_the_known_gaps_are_commands():
-    assert NOT_YET <= set(COMMANDS) and set(PYTHON) <= set(COMMANDS)
-    assert not NOT_YET & set(PYTHON), "a command with a counterpart is still listed as a gap"
+def test_every_counterpart_is_a_command():
+    assert set(PYTHON) <= set(COMMANDS), set(PYTHON) - set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", sorted(PYTHON))
@@ -245,9 +234,6 @@ def test_help_of_every_command_shows_every_default(command):
     missing = [action.option_strings[0] for action in parser._actions
                if action.option_strings and not isinstance(action, argparse._HelpAction) and not action.required
                and "default" not in formatter._get_help_string(action).lower()]
-    if command in HELP_YET:
-        assert missing, f"{command} shows every default now: drop it from HELP_YET"
-        pytest.xfail(f"{command}: options defaulting to the config's value do not show it: {missing}")
     assert not missing, (command, missing)
     assert "(default: " in parser.format_help()
 
@@ -265,8 +251,6 @@ def test_a_list_option_is_comma_separated_and_never_swallows_the_model():
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_that_loads_a_model_trusts_remote_code_only_when_asked(command):
-    if command in NO_TRUST_YET:
-        pytest.xfail(f"{command}: --trust-remote-code not wired yet")
     options = _options(COMMANDS[command])
     assert "trust_remote_code" in options, command
     default = options["trust_remote_code"].default

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_data_dir, save_tiny
+from conftest import generated_text, make_data_dir, save_tiny
 from inheritune.cli import main
 from inheritune.data import shards
 from inheritune.data.shards import MANIFEST, open_data
@@ -54,9 +54,14 @@ def _cli_refuses(capsys, model_dir: Path, data_dir: Path, *words: str) -> None:
         assert word in err, err
 
 
-def test_a_good_folder_opens(data_dir):
-    data = open_data(data_dir)
-    assert data.num_tokens("train") == len(data.tokens("train"))
+def test_a_good_folder_opens(data_dir, tokenizer):
+    """The folder holds make_data_dir's 40 documents (the first 8 are val), each tokenized and
+    ended by EOS: the counts and tokens match encoding them here."""
+    data, docs, eos = open_data(data_dir), generated_text(40), tokenizer.eos_token_id
+    for split, part in (("val", docs[:8]), ("train", docs[8:])):
+        expected = [i for doc in part for i in tokenizer.encode(doc) + [eos]]
+        assert data.num_tokens(split) == len(expected) and data.tokens(split).tolist() == expected
+        assert int((data.tokens(split) == eos).sum()) == len(part)
 
 
 def test_random_bytes_of_the_right_size(data_dir, model_dir, capsys):

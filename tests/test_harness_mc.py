@@ -9,22 +9,23 @@ import pytest
 import yaml
 
 from conftest import save_tiny, tiny_model
+from inheritune import evaluate
 from inheritune.cli import main
 from inheritune.commands.importance import importance
 from inheritune.errors import InherituneError
-from inheritune.evaluation import harness, suite
+from inheritune.evaluation import harness_mc, suite
 
 
-def _task_folder(folder):
-    """``toy_sums`` (multiple choice, 60 documents: 15 train, 45 test), ``toy_echo`` (generation) and
-    ``toy_missing`` (its data file is not there, as a hub task's data is not offline)."""
+def _task_folder(folder, n: int = 60):
+    """``toy_sums`` (multiple choice, ``n`` documents: a quarter train, the rest test), ``toy_echo``
+    (generation) and ``toy_missing`` (its data file is not there, as a hub task's data is not offline)."""
     rng = random.Random(0)
     rows = []
-    for i in range(60):
+    for i in range(n):
         a, b = rng.randrange(50), rng.randrange(50)
         choices = [str(a + b + d) for d in rng.sample(range(3), 3)]
         rows.append({"question": f"What is {a} plus {b}? ({i})", "choices": choices, "answer": choices.index(str(a + b))})
-    files = {"train": rows[:15], "test": rows[15:]}
+    files = {"train": rows[:n // 4], "test": rows[n // 4:]}
     for split, docs in files.items():
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs))
     common = {"dataset_path": "json", "training_split": "train", "test_split": "test",
@@ -50,7 +51,7 @@ def toy_tasks(tmp_path, monkeypatch):
     folder.mkdir()
     rows = _task_folder(folder)
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    monkeypatch.setattr(harness, "harness_manager", lambda: manager)
+    monkeypatch.setattr(harness_mc, "harness_manager", lambda include_path=None: manager)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     suite.clear_caches()
     yield rows
@@ -97,18 +98,37 @@ def test_include_path_makes_the_users_own_tasks_work_from_the_cli(tmp_path, toke
     _task_folder(folder)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     model = save_tiny(tmp_path / "model", "llama", 2, tok=tokenizer)
-    try:
-        assert main(["importance", str(model), "--tasks", "toy_sums", "--shots", "0", "--examples", "3",
-                     "--include-path", str(folder), "--out", str(tmp_path / "imp")]) == 0
-        sources = json.loads((tmp_path / "imp" / "importance.json").read_text())["sources"]
-        assert list(sources) == ["toy_sums/0shot"] and len(sources["toy_sums/0shot"]["ids"]) == 3
-        assert main(["eval", str(model), "--tasks", "toy_sums", "--limit", "4", "--include-path", str(folder),
-                     "--out", str(tmp_path / "eval.json")]) == 0
-        assert json.loads((tmp_path / "eval.json").read_text())["tasks"]["toy_sums"]["samples"] == 4
-        capsys.readouterr()
-        assert main(["importance", str(model), "--tasks", "toy_sums", "--include-path", str(tmp_path / "nope"),
-                     "--out", str(tmp_path / "imp2")]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err == f"inheritune: error: --include-path {tmp_path / 'nope'} is not a folder of lm-eval task YAMLs"
-    finally:
-        harness.include_tasks(None)
+    assert main(["importance", str(model), "--tasks", "toy_sums", "--shots", "0", "--examples", "3",
+                 "--include-path", str(folder), "--out", str(tmp_path / "imp")]) == 0
+    sources = json.loads((tmp_path / "imp" / "importance.json").read_text())["sources"]
+    assert list(sources) == ["toy_sums/0shot"] and len(sources["toy_sums/0shot"]["ids"]) == 3
+    assert main(["eval", str(model), "--tasks", "toy_sums", "--limit", "4", "--include-path", str(folder),
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["tasks"]["toy_sums"]["samples"] == 4
+    capsys.readouterr()
+    assert main(["importance", str(model), "--tasks", "toy_sums", "--include-path", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "imp2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"inheritune: error: --include-path {tmp_path / 'nope'} is not a folder of lm-eval task YAMLs"
+
+
+def test_the_include_path_of_one_call_never_reaches_the_next(tmp_path, tokenizer, monkeypatch, one_thread):
+    """Two folders define ``toy_sums`` differently (45 and 9 test documents): each evaluation and
+    question lookup sees its own folder's task, and a call without a folder sees neither."""
+    folders = {n: tmp_path / f"tasks{n}" for n in (60, 12)}
+    rows = {}
+    for n, folder in folders.items():
+        folder.mkdir()
+        rows[n] = {r["question"] for r in _task_folder(folder, n)}
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    model = tiny_model("llama", 1)
+    for n in (60, 12, 60):  # back to the first folder too: nothing of the second is kept
+        result = evaluate(model, tokenizer=tokenizer, tasks=["toy_sums"], include_path=folders[n])
+        assert result.tasks["toy_sums"]["samples"] == n - n // 4  # the folder's test documents
+        asked = {q.question.removeprefix("Question: ") for split in ("dev", "test")
+                 for q in suite.questions("toy_sums", split, folders[n])}
+        assert asked == rows[n]  # every document of the folder, train and test, and no other
+    with pytest.raises(InherituneError, match="unknown task toy_sums"):
+        evaluate(model, tokenizer=tokenizer, tasks=["toy_sums"])
+    with pytest.raises(InherituneError, match="unknown task 'toy_sums'"):
+        suite.questions("toy_sums", "test")

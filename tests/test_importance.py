@@ -13,7 +13,7 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
 from inheritune.analysis import prune as pr
 from inheritune.analysis.hooks import ffn_knockout
-from inheritune.evaluation.suite import Prompt
+from inheritune.evaluation.prompt_format import Prompt
 from inheritune.analysis.hooks import head_mask
 from inheritune.models.families import input_weights
 from inheritune.cli import main

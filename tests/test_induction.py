@@ -1,12 +1,17 @@
 """induction: a hand-built two-layer induction circuit is found; a previous-token head is not."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from conftest import save_tiny
 from inheritune.analysis.induction import candidate_tokens, induction_scores, repeated_sequences, top_heads
+from inheritune.cli import main
+from inheritune.commands import induction as command
 
 V = P = D = 32  # vocabulary, positions, head size: the residual stream is [token | position | previous token]
 PREV, INDUCTION = (0, 0), (1, 0)  # (layer, head) of the two constructed heads
@@ -69,19 +74,52 @@ def test_repeated_sequences_are_unique_tokens_in_range_repeated():
     assert not torch.equal(ids[0], ids[1])
 
 
-def test_induction_cli_writes_scores_heatmaps_and_top_heads(tmp_path, capsys):
-    import json
+PLOTS = ("prefix_matching.png", "copying.png")
 
-    from inheritune.cli import main
 
-    save_tiny(tmp_path / "m", "llama", layers=2)
+def _uniform_prefix(seg_len: int, repeats: int) -> float:
+    """The prefix score of a head whose weights are all zero, so that it attends uniformly: after
+    a BOS, the query at position p of repeat r has r - 1 targets among its p + 1 positions."""
+    queries = range(1 + seg_len, 1 + seg_len * repeats)
+    return float(np.mean([((p - 1) // seg_len) / (p + 1) for p in queries]))
+
+
+def test_induction_cli_writes_the_scores_it_computes(tmp_path, capsys, monkeypatch):
+    """induction.json, induction.csv and both heatmaps of the constructed model hold the scores of
+    a direct ``induction_scores`` call; its four zero heads score as computed by hand."""
+    induction_gpt2().save_pretrained(tmp_path / "m")  # no tokenizer: BOS and specials come from the config (0)
+    plotted, draw = {}, command.heatmap
+
+    def record(matrix, path, *args, **kwargs):
+        plotted[Path(path).name] = (np.asarray(matrix), kwargs)
+        return draw(matrix, path, *args, **kwargs)
+
+    monkeypatch.setattr(command, "heatmap", record)
     out = tmp_path / "ind"
-    code = main(["induction", str(tmp_path / "m"), "--out", str(out), "--seeds", "4", "--seg-len", "8"])
-    assert code == 0, capsys.readouterr().err
+    assert main(["induction", str(tmp_path / "m"), "--out", str(out), "--seeds", "8", "--seg-len", "6"]) == 0, \
+        capsys.readouterr().err
     assert main(["induction", str(tmp_path / "m"), "--out", str(out), "--repeats", "1"]) == 2
     assert "at least 2 repeats" in capsys.readouterr().err
+
+    scores = induction_scores(induction_gpt2(), candidate_tokens(V, special=(0,)), seg_len=6, repeats=4, seeds=8, bos=0)
+    prefix, copying = scores["prefix"], scores["copying"]
+    for head in [(0, 1), (0, 2), (1, 1), (1, 2)]:
+        assert prefix[head] == pytest.approx(_uniform_prefix(6, 4), rel=1e-5) and copying[head] == 0
     result = json.loads((out / "induction.json").read_text())
-    assert np.asarray(result["prefix"]).shape == (2, 4)
-    assert len(result["top_heads"]) == 8
-    assert result["top_heads"][0]["prefix"] == max(map(max, result["prefix"]))
-    assert (out / "prefix_matching.png").stat().st_size > 0 and (out / "copying.png").is_file()
+    assert result["token_ids"] == [2, 29] and result["bos"] == 0  # 32 ids less 4% at each end
+    np.testing.assert_allclose(result["prefix"], prefix, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result["copying"], copying, rtol=1e-5, atol=1e-7)
+    expected = top_heads(prefix, copying, k=10)
+    assert [(h["layer"], h["head"]) for h in result["top_heads"]] == [(h["layer"], h["head"]) for h in expected]
+    assert (result["top_heads"][0]["layer"], result["top_heads"][0]["head"]) == INDUCTION
+    rows = [line.split(",") for line in (out / "induction.csv").read_text().splitlines()[1:]]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(layer, head) for layer in range(2) for head in range(3)]
+    np.testing.assert_allclose([[float(r[2]), float(r[3])] for r in rows],
+                               np.stack([prefix.ravel(), copying.ravel()], 1), rtol=1e-5, atol=1e-7)
+    (shown_prefix, prefix_style), (shown_copying, copying_style) = (plotted[name] for name in PLOTS)
+    np.testing.assert_allclose(shown_prefix, prefix, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(shown_copying, copying, rtol=1e-5, atol=1e-7)
+    bound = float(np.abs(copying).max())
+    assert (prefix_style["vmin"], prefix_style["vmax"]) == (0, 1)
+    assert (copying_style["vmin"], copying_style["vmax"]) == pytest.approx((-bound, bound), rel=1e-5)
+    assert all((out / name).is_file() for name in PLOTS)

@@ -418,11 +418,10 @@ BROKEN_YAMLS = {
 @pytest.fixture(scope="module")
 def user_tasks(tmp_path_factory, tokenizer):
     """The tasks folder (one for the module: lm-eval indexes it, with all of its own, once) and a model."""
-    from inheritune.evaluation import harness, suite
+    from inheritune.evaluation import suite
 
     root = tmp_path_factory.mktemp("user-tasks")
     yield _tasks(root / "tasks"), save_tiny(root / "model", "llama", 1, tok=tokenizer)
-    harness.include_tasks(None)
     suite.clear_caches()
 
 
@@ -452,10 +451,9 @@ def test_a_task_yaml_that_does_not_parse_is_named_not_called_an_unknown_task(com
 
 @pytest.mark.parametrize("broken_yaml", ["bad syntax"], indirect=True)
 def test_a_broken_yaml_beside_a_good_task_does_not_stop_it(broken_yaml, user_tasks):
-    from inheritune.evaluation import harness, harness_mc
+    from inheritune.evaluation import harness_mc
 
-    harness.include_tasks(user_tasks[0])
-    assert harness_mc.known("toy_mc")
+    assert harness_mc.known("toy_mc", user_tasks[0])
 
 
 def test_a_failing_task_load_prints_only_the_error_line(user_tasks, tmp_path):

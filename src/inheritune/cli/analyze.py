@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from inheritune.analysis.analyze import BI_SHARE, LAZY_MASS, LAZY_RANK, MIN_DEPTH
-from inheritune.cli.args import count, device_options
+from inheritune.cli.args import device_options
 from inheritune.commands.analyze import analyze
+from inheritune.options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,66 +1,16 @@
-"""Argument parsing shared by every subcommand: counts as people write them, one-line errors.
-
-Token and step counts are written the way the README writes them (``1e9``, ``1_000_000``);
-``type=int`` refuses both. A decimal point is refused even when the value is whole
-(``1.5e3``): a count written with one is more often a typo than a wish, and saying exactly
-which spellings work costs the user one retry.
+"""Argument parsing shared by every subcommand: list and device options, ``--help`` with every
+default, one-line errors. Count options (``1e6``, ``1_000_000``) parse with
+``inheritune.options.count``, as recipe and config values do.
 """
 from __future__ import annotations
 
 import argparse
 import re
 import sys
-from decimal import Decimal, InvalidOperation
 from typing import NoReturn
 
 from inheritune.messages import one_line
 from inheritune.options import closest
-
-_INTEGER = re.compile(r"[+-]?\d+(?:_\d+)*")
-_SCIENTIFIC = re.compile(r"([+-]?\d+(?:_\d+)*)[eE]\+?(\d+)")
-MAX_EXPONENT = 18  # 1e18 tokens is beyond any corpus; larger exponents are typos
-
-
-EXAMPLES = "counts are written like 1000000, 1_000_000 or 1e6"
-
-
-def _spellings(value: int) -> str:
-    """The accepted ways to write ``value``, e.g. ``1500, 1_500 or 15e2`` (duplicates dropped)."""
-    digits = str(abs(value)).rstrip("0") or "0"
-    zeros = len(str(abs(value))) - len(digits)
-    sign = "-" if value < 0 else ""
-    forms = list(dict.fromkeys([str(value), f"{value:_}", f"{sign}{digits}e{zeros}" if zeros else str(value)]))
-    return forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " or " + forms[-1]
-
-
-def _refusal(text: str) -> str:
-    """Why ``text`` is not a count; for a whole number written with a point, how to write it."""
-    try:
-        value = Decimal(text.replace("_", ""))
-    except InvalidOperation:
-        return f"'{text}' is not a count ({EXAMPLES})"
-    whole = value.is_finite() and value == value.to_integral_value() and abs(value) < Decimal(10) ** MAX_EXPONENT
-    if whole and "." in text:
-        return f"'{text}' is not a whole count (write {_spellings(int(value))})"
-    return f"'{text}' is not a whole count ({EXAMPLES})"
-
-
-def count(text: str) -> int:
-    """A token/step/example count: ``1000000``, ``1_000_000`` or ``1e6`` (integer mantissa).
-
-    For ``argparse`` ``type=``: a refusal raises ``ArgumentTypeError``, which the parser turns
-    into one line naming the option.
-    """
-    text = text.strip()
-    if _INTEGER.fullmatch(text):
-        return int(text.replace("_", ""))
-    match = _SCIENTIFIC.fullmatch(text)
-    if match:
-        exponent = int(match.group(2))
-        if exponent > MAX_EXPONENT:
-            raise argparse.ArgumentTypeError(f"'{text}' is too large for a count (at most 1e{MAX_EXPONENT})")
-        return int(match.group(1).replace("_", "")) * 10**exponent
-    raise argparse.ArgumentTypeError(_refusal(text))
 
 
 def csv_list(text: str) -> list[str]:

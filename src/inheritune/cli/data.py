@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.args import count
 from inheritune.data.corpora import CORPORA, MIXES
 from inheritune.data.prepare import prepare_data
 from inheritune.data.sources import ERRORS
+from inheritune.options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

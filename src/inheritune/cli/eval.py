@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from inheritune.cli.args import count, csv_list, device_options
+from inheritune.cli.args import csv_list, device_options
 from inheritune.commands.eval import evaluate
 from inheritune.evaluation.tasks import LOCAL_TASKS
+from inheritune.options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

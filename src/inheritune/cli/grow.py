@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from inheritune.analysis import selection
-from inheritune.cli.args import count
 from inheritune.growth.config import DIRECTIONS, GROW_MODES
 from inheritune.cli.train import add_train_options, given_options
+from inheritune.options import count
 
 PER_ROUND = ("steps", "tokens")  # set by --tokens-per-round
 GROW = ("start_layers", "step_layers", "max_layers", "min_layers", "tokens_per_round", "margin", "by", "direction",

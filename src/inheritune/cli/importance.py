@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.args import count, csv_list, device_options
+from inheritune.cli.args import csv_list, device_options
 from inheritune.commands.importance import TASKS, importance
+from inheritune.options import count
 
 
 def model_options(p: argparse.ArgumentParser, out_help: str) -> None:

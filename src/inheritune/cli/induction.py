@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.args import count, device_options
+from inheritune.cli.args import device_options
 from inheritune.cli.importance import MODEL, arguments, model_options
 from inheritune.commands.induction import induction
+from inheritune.options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.args import count, device_options
+from inheritune.cli.args import device_options
 from inheritune.cli.importance import MODEL, SOURCES, arguments, model_options, source_options
 from inheritune.analysis import selection
 from inheritune.commands.prune import FFN_STEPS, STEPS, prune
+from inheritune.options import count
 
 OPTIONS = ("heads", "ffn", "drop_layers", "by", "scores", "source", "allow_overlap", "iterative", "physical", "sweep", "steps",
            "ffn_steps", "device", "device_map")

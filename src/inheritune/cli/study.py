@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from inheritune.cli.args import count, csv_list, device_options
+from inheritune.cli.args import csv_list, device_options
 from inheritune.cli.importance import MODEL, arguments, model_options, shot_counts
 from inheritune.commands.importance import TASKS as ALL_TASKS
 from inheritune.commands.study import TASKS, study
+from inheritune.options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

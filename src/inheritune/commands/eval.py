@@ -16,7 +16,8 @@ from transformers import PreTrainedModel
 from inheritune.commands._shared import CommandResult, load, model_name
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.harness import evaluate_model, include_tasks, task_managers
+from inheritune.evaluation.harness import evaluate_model, task_managers
+from inheritune.evaluation.task_index import include_folder
 from inheritune.io import atomic_write_json
 from inheritune.models.loading import check_device, load_tokenizer, tokenizer_fingerprint
 
@@ -47,13 +48,13 @@ def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenDat
     start = time.perf_counter()
     tasks = list(dict.fromkeys(tasks))
     _check(data, tasks, num_fewshot, limit, batch_size, out)
-    include_tasks(include_path)
+    include_path = include_folder(include_path)
     check_device(device, device_map)
     token_data = data if isinstance(data, TokenData) or data is None else open_data(data)
     tok = _tokenizer(model, tokenizer, trust_remote_code)
     if token_data is not None:
         token_data.check_tokenizer(tokenizer_fingerprint(tok))
-    managers = task_managers(tasks, token_data, tok)
+    managers = task_managers(tasks, token_data, tok, include_path)
     loading = time.perf_counter()
     model_, tok = load(model, tok, trust_remote_code, needed=True, no_tokenizer="", device=device,
                        device_map=device_map)

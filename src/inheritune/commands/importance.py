@@ -29,7 +29,7 @@ from inheritune.analysis.sampling import tokens_from
 from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
-from inheritune.evaluation.harness import include_tasks
+from inheritune.evaluation.task_index import include_folder
 from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
@@ -60,9 +60,9 @@ def check_sources(data, text, tasks: Sequence[str], examples: int, include_path:
                   ) -> list[str]:
     """The example sources' arguments, checked before anything is loaded; the task names (offline,
     lm-eval's, or lm-eval tasks in the user's ``include_path`` folder)."""
-    include_tasks(include_path)
+    include_path = include_folder(include_path)
     try:
-        tasks = [suite.check_task(t) for t in ([tasks] if isinstance(tasks, str) else tasks)]
+        tasks = [suite.check_task(t, include_path) for t in ([tasks] if isinstance(tasks, str) else tasks)]
     except InherituneError as error:
         raise InherituneError(f"--tasks: {error}") from None
     if data is None and text is None and not tasks:
@@ -85,10 +85,10 @@ def source_name(task: str, shots: int) -> str:
     return f"{task}/{shots}shot"
 
 
-def query_ids(task: str, n: int, seed: int, split: str) -> list[str]:
+def query_ids(task: str, n: int, seed: int, split: str, include_path: str | Path | None = None) -> list[str]:
     """The ids of the questions ``suite.prompts(task, n, shots, seed, split)`` asks, in order
     (whatever the shot count)."""
-    return [q.id for q in suite.queries(task, n, seed, split)]
+    return [q.id for q in suite.queries(task, n, seed, split, include_path=include_path)]
 
 
 def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[str, list]:
@@ -109,23 +109,25 @@ def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[st
 
 
 def example_sources(model, tokenizer, tasks: Sequence[str], examples: int, shots: int | Sequence[int],
-                    max_task_tokens: int, seed: int, split: str = RANK_SPLIT) -> dict[str, list[imp.Example]]:
+                    max_task_tokens: int, seed: int, split: str = RANK_SPLIT,
+                    include_path: str | Path | None = None) -> dict[str, list[imp.Example]]:
     """Scored task examples per source ``task/Nshot``, for each task and shot count, all from
     ``split`` (rank or score); the LM windows are ``half_windows``'."""
     sources = {}
     limit = min(max_task_tokens, context_length(model.config) or max_task_tokens)
     for task in tasks:
         for n in check_shots(shots):
-            prompts = suite.prompts(task, examples, n, seed, split)
+            prompts = suite.prompts(task, examples, n, seed, split, include_path=include_path)
             sources[source_name(task, n)] = imp.task_examples(tokenizer, prompts, limit)
     return sources
 
 
-def task_ids(tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int) -> dict[str, dict]:
+def task_ids(tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int,
+             include_path: str | Path | None = None) -> dict[str, dict]:
     """Per task source: the split its queries come from and their question ids."""
     ids = {}
     for task in tasks:
-        used = query_ids(task, examples, seed, RANK_SPLIT)
+        used = query_ids(task, examples, seed, RANK_SPLIT, include_path=include_path)
         for n in shots:
             ids[source_name(task, n)] = {"split": RANK_SPLIT, "ids": used}
     return ids
@@ -164,8 +166,8 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
-    scored = example_sources(model_, tok, tasks, examples, counts, max_task_tokens, seed)
-    ids = task_ids(tasks, counts, examples, seed)
+    scored = example_sources(model_, tok, tasks, examples, counts, max_task_tokens, seed, include_path=include_path)
+    ids = task_ids(tasks, counts, examples, seed, include_path=include_path)
     if data is not None or text is not None:  # the LM windows first, with their token ranges
         halves = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
         scored = {"lm": halves[RANK_SPLIT], **scored}

@@ -86,17 +86,19 @@ def percents(steps: str | Sequence[float], option: str) -> list[float]:
     return sorted(pr.check_percent(v, option) for v in values)
 
 
-def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed) -> dict:
+def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed,
+                  include_path: str | Path | None = None) -> dict:
     """Per source: ``rank`` and ``score`` examples and the ids of each (questions by their suite
     ids, LM windows as ``val:START-END`` token ranges)."""
     sources = {}
     if data is not None or text is not None:
         sources["lm"] = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
     for split in ("rank", "score") if tasks else ():
-        made = example_sources(model, tok, tasks, examples, shots, max_task_tokens, seed, split)
+        made = example_sources(model, tok, tasks, examples, shots, max_task_tokens, seed, split,
+                               include_path=include_path)
         for task, (name, ex) in zip(tasks, made.items()):
             sources.setdefault(name, {})[split] = ex
-            sources[name][f"{split}_ids"] = query_ids(task, examples, seed, split)
+            sources[name][f"{split}_ids"] = query_ids(task, examples, seed, split, include_path=include_path)
     return sources
 
 
@@ -266,7 +268,8 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     if drop_layers:
         result, saved = _drop_layers(model_, tok, data, examples, seq_len, seed, drop_layers, by, sweep)
     else:
-        sources = split_sources(model_, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed)
+        sources = split_sources(model_, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed,
+                                include_path=include_path)
         result = _prune_units(model_, tok, sources, by, scores, source, allow_overlap, heads_pct, ffn_pct, iterative,
                               physical, seed, head_steps, ffn_sweep)
         saved = model_

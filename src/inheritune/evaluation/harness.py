@@ -6,12 +6,12 @@ names (arc_easy, piqa, sciq, hellaswag, lambada_openai, mmlu, ...) use the harne
 definitions and need the hub; the offline tasks (the multiple-choice suite of
 ``inheritune.evaluation.suite``: ``mmlu-stem``, ..., ``bb-navigate``, ..., ``mmlu-local``; and
 ``cloze-local``) are lm-eval custom tasks built from local data (see ``inheritune.evaluation.tasks``).
+A user's own task folder (``include_path``) is an argument of every lookup (``task_index``).
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import logging
 import sys
 import time
@@ -23,76 +23,25 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.task_index import check_include_yamls, harness_manager
 from inheritune.evaluation.tasks import LOCAL_TASKS, build_local_task
-from inheritune.messages import held_back, one_line
 
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
 
-_INCLUDE = [()]  # the user's task folders (--include-path) that lookups search besides lm-eval's own
-
-
-def include_tasks(path: str | Path | None) -> None:
-    """From now on, lm-eval also finds the task YAMLs under ``path`` (``--include-path``; None:
-    lm-eval's own tasks only). Every command that takes task names sets this first."""
-    from inheritune.evaluation import suite
-
-    if path is not None and not Path(path).is_dir():
-        raise InherituneError(f"--include-path {path} is not a folder of lm-eval task YAMLs")
-    folders = () if path is None else (str(Path(path).resolve()),)
-    if folders != _INCLUDE[0]:
-        _INCLUDE[0] = folders
-        suite.clear_caches()  # a task name may now mean another task
-
-
-@functools.lru_cache(maxsize=4)
-def _manager(folders: tuple[str, ...]):
-    from lm_eval.tasks import TaskManager
-
-    with held_back():  # e.g. a user's task overriding one of lm-eval's: a notice, then maybe our error
-        return TaskManager(include_path=list(folders) or None)
-
-
-def check_include_yamls() -> None:
-    """Before a task is called unknown: name a task YAML of the user's folder that does not load.
-    lm-eval's index skips it without a word, and it is likely the one meant to define the task."""
-    from lm_eval.tasks._yaml_loader import load_yaml  # what lm-eval's index loads them with
-
-    for folder in _INCLUDE[0]:
-        for path in sorted(Path(folder).rglob("*.yaml")):
-            try:
-                load_yaml(path, resolve_func=False)
-            except Exception as error:  # bad YAML, not a mapping, a missing include
-                raise InherituneError(f"task YAML {path} in --include-path does not parse: {_why(error)}") from None
-
-
-def _why(error: Exception) -> str:
-    """A YAML error's problem and where (its text spans lines and repeats the path), else its message."""
-    import yaml
-
-    mark = getattr(error, "problem_mark", None)
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem and mark is not None:
-        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return one_line(str(error), 200)
-
-
-def harness_manager():
-    """The harness's task index (thousands of YAMLs, plus the user's folder: built once per folder
-    and process, only when a task name is not an offline one)."""
-    return _manager(_INCLUDE[0])
-
-
-def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTrainedTokenizerBase) -> dict:
-    """``{task: TaskManager that defines it}``: local tasks built into the cache, harness names checked."""
-    from lm_eval.tasks import TaskManager
+def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTrainedTokenizerBase,
+                  include_path: str | Path | None = None) -> dict:
+    """``{task: TaskManager that defines it}``: local tasks built into the cache, harness names checked
+    against lm-eval's tasks and the user's ``include_path``."""
+    from lm_eval.tasks import TaskManager  # lm_eval: heavy, imported only when tasks are named
 
     for name in ("lm_eval", "lm-eval"):  # its notices (e.g. about passing a model object) are not for our users
         logging.getLogger(name).setLevel(logging.ERROR)
     harness = [t for t in tasks if t not in LOCAL_TASKS]
-    known = harness_manager().all_tasks if harness else []
+    known = harness_manager(include_path).all_tasks if harness else []
     unknown = [t for t in harness if t not in known]
     if unknown:
-        check_include_yamls()
+        check_include_yamls(include_path)
         close = difflib.get_close_matches(unknown[0], known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise InherituneError(
@@ -100,7 +49,7 @@ def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTr
             f"the paper's {', '.join(PAPER_TASKS)}, or any of the {len(known)} lm-eval tasks "
             f"(list them with `lm-eval ls tasks`)"
         )
-    return {task: harness_manager() if task in harness else
+    return {task: harness_manager(include_path) if task in harness else
             TaskManager(include_path=[str(build_local_task(task, data, tokenizer))], include_defaults=False)
             for task in tasks}
 
@@ -119,6 +68,7 @@ def _metrics(task_results: dict) -> dict:
 def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, managers: Mapping[str, object],
               num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 8) -> tuple[dict, dict]:
     """Run each task of ``task_managers(...)`` through lm-eval; returns ``({task: metrics}, {task: seconds})``."""
+    # lm_eval: heavy, imported only when tasks run
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 

