@@ -1,10 +1,11 @@
-"""Every command is a library function (issue 13): the CLI only maps arguments.
+"""Every command is a library function (issue 13) and its CLI is generated from it (issue 22).
 
-The commands are enumerated from the parser, so a new command fails here until it has a Python
-counterpart in ``cli.PYTHON``. For each counterpart, a CLI
-invocation and the Python call with the same arguments write the same files (byte-identical apart
-from timings) and the call returns a typed result. ``--help`` shows every option's default; list
-options are comma-separated; every command that loads a model takes ``--trust-remote-code``.
+The commands are enumerated from the parser and each is checked against its function the same
+way: every parameter a command line can spell is an option with the function's own default (the
+generator's contract, not a list kept by hand). A CLI invocation and the Python call with the same
+arguments write the same files (byte-identical apart from timings) and the call returns a typed
+result. ``--help`` shows every option's default; list options are comma-separated; every command
+that loads a model takes ``--trust-remote-code``.
 """
 from __future__ import annotations
 
@@ -19,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_data_dir, save_tiny
-from inheritune.cli import PYTHON, build_parser, main
+from inheritune.cli import COMMANDS as GENERATED, PYTHON, build_parser, main
+from inheritune.cli.generate import keywords
 
-# Options that only print and exit (their Python counterparts are named in the command's docstring).
-CLI_ONLY = {"run": {"show_default", "check"}}
-# In-memory objects a command line cannot pass.
+# In-memory objects a command line cannot pass (the generator must find them unspellable).
 PYTHON_ONLY = {"train": {"teacher"}}
 DURATION = re.compile(r"\b\d+(\.\d+)? (s|min)\b")  # "took 3 s" in prose
 TIMINGS = {"seconds", "time_s", "wall_time", "load", "tokens_per_s", "mfu", "time", "step_time", "elapsed"}
@@ -61,7 +61,7 @@ def test_every_counterpart_is_a_command():
 
 
 @pytest.mark.parametrize("command", sorted(PYTHON))
-def test_python_counterpart_takes_the_cli_arguments_with_the_same_defaults(command):
+def test_the_generated_options_are_the_function_parameters_with_their_defaults(command):
     import inheritune
 
     from inheritune.training.config import FIELDS
@@ -69,21 +69,22 @@ def test_python_counterpart_takes_the_cli_arguments_with_the_same_defaults(comma
     function = _function(command)
     assert getattr(inheritune, function.__name__) is function  # exported at the top level
     parameters = dict(inspect.signature(function).parameters)
-    options = _options(COMMANDS[command])
-    cli = set(options) - {"func"} - CLI_ONLY.get(command, set())
+    options = {name: a for name, a in _options(COMMANDS[command]).items() if not name.startswith("_")}
+    training = {name for name, a in options.items() if a.default is argparse.SUPPRESS}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        # every TrainConfig field is a keyword, as it is an option (train, grow)
-        keywords = {name for name, a in options.items() if a.default is argparse.SUPPRESS}
-        assert keywords and keywords <= set(FIELDS), command
-        cli -= keywords
+        # every TrainConfig field is a keyword, as it is an option (train, grow), but those the function sets
+        assert training == set(FIELDS) - set(GENERATED[command].fixed), command
         parameters = {k: p for k, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
-    assert set(parameters) - PYTHON_ONLY.get(command, set()) == cli, command
+    assert not training - set(FIELDS), command
+    assert set(options) - training == set(parameters) - PYTHON_ONLY.get(command, set()), command
     for name, action in options.items():
-        if name not in cli or action.required or not action.option_strings:
+        if name in training:
             continue
         default = parameters[name].default
-        expected = action.default
-        assert (list(default) if isinstance(default, tuple) else default) == expected, (command, name)
+        if default is inspect.Parameter.empty:
+            assert action.required or not action.option_strings, (command, name)
+        else:  # the function's own default object: the CLI and Python cannot drift apart
+            assert action.default is default and not action.required, (command, name)
 
 
 def _tree(out: Path) -> dict[str, object]:
@@ -210,9 +211,7 @@ def test_cli_and_python_call_write_the_same_files_and_return_a_typed_result(comm
     cli_out = Path(build_parser().parse_args(argv).out)
 
     args = build_parser().parse_args([str(a) for a in INVOCATIONS[command](w, w["tmp"] / f"{name}-py")])
-    positional = [a.dest for a in COMMANDS[command]._actions if not a.option_strings and a.dest != "help"][0]
-    drop = {"func", "command", "debug", "action", positional} | CLI_ONLY.get(command, set())
-    result = _function(command)(getattr(args, positional), **{k: v for k, v in vars(args).items() if k not in drop})
+    result = _function(command)(**keywords(args))
     py_out = Path(args.out)
 
     cli, py = _tree(cli_out), _tree(py_out)

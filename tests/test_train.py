@@ -113,15 +113,14 @@ def test_cli_errors_are_one_line(setup, tmp_path):
 
 
 def test_yaml_recipe_keys_apply_and_command_line_options_override_them(setup, tmp_path):
-    from inheritune.cli import build_parser
+    from inheritune.cli import main
 
     root, model, data = setup
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("seq_len: 32\nbatch_size: 4\nlr: 3.0e-3\nbetas: [0.9, 0.99]\nprecision: fp32\n"
                       "tokens: 300\neval_every: 2\nprogress: false\n")
-    args = build_parser().parse_args(["train", str(model), "--data", str(data), "--out", str(tmp_path / "run"),
-                                      "--config", str(recipe), "--batch-size", "2", "--min-lr", "1e-4"])
-    assert args.func(args) == 0
+    assert main(["train", str(model), "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--config", str(recipe), "--batch-size", "2", "--min-lr", "1e-4"]) == 0
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["config"]["seq_len"] == 32 and stored["config"]["betas"] == [0.9, 0.99]  # from the recipe
     assert stored["config"]["batch_size"] == 2 and stored["config"]["min_lr"] == 1e-4  # the command line wins

@@ -1,73 +1,100 @@
 """Derive small, strong language models from larger pretrained ones.
 
-One subcommand per step of the workflow. Each module here only maps a command's arguments onto
-its library function (``PYTHON`` below) and prints the typed result.
-
-Every failure a user can cause ends as one line on stderr and a non-zero exit;
-``--debug`` shows the traceback instead.
+One subcommand per step of the workflow, each generated from its library function (``COMMANDS``;
+``generate``): the same names, defaults and meaning in Python, YAML and on the command line.
+Every failure a user can cause ends as one line on stderr and a non-zero exit; ``--debug`` shows
+the traceback instead. Distributed training: ``torchrun --nproc_per_node=K -m inheritune train ...``.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
-from inheritune.cli import analyze, data, derive, eval, grow, importance, induction, prune, run, study, train
-from inheritune.cli.args import Parser
+import transformers.modeling_gguf_pytorch_utils as gguf_utils
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+from inheritune import analyze, derive, evaluate, grow, importance, induction, prepare_data, prune, run, study, train
+from inheritune.cli import show
+from inheritune.cli.generate import Command, Parser, add_command, keywords
 from inheritune.errors import InherituneError
 from inheritune.messages import one_line
+from inheritune.training import TrainingInterrupted
+from inheritune.training.distributed import teardown
 
-COMMANDS = [derive, data, analyze, eval, train, importance, prune, induction, study, grow, run]
-
-# Each command's Python counterpart, where it is a library function taking the command's arguments
-# (same names, same defaults), writing the same files and returning a typed result
-# (``to_json``/``from_json``). tests/test_commands.py holds every command with an output to this.
-PYTHON = {
-    "derive": "inheritune.derive",
-    "data prepare": "inheritune.prepare_data",
-    "analyze": "inheritune.analyze",
-    "eval": "inheritune.evaluate",
-    "train": "inheritune.train",
-    "grow": "inheritune.grow",
-    "run": "inheritune.run",
-    "importance": "inheritune.importance",
-    "prune": "inheritune.prune",
-    "induction": "inheritune.induction",
-    "study": "inheritune.study",
+COMMANDS = {  # in the order `inheritune --help` lists them
+    "data prepare": Command(prepare_data, "tokenize text into train/val shards", show.prepared),
+    "derive": Command(derive, "copy N of a reference's blocks (chosen by --by) into a smaller model", show.derived),
+    "analyze": Command(analyze, "attention rank, sinks, Block Influence and a layer-count recommendation",
+                       show.analyzed),
+    "eval": Command(evaluate, "validation loss and lm-eval tasks of a model, as JSON", show.evaluated),
+    "train": Command(train, "train a model on prepared token data (the recipe's train step)", show.trained),
+    "importance": Command(importance, "head importance (gradient of a head mask) and FFN knock-out importance",
+                          show.ranked),
+    "prune": Command(prune, "remove the least important heads and FFNs and save the pruned model", show.pruned),
+    "induction": Command(induction, "prefix-matching and copying score per head on repeated random tokens",
+                         show.inducted),
+    "study": Command(study, "analyze + importance + induction joined per head/layer, correlations, findings",
+                     show.studied),
+    "grow": Command(grow, "derive N layers, train, and grow by K until the reference's val loss is matched",
+                    show.grown, fixed=("steps", "tokens")),  # per round: --tokens-per-round
+    "run": Command(run, "run a recipe end to end: data, grow until matched, scratch arms, report",
+                   switches=(show.show_default, show.check)),
 }
+GROUPS = {"data": "prepare token data (train/val shards) from text"}
+# Each command's Python counterpart (tests/test_commands.py holds the two to writing the same files).
+PYTHON = {name: f"inheritune.{command.function.__name__}" for name, command in COMMANDS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="inheritune", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    # Subparsers (and theirs, e.g. `data prepare`) are Parsers too: their errors are one line.
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for command in COMMANDS:
-        command.register(sub)
+    parser.add_argument("--debug", dest="_debug", action="store_true", help="show tracebacks (default: off)")
+    sub = parser.add_subparsers(dest="_name", required=True, metavar="COMMAND")
+    groups = {name: sub.add_parser(name, help=text).add_subparsers(dest="_action", required=True, metavar="ACTION")
+              for name, text in GROUPS.items()}
+    for name, command in COMMANDS.items():
+        group, _, leaf = name.rpartition(" ")
+        add_command(groups[group] if group else sub, leaf, command)
     return parser
 
 
-def quiet_transformers() -> None:
-    """Our own progress bars and messages are the output; transformers' would bury them."""
-    from transformers.utils import logging as hf_logging
-
+def quiet_libraries() -> None:
+    """Our own progress bars and messages are the output; transformers' and datasets' would bury them
+    (lm-eval's per-task progress is enough)."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is first imported
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    # The GGUF dequantiser uses a bare tqdm that the switch above does not reach.
-    import functools
+    gguf_utils.tqdm = functools.partial(tqdm, disable=True)  # the GGUF dequantiser's bare tqdm
 
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils
-    from tqdm.auto import tqdm
 
-    gguf_utils.tqdm = functools.partial(tqdm, disable=True)
+def call(args: argparse.Namespace) -> int:
+    """The parsed command: a switch given instead of the function; under torchrun rank 0 speaks for the run."""
+    command, speaks = args._command, os.environ.get("RANK", "0") == "0"
+    for switch in command.switches:
+        if getattr(args, f"_{switch.__name__}"):
+            switch(args)
+            return 0
+    try:
+        result = command.function(**keywords(args))
+    except TrainingInterrupted as e:  # a checkpoint was written: say how to continue, exit as an interrupt
+        if speaks:
+            print(f"inheritune: {e}")
+        return 130
+    finally:
+        teardown()
+    if speaks:
+        command.show(result)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    quiet_transformers()
+    quiet_libraries()
     try:
-        return args.func(args) or 0
+        return call(args)
     except InherituneError as e:
         print(f"inheritune: error: {one_line(str(e))}", file=sys.stderr)
         return 2
@@ -75,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("inheritune: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        if args.debug:
+        if args._debug:
             raise
         print(f"inheritune: error: {type(e).__name__}: {one_line(str(e), 500)} (rerun with --debug for the traceback)",
               file=sys.stderr)
