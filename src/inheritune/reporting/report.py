@@ -25,13 +25,18 @@ ROUND_COLUMNS = ("round", "layers", "blocks", "tokens", "start_val_loss", "val_l
 TARGET_LEVELS = (2.0, 1.0, 0.5)  # time-to-target: the reference's val loss + these many nats
 
 
+def target_levels(margin: float) -> tuple[float, ...]:
+    """The fixed levels plus the recipe's own margin (the level its verdict uses), loosest first."""
+    return tuple(sorted(set(TARGET_LEVELS) | {margin}, reverse=True))
+
+
 def time_to_target(curve: dict, reference_loss: float, levels=TARGET_LEVELS) -> dict:
     """Per level: training tokens and seconds at the first evaluation at or below reference + level
     (None when never reached)."""
     out = {}
     for level in levels:
         hit = next((i for i, v in enumerate(curve["val_loss"]) if v <= reference_loss + level), None)
-        out[f"+{level:g}"] = None if hit is None else {"tokens": curve["tokens"][hit],
+        out[f"{level:+g}"] = None if hit is None else {"tokens": curve["tokens"][hit],
                                                        "wall_time": curve["wall_time"][hit]}
     return out
 
@@ -53,6 +58,13 @@ def _verdict(main: str, arms: dict, grown) -> str:
     return text + "."
 
 
+def _loss_sentence(recipe) -> str:
+    d = recipe.distill
+    if not d.enabled:
+        return "Every arm trains on cross-entropy."
+    return f"Arms ending in -kd distil from {d.teacher} (alpha {d.alpha}, T {d.temperature})."
+
+
 def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analysis: dict | None,
                  evals: dict | None, elapsed: float) -> dict:
     """The report's numbers: arms (with gap to the reference and time-to-target), growth, verdict."""
@@ -61,7 +73,7 @@ def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analys
     for arm in arms.values():
         arm["gap"] = arm["final_val_loss"] - ref_loss
         if arm.get("curve"):
-            arm["time_to_target"] = time_to_target(arm["curve"], ref_loss)
+            arm["time_to_target"] = time_to_target(arm["curve"], ref_loss, target_levels(recipe.grow.margin))
     g = recipe.grow
     step = (f"+{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}"
             if g.direction == "grow" else f"-{g.step_layers} per round (shrink), at least {g.min_layers}")
@@ -69,8 +81,7 @@ def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analys
              f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
              f"`{recipe.inherit.by}` (`inheritune derive --help` says what each selector keeps), scored on the "
              f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
-             f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. Arms ending in -kd distil from "
-             f"{recipe.distill.teacher} (alpha {recipe.distill.alpha}, T {recipe.distill.temperature}). wall_time: "
+             f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. {_loss_sentence(recipe)} wall_time: "
              f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
              f"This invocation of the run took {elapsed:.0f} s.")
     return {"title": f"{recipe.reference} -> {arms[main]['layers']} layers", "main_arm": main,
@@ -104,13 +115,11 @@ def arm_rows(report: dict) -> list[list[str]]:
 
 def target_table(report: dict) -> tuple[list[str], list[list[str]]]:
     """Tokens and seconds to first reach reference + level, per trained arm."""
-    header = ["arm"] + [f"ref {level}" for level in (f"+{x:g}" for x in TARGET_LEVELS)]
-    rows = []
-    for name, arm in report["arms"].items():
-        if arm.get("time_to_target"):
-            cells = [f"{hit['tokens']:,} tok / {hit['wall_time']:.0f} s" if hit else "not reached"
-                     for hit in arm["time_to_target"].values()]
-            rows.append([name, *cells])
+    trained = {name: arm for name, arm in report["arms"].items() if arm.get("time_to_target")}
+    levels = next(iter(trained.values()))["time_to_target"] if trained else {}
+    header = ["arm"] + [f"ref {level}" for level in levels]
+    rows = [[name] + [f"{hit['tokens']:,} tok / {hit['wall_time']:.0f} s" if hit else "not reached"
+                      for hit in arm["time_to_target"].values()] for name, arm in trained.items()]
     return header, rows
 
 
