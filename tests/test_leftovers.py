@@ -25,8 +25,8 @@ import yaml
 from conftest import generated_text, make_data_dir, make_tokenizer, save_tiny
 from inheritune.cli import main
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, atomic_write_json, build_dir, check_output_dir, clean_leftovers, claim, resumes
-from inheritune.messages import held_back
+from inheritune.atomic import atomic_dir, atomic_write_json, build_dir, check_output_dir, clean_leftovers, claim, resumes
+from inheritune.error_lines import held_back
 from inheritune.training import checkpoint, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -72,7 +72,7 @@ ATOMIC_DIR_KILLS = {
 KILL_AT_CALL = """
     import os, shutil, sys
     from pathlib import Path
-    from inheritune.io import atomic_dir
+    from inheritune.atomic import atomic_dir
 
     module, name = sys.argv[2].split(".")
     real, calls = getattr(os if module == "os" else shutil, name), []
@@ -123,7 +123,7 @@ def test_a_killed_file_write_leaves_the_file_as_it_was_and_the_next_write_remove
     atomic_write_json(path, {"v": 1})
     _killed("""
         import os, sys
-        from inheritune.io import atomic_write_json
+        from inheritune.atomic import atomic_write_json
         os.fsync = lambda fd: os._exit(9)  # the data is written, not yet renamed into place
         atomic_write_json(sys.argv[1], {"v": 2})
     """, path)
@@ -145,7 +145,7 @@ def test_a_replacement_killed_while_being_deleted_is_never_taken_for_one_to_cont
     _killed("""
         import os, shutil, sys
         from pathlib import Path
-        from inheritune.io import claim
+        from inheritune.atomic import claim
 
         real = shutil.rmtree
 
@@ -183,7 +183,7 @@ def test_only_the_leftovers_of_dead_commands_are_removed(tmp_path, capsys):
     # A command still writing ``out`` (another process, alive) keeps its temporary ...
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
-        from inheritune.io import atomic_dir
+        from inheritune.atomic import atomic_dir
         with atomic_dir(sys.argv[1], overwrite=True) as tmp:
             print(tmp, flush=True)
             sys.stdin.readline()

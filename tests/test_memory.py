@@ -7,8 +7,8 @@ import torch
 
 from conftest import generated_text, save_tiny, tiny_model
 from inheritune.analysis import importance as imp
-from inheritune.analysis import memory
-from inheritune.analysis.analyze import analyse
+from inheritune.analysis import batching
+from inheritune.analysis.analyze import measure_attention
 from inheritune.analysis.induction import candidate_tokens, induction_scores
 from inheritune.analysis.selection import column_mass
 from inheritune.cli import main
@@ -16,15 +16,15 @@ from inheritune.errors import InherituneError
 from inheritune.models.families import blocks
 
 
-@pytest.mark.parametrize("free, planned", [(2**30, 2**28), (3 * 2**30, 2**29), (2**20, memory.FLOOR),
-                                           (2**45, memory.CEILING)])
+@pytest.mark.parametrize("free, planned", [(2**30, 2**28), (3 * 2**30, 2**29), (2**20, batching.FLOOR),
+                                           (2**45, batching.CEILING)])
 def test_budget_is_a_power_of_two_share_of_the_free_memory(monkeypatch, free, planned):
-    monkeypatch.setattr(memory, "host_free", lambda: free)
-    assert memory.budget(tiny_model("llama", 1)) == planned
+    monkeypatch.setattr(batching, "host_free", lambda: free)
+    assert batching.budget(tiny_model("llama", 1)) == planned
 
 
 def test_budget_reads_the_hosts_free_memory():
-    assert 0 < memory.host_free() and memory.FLOOR <= memory.budget(tiny_model("llama", 1)) <= memory.CEILING
+    assert 0 < batching.host_free() and batching.FLOOR <= batching.budget(tiny_model("llama", 1)) <= batching.CEILING
 
 
 def _refusing(limit: int, error: BaseException):
@@ -41,7 +41,7 @@ def _refusing(limit: int, error: BaseException):
 
 def test_a_piece_out_of_memory_is_retried_in_halves_for_the_rest_of_the_run(capsys):
     run, calls = _refusing(2, torch.OutOfMemoryError("CUDA out of memory"))
-    batcher = memory.Batcher(8, "scoring")
+    batcher = batching.Batcher(8, "scoring")
     done = [x for piece in batcher.pieces(range(10), len, run) for x in piece]
     assert done == list(range(10))
     assert calls == [8, 4, 2, 2, 2, 2, 2] and batcher.limit == 2
@@ -52,16 +52,16 @@ def test_the_cpu_allocators_refusal_counts_as_out_of_memory():
     refusal = RuntimeError("[enforce fail at alloc_cpu.cpp:116] DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 1099511627776 bytes")
     run, _calls = _refusing(1, refusal)
-    assert [x for piece in memory.Batcher(4, "x").pieces(range(3), len, run) for x in piece] == [0, 1, 2]
+    assert [x for piece in batching.Batcher(4, "x").pieces(range(3), len, run) for x in piece] == [0, 1, 2]
 
 
 def test_other_errors_pass_through_and_one_item_out_of_memory_says_what_to_do():
     run, _calls = _refusing(0, RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        list(memory.Batcher(4, "x").pieces(range(3), len, run))
+        list(batching.Batcher(4, "x").pieces(range(3), len, run))
     run, _calls = _refusing(0, torch.OutOfMemoryError("CUDA out of memory"))
     with pytest.raises(InherituneError, match="head importance: out of memory with a single item.*--device-map auto"):
-        list(memory.Batcher(4, "head importance").pieces(range(3), len, run))
+        list(batching.Batcher(4, "head importance").pieces(range(3), len, run))
 
 
 class _Cramped:
@@ -98,10 +98,10 @@ def test_attention_analyses_split_their_batches_too(one_thread):
     model = tiny_model("llama", 2)
     ids = torch.randint(0, 320, (6, 16), generator=torch.Generator().manual_seed(0))
     options = dict(tau=0.9, lazy_rank=0.1, lazy_mass=0.5, bi_share=0.9, min_depth=0.25)
-    whole, mass = analyse(model, ids, batch_size=6, **options), column_mass(model, ids)
+    whole, mass = measure_attention(model, ids, batch_size=6, **options), column_mass(model, ids)
     induction = induction_scores(model, candidate_tokens(320, 0.04, ()), seg_len=5, repeats=3, seeds=6)
     cramped = _Cramped(model, 2)
-    split = analyse(model, ids, batch_size=6, **options)
+    split = measure_attention(model, ids, batch_size=6, **options)
     for name, values in whole[1].items():  # per-head metrics
         np.testing.assert_allclose(split[1][name], values, rtol=1e-5, atol=1e-6, err_msg=name)
     torch.testing.assert_close(split[2], whole[2])  # mean attention maps

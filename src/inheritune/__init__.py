@@ -7,7 +7,7 @@ from inheritune.analysis.importance import ffn_importance, head_importance
 from inheritune.analysis.induction import induction_scores
 from inheritune.commands.importance import ImportanceResult, importance
 from inheritune.commands.induction import InductionResult, induction
-from inheritune.commands.prune import PruneResult, prune
+from inheritune.commands.prune import LayerPruneResult, PruneResult, WidthPruneResult, prune
 from inheritune.commands.study import StudyResult, study
 from inheritune.data.prepare import PrepareResult, prepare_data
 from inheritune.errors import InherituneError
@@ -21,5 +21,5 @@ from inheritune.pipeline import RunResult, run
 from inheritune.recipe import Recipe, load_recipe
 from inheritune.training import TrainConfig, TrainResult, train
 
-__all__ = ["InherituneError", "analyze", "AnalyzeResult", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "EvalResult", "deepen", "grow", "GrowResult", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "RunResult", "save_model", "select", "Selection", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+__all__ = ["InherituneError", "analyze", "AnalyzeResult", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "LayerPruneResult", "WidthPruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "EvalResult", "deepen", "grow", "GrowResult", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "RunResult", "save_model", "select", "Selection", "stack_blocks", "train", "TrainConfig", "TrainResult"]
 __version__ = "0.1.0"

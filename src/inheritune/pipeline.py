@@ -1,7 +1,7 @@
 """The whole recipe (`inheritune run`): a recipe's pipeline, from data to a report comparing the arms.
 
 Order: check every input (nothing is written before), prepare the data (or use a prepared
-folder), optionally analyse the reference's attention, grow the main ``inheritune`` arm until
+folder), optionally analyze the reference's attention, grow the main ``inheritune`` arm until
 it matches the reference (with distillation from the reference when the recipe says so: then
 it is ``inheritune-kd``), optionally grow its twin with the other loss, then train the other
 arms on the same validation set at equal token budgets (scratch at the grown depth with the
@@ -26,7 +26,7 @@ from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.result import CommandResult
 from inheritune.growth.grow import GrowResult, grow_until_matched, train_resumable
-from inheritune.io import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json, resumes,
+from inheritune.atomic import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json, resumes,
                            swap_in)
 from inheritune.models.families import family_of, num_layers, set_num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint

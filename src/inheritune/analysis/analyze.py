@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics, memory
+from inheritune.analysis import attention as metrics, batching
 from inheritune.analysis.depth import angular_distance, best_slices, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from inheritune.models.families import family_of, module, num_heads, num_layers
 from inheritune.reporting import plots
 
@@ -107,7 +107,7 @@ def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: 
 
     sum_attn = sum_cos = 0
     ranks, masses, columns, entropies = [], [], [], []
-    for part in memory.Batcher(batch_size, "attention").pieces(ids, len, run, unit="sequence"):
+    for part in batching.Batcher(batch_size, "attention").pieces(ids, len, run, unit="sequence"):
         sum_attn, sum_cos = sum_attn + part["attn"], sum_cos + part["cos"]
         ranks.append(part["rank"])
         masses.append(part["mass"])
@@ -217,15 +217,15 @@ def write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, d
         atomic_write_json(tmp / "analysis.json", result)
 
 
-def analyse(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size: int | None, lazy_rank: float,
-            lazy_mass: float, bi_share: float, min_depth: float) -> tuple[dict, dict[str, np.ndarray], torch.Tensor,
-                                                                           np.ndarray]:
+def measure_attention(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size: int | None,
+                      lazy_rank: float, lazy_mass: float, bi_share: float, min_depth: float
+                      ) -> tuple[dict, dict[str, np.ndarray], torch.Tensor, np.ndarray]:
     """The analysis of ``model`` on the token windows ``ids`` ``[N, T]``: the analysis.json fields
     that depend on the model, the per-head metrics, the mean attention maps and the angular distances."""
     n_layers, n_heads = num_layers(model.config), num_heads(model.config)
     sequences, seq_len = ids.shape
     if batch_size is None:  # the attention probabilities, on the device and their copy on the host
-        batch_size = max(1, min(sequences, memory.budget(model) // memory.attention_bytes(model, seq_len)))
+        batch_size = max(1, min(sequences, batching.budget(model) // batching.attention_bytes(model, seq_len)))
     was_training = model.training
     model.eval()
     try:

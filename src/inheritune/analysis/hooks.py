@@ -1,4 +1,4 @@
-"""One mechanism for per-head quantities: attention probabilities, head masks, FFN knock-outs.
+"""One mechanism for per-unit quantities: attention probabilities, head and neuron masks, FFN knock-outs.
 
 Every analysis (attention rank, importance, pruning, induction) goes through these context
 managers; each restores the model exactly as it found it.
@@ -117,6 +117,49 @@ def ffn_knockout(model: PreTrainedModel, layers: Iterable[int]) -> Iterator[None
     zero = lambda _m, _a, out: torch.zeros_like(out)  # noqa: E731
     with hooks(post=[(all_blocks[layer].get_submodule(family.ffn_out), zero) for layer in layers]):
         yield
+
+
+def _ffn_projections(model: PreTrainedModel) -> list[torch.nn.Module]:
+    family = family_of(model.config)
+    return [block.get_submodule(family.ffn_proj) for block in blocks(model)]
+
+
+@contextmanager
+def neuron_mask(model: PreTrainedModel, mask: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Scale each FFN neuron's activation by ``mask[layer, neuron]`` (``[batch, layers, neurons]``:
+    per batch row), on the input of the FFN's last projection, like ``head_mask`` for heads."""
+    projections = _ffn_projections(model)
+    if mask.dim() not in (2, 3) or mask.shape[-2] != len(projections):
+        raise InherituneError(f"neuron mask must be [batch x] {len(projections)} x neurons, got {tuple(mask.shape)}")
+
+    def hook_for(layer: int):
+        def pre_hook(_module, args):
+            x = args[0]  # [batch, T, neurons], or [batch * T, neurons] where a family flattens tokens
+            scale = mask.select(-2, layer).to(x.device, x.dtype)
+            if scale.dim() == 2:  # per batch row
+                rows = x.reshape(scale.shape[0], -1, x.shape[-1]) * scale[:, None]
+                return (rows.reshape(x.shape), *args[1:])
+            return (x * scale, *args[1:])
+
+        return pre_hook
+
+    with hooks(pre=[(p, hook_for(i)) for i, p in enumerate(projections)]):
+        yield mask
+
+
+@contextmanager
+def ffn_activations(model: PreTrainedModel) -> Iterator[dict[int, torch.Tensor]]:
+    """Record each layer's FFN activations ``[..., neurons]`` (the input of its last projection)."""
+    records: dict[int, torch.Tensor] = {}
+
+    def hook_for(layer: int):
+        def pre_hook(_module, args):
+            records[layer] = args[0].detach()
+
+        return pre_hook
+
+    with hooks(pre=[(p, hook_for(i)) for i, p in enumerate(_ffn_projections(model))]):
+        yield records
 
 
 @contextmanager

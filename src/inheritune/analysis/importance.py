@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import memory
+from inheritune.analysis import batching
 from inheritune.analysis.hooks import head_mask, hooks
 from inheritune.models.families import blocks, family_of, num_heads, num_layers
 
@@ -101,7 +101,7 @@ def token_bytes(model: PreTrainedModel, length: int, backward: bool) -> int:
     A forward pass holds one block's activations at a time and the fp32 logits (with their
     log-softmax); a backward pass keeps every block's activations (about twice its parameter
     count per hidden unit, plus one attention row per head) and the logits' gradient too. Rough
-    by design: ``memory.Batcher`` halves the batch if it is still too big.
+    by design: ``batching.Batcher`` halves the batch if it is still too big.
     """
     vocab = model.get_output_embeddings().weight.shape[0]
     hidden = model.get_input_embeddings().weight.shape[1]
@@ -115,14 +115,14 @@ def token_bytes(model: PreTrainedModel, length: int, backward: bool) -> int:
 def batch_tokens(model: PreTrainedModel, examples: Sequence[Example], backward: bool) -> int:
     """Padded tokens per batch that fit the memory budget (at least one example's worth)."""
     longest = max((len(ex.ids) for ex in examples), default=1)
-    return max(longest, memory.budget(model) // token_bytes(model, longest, backward))
+    return max(longest, batching.budget(model) // token_bytes(model, longest, backward))
 
 
 def batched(model: PreTrainedModel, examples: Sequence[Example], run, what: str, tokens: int | None = None,
             backward: bool = False):
     """``run(batch)`` over consecutive batches of at most ``tokens`` padded tokens (default: what
-    the memory budget allows), with a progress bar; see ``memory.Batcher``."""
-    batcher = memory.Batcher(tokens or batch_tokens(model, examples, backward), what)
+    the memory budget allows), with a progress bar; see ``batching.Batcher``."""
+    batcher = batching.Batcher(tokens or batch_tokens(model, examples, backward), what)
     return batcher.pieces(examples, padded_tokens, run, unit="example")
 
 
@@ -248,7 +248,7 @@ def row_bytes(model: PreTrainedModel, ex: Example) -> int:
 
 
 @torch.no_grad()
-def knockout_losses(model: PreTrainedModel, ex: Example, batcher: memory.Batcher
+def knockout_losses(model: PreTrainedModel, ex: Example, batcher: batching.Batcher
                     ) -> tuple[tuple[float, bool | None], list[tuple[float, bool | None]]]:
     """One example's (loss, correct) intact and with each layer's FFN knocked out, in layer order.
 
@@ -273,7 +273,7 @@ def ffn_importance(model: PreTrainedModel, examples: list[Example], limit: int |
     """Per layer: loss increase (and accuracy drop, when known) with that layer's FFN removed;
     with the intact model's ``loss`` and ``accuracy``. One pass holds at most ``limit`` bytes of
     rows (default: the memory budget)."""
-    batcher = memory.Batcher(limit or memory.budget(model), "FFN knock-outs")
+    batcher = batching.Batcher(limit or batching.budget(model), "FFN knock-outs")
     intact, knocked = [], []
     for ex in tqdm(examples, desc="FFN knock-outs", unit="example", disable=None, leave=False):
         base, rows = knockout_losses(model, ex, batcher)
@@ -318,7 +318,7 @@ def clusters(scores: np.ndarray, top_share: float = 0.2) -> dict:
             "peak": max(THIRDS, key=lambda t: top_count[t])}
 
 
-def analyse(model: PreTrainedModel, examples: list[Example]) -> dict:
+def measure_importance(model: PreTrainedModel, examples: list[Example]) -> dict:
     """Head and FFN importance of one example source, with where each clusters."""
     family_of(model.config)  # an unknown architecture fails here, in one line
     model.eval()

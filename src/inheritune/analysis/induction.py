@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis import memory
+from inheritune.analysis import batching
 from inheritune.analysis.hooks import attention_probs, final_residual, head_outputs
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, input_weights, num_heads, num_layers
@@ -74,7 +74,7 @@ def sequence_bytes(model: PreTrainedModel, length: int) -> int:
     """Planned bytes per sequence of a batch: every layer's attention probabilities (with a host
     copy) and head outputs, and a few hidden-size rows per token for the copying scores."""
     hidden = model.get_input_embeddings().weight.shape[1]
-    return memory.attention_bytes(model, length) + 16 * num_layers(model.config) * length * hidden
+    return batching.attention_bytes(model, length) + 16 * num_layers(model.config) * length * hidden
 
 
 @torch.no_grad()
@@ -112,8 +112,8 @@ def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: in
                 copying[layer, head] = ((base - without) * direction).sum(-1).mean(-1).sum(0)
         return prefix, copying
 
-    size = batch_size or max(1, memory.budget(model) // sequence_bytes(model, all_ids.shape[1]))
-    parts = list(memory.Batcher(size, "induction").pieces(all_ids, len, run, unit="sequence"))
+    size = batch_size or max(1, batching.budget(model) // sequence_bytes(model, all_ids.shape[1]))
+    parts = list(batching.Batcher(size, "induction").pieces(all_ids, len, run, unit="sequence"))
     return {"prefix": (sum(p for p, _ in parts) / seeds).numpy(), "copying": (sum(c for _, c in parts) / seeds).numpy()}
 
 

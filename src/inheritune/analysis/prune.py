@@ -142,16 +142,17 @@ def bake(model: PreTrainedModel, pruning: dict) -> PreTrainedModel:
 
 
 def physical_removal_refusal(model: PreTrainedModel) -> str:
-    """Why the pruned units stay as zeroed weights instead of being cut out of the tensors.
+    """Why a global plan's units stay as zeroed weights instead of being cut out of the tensors.
 
     Cutting heads out needs a config that holds a head count per layer: transformers up to 4.x
-    had ``prune_heads`` and ``config.pruned_heads`` (GPT-2 among our families), transformers 5
-    removed both, and no family's config takes per-layer head counts or per-layer FFN widths
-    (``intermediate_size`` is one number), so a global plan, which prunes a different number of
-    heads in each layer, cannot be saved smaller and reload as an ordinary folder."""
+    had ``prune_heads`` and ``config.pruned_heads``, transformers 5 removed both, and no family's
+    config takes per-layer head counts or FFN widths, so a global plan, which prunes a different
+    number of units in each layer, cannot be saved smaller and reload as an ordinary folder. A
+    uniform cut can (``--width-heads``/``--width-ffn``)."""
     return (f"--physical: kept as zeroed weights: transformers {transformers.__version__} has no prune_heads/"
             f"pruned_heads and {model.config.model_type}'s config holds one head count and one FFN width for "
-            "every layer, so a folder with per-layer widths would not reload")
+            "every layer, so a folder with per-layer widths would not reload; --width-heads/--width-ffn cut the "
+            "same number of units from every block and save a smaller model")
 
 
 def wilson(hits: int, n: int) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Sequences to analyse: N windows of T tokens, drawn reproducibly from data or a text file."""
+"""Sequences to analyze: N windows of T tokens, drawn reproducibly from data or a text file."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics, memory
+from inheritune.analysis import attention as metrics, batching
 from inheritune.analysis.depth import angular_distance, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
 from inheritune.analysis.importance import ffn_importance, head_importance, lm_examples
@@ -283,7 +283,7 @@ def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int 
             model(input_ids=batch.to(model.device), use_cache=False)
         return cosine_sums(states).cpu()
 
-    pieces = memory.Batcher(batch_size, "residual cosines").pieces(windows, len, run, unit="window")
+    pieces = batching.Batcher(batch_size, "residual cosines").pieces(windows, len, run, unit="window")
     return sum(pieces) / windows.numel()
 
 
@@ -296,7 +296,7 @@ def column_mass(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
         probs = attention_probs(model, batch.to(model.device))
         return torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
 
-    batcher = memory.Batcher(max(1, memory.budget(model) // memory.attention_bytes(model, t)), "attention")
+    batcher = batching.Batcher(max(1, batching.budget(model) // batching.attention_bytes(model, t)), "attention")
     total = sum(batcher.pieces(windows, len, run, unit="window"))
     mass, _column = metrics.heaviest_column(total / n)  # [L, H]
     return mass.mean(1).tolist()

@@ -20,7 +20,7 @@ from inheritune import analyze, derive, evaluate, grow, importance, induction, p
 from inheritune.cli import show
 from inheritune.cli.generate import Command, Parser, add_command, keywords
 from inheritune.errors import InherituneError
-from inheritune.messages import one_line
+from inheritune.error_lines import one_line
 from inheritune.training import TrainingInterrupted
 from inheritune.training.distributed import teardown
 

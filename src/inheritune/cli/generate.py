@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from inheritune.cli.texts import CHOICES, OPTIONS, TRAINING
-from inheritune.messages import one_line
+from inheritune.error_lines import one_line
 from inheritune.options import closest, count
 from inheritune.training import TrainConfig
 

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from inheritune import (AnalyzeResult, DeriveResult, EvalResult, GrowResult, ImportanceResult, InductionResult,
-                        PrepareResult, PruneResult, StudyResult, TrainResult)
+                        LayerPruneResult, PrepareResult, PruneResult, StudyResult, TrainResult, WidthPruneResult)
 from inheritune.models.surgery import spans
 from inheritune.pipeline import check_inputs
 from inheritune.recipe import default_recipe_text, load_recipe
@@ -59,8 +59,16 @@ def ranked(r: ImportanceResult) -> None:
     print(f"-> {r.out} in {r.seconds:.1f}s")
 
 
-def pruned(r: PruneResult) -> None:
-    if r.drop_layers:
+def pruned(r: PruneResult | LayerPruneResult | WidthPruneResult) -> None:
+    if isinstance(r, WidthPruneResult):
+        a, b = r.geometry["before"], r.geometry["after"]
+        print(f"cut width (by {r.by}): heads {a['heads']} -> {b['heads']} (key/value {a['kv_heads']} -> "
+              f"{b['kv_heads']}), FFN neurons {a['ffn_neurons']} -> {b['ffn_neurons']} in every block; params "
+              f"{r.params['before']:,} -> {r.params['after']:,}")
+        print(f"val loss {r.before['val']['loss']:.4f} -> {r.after['val']['loss']:.4f} (masked reference "
+              f"{r.masked['val']['loss']:.4f}) -> {r.out} in {r.seconds:.1f}s")
+        return
+    if isinstance(r, LayerPruneResult):
         print(f"dropped blocks {r.dropped_layers} (by {r.by}): val loss {r.before['val']['loss']:.4f} -> "
               f"{r.after['val']['loss']:.4f} -> {r.out} in {r.seconds:.1f}s")
         return

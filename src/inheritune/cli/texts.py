@@ -12,6 +12,8 @@ from inheritune.data.sources import ERRORS
 from inheritune.evaluation.tasks import LOCAL_TASKS
 from inheritune.growth.config import DIRECTIONS, GROW_MODES
 from inheritune.models.surgery import INIT_CHOICES
+from inheritune.models.width import HEAD_UNITS
+from inheritune.analysis.width import RANKINGS
 
 MODEL = "alias (smollm2-135m, gemma3-270m), model folder (e.g. a run's final/), .gguf file or hub id"
 
@@ -67,14 +69,19 @@ OPTIONS = {
               "scoring examples", "source": "which source ranks the units (default: lm, else the first)",
     "allow_overlap": "accept --scores ranked on scoring examples: warn and count them in prune.json",
     "iterative": "reach --heads/--ffn in this many steps, re-scoring importance after each (1: one-shot)",
-    "physical": "cut the pruned units out of the weights where the family allows (else say why, keep masks)",
+    "physical": "with --heads/--ffn: say why a global plan stays as zeroed weights (--width-* ship smaller models)",
+    "width_heads": "percent of every block's heads to cut out (whole key/value groups, or see --head-unit): a "
+                   "smaller config and files; needs --data", "width_ffn": "percent of every block's FFN neurons to cut out",
+    "width_by": "ranking of heads and neurons on --data's train split: activation (Minitron: mean output norm) "
+                "or gradient (mean |dL/dscale|)", "head_unit": "group (a key/value head with its query heads) or query "
+                "(the same number of query heads in every group)",
     "sweep": "also score every criterion over --steps (heads) and --ffn-steps, with 95%% intervals",
     "steps": "head sweep percentages, comma-separated", "ffn_steps": "FFN sweep percentages, comma-separated",
     "seg_len": "distinct random tokens per segment", "repeats": "times the segment is repeated",
     "seeds": "random repeated sequences (one per seed) that induction averages over",
     "exclude": "share of lowest and of highest token ids left out", "top": "how many top induction heads to list",
 }
-CHOICES = {"errors": ERRORS, "init": INIT_CHOICES, "direction": DIRECTIONS, "mode": GROW_MODES, "device_map": ["auto"]}
+CHOICES = {"head_unit": HEAD_UNITS, "width_by": RANKINGS, "errors": ERRORS, "init": INIT_CHOICES, "direction": DIRECTIONS, "mode": GROW_MODES, "device_map": ["auto"]}
 
 TRAINING = {
     "seq_len": "context length of training windows", "batch_size": "micro-batch per rank",

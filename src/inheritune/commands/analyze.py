@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.analyze import BI_SHARE, FORMAT, LAZY_MASS, LAZY_RANK, MIN_DEPTH, analyse, check_options, write
+from inheritune.analysis.analyze import BI_SHARE, FORMAT, LAZY_MASS, LAZY_RANK, MIN_DEPTH, check_options, measure_attention, write
 from inheritune.analysis.sampling import sequences_from
 from inheritune.commands._shared import CommandResult, load, model_name
 from inheritune.errors import InherituneError
-from inheritune.io import check_output_dir
+from inheritune.atomic import check_output_dir
 from inheritune.models.families import context_length
 from inheritune.models.loading import tokenizer_fingerprint
 
@@ -80,8 +80,9 @@ def analyze(model: str | Path | PreTrainedModel, *, out: str | Path, data: str |
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None, no_tokenizer=NO_TOKENIZER,
                        device=device, device_map=device_map)
     ids = _windows(model_, tok, data, text, sequences, seq_len, seed, bos)
-    fields, heads, mean_attn, distance = analyse(model_, ids, tau=tau, batch_size=batch_size, lazy_rank=lazy_rank,
-                                                 lazy_mass=lazy_mass, bi_share=bi_share, min_depth=min_depth)
+    fields, heads, mean_attn, distance = measure_attention(model_, ids, tau=tau, batch_size=batch_size,
+                                                           lazy_rank=lazy_rank, lazy_mass=lazy_mass,
+                                                           bi_share=bi_share, min_depth=min_depth)
     source = {"data": str(data)} if data is not None else {"text": str(text)}
     result = AnalyzeResult(out=Path(out), format=FORMAT, model=model_name(model), source=source, sequences=sequences,
                            seq_len=seq_len, tau=tau, seed=seed, bos=bos, seconds=0.0, **fields)

@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from inheritune.commands._shared import CommandResult, load, model_name
-from inheritune.io import check_output_dir
+from inheritune.atomic import check_output_dir
 from inheritune.models.families import num_layers
 from inheritune.models.loading import parameter_count, save_model
 from inheritune.analysis.selection import chosen_blocks, parse as parse_selector, scoring_windows

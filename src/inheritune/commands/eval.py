@@ -18,7 +18,7 @@ from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.harness import evaluate_model, task_managers
 from inheritune.evaluation.task_index import include_folder
-from inheritune.io import atomic_write_json
+from inheritune.atomic import atomic_write_json
 from inheritune.models.loading import check_device, load_tokenizer, tokenizer_fingerprint
 
 

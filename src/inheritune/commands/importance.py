@@ -30,7 +30,7 @@ from inheritune.commands._shared import CommandResult, csv_text, load, model_nam
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.evaluation.task_index import include_folder
-from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
 
@@ -175,7 +175,7 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     results = {}
     for name, examples_ in tqdm(scored.items(), desc="sources", unit="source", disable=None):
         tqdm.write(f"importance on {name}: {len(examples_)} examples")  # one line per stage in logs, too
-        results[name] = {**ids[name], **imp.analyse(model_, examples_)}
+        results[name] = {**ids[name], **imp.measure_importance(model_, examples_)}
     result = ImportanceResult(out=Path(out), model=model_name(model), num_layers=num_layers(model_.config),
                               num_heads=num_heads(model_.config), seq_len=seq_len, shots=counts, seed=seed,
                               sources=results, aggregate=aggregate(results), overlap=compare_sources(results),

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
 from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
 from inheritune.reporting.plots import heatmap
 
 NO_TOKENIZER = "special token ids (left out of the random tokens) come from its config"

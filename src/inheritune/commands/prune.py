@@ -1,8 +1,11 @@
-"""``prune``: remove heads and FFNs (or whole blocks), save the smaller model, report the damage soundly.
+"""``prune``: remove heads and FFNs, whole blocks, or width; save the model, report the damage soundly.
 
 ``prune(model, heads=P, ffn=Q, data=DIR, out=DIR)`` is ``inheritune prune MODEL --heads P --ffn Q
 --data DIR --out DIR``: the same arguments, the same folder (a transformers model folder with
-prune.json and sweep plots inside), and a ``PruneResult``.
+prune.json and sweep plots inside), and a typed result, one per job: ``PruneResult`` (a global
+plan of heads and FFN layers, saved as zeroed weights), ``LayerPruneResult`` (``--drop-layers``:
+whole blocks) or ``WidthPruneResult`` (``--width-heads``/``--width-ffn``: the same units cut out
+of every block, a smaller config and smaller files).
 
 Sound by construction: the units are **ranked on one split of examples and scored on another**.
 LM windows are ranked in the first half of the val tokens and scored in the second (a window lies
@@ -26,6 +29,7 @@ from transformers import PreTrainedModel
 from inheritune.analysis import importance as imp
 from inheritune.analysis import layers as lp, selection
 from inheritune.analysis import prune as pr
+from inheritune.analysis import width as wd
 from inheritune.analysis.induction import candidate_tokens, induction_scores
 from inheritune.commands._shared import CommandResult, load, model_name, positive
 from inheritune.analysis.sampling import tokens_from
@@ -33,11 +37,12 @@ from inheritune.commands.importance import check_sources, example_sources, half_
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
-from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from inheritune.atomic import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.families import num_heads, num_layers
 from inheritune.models.loading import tokenizer_fingerprint
 from inheritune.models.card import write_card
 from inheritune.models.surgery import drop_blocks, spans
+from inheritune.models import width
 from inheritune.reporting.plots import panels
 
 STEPS = "0,10,20,30,40,50,60,70,80,90"
@@ -72,9 +77,41 @@ class PruneResult(CommandResult):
     sweep: dict  # source -> criterion -> {"heads"|"ffn": {"percent", "points"}}
     prunable: dict  # source -> criterion -> {"metric", "heads", "ffn"}: % prunable within 5%
     seconds: float
-    drop_layers: int = 0  # --drop-layers K (0: heads and FFNs were pruned)
-    dropped_layers: list = dataclasses.field(default_factory=list)  # the blocks removed
-    layer_scores: dict = dataclasses.field(default_factory=dict)  # analysis.selection.Selection.to_json()
+
+
+@dataclasses.dataclass
+class LayerPruneResult(CommandResult):
+    """What ``prune --drop-layers K`` wrote to ``out``: the model without K whole blocks."""
+
+    out: Path
+    model: str
+    by: str  # the block selector (analysis/selection.py)
+    drop_layers: int
+    dropped_layers: list  # the blocks removed
+    layer_scores: dict  # analysis.selection.Selection.to_json()
+    before: dict  # {"val": {"loss": ...}}: the yardstick on the data's val split
+    after: dict
+    sweep: dict  # --sweep: {"layers": val loss vs K per selector}
+    seconds: float
+
+
+@dataclasses.dataclass
+class WidthPruneResult(CommandResult):
+    """What ``prune --width-heads/--width-ffn`` wrote to ``out``: a narrower model, smaller files."""
+
+    out: Path
+    model: str
+    by: str  # the ranking: activation | gradient
+    head_unit: str  # group | query
+    heads_percent: float
+    ffn_percent: float
+    geometry: dict  # {"before"|"after": {"heads", "kv_heads", "head_width", "ffn_neurons"}}
+    params: dict  # {"before"|"after": parameter count}
+    plan: dict  # models.width.WidthPlan.to_json(): the units each layer keeps
+    before: dict  # {"val": {"loss": ...}}: the reference
+    after: dict  # the saved, cut model
+    masked: dict  # the reference with the cut units masked (must equal ``after``)
+    seconds: float
 
 
 def percents(steps: str | Sequence[float], option: str) -> list[float]:
@@ -215,11 +252,19 @@ def prunable(curves: dict, before: dict) -> dict:
     return table
 
 
-def check_mode(drop_layers: int, by: str | None, heads: float, ffn: float, iterative: int, scores, tasks, data) -> str:
-    """The criterion, checked against the mode: head/FFN pruning, or whole blocks (``--drop-layers``)."""
+def check_mode(drop_layers: int, by: str | None, heads: float, ffn: float, iterative: int, scores, tasks, data,
+               widths: tuple[float, float] = (0.0, 0.0)) -> str:
+    """The criterion, checked against the mode: head/FFN pruning, whole blocks (``--drop-layers``)
+    or uniform width (``--width-heads``/``--width-ffn``, ranked by ``--width-by``)."""
     if drop_layers < 0:
         raise InherituneError(f"--drop-layers must be at least 0, not {drop_layers}")
     positive(iterative, "--iterative")
+    if any(widths):
+        if drop_layers or heads or ffn or iterative > 1 or scores is not None or tasks or by or data is None:
+            raise InherituneError("--width-heads/--width-ffn cut the same units from every block, ranked on --data's "
+                                  "train split (--width-by) and scored on its val split: give it --data, without "
+                                  "--heads, --ffn, --drop-layers, --by, --iterative, --scores or --tasks")
+        return "width"
     if not drop_layers:
         by = by or "importance"
         if by not in pr.CRITERIA:
@@ -240,13 +285,18 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
           text: str | Path | None = None, tasks: Sequence[str] = (), examples: int = 32, seq_len: int = 256,
           shots: int = 3, max_task_tokens: int = 1024, seed: int = 0, heads: float = 0.0, ffn: float = 0.0,
           drop_layers: int = 0, by: str | None = None, scores: str | Path | None = None, source: str | None = None,
-          allow_overlap: bool = False, iterative: int = 1, physical: bool = False, sweep: bool = False,
+          allow_overlap: bool = False, iterative: int = 1, physical: bool = False, width_heads: float = 0.0,
+          width_ffn: float = 0.0, width_by: str = "activation", head_unit: str = "group", sweep: bool = False,
           steps: str | Sequence[float] = STEPS, ffn_steps: str | Sequence[float] = FFN_STEPS,
           include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
-          tokenizer=None, device: str = "cpu", device_map: str | None = None) -> PruneResult:
+          tokenizer=None, device: str = "cpu", device_map: str | None = None
+          ) -> PruneResult | LayerPruneResult | WidthPruneResult:
     """Prune ``model`` and save it to ``out``: the ``heads``% / ``ffn``% heads / FFN layers that
     criterion ``by`` (importance, induction, random) ranks lowest, or with ``drop_layers`` K the K
-    whole blocks criterion ``by`` (block-influence, angular, lazy, first-n) chooses.
+    whole blocks criterion ``by`` (block-influence, angular, lazy, first-n) chooses, or with
+    ``width_heads``/``width_ffn`` the same share of heads (whole key/value groups, or with
+    ``head_unit`` query the same number in every group) and FFN neurons cut out of every block,
+    ranked by ``width_by`` (activation, gradient): a smaller config, smaller files.
 
     Heads and FFNs are ranked by importance from ``scores`` (an importance.json) or computed here
     on ``source``'s rank split (``iterative`` > 1: re-scored in that many steps) and scored on the
@@ -257,15 +307,21 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     A loaded ``model`` is pruned in place (heads/FFNs) or copied (layers)."""
     start = time.perf_counter()
     heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
-    by = check_mode(drop_layers, by, heads, ffn, iterative, scores, tasks, data)
-    head_steps = percents(steps, "--steps") if sweep and not drop_layers else []
-    ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and not drop_layers else []
+    widths = (pr.check_percent(width_heads, "--width-heads"), pr.check_percent(width_ffn, "--width-ffn"))
+    by = check_mode(drop_layers, by, heads, ffn, iterative, scores, tasks, data, widths)
+    if by == "width" and width_by not in wd.RANKINGS:
+        raise InherituneError(f"--width-by must be one of {', '.join(wd.RANKINGS)}, not '{width_by}'")
+    units = by not in ("width",) and not drop_layers
+    head_steps = percents(steps, "--steps") if sweep and units else []
+    ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
     tasks = check_sources(data, text, tasks, examples, include_path)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
     model_.eval()
-    if drop_layers:
+    if by == "width":
+        result, saved = _prune_width(model_, tok, data, examples, seq_len, seed, *widths, width_by, head_unit)
+    elif drop_layers:
         result, saved = _drop_layers(model_, tok, data, examples, seq_len, seed, drop_layers, by, sweep)
     else:
         sources = split_sources(model_, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed,
@@ -332,33 +388,65 @@ def _prune_units(model, tok, sources: dict, by: str, scores, source, allow_overl
                        masked=masked, sweep=curves, prunable=prunable(curves, before), seconds=0.0)
 
 
-def _drop_layers(model, tok, data, examples: int, seq_len: int, seed: int, k: int, by: str, sweep: bool
-                 ) -> tuple[PruneResult, PreTrainedModel]:
-    """Whole blocks (``analysis.layers``): chosen on the data's train split, val loss on its val split."""
-    lp.check_drop(k, num_layers(model.config))
+def _val_data(data, tok):
     token_data = open_data(data)
     if tok is not None:
         token_data.check_tokenizer(tokenizer_fingerprint(tok), "the model's tokenizer")
+    return token_data
+
+
+def _val_summary(value: dict) -> dict:
+    return {"loss": value["loss"]}
+
+
+def _drop_layers(model, tok, data, examples: int, seq_len: int, seed: int, k: int, by: str, sweep: bool
+                 ) -> tuple[LayerPruneResult, PreTrainedModel]:
+    """Whole blocks (``analysis.layers``): chosen on the data's train split, val loss on its val split."""
+    lp.check_drop(k, num_layers(model.config))
+    token_data = _val_data(data, tok)
     windows = selection.scoring_windows(token_data, examples, seq_len, seed)
     chosen = selection.select(model, num_layers(model.config) - k, by, windows)
     dropped = chosen.dropped
     pruned = drop_blocks(model, dropped)
     before, after = val_loss(model, token_data), val_loss(pruned, token_data)
     curves = {"layers": lp.sweep(model, token_data, windows, lp.SWEEP, max_drop=k)} if sweep else {}
-    summary = lambda v: {"loss": v["loss"], "loss_ci": None, "accuracy": None, "accuracy_ci": None,  # noqa: E731
-                         "chance": None}
-    result = PruneResult(out=Path(), model="", by=by, ranked_by="computed", source="train", overlap=0, iterative=1,
-                         heads_percent=0.0, ffn_percent=0.0, pruned_heads=[], pruned_ffn=[],
-                         heads_total=num_layers(model.config) * num_heads(model.config),
-                         ffn_total=num_layers(model.config), steps=[], physical="", before={"val": summary(before)},
-                         after={"val": summary(after)}, masked={"val": summary(after)}, sweep=curves, prunable={},
-                         seconds=0.0, drop_layers=k, dropped_layers=dropped, layer_scores=chosen.to_json())
+    result = LayerPruneResult(out=Path(), model="", by=by, drop_layers=k, dropped_layers=dropped,
+                              layer_scores=chosen.to_json(), before={"val": _val_summary(before)},
+                              after={"val": _val_summary(after)}, sweep=curves, seconds=0.0)
     return result, pruned
 
 
-def _card(result: PruneResult) -> dict:
+def _prune_width(model, tok, data, examples: int, seq_len: int, seed: int, heads_pct: float, ffn_pct: float,
+                 ranking: str, unit: str) -> tuple[WidthPruneResult, PreTrainedModel]:
+    """Uniform width (``models.width``): units ranked on the data's train split, the cut model
+    and the masked reference scored on its val split (they must agree)."""
+    width.check_cut(model.config, heads_pct, ffn_pct, unit)  # before the slow ranking
+    token_data = _val_data(data, tok)
+    windows = selection.scoring_windows(token_data, examples, seq_len, seed)
+    print(f"ranking heads and FFN neurons by {ranking} on {len(windows)} train windows ...", flush=True)
+    plan = width.plan(model.config, *wd.unit_scores(model, windows, ranking), heads_pct, ffn_pct, unit)
+    before = val_loss(model, token_data)
+    with wd.masked(model, plan):
+        masked = val_loss(model, token_data)
+    small = width.cut(model, plan)
+    after = val_loss(small, token_data)
+    shape = lambda m: dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), width.geometry(m.config)))  # noqa: E731
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    result = WidthPruneResult(out=Path(), model="", by=ranking, head_unit=unit, heads_percent=heads_pct,
+                              ffn_percent=ffn_pct, geometry={"before": shape(model), "after": shape(small)},
+                              params={"before": params(model), "after": params(small)}, plan=plan.to_json(),
+                              before={"val": _val_summary(before)}, after={"val": _val_summary(after)},
+                              masked={"val": _val_summary(masked)}, seconds=0.0)
+    return result, small
+
+
+def _card(result: PruneResult | LayerPruneResult | WidthPruneResult) -> dict:
     """The pruned model's card facts."""
-    if result.drop_layers:
+    if isinstance(result, WidthPruneResult):
+        a, b = result.geometry["before"], result.geometry["after"]
+        cut = (f"kept {b['heads']} of {a['heads']} query heads ({b['kv_heads']} of {a['kv_heads']} key/value heads) "
+               f"and {b['ffn_neurons']} of {a['ffn_neurons']} FFN neurons in every block, ranked by {result.by}")
+    elif isinstance(result, LayerPruneResult):
         cut = f"dropped blocks {spans(result.dropped_layers)} by {result.by}"
     else:
         cut = (f"masked {len(result.pruned_heads)}/{result.heads_total} heads and {len(result.pruned_ffn)}/"
@@ -369,11 +457,13 @@ def _card(result: PruneResult) -> dict:
             f"{first} loss after": round(result.after[first]["loss"], 4)}
 
 
-def _write(folder: Path, result: PruneResult) -> None:
+def _write(folder: Path, result: PruneResult | LayerPruneResult | WidthPruneResult) -> None:
     """prune.json and, per source and metric, the sweep: one panel per criterion, heads and FFNs
     with their 95% bands, the chance line (accuracy) and the 5% tolerance line."""
     atomic_write_json(folder / "prune.json", result.report())
-    if result.drop_layers:
+    if isinstance(result, WidthPruneResult):
+        return
+    if isinstance(result, LayerPruneResult):
         if result.sweep:
             lp.plot_sweep(result.sweep["layers"], folder / "sweep_layers.png",
                           "val loss after dropping K blocks, per criterion (first-n: Inheritune's choice)")

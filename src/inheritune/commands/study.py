@@ -26,7 +26,7 @@ from inheritune.commands.analyze import NO_TOKENIZER, analyze
 from inheritune.commands.importance import check_shots, check_sources, importance
 from inheritune.commands.induction import induction
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
 from inheritune.models.families import context_length
 from inheritune.reporting.study import write
 

@@ -41,7 +41,7 @@ from transformers import PreTrainedTokenizerBase
 from inheritune.data.shards import FORMAT, MANIFEST, ShardWriter, dtype_for_vocab
 from inheritune.data.sources import ERRORS, check_source, documents, interleave
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from inheritune.atomic import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.loading import load_tokenizer, tokenizer_fingerprint
 from inheritune.result import CommandResult
 

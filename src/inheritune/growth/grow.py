@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from inheritune.data.shards import TokenData, open_data
 from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_loss
-from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
+from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
                            resumes,
                            swap_in)
 from inheritune.models.families import num_layers

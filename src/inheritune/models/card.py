@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from inheritune.io import atomic_write_text, final_paths
+from inheritune.atomic import atomic_write_text, final_paths
 from inheritune.models.loading import ALIASES
 
 CARD = "README.md"  # save_model writes the same name

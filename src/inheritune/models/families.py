@@ -30,6 +30,15 @@ class Family:
     layer_lists: tuple[str, ...] = field(default=("layer_types",))  # per-layer config lists
     weights_in_out: bool = False  # projections store [in, out] (GPT-2's Conv1D); nn.Linear stores [out, in]
     logit_softcap: str | None = None  # config key of the final-logit soft-cap, where the family has one
+    # Width (models/width.py): the projections whose output rows are heads or FFN neurons, and the
+    # config keys that size them.
+    qkv: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")  # one entry: fused [q|k|v]
+    ffn_in: tuple[str, ...] = ("mlp.gate_proj", "mlp.up_proj")  # output rows = neurons
+    ffn_in_chunks: int = 1  # 2: one fused [gate | up] projection
+    ffn_width: str = "intermediate_size"  # config key of the FFN width (unset: 4 x hidden)
+    kv_heads: str | None = "num_key_value_heads"  # config key of the key/value head count (None: one per head)
+    head_width: str | None = "head_dim"  # config key the attention reads a head's width from; None: it computes
+    #                                      hidden_size / num_attention_heads, so fewer heads would mean narrower ones
 
 
 _LLAMA_LIKE = Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm")
@@ -39,7 +48,8 @@ FAMILIES: dict[str, Family] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "phi3": _LLAMA_LIKE,
+    "phi3": Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm",
+                   qkv=("self_attn.qkv_proj",), ffn_in=("mlp.gate_up_proj",), ffn_in_chunks=2),
     "gemma3_text": Family(
         blocks="model.layers",
         embed="model.embed_tokens",
@@ -59,6 +69,11 @@ FAMILIES: dict[str, Family] = {
         ffn_proj="mlp.c_proj",
         layer_lists=(),
         weights_in_out=True,
+        qkv=("attn.c_attn",),
+        ffn_in=("mlp.c_fc",),
+        ffn_width="n_inner",
+        kv_heads=None,
+        head_width=None,
     ),
     "opt": Family(
         blocks="model.decoder.layers",
@@ -72,6 +87,11 @@ FAMILIES: dict[str, Family] = {
         ffn_out="fc2",
         ffn_proj="fc2",
         layer_lists=(),
+        qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+        ffn_in=("fc1",),
+        ffn_width="ffn_dim",
+        kv_heads=None,
+        head_width=None,
     ),
     "gpt_neox": Family(
         blocks="gpt_neox.layers",
@@ -82,6 +102,10 @@ FAMILIES: dict[str, Family] = {
         attn_out="attention.dense",
         ffn_proj="mlp.dense_4h_to_h",
         layer_lists=(),
+        qkv=("attention.query_key_value",),
+        ffn_in=("mlp.dense_h_to_4h",),
+        kv_heads=None,
+        head_width=None,
     ),
 }
 

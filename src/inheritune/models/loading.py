@@ -29,8 +29,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.errors import InherituneError
-from inheritune.messages import one_line
-from inheritune.models.families import declared_layers
+from inheritune.error_lines import one_line
+from inheritune.models.families import declared_layers, family_of
 
 
 @dataclass(frozen=True)
@@ -382,9 +382,40 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
                               "it is not this model's tokenizer")
 
 
-def load(reference: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
-    """Model and tokenizer of one reference."""
-    return load_model(reference, dtype, trust_remote_code), load_tokenizer(reference, trust_remote_code)
+def model_name(model: str | Path | PreTrainedModel) -> str:
+    """The model as the user named it (a loaded model: the name it was loaded from)."""
+    if isinstance(model, PreTrainedModel):
+        return str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    return str(model)
+
+
+def load(model: str | Path | PreTrainedModel, tokenizer=None, trust_remote_code: bool = False, *,
+         needed: bool = True, no_tokenizer: str = "", dtype: torch.dtype = torch.float32, device: str = "cpu",
+         device_map: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+    """The one model + tokenizer loader: each a reference or already loaded, and the tokenizer
+    always checked to fit the model. The tokenizer is None for a weights-only model when nothing
+    ``needed`` it (``no_tokenizer`` says then what that means). A reference loads onto ``device``
+    (or spread by ``device_map``) in ``dtype``; a loaded model stays where it is."""
+    check_device(device, device_map)
+    loaded = model if isinstance(model, PreTrainedModel) else load_model(
+        model, dtype, trust_remote_code=trust_remote_code, device=device, device_map=device_map)
+    family_of(loaded.config)  # a model whose blocks the family table does not know fails in one line
+    if tokenizer is None or isinstance(tokenizer, (str, Path)):
+        given = tokenizer is not None
+        source = tokenizer if given else model
+        if isinstance(source, PreTrainedModel):
+            source = getattr(source.config, "_name_or_path", None)
+        tok = load_tokenizer(source, trust_remote_code=trust_remote_code, required=needed or given) if source else None
+        if tok is not None:
+            check_tokenizer_fits(loaded, tok, str(source))
+    else:
+        tok = tokenizer
+        check_tokenizer_fits(loaded, tok, "the given tokenizer")
+    if tok is None:
+        if needed:
+            raise InherituneError(f"{model_name(model)} has no tokenizer (attach one with --tokenizer REF)")
+        print(f"{model_name(model)} has no tokenizer: {no_tokenizer}", flush=True)
+    return loaded, tok
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -411,7 +442,7 @@ def save_model(
 ) -> Path:
     """Write an ordinary HF folder (config + safetensors + tokenizer, plus the command's
     ``reports``: file name -> JSON, and ``card``, the model card's text: models/card.py), atomically."""
-    from inheritune.io import atomic_dir, atomic_write_json, atomic_write_text
+    from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
 
     with atomic_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from inheritune.evaluation.compare import comparison_table
 from inheritune.evaluation.loss import YARDSTICK
-from inheritune.io import atomic_write_json, atomic_write_text
+from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.models.surgery import spans
 from inheritune.reporting.plots import curves, strips
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inheritune.io import atomic_write_text
+from inheritune.atomic import atomic_write_text
 from inheritune.reporting.plots import bars, scatter
 
 PLOTS = {"importance_vs_induction": "importance_vs_induction.png",

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_dir, clean_leftovers, discard
+from inheritune.atomic import atomic_dir, clean_leftovers, discard
 
 STATE = "trainer_state.pt"
 

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from inheritune.io import atomic_write_text
+from inheritune.atomic import atomic_write_text
 
 COLUMNS = ("step", "tokens", "lr", "train_loss", "val_loss", "tokens_per_s", "mfu", "wall_time")
 

@@ -45,7 +45,7 @@ import torch
 
 from inheritune.data.shards import MANIFEST, TokenData
 from inheritune.errors import InherituneError
-from inheritune.io import atomic_write_json, discard, read_json
+from inheritune.atomic import atomic_write_json, discard, read_json
 from inheritune.training.config import check_teacher_states
 from inheritune.training.loss import TopK
 

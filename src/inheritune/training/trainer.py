@@ -28,7 +28,7 @@ from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
-from inheritune.io import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
+from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
                            differences, final_paths, read_json, swap_in)
 from inheritune.models.card import write_card
 from inheritune.models.families import context_length

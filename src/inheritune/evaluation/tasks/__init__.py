@@ -25,7 +25,7 @@ from inheritune.evaluation import suite
 from inheritune.evaluation.cache import cache_root
 from inheritune.evaluation.cloze import cloze_rows
 from inheritune.evaluation.prompt_format import FEWSHOT_DELIMITER, HEADER, TARGET_DELIMITER, doc
-from inheritune.io import atomic_dir
+from inheritune.atomic import atomic_dir
 
 HERE = Path(__file__).parent
 BUILD_VERSION = 3  # part of the cache key: bump when build_local_task writes its files differently
