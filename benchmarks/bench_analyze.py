@@ -26,7 +26,7 @@ import torch
 
 from inheritune.commands.analyze import analyze
 from inheritune.analysis.sampling import sequences_from
-from inheritune.io import atomic_write_json
+from inheritune.atomic import atomic_write_json
 from inheritune.models.loading import load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from inheritune.data.corpora import expand
 from inheritune.data.prepare import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.data.sources import documents
-from inheritune.io import atomic_write_json
+from inheritune.atomic import atomic_write_json
 from inheritune.models.loading import load_tokenizer
 
 CORPUS = "default"

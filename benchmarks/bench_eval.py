@@ -20,7 +20,7 @@ import torch
 
 from inheritune import evaluate, inherit, load, prepare_data
 from inheritune.evaluation.compare import comparison_markdown, flat_metrics
-from inheritune.io import atomic_write_json, atomic_write_text
+from inheritune.atomic import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -35,7 +35,7 @@ import inheritune
 from inheritune.analysis import importance as imp
 from inheritune.analysis.hooks import ffn_knockout, head_mask
 from inheritune.analysis.sampling import sequences_from
-from inheritune.io import atomic_write_json, atomic_write_text
+from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.models.families import blocks, num_heads, num_layers
 
 from bench_analyze import owt_text  # the same packaged text (benchmarks run as scripts from this folder)

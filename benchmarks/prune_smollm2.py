@@ -28,7 +28,7 @@ from inheritune.analysis import importance as imp
 from inheritune.analysis import prune as pr
 from inheritune.commands.prune import TOLERANCE, prune
 from inheritune.evaluation import suite
-from inheritune.io import atomic_write_json, atomic_write_text
+from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.models.loading import load_model, load_tokenizer
 
 from study_smollm2 import MODEL, data_folder  # noqa: E402  (benchmarks/ is the script's folder)

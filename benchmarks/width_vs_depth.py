@@ -1,0 +1,187 @@
+"""Depth vs width vs both at one parameter budget: cut the packaged reference to about the same
+number of non-embedding parameters by dropping blocks, by cutting heads and FFN neurons out of
+every block, or by both; measure size and speed, then heal every arm on the same tokens.
+
+Per arm: non-embedding parameters, safetensors bytes, forward and training-step tokens/s (batch
+4 x 512, fp32, the reference and the masked reference beside them), val loss untrained and after
+healing (the product's trainer, same loss, lr, tokens and windows for every arm). The width arms'
+units are ranked by activation (Minitron) and by gradient importance; both rankings are scored
+untrained, the better one is healed. Everything on the development split (split seed 1).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/width_vs_depth.py --reference smollm2-135m --tokens 40960
+
+Writes benchmarks/results/width_vs_depth_REFERENCE_TOKENS.{json,md}. The tokens/s columns are one
+short measurement each (noisy here); benchmarks/bench_width.py measures speed carefully.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from inheritune.analysis.selection import scoring_windows
+from inheritune.analysis.width import masked, unit_scores
+from inheritune.data.shards import open_data
+from inheritune.evaluation.loss import val_loss
+from inheritune.models.loading import load_model, load_tokenizer
+from inheritune.models.families import blocks
+from inheritune.models.surgery import inherit, spans
+from inheritune.models.width import cut, geometry, plan
+from inheritune.training import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from selection_sweep import ROOT, RESULTS, data_folder  # noqa: E402  (the same development split)
+
+BATCH, SEQ = 4, 512
+
+
+def non_embedding(model) -> int:
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    return sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if head is embed else head.numel())
+
+
+def disk_bytes(model) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        return sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
+
+
+def speed(model, repeats: int = 3) -> dict:
+    """Tokens/s of a forward pass (no grad) and of a training step (forward, backward, AdamW)."""
+    ids = torch.randint(0, model.config.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(input_ids=ids, use_cache=False)
+        forward = BATCH * SEQ * repeats / (time.perf_counter() - start)
+    trainable = [p for p in model.parameters()]
+    optimizer = torch.optim.AdamW(trainable, lr=0.0)  # lr 0: the timing does not change the weights
+    model.train()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    model.eval()
+    return {"forward_tok_s": forward, "train_tok_s": BATCH * SEQ / min(times[1:] or times)}
+
+
+def width_arm(reference, windows, scores: dict, heads_pct: float, ffn_pct: float, unit: str = "query"):
+    """The plan of each ranking."""
+    return {by: plan(reference.config, *s, heads_pct, ffn_pct, unit) for by, s in scores.items()}
+
+
+def arms_for(reference, name: str, windows, data) -> dict:
+    """name -> (model, description, masked plan or None, {ranking: untrained val loss})."""
+    sweep = json.loads((RESULTS / f"selection_sweep_{name}.json").read_text())["frontier"]
+    scores = {by: unit_scores(reference, windows, by) for by in ("activation", "gradient")}
+    token_data = open_data(data)
+    arms = {}
+    depth_keep = sweep["loss-greedy"]["20"]["keep"]
+    arms["depth: 20 of 30 blocks (loss-greedy)"] = (inherit(reference, depth_keep), f"blocks {spans(depth_keep)}", None, {})
+    for label, heads_pct, ffn_pct in (("width: FFN 1536 -> 860", 0, 44), ("width: heads 9 -> 6, FFN 1536 -> 983", 100 / 3, 36)):
+        plans = width_arm(reference, windows, scores, heads_pct, ffn_pct)
+        untrained = {}
+        for by, p in plans.items():
+            with masked(reference, p):
+                untrained[by] = val_loss(reference, token_data)["loss"]
+        best = min(untrained, key=untrained.get)
+        arms[label] = (cut(reference, plans[best]), f"ranked by {best}", plans[best], untrained)
+    angular24 = sweep["angular"]["24"]["keep"]
+    shallow = inherit(reference, angular24)
+    shallow_windows_scores = {by: unit_scores(shallow, windows, by) for by in ("activation", "gradient")}
+    plans = width_arm(shallow, windows, shallow_windows_scores, 100 / 3, 14)
+    untrained = {}
+    for by, p in plans.items():
+        with masked(shallow, p):
+            untrained[by] = val_loss(shallow, token_data)["loss"]
+    best = min(untrained, key=untrained.get)
+    arms["both: 24 blocks (angular), heads 9 -> 6, FFN 1536 -> 1321"] = (
+        cut(shallow, plans[best]), f"blocks {spans(angular24)}, ranked by {best}", plans[best], untrained)
+    return arms
+
+
+def heal(model, data: Path, tokenizer, tokens: int, lr: float, out: Path) -> dict:
+    config = TrainConfig(seq_len=SEQ, batch_size=BATCH, tokens_per_step=BATCH * SEQ, tokens=tokens, lr=lr, min_lr=1e-5,
+                         warmup_steps=6, eval_every=10_000, progress=False)
+    result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True)
+    return {"untrained": result.val_history[0]["val_loss"], "healed": result.final_val_loss,
+            "train_seconds": result.wall_time}
+
+
+def table(stored: dict) -> str:
+    ref = stored["reference"]
+    lines = ["| arm | non-embedding params | share | safetensors MB | forward tok/s | train tok/s | untrained (activation / gradient) | healed | gap |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base = ref["non_embedding"]
+    for name, r in stored["rows"].items():
+        ranks = " / ".join(f"{r['rankings'][k]:.3f}" for k in ("activation", "gradient") if k in r["rankings"])
+        healed = f"{r['healed']:.3f} | {r['healed'] - ref['val_loss']:+.3f}" if "healed" in r else "- | -"
+        lines.append(f"| {name} ({r['detail']}) | {r['non_embedding']:,} | {r['non_embedding'] / base:.2f} | "
+                     f"{r['disk'] / 1e6:.0f} | {r['forward_tok_s']:.0f} ({r['forward_tok_s'] / ref['forward_tok_s']:.2f}x) | "
+                     f"{r['train_tok_s']:.0f} ({r['train_tok_s'] / ref['train_tok_s']:.2f}x) | "
+                     f"{r['untrained']:.3f}{' (' + ranks + ')' if ranks else ''} | {healed} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", default="smollm2-135m")
+    parser.add_argument("--tokens", type=int, default=40960)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--split-seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--arms", default="", help="comma-separated arm numbers to run (0 depth, 1-2 width, 3 both; "
+                                                   "default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer, reference = load_tokenizer(args.reference), load_model(args.reference)
+    data = data_folder(args.reference, tokenizer, args.split_seed)
+    token_data = open_data(data)
+    windows = scoring_windows(data)
+    stem = f"width_vs_depth_{args.reference}_{args.tokens}"
+    path = RESULTS / f"{stem}.json"
+    ref = {"non_embedding": non_embedding(reference), "disk": disk_bytes(reference),
+           "val_loss": val_loss(reference, token_data)["loss"], **speed(reference)}
+    stored = {"reference": ref, "split_seed": args.split_seed, "tokens": args.tokens, "lr": args.lr, "rows": {}}
+    print(f"reference: {ref}", flush=True)
+    arms = arms_for(reference, args.reference, windows, data)
+    some_plan = next(p for _m, _d, p, _u in arms.values() if p is not None)
+    with masked(reference, some_plan):
+        stored["masked_reference"] = speed(reference)  # what masks cost: the reference's size and time
+    chosen = {int(a) for a in args.arms.split(",")} if args.arms else set(range(len(arms)))
+    for index, (name, (model, detail, _plan, rankings)) in enumerate(arms.items()):
+        if index not in chosen:
+            continue
+        row = {"detail": detail, "non_embedding": non_embedding(model), "disk": disk_bytes(model),
+               "geometry": dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), geometry(model.config))),
+               "layers": len(blocks(model)),
+               "rankings": rankings, "untrained": val_loss(model, token_data)["loss"], **speed(model)}
+        row |= heal(model, data, tokenizer, args.tokens, args.lr, ROOT / "runs" / "width" / f"{stem}-{index}")
+        stored["rows"][name] = row
+        path.write_text(json.dumps(stored, indent=1) + "\n")
+        print(f"{name}: {row['untrained']:.3f} -> {row['healed']:.3f}, train {row['train_tok_s']:.0f} tok/s", flush=True)
+    masked_speed = stored["masked_reference"]
+    text = (f"{args.reference}: one parameter budget (about 2/3 of the reference's non-embedding parameters) by "
+            f"depth, width and both, development split (split seed {args.split_seed}); reference val loss "
+            f"{ref['val_loss']:.3f}, {ref['non_embedding']:,} non-embedding parameters, {ref['disk'] / 1e6:.0f} MB, "
+            f"forward {ref['forward_tok_s']:.0f} tok/s, training step {ref['train_tok_s']:.0f} tok/s (batch {BATCH} x "
+            f"{SEQ}, fp32); the masked reference (zeroed units, hooks): forward {masked_speed['forward_tok_s']:.0f}, "
+            f"training {masked_speed['train_tok_s']:.0f} tok/s, {ref['disk'] / 1e6:.0f} MB. Healed: cross-entropy, "
+            f"{args.tokens:,} tokens, lr {args.lr:g}, 2,048 tokens per step, 6 warmup steps, cosine to 1e-5.\n\n"
+            f"{table(stored)}\n")
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
