@@ -5,8 +5,8 @@ every block, or by both; measure size and speed, then heal every arm on the same
 Per arm: non-embedding parameters, safetensors bytes, forward and training-step tokens/s (batch
 4 x 512, fp32, the reference and the masked reference beside them), val loss untrained and after
 healing (the product's trainer, same loss, lr, tokens and windows for every arm). The width arms'
-units are ranked by activation (Minitron) and by gradient importance; both rankings are scored
-untrained, the better one is healed. Everything on the development split (split seed 1).
+units are ranked by activation (Minitron) and by gradient importance; the ranking whose cut has
+the lower loss on the train-split scoring windows is healed (both are reported untrained on val). Everything on the development split (split seed 1).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/width_vs_depth.py --reference smollm2-135m --tokens 40960
 
@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from inheritune.analysis.selection import scoring_windows
-from inheritune.analysis.width import masked, unit_scores
+from inheritune.analysis.importance import evaluate, lm_examples
+from inheritune.analysis.width import RANKINGS, masked, unit_scores
 from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.loading import load_model, load_tokenizer
@@ -36,20 +36,9 @@ from inheritune.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from selection_sweep import ROOT, RESULTS, data_folder  # noqa: E402  (the same development split)
+from bench_width import disk_bytes, non_embedding  # noqa: E402
 
 BATCH, SEQ = 4, 512
-
-
-def non_embedding(model) -> int:
-    embed = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
-    return sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if head is embed else head.numel())
-
-
-def disk_bytes(model) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        return sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
 
 
 def speed(model, repeats: int = 3) -> dict:
@@ -75,38 +64,35 @@ def speed(model, repeats: int = 3) -> dict:
     return {"forward_tok_s": forward, "train_tok_s": BATCH * SEQ / min(times[1:] or times)}
 
 
-def width_arm(reference, windows, scores: dict, heads_pct: float, ffn_pct: float, unit: str = "query"):
-    """The plan of each ranking."""
-    return {by: plan(reference.config, *s, heads_pct, ffn_pct, unit) for by, s in scores.items()}
+def best_width(model, windows, token_data, heads_pct: float, ffn_pct: float):
+    """The cut by each ranking; the one whose masked model has the lower loss on the train-split
+    ``windows`` is kept (chosen off the val split). Returns (cut model, ranking, plan, {ranking:
+    untrained val loss})."""
+    plans, on_train, on_val = {}, {}, {}
+    for by in RANKINGS:
+        plans[by] = plan(model.config, *unit_scores(model, windows, by), heads_pct, ffn_pct, "query")
+        with masked(model, plans[by]):
+            on_train[by] = evaluate(model, lm_examples(windows))["loss"]
+            on_val[by] = val_loss(model, token_data)["loss"]
+    best = min(on_train, key=on_train.get)
+    return cut(model, plans[best]), best, plans[best], on_val
 
 
 def arms_for(reference, name: str, windows, data) -> dict:
-    """name -> (model, description, masked plan or None, {ranking: untrained val loss})."""
+    """name -> (model, description, plan or None, {ranking: untrained val loss})."""
     sweep = json.loads((RESULTS / f"selection_sweep_{name}.json").read_text())["frontier"]
-    scores = {by: unit_scores(reference, windows, by) for by in ("activation", "gradient")}
     token_data = open_data(data)
-    arms = {}
     depth_keep = sweep["loss-greedy"]["20"]["keep"]
-    arms["depth: 20 of 30 blocks (loss-greedy)"] = (inherit(reference, depth_keep), f"blocks {spans(depth_keep)}", None, {})
-    for label, heads_pct, ffn_pct in (("width: FFN 1536 -> 860", 0, 44), ("width: heads 9 -> 6, FFN 1536 -> 983", 100 / 3, 36)):
-        plans = width_arm(reference, windows, scores, heads_pct, ffn_pct)
-        untrained = {}
-        for by, p in plans.items():
-            with masked(reference, p):
-                untrained[by] = val_loss(reference, token_data)["loss"]
-        best = min(untrained, key=untrained.get)
-        arms[label] = (cut(reference, plans[best]), f"ranked by {best}", plans[best], untrained)
+    arms = {"depth: 20 of 30 blocks (loss-greedy)": (inherit(reference, depth_keep), f"blocks {spans(depth_keep)}",
+                                                     None, {})}
+    for label, heads_pct, ffn_pct in (("width: FFN 1536 -> 860", 0, 44),
+                                      ("width: heads 9 -> 6, FFN 1536 -> 983", 100 / 3, 36)):
+        model, best, width, untrained = best_width(reference, windows, token_data, heads_pct, ffn_pct)
+        arms[label] = (model, f"ranked by {best}", width, untrained)
     angular24 = sweep["angular"]["24"]["keep"]
-    shallow = inherit(reference, angular24)
-    shallow_windows_scores = {by: unit_scores(shallow, windows, by) for by in ("activation", "gradient")}
-    plans = width_arm(shallow, windows, shallow_windows_scores, 100 / 3, 14)
-    untrained = {}
-    for by, p in plans.items():
-        with masked(shallow, p):
-            untrained[by] = val_loss(shallow, token_data)["loss"]
-    best = min(untrained, key=untrained.get)
+    model, best, width, untrained = best_width(inherit(reference, angular24), windows, token_data, 100 / 3, 14)
     arms["both: 24 blocks (angular), heads 9 -> 6, FFN 1536 -> 1321"] = (
-        cut(shallow, plans[best]), f"blocks {spans(angular24)}, ranked by {best}", plans[best], untrained)
+        model, f"blocks {spans(angular24)}, ranked by {best}", width, untrained)
     return arms
 
 

@@ -16,6 +16,7 @@ from inheritune import WidthPruneResult, prune
 from inheritune.analysis.width import activation_scores, gradient_scores, masked, unit_scores
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of
+from inheritune.models.budget import ffn_percent_within, layers_within
 from inheritune.models.width import cut, geometry, plan
 
 HEAD_FAMILIES = [f for f in FAMILY_NAMES if family_of(TINY_CONFIGS[f](1)).head_width is not None]
@@ -155,3 +156,42 @@ def test_prune_width_bad_input_is_one_line_and_writes_nothing(reference_and_data
                             "--out", str(tmp_path / "out"), *extra], capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (extra, r.stderr)
         assert not (tmp_path / "out").exists()
+
+
+# ---- a parameter budget -----------------------------------------------------------------------------
+
+def counted(model) -> int:
+    """Non-embedding parameters counted on real weights (the budget module counts on the meta device)."""
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if head is embed else head.numel())
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3", "gemma3_text"])
+@pytest.mark.parametrize("share", [0.5, 0.7])
+def test_a_budget_gives_the_largest_cut_model_within_it(family, share):
+    full = tiny_model(family, layers=4)
+    keep = layers_within(full.config, share)
+    assert counted(tiny_model(family, layers=keep)) <= share * counted(full) < counted(tiny_model(family, layers=keep + 1))
+    percent = ffn_percent_within(full.config, share)
+    narrow = cut(full, random_plan(full, 0, percent, "group"))
+    neurons = geometry(narrow.config)[3]
+    assert counted(narrow) <= share * counted(full)
+    wider = cut(full, plan(full.config, np.zeros((4, geometry(full.config)[0])),
+                           np.arange(4 * geometry(full.config)[3]).reshape(4, -1), 0,
+                           100 * (geometry(full.config)[3] - neurons - 1) / geometry(full.config)[3], "group"))
+    assert counted(wider) > share * counted(full)  # one more neuron per block would break the budget
+
+
+def test_prune_to_a_budget_by_depth_and_by_width(reference_and_data, tmp_path):
+    ref, data = reference_and_data
+    full = counted(AutoModelForCausalLM.from_pretrained(ref))
+    deep = prune(ref, data=data, params=0.6, budget_by="depth", by="first-n", out=tmp_path / "depth", examples=4, seq_len=32)
+    wide = prune(ref, data=data, params=0.6, budget_by="width", out=tmp_path / "width", examples=4, seq_len=32)
+    assert deep.dropped_layers == [1] and isinstance(wide, WidthPruneResult)
+    for out in ("depth", "width"):
+        assert counted(AutoModelForCausalLM.from_pretrained(tmp_path / out)) <= 0.6 * full
+    with pytest.raises(InherituneError, match="--params sets the cut itself"):
+        prune(ref, data=data, params=0.6, drop_layers=1, out=tmp_path / "x")
+    with pytest.raises(InherituneError, match="between 0 and 1"):
+        prune(ref, data=data, params=1.5, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()

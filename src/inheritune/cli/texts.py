@@ -12,6 +12,7 @@ from inheritune.data.sources import ERRORS
 from inheritune.evaluation.tasks import LOCAL_TASKS
 from inheritune.growth.config import DIRECTIONS, GROW_MODES
 from inheritune.models.surgery import INIT_CHOICES
+from inheritune.models.budget import SHAPES as BUDGET_SHAPES
 from inheritune.models.width import HEAD_UNITS
 from inheritune.analysis.width import RANKINGS
 
@@ -72,6 +73,9 @@ OPTIONS = {
     "physical": "with --heads/--ffn: say why a global plan stays as zeroed weights (--width-* ship smaller models)",
     "width_heads": "percent of every block's heads to cut out (whole key/value groups, or see --head-unit): a "
                    "smaller config and files; needs --data", "width_ffn": "percent of every block's FFN neurons to cut out",
+    "params": "a parameter budget: keep at most this share (0-1) of the non-embedding parameters, the cut "
+              "chosen by --budget-by (default: no budget)", "budget_by": "depth (drop blocks, chosen by --by) or width (cut every block's FFN "
+              "neurons, ranked by --width-by)",
     "width_by": "ranking of heads and neurons on --data's train split: activation (Minitron: mean output norm) "
                 "or gradient (mean |dL/dscale|)", "head_unit": "group (a key/value head with its query heads) or query "
                 "(the same number of query heads in every group)",
@@ -81,7 +85,7 @@ OPTIONS = {
     "seeds": "random repeated sequences (one per seed) that induction averages over",
     "exclude": "share of lowest and of highest token ids left out", "top": "how many top induction heads to list",
 }
-CHOICES = {"head_unit": HEAD_UNITS, "width_by": RANKINGS, "errors": ERRORS, "init": INIT_CHOICES, "direction": DIRECTIONS, "mode": GROW_MODES, "device_map": ["auto"]}
+CHOICES = {"budget_by": BUDGET_SHAPES, "head_unit": HEAD_UNITS, "width_by": RANKINGS, "errors": ERRORS, "init": INIT_CHOICES, "direction": DIRECTIONS, "mode": GROW_MODES, "device_map": ["auto"]}
 
 TRAINING = {
     "seq_len": "context length of training windows", "batch_size": "micro-batch per rank",

@@ -42,7 +42,7 @@ from inheritune.models.families import num_heads, num_layers
 from inheritune.models.loading import tokenizer_fingerprint
 from inheritune.models.card import write_card
 from inheritune.models.surgery import drop_blocks, spans
-from inheritune.models import width
+from inheritune.models import budget, width
 from inheritune.reporting.plots import panels
 
 STEPS = "0,10,20,30,40,50,60,70,80,90"
@@ -286,7 +286,8 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
           shots: int = 3, max_task_tokens: int = 1024, seed: int = 0, heads: float = 0.0, ffn: float = 0.0,
           drop_layers: int = 0, by: str | None = None, scores: str | Path | None = None, source: str | None = None,
           allow_overlap: bool = False, iterative: int = 1, physical: bool = False, width_heads: float = 0.0,
-          width_ffn: float = 0.0, width_by: str = "activation", head_unit: str = "group", sweep: bool = False,
+          width_ffn: float = 0.0, width_by: str = "activation", head_unit: str = "group", params: float = 0.0,
+          budget_by: str = "depth", sweep: bool = False,
           steps: str | Sequence[float] = STEPS, ffn_steps: str | Sequence[float] = FFN_STEPS,
           include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
           tokenizer=None, device: str = "cpu", device_map: str | None = None
@@ -296,7 +297,9 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     whole blocks criterion ``by`` (block-influence, angular, lazy, first-n) chooses, or with
     ``width_heads``/``width_ffn`` the same share of heads (whole key/value groups, or with
     ``head_unit`` query the same number in every group) and FFN neurons cut out of every block,
-    ranked by ``width_by`` (activation, gradient): a smaller config, smaller files.
+    ranked by ``width_by`` (activation, gradient): a smaller config, smaller files. ``params`` (a
+    share, 0-1, of the non-embedding parameters) sets the cut itself: by ``budget_by`` depth, the
+    blocks to drop; by width, the FFN neurons to cut in every block.
 
     Heads and FFNs are ranked by importance from ``scores`` (an importance.json) or computed here
     on ``source``'s rank split (``iterative`` > 1: re-scored in that many steps) and scored on the
@@ -308,10 +311,12 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     start = time.perf_counter()
     heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
     widths = (pr.check_percent(width_heads, "--width-heads"), pr.check_percent(width_ffn, "--width-ffn"))
+    if params:  # the budget's cut is known after the load; check the mode with a stand-in for it now
+        drop_layers, widths = _budget_stand_in(params, budget_by, drop_layers, widths)
     by = check_mode(drop_layers, by, heads, ffn, iterative, scores, tasks, data, widths)
     if by == "width" and width_by not in wd.RANKINGS:
         raise InherituneError(f"--width-by must be one of {', '.join(wd.RANKINGS)}, not '{width_by}'")
-    units = by not in ("width",) and not drop_layers
+    units = by != "width" and not drop_layers
     head_steps = percents(steps, "--steps") if sweep and units else []
     ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
     tasks = check_sources(data, text, tasks, examples, include_path)
@@ -319,6 +324,8 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
     model_.eval()
+    if params:
+        drop_layers, widths = _budget_cut(model_.config, params, budget_by)
     if by == "width":
         result, saved = _prune_width(model_, tok, data, examples, seq_len, seed, *widths, width_by, head_unit)
     elif drop_layers:
@@ -338,6 +345,31 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
         write_card(tmp, _card(result))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _budget_stand_in(params: float, budget_by: str, drop_layers: int, widths: tuple[float, float]
+                     ) -> tuple[int, tuple[float, float]]:
+    """A cut of the budget's kind, for checking the other options before the model is loaded."""
+    budget.check_share(params)
+    if budget_by not in budget.SHAPES:
+        raise InherituneError(f"--budget-by must be one of {', '.join(budget.SHAPES)}, not '{budget_by}'")
+    if drop_layers or any(widths):
+        raise InherituneError("--params sets the cut itself: give it without --drop-layers, --width-heads or --width-ffn")
+    return (1, (0.0, 0.0)) if budget_by == "depth" else (0, (0.0, 1.0))
+
+
+def _budget_cut(config, params: float, budget_by: str) -> tuple[int, tuple[float, float]]:
+    """Blocks to drop (depth) or the FFN percent to cut (width) to reach the budget."""
+    total = budget.non_embedding(config)
+    if budget_by == "depth":
+        keep = budget.layers_within(config, params)
+        print(f"--params {params:g} of {total:,} non-embedding parameters: keep {keep} of {num_layers(config)} blocks",
+              flush=True)
+        return num_layers(config) - keep, (0.0, 0.0)
+    percent = budget.ffn_percent_within(config, params)
+    print(f"--params {params:g} of {total:,} non-embedding parameters: cut {percent:.1f}% of every block's FFN "
+          "neurons", flush=True)
+    return 0, (0.0, percent)
 
 
 def _ranking(model, sources: dict, scores, source: str | None, allow_overlap: bool) -> tuple[str, pr.Scores, int]:

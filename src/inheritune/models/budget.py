@@ -1,0 +1,69 @@
+"""A parameter budget turned into a cut: how many blocks to keep, or how many FFN neurons to keep
+in every block, so that a model holds at most a given share of its reference's non-embedding
+parameters (the parameters depth and width pruning can remove; embeddings and LM head stay).
+
+Counts are exact, read off models built on the meta device (no memory, no weights), so every
+family's own layout (biases, norms, fused projections) is counted as it is.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from inheritune.errors import InherituneError
+from inheritune.models.families import family_of, num_layers, set_num_layers
+from inheritune.models.width import WidthPlan, geometry, smaller_config
+
+SHAPES = ("depth", "width")
+
+
+def non_embedding(config: PretrainedConfig) -> int:
+    """Parameters outside the token embedding and the LM head (tied or not)."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    unique = {id(p): p for p in model.parameters()}
+    return sum(p.numel() for p in unique.values()) - embed.numel() - (head.numel() if head is not embed else 0)
+
+
+def check_share(share: float) -> float:
+    if not 0 < share < 1:
+        raise InherituneError(f"--params must be a share of the non-embedding parameters between 0 and 1, not {share:g}")
+    return float(share)
+
+
+def layers_within(config: PretrainedConfig, share: float) -> int:
+    """The most blocks a model of ``config``'s shape keeps within ``share`` of its non-embedding parameters."""
+    limit = check_share(share) * non_embedding(config)
+    for keep in range(num_layers(config) - 1, 0, -1):
+        shallow = copy.deepcopy(config)
+        set_num_layers(shallow, keep)
+        for key in family_of(config).layer_lists:
+            if getattr(shallow, key, None) is not None:
+                setattr(shallow, key, getattr(config, key)[:keep])
+        if non_embedding(shallow) <= limit:
+            return keep
+    raise InherituneError(f"--params {share:g}: even one block holds more than that share")
+
+
+def ffn_percent_within(config: PretrainedConfig, share: float) -> float:
+    """The FFN share (percent of every block's neurons) to cut so that the model keeps at most
+    ``share`` of its non-embedding parameters; heads stay. Parameters are affine in the FFN width,
+    so two counts give the exact width."""
+    limit = check_share(share) * non_embedding(config)
+    _heads, _kv, _w, neurons = geometry(config)
+
+    def count(width: int) -> int:
+        layers = num_layers(config)
+        keep = WidthPlan(heads=[list(range(_heads))] * layers, kv_heads=[list(range(_kv))] * layers,
+                         neurons=[list(range(width))] * layers)
+        return non_embedding(smaller_config(config, keep))
+
+    per_neuron = (count(neurons) - count(neurons - 1))
+    fixed = count(neurons) - per_neuron * neurons
+    width = int((limit - fixed) // per_neuron)
+    if width < 1:
+        raise InherituneError(f"--params {share:g}: attention alone holds more than that share; cut depth instead")
+    return 100 * (neurons - width) / neurons
