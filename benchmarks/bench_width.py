@@ -29,6 +29,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from inheritune.analysis.width import masked
+from inheritune.models import budget
 from inheritune.models.families import blocks, set_num_layers
 from inheritune.models.loading import load_model
 from inheritune.models.width import WidthPlan, geometry, plan, smaller_config
@@ -44,8 +45,7 @@ SHAPES = {  # name: (layers kept, heads %, FFN %): each about 2/3 of SmolLM2-135
 
 
 def non_embedding(model) -> int:
-    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    return sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if head is embed else head.numel())
+    return budget.non_embedding(model.config)
 
 
 def disk_bytes(model) -> int:

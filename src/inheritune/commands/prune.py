@@ -39,7 +39,7 @@ from inheritune.errors import InherituneError
 from inheritune.evaluation.loss import val_loss
 from inheritune.atomic import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.models.families import num_heads, num_layers
-from inheritune.models.loading import tokenizer_fingerprint
+from inheritune.models.loading import parameter_count, tokenizer_fingerprint
 from inheritune.models.card import write_card
 from inheritune.models.surgery import drop_blocks, spans
 from inheritune.models import budget, width
@@ -463,10 +463,9 @@ def _prune_width(model, tok, data, examples: int, seq_len: int, seed: int, heads
     small = width.cut(model, plan)
     after = val_loss(small, token_data)
     shape = lambda m: dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), width.geometry(m.config)))  # noqa: E731
-    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     result = WidthPruneResult(out=Path(), model="", by=ranking, head_unit=unit, heads_percent=heads_pct,
                               ffn_percent=ffn_pct, geometry={"before": shape(model), "after": shape(small)},
-                              params={"before": params(model), "after": params(small)}, plan=plan.to_json(),
+                              params={"before": parameter_count(model), "after": parameter_count(small)}, plan=plan.to_json(),
                               before={"val": _val_summary(before)}, after={"val": _val_summary(after)},
                               masked={"val": _val_summary(masked)}, seconds=0.0)
     return result, small

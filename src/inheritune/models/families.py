@@ -35,7 +35,8 @@ class Family:
     qkv: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")  # one entry: fused [q|k|v]
     ffn_in: tuple[str, ...] = ("mlp.gate_proj", "mlp.up_proj")  # output rows = neurons
     ffn_in_chunks: int = 1  # 2: one fused [gate | up] projection
-    ffn_width: str = "intermediate_size"  # config key of the FFN width (unset: 4 x hidden)
+    ffn_width: str = "intermediate_size"  # config key of the FFN width
+    ffn_width_unset: int = 4  # the FFN width, in hidden sizes, when the config leaves that key unset
     kv_heads: str | None = "num_key_value_heads"  # config key of the key/value head count (None: one per head)
     head_width: str | None = "head_dim"  # config key the attention reads a head's width from; None: it computes
     #                                      hidden_size / num_attention_heads, so fewer heads would mean narrower ones

@@ -50,8 +50,8 @@ def geometry(config: PretrainedConfig) -> tuple[int, int, int, int]:
     heads = num_heads(config)
     kv = int(getattr(config, family.kv_heads, None) or heads) if family.kv_heads else heads
     width = getattr(config, family.head_width, None) if family.head_width else None
-    return heads, kv, int(width or config.hidden_size // heads), int(getattr(config, family.ffn_width) or
-                                                                      4 * config.hidden_size)
+    neurons = getattr(config, family.ffn_width) or family.ffn_width_unset * config.hidden_size
+    return heads, kv, int(width or config.hidden_size // heads), int(neurons)
 
 
 def check_cut(config: PretrainedConfig, heads_pct: float, ffn_pct: float, unit: str) -> tuple[int, int]:
