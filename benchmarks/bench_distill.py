@@ -25,7 +25,7 @@ import torch
 from bench_train import BATCH, SEQ, make_data
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import inherit
-from inheritune.training import train
+from inheritune.commands.train import train
 
 RESULTS = Path(__file__).parent / "results" / "distill.json"
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from inheritune.data.shards import FORMAT, MANIFEST, dtype_for_vocab, open_data
 from inheritune.models.loading import load_tokenizer, tokenizer_fingerprint
 from inheritune.models.surgery import inherit
-from inheritune.training import train
+from inheritune.commands.train import train
 from inheritune.training.flops import flops_per_token, matmul_peak
 
 RESULTS = Path(__file__).parent / "results" / "train.json"

@@ -29,7 +29,8 @@ from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import inherit, spans
-from inheritune.training import TrainConfig, train
+from inheritune.commands.train import train
+from inheritune.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from selection_sweep import ROOT, RESULTS, data_folder  # noqa: E402  (the same development split)

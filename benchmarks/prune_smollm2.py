@@ -11,8 +11,10 @@ on a task the model does better than chance at, scored on held-out examples.
    unpruned answer loss and LM loss.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/prune_smollm2.py [--examples 64] [--shots 1]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/prune_smollm2.py --model gemma3-270m --select-examples 16 --examples 16
 
-Writes benchmarks/results/prune_smollm2.{json,md} and the sweep's plots to runs/prune_smollm2.
+Writes benchmarks/results/prune_smollm2.{json,md} (other models: prune_MODEL) and the sweep's plots
+to runs/prune_smollm2 (runs/prune_MODEL).
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ from study_smollm2 import MODEL, data_folder  # noqa: E402  (benchmarks/ is the 
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-WORK = ROOT / "runs" / "prune_smollm2"
 HEAD_STEPS = (0, 10, 20, 30, 40, 50, 70, 90)
 FFN_STEPS = (0, 10, 20, 30, 50)
 
@@ -94,36 +95,39 @@ def markdown(r: dict) -> str:
             f"{b['accuracy']:.3f} | [{b['accuracy_ci'][0]:.3f}, {b['accuracy_ci'][1]:.3f}] | {b['chance']:.3f}"
         lines.append(f"| {name} | {b['loss']:.3f} | [{b['loss_ci'][0]:.3f}, {b['loss_ci'][1]:.3f}] | {acc} |")
     lines += ["", f"Head steps {list(HEAD_STEPS)}, FFN steps {list(FFN_STEPS)}: a share is the largest step up to "
-              "which the curve never left the 5% band. Curves with 95% intervals: runs/prune_smollm2/out/sweep_*.png.", ""]
+              "which the curve never left the 5% band. Curves with 95% intervals: benchmarks/results/prune_MODEL_sweep_*.png.", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL, help="a packaged reference alias")
     parser.add_argument("--select-examples", type=int, default=48, help="rank-split questions per task when choosing")
     parser.add_argument("--examples", type=int, default=64, help="held-out questions and LM windows in the sweep")
     parser.add_argument("--shots", type=int, default=1, help="solved questions before each query")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per LM window")
     args = parser.parse_args()
     start = time.perf_counter()
-    model, tok = load_model(MODEL).eval(), load_tokenizer(MODEL)
+    name = "prune_smollm2" if args.model == MODEL else f"prune_{args.model}"
+    work = ROOT / "runs" / name
+    model, tok = load_model(args.model).eval(), load_tokenizer(args.model)
     chosen = selection(model, tok, args.select_examples, args.shots)
     task = chosen[0]["task"]
     print(f"chosen: {task}", flush=True)
-    result = prune(model, out=WORK / "out", data=data_folder(), tasks=[task], examples=args.examples,
+    result = prune(model, out=work / "out", data=data_folder(args.model), tasks=[task], examples=args.examples,
                    seq_len=args.seq_len, shots=args.shots, source=f"{task}/{args.shots}shot", sweep=True, steps=HEAD_STEPS,
                    ffn_steps=FFN_STEPS, tokenizer=tok, overwrite=True)
     report = result.report()
-    out = {"model": MODEL, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    out = {"model": args.model, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "select_examples": args.select_examples, "examples": args.examples, "seq_len": args.seq_len,
            "shots": args.shots, "source": f"{task}/{args.shots}shot", "selection": chosen, "before": report["before"], "prunable": report["prunable"],
            "prunable_by_loss": prunable_by_loss(report["sweep"], report["before"]), "sweep": report["sweep"],
            "seconds": time.perf_counter() - start}
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / "prune_smollm2.json", out)
-    atomic_write_text(RESULTS / "prune_smollm2.md", markdown(out))
-    for plot in (WORK / "out").glob("sweep_*.png"):
-        shutil.copy(plot, RESULTS / f"prune_smollm2_{plot.name}")
+    atomic_write_json(RESULTS / f"{name}.json", out)
+    atomic_write_text(RESULTS / f"{name}.md", markdown(out))
+    for plot in (work / "out").glob("sweep_*.png"):
+        shutil.copy(plot, RESULTS / f"{name}_{plot.name}")
     print(markdown(out))
     print(json.dumps(out["prunable"], indent=1))
 

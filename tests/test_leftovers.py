@@ -27,7 +27,8 @@ from inheritune.cli import main
 from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, atomic_write_json, build_dir, check_output_dir, clean_leftovers, claim, resumes
 from inheritune.error_lines import held_back
-from inheritune.training import checkpoint, train
+from inheritune.commands.train import train
+from inheritune.training import checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, precision="fp32", progress=False, peak_flops=1e12)
@@ -224,7 +225,7 @@ def test_a_cli_command_killed_while_writing_cleans_up_when_rerun(tmp_path, capsy
     _killed("""
         import os, sys
         from inheritune.cli import main
-        from inheritune.data import prepare
+        from inheritune.commands import prepare
         prepare._manifest = lambda *args, **kwargs: os._exit(9)  # the shards are written, the manifest not
         main(sys.argv[1:])
     """, *argv, "--overwrite")
@@ -295,7 +296,8 @@ def test_a_training_run_killed_while_rotating_checkpoints_resumes_clean(tmp_path
     _killed("""
         import json, os, shutil, sys
         from pathlib import Path
-        from inheritune.training import checkpoint, train
+        from inheritune.commands.train import train
+        from inheritune.training import checkpoint
 
         real = shutil.rmtree
 

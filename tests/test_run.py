@@ -33,6 +33,7 @@ def _recipe(root: Path) -> dict:
         "distill": {"enabled": True, "alpha": 0.5, "temperature": 2.0},  # main arm: inheritune-kd
         "arms": {"scratch": True, "other_loss": True, "scratch_full": True, "scratch_2x": True, "scratch_start": True,
                  "nogrow": ["attention"]},
+        "budget": {"params": 0.5},  # depth, width and both: the reference cut to half its non-embedding parameters
         "analysis": {"enabled": True, "sequences": 4, "seq_len": 16},
         "eval": {"tasks": ["cloze-local"], "limit": 3},
     }
@@ -93,7 +94,7 @@ def test_report_files_exist_and_are_self_contained(finished):
 
 
 ARMS = ("inheritune-kd", "inheritune", "scratch-kd", "scratch", "scratch-full-kd", "scratch-2x-kd", "scratch-1L-kd",
-        "first-n-kd", "inheritune-nogrow-attention-kd")
+        "first-n-kd", "inheritune-nogrow-attention-kd", "budget-depth-kd", "budget-width-kd", "budget-both-kd")
 
 
 def test_eval_cli_gives_the_reports_val_loss(finished):
@@ -137,7 +138,8 @@ def test_json_numbers_equal_the_runs_logs(finished):
     # Equal budgets: scratch on the inheritune arm's total tokens, scratch-2x twice, scratch-1L one round.
     total = 2 * ROUND_TOKENS
     assert arms["inheritune-kd"]["tokens"] == arms["inheritune"]["tokens"] == total
-    for name in ("scratch-kd", "scratch", "scratch-full-kd", "first-n-kd", "inheritune-nogrow-attention-kd"):
+    for name in ("scratch-kd", "scratch", "scratch-full-kd", "first-n-kd", "inheritune-nogrow-attention-kd",
+                 "budget-depth-kd", "budget-width-kd", "budget-both-kd"):
         assert arms[name]["tokens"] == total, name
     # Which reference blocks each arm holds: angular's (a slice before the kept last block), the paper's first n.
     assert arms["first-n-kd"]["blocks"] == [0, 1] and arms["scratch-kd"]["blocks"] is None
@@ -152,11 +154,40 @@ def test_json_numbers_equal_the_runs_logs(finished):
     assert arms["scratch-kd"]["params"] == arms["inheritune-kd"]["params"]
 
 
+def test_budget_arms_are_cut_to_the_budget_and_reported_side_by_side(finished):
+    """Depth, width and both cut the reference to at most half its non-embedding parameters (exact
+    counts), start from the cut model's own loss, and sit in one table with the reference."""
+    from inheritune.models.budget import non_embedding
+    from inheritune.models.loading import load_model
+
+    _, out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    arms, total = report["arms"], report["arms"]["reference"]["non_embedding"]
+    assert total == non_embedding(load_model(report["recipe"]["reference"]).config)
+    shapes = {}
+    for shape in ("depth", "width", "both"):
+        arm, cut = arms[f"budget-{shape}-kd"], json.loads((out / "budget" / shape / "prune.json").read_text())
+        final = load_model(arm["model_dir"])
+        assert arm["non_embedding"] == non_embedding(final.config) <= 0.5 * total
+        assert arm["curve"]["val_loss"][0] == pytest.approx(cut["after"]["val"]["loss"], abs=1e-4)  # untrained = cut
+        shapes[shape] = (final.config.num_hidden_layers, final.config.intermediate_size)
+    full = load_model(report["recipe"]["reference"]).config
+    assert shapes["depth"][0] < full.num_hidden_layers and shapes["depth"][1] == full.intermediate_size
+    assert shapes["width"][0] == full.num_hidden_layers and shapes["width"][1] < full.intermediate_size
+    assert shapes["depth"][0] < shapes["both"][0] < full.num_hidden_layers
+    assert shapes["both"][1] < full.intermediate_size
+    md = (out / "report.md").read_text()
+    assert "## Equal parameters: depth, width, both" in md
+    for name in ("reference", "inheritune-kd", "budget-depth-kd", "budget-width-kd", "budget-both-kd"):
+        share = arms[name]["non_embedding"] / total
+        assert f"| {name} | {arms[name]['layers']} | {arms[name]['non_embedding']:,} | {share:.3f} |" in md, name
+
+
 def test_scratch_model_is_the_reference_architecture_with_fresh_weights():
     import torch
 
     from conftest import tiny_model
-    from inheritune.pipeline import scratch_model
+    from inheritune.commands.run import scratch_model
 
     ref = tiny_model("gemma3_text", 6)
     scratch = scratch_model(ref, 4, seed=0)

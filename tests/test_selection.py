@@ -18,7 +18,8 @@ from inheritune.models.card import card_text
 from inheritune.models.families import blocks, family_of
 from inheritune.models.surgery import drop_blocks, inherit, origins, spans
 from inheritune.recipe import recipe_from_dict
-from inheritune.training import TrainConfig, train
+from inheritune.commands.train import train
+from inheritune.training import TrainConfig
 from inheritune.training.healing import cuts, focus
 from test_layer_prune import make_identity
 

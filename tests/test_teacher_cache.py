@@ -17,7 +17,7 @@ from conftest import make_data_dir, make_tokenizer, save_tiny, tiny_model
 from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
-from inheritune.training import train
+from inheritune.commands.train import train
 from inheritune.training.loss import CausalLMLoss, Teacher
 from inheritune.training.teacher_cache import open_cache
 

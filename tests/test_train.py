@@ -15,7 +15,8 @@ import torch
 
 from conftest import FAMILY_NAMES, make_data_dir, make_tokenizer, save_tiny, tiny_model
 from inheritune.errors import InherituneError
-from inheritune.training import TrainConfig, train
+from inheritune.commands.train import train
+from inheritune.training import TrainConfig
 from inheritune.training.logs import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ def test_sigkill_then_resume_gives_the_same_curve_even_past_a_corrupt_checkpoint
 def test_sigterm_finishes_the_step_checkpoints_and_resumes(setup, uninterrupted, tmp_path):
     import threading
 
-    from inheritune.training import TrainingInterrupted
+    from inheritune.errors import TrainingInterrupted
 
     root, model, data = setup
     run = tmp_path / "run"

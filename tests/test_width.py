@@ -16,7 +16,8 @@ from inheritune import WidthPruneResult, prune
 from inheritune.analysis.width import activation_scores, gradient_scores, masked, unit_scores
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of
-from inheritune.models.budget import ffn_percent_within, layers_within
+from inheritune.models.budget import cut_within, ffn_percent_within, layers_within
+from inheritune.models.surgery import stack_blocks
 from inheritune.models.width import cut, geometry, plan
 
 HEAD_FAMILIES = [f for f in FAMILY_NAMES if family_of(TINY_CONFIGS[f](1)).head_width is not None]
@@ -180,6 +181,31 @@ def test_a_budget_gives_the_largest_cut_model_within_it(family, share):
                            np.arange(4 * geometry(full.config)[3]).reshape(4, -1), 0,
                            100 * (geometry(full.config)[3] - neurons - 1) / geometry(full.config)[3], "group"))
     assert counted(wider) > share * counted(full)  # one more neuron per block would break the budget
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text"])
+def test_a_budget_by_both_drops_blocks_to_about_its_square_root_then_cuts_neurons_to_it(family):
+    full = tiny_model(family, layers=8)
+    both = cut_within(full.config, 0.4, "both")
+    assert both.drop_layers == 8 - layers_within(full.config, 0.4 ** 0.5) and 0 < both.ffn_percent < 100
+    shallow = stack_blocks(full, [(full, i) for i in range(8 - both.drop_layers)])
+    small = cut(shallow, random_plan(shallow, 0, both.ffn_percent, "group"))
+    assert counted(small) <= 0.4 * counted(full) < counted(shallow)
+    assert cut_within(full.config, 0.4, "depth").ffn_percent == 0 and cut_within(full.config, 0.4, "width").drop_layers == 0
+
+
+def test_prune_to_a_budget_by_both_ships_a_shallower_narrower_model(tokenizer, tmp_path):
+    ref = save_tiny(tmp_path / "ref", "llama", layers=4, tok=tokenizer)
+    data = make_data_dir(tmp_path / "data", tokenizer)
+    full = counted(AutoModelForCausalLM.from_pretrained(ref))
+    result = prune(ref, data=data, params=0.4, budget_by="both", by="angular", out=tmp_path / "both", examples=4,
+                   seq_len=32)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "both")
+    assert isinstance(result, WidthPruneResult) and len(result.dropped_layers) == 2 and result.layers_by == "angular"
+    assert saved.config.num_hidden_layers == 2 and geometry(saved.config)[3] < geometry(tiny_model().config)[3]
+    assert counted(saved) <= 0.4 * full
+    assert result.after["val"]["loss"] == pytest.approx(result.masked["val"]["loss"], abs=1e-5)
+    assert "dropped blocks" in result.summary() and "FFN neurons" in result.summary()
 
 
 def test_prune_to_a_budget_by_depth_and_by_width(reference_and_data, tmp_path):

@@ -362,3 +362,8 @@ def claim(out: Path, work: Path, stamp: str, settings: dict, started_with: str, 
         work.mkdir(parents=True)
         atomic_write_json(work / stamp, json.loads(json.dumps(settings)))
     return resuming
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    """A CSV file's text: a header row, then one line per row."""
+    return "\n".join(",".join(str(x) for x in row) for row in [header] + rows) + "\n"

@@ -172,3 +172,9 @@ def build(cls: type, values: dict, prefix: str = "", what: str = "recipe key") -
     if missing:
         raise InherituneError(f"recipe is missing the required key '{prefix}{missing[0]}'")
     return cls(**{k: convert(v, hints[k], prefix + k, what) for k, v in values.items()})
+
+
+def positive(value: int, name: str) -> None:
+    """A count option that must be at least 1."""
+    if value < 1:
+        raise InherituneError(f"{name} must be at least 1, not {value}")

@@ -17,8 +17,11 @@ import yaml
 
 from inheritune.errors import InherituneError
 from inheritune.analysis.selection import parse as parse_selector
+from inheritune.analysis.width import RANKINGS
 from inheritune.growth.config import GrowConfig
+from inheritune.models.budget import SHAPES, check_share
 from inheritune.options import build
+from inheritune.training.config import TrainConfig, make_config
 
 NOGROW_INITS = ("all", "attention", "mlp")
 MOVED = {  # keys of earlier recipes: where they went
@@ -73,6 +76,17 @@ class ArmsConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Arms cut from the reference to one parameter budget (``prune --params``), healed with the main
+    arm's loss on the main arm's tokens: depth (blocks chosen by ``inherit.by``), width (FFN neurons
+    ranked by ``width_by``) and both, side by side at equal parameters and equal tokens."""
+
+    params: float | None = None  # share (0-1) of the reference's non-embedding parameters; None: no budget arms
+    by: list[str] = field(default_factory=lambda: list(SHAPES))
+    width_by: str = "activation"  # activation | gradient
+
+
+@dataclass
 class AnalysisConfig:
     """The arguments of :func:`inheritune.analysis.analyze.analyze`, run on the reference."""
 
@@ -102,6 +116,7 @@ class Recipe:
     grow: GrowConfig = field(default_factory=GrowConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     arms: ArmsConfig = field(default_factory=ArmsConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
@@ -112,8 +127,6 @@ class Recipe:
 
 def _train_section(values: dict) -> dict:
     """Check the ``train`` mapping against TrainConfig's own fields and types."""
-    from inheritune.training.config import TrainConfig, make_config
-
     config = build(TrainConfig, values, "train.")
     for key in ("steps", "tokens"):
         if key in values:
@@ -143,11 +156,28 @@ def _check(recipe: Recipe) -> Recipe:
     for i, init in enumerate(recipe.arms.nogrow):
         if init not in NOGROW_INITS:
             raise InherituneError(f"recipe key 'arms.nogrow[{i}]' must be one of {', '.join(NOGROW_INITS)}, not '{init}'")
+    _check_budget(recipe.budget)
     if not recipe.reference.strip():
         raise InherituneError("recipe key 'reference' is empty")
     if recipe.data.dir is None and not recipe.data.sources:
         raise InherituneError("recipe key 'data' needs 'dir' (a prepared folder) or 'sources'")
     return recipe
+
+
+def _check_budget(b: BudgetConfig) -> None:
+    if b.params is None:
+        return
+    try:
+        check_share(b.params)
+    except InherituneError:
+        raise InherituneError(f"recipe key 'budget.params' must be a share between 0 and 1, not {b.params:g}") from None
+    for i, shape in enumerate(b.by):
+        if shape not in SHAPES:
+            raise InherituneError(f"recipe key 'budget.by[{i}]' must be one of {', '.join(SHAPES)}, not '{shape}'")
+    if not b.by or len(set(b.by)) != len(b.by):
+        raise InherituneError(f"recipe key 'budget.by' must list distinct shapes, not {b.by}")
+    if b.width_by not in RANKINGS:
+        raise InherituneError(f"recipe key 'budget.width_by' must be one of {', '.join(RANKINGS)}, not '{b.width_by}'")
 
 
 def recipe_from_dict(values: Any, where: str = "recipe") -> Recipe:

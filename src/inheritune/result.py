@@ -3,7 +3,7 @@
 A result is a dataclass naming what the command wrote: ``to_json`` gives plain JSON values
 (paths as strings), ``from_json`` reads them back (fields typed ``Path`` become paths again), and
 ``report()`` is what the command's own JSON file holds (everything but the output folder and
-the timing, which differ between two runs of the same command).
+the timing, which differ between two runs of the same command); ``summary()`` what the CLI prints.
 """
 from __future__ import annotations
 
@@ -26,3 +26,7 @@ class CommandResult:
 
     def report(self) -> dict:
         return {k: v for k, v in self.to_json().items() if k not in TIMING}
+
+    def summary(self) -> str:
+        """What the CLI prints of the result (the files hold the rest); nothing unless a command says."""
+        return ""

@@ -196,15 +196,15 @@ def write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, d
         x = list(range(n_layers))
         plots.curves(
             {"max over heads": (x, heads["rank"].max(1)), "mean over heads": (x, heads["rank"].mean(1))},
-            tmp / result["plots"]["rank"], f"Attention rank at {result['tau']:g} energy (T={t})", "layer",
-            "approximate rank",
+            tmp / result["plots"]["rank"], title=f"Attention rank at {result['tau']:g} energy (T={t})", xlabel="layer",
+            ylabel="approximate rank",
             hlines={f"lazy threshold ({result['thresholds']['lazy_rank_max']})": result["thresholds"]["lazy_rank_max"],
                     f"uniform causal ({result['uniform_causal_rank']})": result["uniform_causal_rank"]},
         )
         plots.heatmap(heads["column_mass"], tmp / result["plots"]["column_mass"],
                       "Heaviest-column share of attention", cbar="share", vmin=0, vmax=1)
         plots.bars([row["block_influence"] for row in layers], tmp / result["plots"]["block_influence"],
-                   "Block Influence (1 - cos(input, output)); lazy layers in red", "layer", "Block Influence",
+                   title="Block Influence (1 - cos(input, output)); lazy layers in red", xlabel="layer", ylabel="Block Influence",
                    highlight=lazy)
         plots.heatmap(distance, tmp / result["plots"]["angular_distance"],
                       "Angular distance between residual states", xlabel="state (input of layer)",
@@ -235,7 +235,8 @@ def measure_attention(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, 
     heads = _head_metrics(captured, tau)
     distance = angular_distance(captured["mean_cos"])
     rank_max = max(1, math.floor(lazy_rank * seq_len))
-    layers = _layer_rows(heads, block_influence(captured["mean_cos"]), distance, rank_max, lazy_mass)
+    layers = _layer_rows(heads, block_influence(captured["mean_cos"]), distance=distance, rank_max=rank_max,
+                         lazy_mass=lazy_mass)
     flat_mass, flat_rank = heads["column_mass"].ravel(), heads["rank"].ravel()
     result = {
         "model_type": model.config.model_type,

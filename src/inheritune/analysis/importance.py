@@ -170,7 +170,7 @@ def per_example(model: PreTrainedModel, examples: Sequence[Example], tokens: int
         loss, hits = scored_losses(model, padded(batch), batch)
         return loss.tolist(), hits
 
-    for loss, hits in batched(model, examples, run, "scoring", tokens):
+    for loss, hits in batched(model, examples, run=run, what="scoring", tokens=tokens):
         losses += loss
         correct += hits
     return losses, correct
@@ -208,7 +208,7 @@ def head_importance(model: PreTrainedModel, examples: list[Example], tokens: int
 
     total = torch.zeros(shape)
     with frozen_weights(model):
-        for grads in batched(model, examples, run, "head importance", tokens, backward=True):
+        for grads in batched(model, examples, run=run, what="head importance", tokens=tokens, backward=True):
             total += grads
     return (total / max(len(examples), 1)).numpy()
 

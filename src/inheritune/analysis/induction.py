@@ -93,7 +93,7 @@ def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: in
     centred = unembed - unembed.mean(0)
     offset = 0 if bos is None else 1
     queries, targets, attended = _positions(seg_len, repeats, offset)
-    all_ids = repeated_sequences(candidates, seg_len, repeats, list(range(seeds)), bos)
+    all_ids = repeated_sequences(candidates, seg_len, repeats=repeats, seeds=list(range(seeds)), bos=bos)
 
     def run(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prefix, copying = torch.zeros(layers, heads), torch.zeros(layers, heads)

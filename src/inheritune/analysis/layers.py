@@ -76,5 +76,5 @@ def plot_sweep(result: dict, path: str | Path, title: str = "Val loss after drop
     the model as is (K = 0), so that a criterion that breaks the model does not flatten the others."""
     series = {by: (result["drops"], losses) for by, losses in result["val_loss"].items()}
     base = next(iter(result["val_loss"].values()))[0]
-    return curves(series, path, title, "blocks dropped (K)", "val loss (nats)",
+    return curves(series, path, title=title, xlabel="blocks dropped (K)", ylabel="val loss (nats)",
                   hlines={f"no block dropped ({base:.2f})": base}, ylim=(base - 0.25, base + PLOT_CLIP))

@@ -17,31 +17,27 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from inheritune import analyze, derive, evaluate, grow, importance, induction, prepare_data, prune, run, study, train
-from inheritune.cli import show
 from inheritune.cli.generate import Command, Parser, add_command, keywords
-from inheritune.errors import InherituneError
+from inheritune.commands.run import check, show_default
 from inheritune.error_lines import one_line
-from inheritune.training import TrainingInterrupted
+from inheritune.errors import InherituneError, TrainingInterrupted
 from inheritune.training.distributed import teardown
 
+
 COMMANDS = {  # in the order `inheritune --help` lists them
-    "data prepare": Command(prepare_data, "tokenize text into train/val shards", show.prepared),
-    "derive": Command(derive, "copy N of a reference's blocks (chosen by --by) into a smaller model", show.derived),
-    "analyze": Command(analyze, "attention rank, sinks, Block Influence and a layer-count recommendation",
-                       show.analyzed),
-    "eval": Command(evaluate, "validation loss and lm-eval tasks of a model, as JSON", show.evaluated),
-    "train": Command(train, "train a model on prepared token data (the recipe's train step)", show.trained),
-    "importance": Command(importance, "head importance (gradient of a head mask) and FFN knock-out importance",
-                          show.ranked),
-    "prune": Command(prune, "remove the least important heads and FFNs and save the pruned model", show.pruned),
-    "induction": Command(induction, "prefix-matching and copying score per head on repeated random tokens",
-                         show.inducted),
-    "study": Command(study, "analyze + importance + induction joined per head/layer, correlations, findings",
-                     show.studied),
+    "data prepare": Command(prepare_data, "tokenize text into train/val shards"),
+    "derive": Command(derive, "copy N of a reference's blocks (chosen by --by) into a smaller model"),
+    "analyze": Command(analyze, "attention rank, sinks, Block Influence and a layer-count recommendation"),
+    "eval": Command(evaluate, "validation loss and lm-eval tasks of a model, as JSON"),
+    "train": Command(train, "train a model on prepared token data (the recipe's train step)"),
+    "importance": Command(importance, "head importance (gradient of a head mask) and FFN knock-out importance"),
+    "prune": Command(prune, "remove the least important heads and FFNs and save the pruned model"),
+    "induction": Command(induction, "prefix-matching and copying score per head on repeated random tokens"),
+    "study": Command(study, "analyze + importance + induction joined per head/layer, correlations, findings"),
     "grow": Command(grow, "derive N layers, train, and grow by K until the reference's val loss is matched",
-                    show.grown, fixed=("steps", "tokens")),  # per round: --tokens-per-round
+                    fixed=("steps", "tokens")),  # per round: --tokens-per-round
     "run": Command(run, "run a recipe end to end: data, grow until matched, scratch arms, report",
-                   switches=(show.show_default, show.check)),
+                   switches=(show_default, check)),
 }
 GROUPS = {"data": "prepare token data (train/val shards) from text"}
 # Each command's Python counterpart (tests/test_commands.py holds the two to writing the same files).
@@ -74,7 +70,7 @@ def call(args: argparse.Namespace) -> int:
     command, speaks = args._command, os.environ.get("RANK", "0") == "0"
     for switch in command.switches:
         if getattr(args, f"_{switch.__name__}"):
-            switch(args)
+            print(switch(**keywords(args)), end="")
             return 0
     try:
         result = command.function(**keywords(args))
@@ -84,8 +80,8 @@ def call(args: argparse.Namespace) -> int:
         return 130
     finally:
         teardown()
-    if speaks:
-        command.show(result)
+    if speaks and (text := result.summary()):
+        print(text)
     return 0
 
 

@@ -1,12 +1,10 @@
 """The generator: a command's options are read off its library function, so a new keyword is one edit.
 
-The first parameter is positional; every other one is ``--its-name``, required when it has no
-default, else with the function's own. The type hint picks the parsing: ``bool`` a switch, ``str``
-as typed (the function parses it), a sequence comma-separated (``--tasks a,b``: a list never
-swallows the positional after it), ``int`` a count (``1e6``: ``options.count``), ``float``; a
-parameter no command line can spell (an in-memory model) stays Python-only. ``**options`` are
-TrainConfig's fields, handed over as typed to ``make_config``, which reads them with
-``options.convert`` exactly as it reads the keys of a ``--config`` YAML.
+Help: the command module's ``HELP``/``CHOICES``, else ``inheritune.commands.HELP``. The first
+parameter is positional, every other one ``--its-name`` (required without a default). The type
+hint picks the parsing: ``bool`` a switch, ``str`` as typed, a sequence comma-separated, ``int`` a
+count (``1e6``: ``options.count``), ``float``; what no command line can spell stays Python-only.
+``**options`` are TrainConfig's fields, read by ``make_config`` as it reads a ``--config`` YAML.
 """
 from __future__ import annotations
 
@@ -21,23 +19,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from inheritune.cli.texts import CHOICES, OPTIONS, TRAINING
+from inheritune import commands
 from inheritune.error_lines import one_line
 from inheritune.options import closest, count
-from inheritune.training import TrainConfig
+from inheritune.training.config import HELP as TRAINING, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-    """A subcommand: its function, its line in ``inheritune --help``, what it prints of the result;
-    ``fixed``: TrainConfig fields the function sets itself; ``switches``: CLI-only flags that run
-    instead of it (flag and help: each one's name and docstring)."""
+    """A subcommand: its function and its line in ``inheritune --help``; ``fixed``: TrainConfig fields
+    the function sets itself; ``switches``: CLI-only flags that run instead of it (flag and help:
+    each one's name and docstring)."""
 
     function: Callable[..., Any]
     help: str
-    show: Callable[[Any], None] = lambda result: None
     fixed: tuple[str, ...] = ()
-    switches: tuple[Callable[[argparse.Namespace], None], ...] = ()
+    switches: tuple[Callable[..., str], ...] = ()  # called with the command's keywords: the text to print
 
 
 class Parser(argparse.ArgumentParser):
@@ -94,28 +91,34 @@ def add_command(sub: argparse._SubParsersAction, name: str, command: Command) ->
     p = sub.add_parser(name, help=command.help, description=inspect.getdoc(command.function))
     p.set_defaults(_command=command)
     hints = typing.get_type_hints(command.function)
+    module = sys.modules[command.function.__module__]
+    texts = {**commands.HELP, **getattr(module, "HELP", {})}
+    choices = {**commands.CHOICES, **getattr(module, "CHOICES", {})}
     first, *rest = inspect.signature(command.function).parameters.values()
     optional = first.default is not first.empty
     nargs = "+" if typing.get_origin(hints[first.name]) in (list, Sequence) else "?" if optional else None
-    p.add_argument(first.name, nargs=nargs, default=first.default if optional else None, help=OPTIONS[first.name])
+    p.add_argument(first.name, nargs=nargs, default=first.default if optional else None, help=texts[first.name])
     for parameter in rest:
         if parameter.kind is parameter.VAR_KEYWORD:
             training_options(p.add_argument_group("training options"), skip=command.fixed)
         else:
-            add_option(p, parameter, hints.get(parameter.name, str), OPTIONS.get(f"{name}.{parameter.name}"))
+            add_option(p, parameter, hints.get(parameter.name, str), texts.get(parameter.name),
+                       choices.get(parameter.name))
     for switch in command.switches:
         p.add_argument(flag(switch.__name__), dest=f"_{switch.__name__}", action="store_true",
                        help=described(inspect.getdoc(switch), False))
 
 
-def add_option(p: argparse.ArgumentParser, parameter: inspect.Parameter, hint: Any, text: str | None) -> None:
-    """``--name`` for ``parameter`` unless no command line can spell it; ``text``: one command's own help."""
+def add_option(p: argparse.ArgumentParser, parameter: inspect.Parameter, hint: Any, text: str | None,
+               choices: Sequence[str] | None) -> None:
+    """``--name`` for ``parameter`` unless no command line can spell it."""
     settings = spelling(hint, parameter.default)
     if settings is None:
         return
-    text = text or OPTIONS[parameter.name]
-    if parameter.name in CHOICES:
-        settings["choices"] = CHOICES[parameter.name]
+    if text is None:
+        raise KeyError(f"no help text for --{parameter.name}: add it to its command module's HELP")
+    if choices is not None:
+        settings["choices"] = choices
     if parameter.default is parameter.empty:
         p.add_argument(flag(parameter.name), **settings, required=True, help=text)
     else:

@@ -15,11 +15,22 @@ from transformers import PreTrainedModel
 
 from inheritune.analysis.analyze import BI_SHARE, FORMAT, LAZY_MASS, LAZY_RANK, MIN_DEPTH, check_options, measure_attention, write
 from inheritune.analysis.sampling import sequences_from
-from inheritune.commands._shared import CommandResult, load, model_name
+from inheritune.result import CommandResult
+from inheritune.models.tokens import bos_id
+from inheritune.models.loading import load, model_name
 from inheritune.errors import InherituneError
+from inheritune.data.shards import open_data
 from inheritune.atomic import check_output_dir
 from inheritune.models.families import context_length
 from inheritune.models.loading import tokenizer_fingerprint
+
+HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
+    "tau": "energy share of the approximate rank", "lazy_rank": "lazy if max-over-heads rank <= this fraction of T",
+    "lazy_mass": "... and mean heaviest-column share >= this",
+    "bi_share": "secondary rule: cumulative Block Influence share",
+    "min_depth": "recommendation: look for the first lazy layer from this fraction of depth on",
+    "bos": "start every sequence with the BOS token (then T-1 sampled tokens)",
+}
 
 NO_TOKENIZER = "--data is read as token ids, unchecked against the model's tokenizer"
 
@@ -59,6 +70,15 @@ class AnalyzeResult(CommandResult):
     csv: list
     seconds: float
 
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        lines = []
+        lines.append(f"{self.num_layers} layers x {self.num_heads} heads on {self.sequences} x {self.seq_len} tokens in {self.seconds:.1f}s; "
+              f"lazy layers: {', '.join(map(str, self.lazy_layers)) or 'none'}")
+        lines.append(f"recommended: inherit {self.recommended_layers} layers ({self.rule}); "
+              f"by Block Influence: {self.by_block_influence} -> {self.out}")
+        return "\n".join(lines)
+
 
 def analyze(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
             text: str | Path | None = None, sequences: int = 100, seq_len: int = 100, tau: float = 0.9,
@@ -73,20 +93,21 @@ def analyze(model: str | Path | PreTrainedModel, *, out: str | Path, data: str |
     with BOS at each document start often sink attention on that token, not on position 0.
     ``model``/``tokenizer``: references as on the command line, or loaded objects."""
     start = time.perf_counter()
-    check_options(sequences, seq_len, tau, batch_size, lazy_rank, lazy_mass, bi_share, min_depth)
+    check_options(sequences, seq_len, tau=tau, batch_size=batch_size, lazy_rank=lazy_rank, lazy_mass=lazy_mass,
+                  bi_share=bi_share, min_depth=min_depth)
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE")
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None, no_tokenizer=NO_TOKENIZER,
                        device=device, device_map=device_map)
-    ids = _windows(model_, tok, data, text, sequences, seq_len, seed, bos)
+    ids = _windows(model_, tok, data=data, text=text, sequences=sequences, seq_len=seq_len, seed=seed, bos=bos)
     fields, heads, mean_attn, distance = measure_attention(model_, ids, tau=tau, batch_size=batch_size,
                                                            lazy_rank=lazy_rank, lazy_mass=lazy_mass,
                                                            bi_share=bi_share, min_depth=min_depth)
     source = {"data": str(data)} if data is not None else {"text": str(text)}
     result = AnalyzeResult(out=Path(out), format=FORMAT, model=model_name(model), source=source, sequences=sequences,
                            seq_len=seq_len, tau=tau, seed=seed, bos=bos, seconds=0.0, **fields)
-    write(result.report(), heads, mean_attn, distance, Path(out), overwrite)
+    write(result.report(), heads, mean_attn=mean_attn, distance=distance, out=Path(out), overwrite=overwrite)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -98,16 +119,13 @@ def _windows(model: PreTrainedModel, tokenizer, data, text, sequences: int, seq_
     if context is not None and seq_len > context:
         raise InherituneError(f"--seq-len {seq_len} is longer than the model's context ({context} tokens)")
     if data is not None and tokenizer is not None:
-        from inheritune.data.shards import open_data
-
         open_data(data).check_tokenizer(tokenizer_fingerprint(tokenizer))
-    ids = sequences_from(data, text, tokenizer, sequences, seq_len, seed)
+    ids = sequences_from(data, text, tokenizer=tokenizer, n=sequences, seq_len=seq_len, seed=seed)
     if bos:
-        bos_id = getattr(tokenizer, "bos_token_id", None)
-        bos_id = model.config.bos_token_id if bos_id is None else bos_id
-        if bos_id is None:
+        bos = bos_id(model, tokenizer)
+        if bos is None:
             raise InherituneError("--bos: neither the tokenizer nor the model config defines a BOS token")
-        ids = torch.cat([torch.full((len(ids), 1), int(bos_id)), ids[:, :-1]], dim=1)
+        ids = torch.cat([torch.full((len(ids), 1), bos), ids[:, :-1]], dim=1)
     vocab = model.get_input_embeddings().num_embeddings
     if int(ids.max()) >= vocab:
         raise InherituneError(f"the data has token id {int(ids.max())}, beyond the model's vocabulary ({vocab})")

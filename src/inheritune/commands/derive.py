@@ -12,7 +12,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from inheritune.commands._shared import CommandResult, load, model_name
+from inheritune.result import CommandResult
+from inheritune.models.loading import load, model_name
 from inheritune.atomic import check_output_dir
 from inheritune.models.families import num_layers
 from inheritune.models.loading import parameter_count, save_model
@@ -20,8 +21,15 @@ from inheritune.analysis.selection import chosen_blocks, parse as parse_selector
 from inheritune.data.shards import open_data
 from inheritune.models.loading import tokenizer_fingerprint
 from inheritune.models.card import card_text
-from inheritune.models.surgery import INIT_CHOICES, PROVENANCE, stack_blocks
+from inheritune.models.surgery import INIT_CHOICES, PROVENANCE, spans, stack_blocks
 from inheritune.errors import InherituneError
+
+HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
+    "data": "prepared data folder: selectors that score blocks read windows of its train split",
+    "seed": "seed of the fresh initialisation",
+    "layers": "N (the N blocks --by keeps) or indices like 0-11,15", "init": "which block parts to inherit",
+}
+CHOICES = {"init": INIT_CHOICES}
 
 
 
@@ -40,6 +48,11 @@ class DeriveResult(CommandResult):
     seed: int
     tokenizer: bool  # whether the folder holds a tokenizer
     seconds: float
+
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        return (f"derived {len(self.blocks)}/{self.reference_layers} layers (blocks {spans(self.blocks)} by {self.by}; "
+              f"{self.parameters / 1e6:.1f}M parameters, init={self.init}) -> {self.out} in {self.seconds:.1f}s")
 
 
 def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[int], out: str | Path,

@@ -7,19 +7,31 @@ given), and an ``EvalResult``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from inheritune.commands._shared import CommandResult, load, model_name
+from inheritune.result import CommandResult
+from inheritune.models.loading import load, model_name
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.harness import evaluate_model, task_managers
 from inheritune.evaluation.task_index import include_folder
 from inheritune.atomic import atomic_write_json
 from inheritune.models.loading import check_device, load_tokenizer, tokenizer_fingerprint
+from inheritune.evaluation.tasks import LOCAL_TASKS
+
+HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
+    "out": "also write the JSON to this file (atomically)",
+    "tasks": f"comma-separated: {', '.join(LOCAL_TASKS)} (offline) or lm-eval task names such as "
+             "arc_easy,piqa,sciq,hellaswag,lambada_openai (need the hub)",
+    "batch_size": "sequences per forward pass",
+    "num_fewshot": "few-shot examples for every task (default: each task's own; the offline ones 5, at most 5)",
+    "limit": "evaluate only the first N examples of each task (default: all)",
+}
 
 
 @dataclasses.dataclass
@@ -34,6 +46,10 @@ class EvalResult(CommandResult):
     time_s: dict  # seconds per stage: load, val, each task
     seconds: float
 
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        return json.dumps(self.report(), indent=2)
+
 
 def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenData | None = None,
              tasks: Sequence[str] = (), num_fewshot: int | None = None, limit: int | None = None,
@@ -47,7 +63,7 @@ def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenDat
     checked before the (slow) model load."""
     start = time.perf_counter()
     tasks = list(dict.fromkeys(tasks))
-    _check(data, tasks, num_fewshot, limit, batch_size, out)
+    _check(data, tasks, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, out=out)
     include_path = include_folder(include_path)
     check_device(device, device_map)
     token_data = data if isinstance(data, TokenData) or data is None else open_data(data)
@@ -59,7 +75,8 @@ def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenDat
     model_, tok = load(model, tok, trust_remote_code, needed=True, no_tokenizer="", device=device,
                        device_map=device_map)
     times = {} if isinstance(model, PreTrainedModel) else {"load": round(time.perf_counter() - loading, 2)}
-    val, results, stage_times = evaluate_model(model_, tok, token_data, managers, num_fewshot, limit, batch_size)
+    val, results, stage_times = evaluate_model(model_, tok, data=token_data, managers=managers,
+                                               num_fewshot=num_fewshot, limit=limit, batch_size=batch_size)
     result = EvalResult(out=Path(out) if out is not None else None, model=model_name(model),
                         data=None if data is None else str(token_data.root if isinstance(data, TokenData) else data), val=val, tasks=results,
                         time_s=times | stage_times, seconds=0.0)

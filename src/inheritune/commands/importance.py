@@ -26,17 +26,23 @@ from transformers import PreTrainedModel
 from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
 from inheritune.analysis.sampling import tokens_from
-from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
+from inheritune.result import CommandResult
+from inheritune.models.loading import load, model_name
+from inheritune.options import positive
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.evaluation.task_index import include_folder
-from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.models.families import context_length, num_heads, num_layers
 from inheritune.reporting.plots import bars, heatmap
 
 TASKS = suite.task_names()
 NO_TOKENIZER = "the --data windows are scored as the token ids they hold"
 RANK_SPLIT = "rank"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 @dataclasses.dataclass
@@ -54,6 +60,22 @@ class ImportanceResult(CommandResult):
     aggregate: dict  # {"head_importance", "ffn_loss_increase", "clusters"}: mean of normalised source scores
     overlap: dict  # {"heads", "ffn"} -> Spearman and top-k Jaccard matrices across sources, with their means
     seconds: float
+
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        lines = []
+        for name, s in self.sources.items():
+            c, acc = s["clusters"], f", accuracy {s['accuracy']:.3f}" if s["accuracy"] is not None else ""
+            lines.append(f"{name}: loss {s['loss']:.4f}{acc}; important heads cluster {c['heads']['peak']} "
+                  f"(top {c['heads']['top_units']}: {c['heads']['top_count']}), important FFNs {c['ffn']['peak']}")
+        for kind, o in self.overlap.items():
+            lines.append(f"{kind} across {len(o['sources'])} sources: mean Spearman {_number(o['mean_spearman'])}, "
+                  f"mean top-{o['top_k']} Jaccard {_number(o['mean_jaccard'])}")
+        for kind, c in self.aggregate["clusters"].items():
+            mass = ", ".join(f"{third} {share:.0%}" for third, share in c["mass_share"].items())
+            lines.append(f"aggregate {kind} importance by depth: {mass} of the mass; top {c['top_units']} {c['top_count']}")
+        lines.append(f"-> {self.out} in {self.seconds:.1f}s")
+        return "\n".join(lines)
 
 
 def check_sources(data, text, tasks: Sequence[str], examples: int, include_path: str | Path | None = None
@@ -117,7 +139,7 @@ def example_sources(model, tokenizer, tasks: Sequence[str], examples: int, shots
     limit = min(max_task_tokens, context_length(model.config) or max_task_tokens)
     for task in tasks:
         for n in check_shots(shots):
-            prompts = suite.prompts(task, examples, n, seed, split, include_path=include_path)
+            prompts = suite.prompts(task, examples, shots=n, seed=seed, split=split, include_path=include_path)
             sources[source_name(task, n)] = imp.task_examples(tokenizer, prompts, limit)
     return sources
 
@@ -161,12 +183,13 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     heatmap) and a heatmap and bar chart per source; an existing ``out`` is replaced only with
     ``overwrite``, and only once the new one is complete."""
     start = time.perf_counter()
-    tasks = check_sources(data, text, tasks, examples, include_path)
+    tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     counts = check_shots(shots)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
-    scored = example_sources(model_, tok, tasks, examples, counts, max_task_tokens, seed, include_path=include_path)
+    scored = example_sources(model_, tok, tasks=tasks, examples=examples, shots=counts,
+                             max_task_tokens=max_task_tokens, seed=seed, include_path=include_path)
     ids = task_ids(tasks, counts, examples, seed, include_path=include_path)
     if data is not None or text is not None:  # the LM windows first, with their token ranges
         halves = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
@@ -218,5 +241,6 @@ def _write(folder: Path, result: ImportanceResult) -> None:
                 f"head importance |dL/dmask| ({name})", cbar="importance", cmap="magma")
         ffn = r["ffn_loss_increase"]
         top = list(np.argsort(ffn)[::-1][: r["clusters"]["ffn"]["top_units"]])
-        bars(ffn, folder / f"ffn_{_file_name(name)}.png", f"FFN knock-out ({name})", "layer", "loss increase",
+        bars(ffn, folder / f"ffn_{_file_name(name)}.png", title=f"FFN knock-out ({name})", xlabel="layer",
+             ylabel="loss increase",
              highlight=top)

@@ -13,10 +13,18 @@ import numpy as np
 from transformers import PreTrainedModel
 
 from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
-from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
+from inheritune.result import CommandResult
+from inheritune.models.tokens import bos_id, shared_vocab, special_ids
+from inheritune.models.loading import load, model_name
+from inheritune.options import positive
 from inheritune.errors import InherituneError
-from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.reporting.plots import heatmap
+
+HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
+    "seg_len": "distinct random tokens per segment", "repeats": "times the segment is repeated",
+    "exclude": "share of lowest and of highest token ids left out", "top": "how many top induction heads to list",
+}
 
 NO_TOKENIZER = "special token ids (left out of the random tokens) come from its config"
 
@@ -38,14 +46,13 @@ class InductionResult(CommandResult):
     top_heads: list  # [{"layer", "head", "prefix", "copying"}, ...], best prefix score first
     seconds: float
 
-
-def _special_ids(model, tokenizer) -> tuple[int, ...]:
-    """Token ids never drawn as random tokens: the tokenizer's specials, else the config's."""
-    if tokenizer is not None:
-        return tuple(tokenizer.all_special_ids)
-    names = ("bos_token_id", "eos_token_id", "pad_token_id")
-    ids = [getattr(model.config, name, None) for name in names]
-    return tuple(sorted({i for value in ids for i in (value if isinstance(value, list) else [value]) if i is not None}))
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        lines = []
+        lines.append("top induction heads (layer.head prefix copying): "
+              + ", ".join(f"{h['layer']}.{h['head']} {h['prefix']:.2f} {h['copying']:+.2f}" for h in self.top_heads[:5]))
+        lines.append(f"-> {self.out} in {self.seconds:.1f}s")
+        return "\n".join(lines)
 
 
 def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: int = 25, repeats: int = 4,
@@ -67,10 +74,10 @@ def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: 
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER, device=device,
                        device_map=device_map)
-    vocab = model_.config.vocab_size if tok is None else min(model_.config.vocab_size, len(tok))
-    bos = model_.config.bos_token_id if tok is None else tok.bos_token_id
-    candidates = candidate_tokens(vocab, exclude, _special_ids(model_, tok))
-    scores = induction_scores(model_, candidates, seg_len, repeats, seeds, bos=bos, batch_size=batch_size)
+    bos = bos_id(model_, tok)
+    candidates = candidate_tokens(shared_vocab(model_, tok), exclude, special_ids(model_, tok))
+    scores = induction_scores(model_, candidates, seg_len=seg_len, repeats=repeats, seeds=seeds, bos=bos,
+                              batch_size=batch_size)
     prefix, copying = scores["prefix"], scores["copying"]
     result = InductionResult(out=Path(out), model=model_name(model), seg_len=seg_len, repeats=repeats, seeds=seeds,
                              exclude=float(exclude), token_ids=[int(candidates.min()), int(candidates.max())], bos=bos,

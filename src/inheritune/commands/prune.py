@@ -31,7 +31,10 @@ from inheritune.analysis import layers as lp, selection
 from inheritune.analysis import prune as pr
 from inheritune.analysis import width as wd
 from inheritune.analysis.induction import candidate_tokens, induction_scores
-from inheritune.commands._shared import CommandResult, load, model_name, positive
+from inheritune.result import CommandResult
+from inheritune.models.tokens import bos_id, shared_vocab, special_ids
+from inheritune.models.loading import load, model_name
+from inheritune.options import positive
 from inheritune.analysis.sampling import tokens_from
 from inheritune.commands.importance import check_sources, example_sources, half_windows, query_ids
 from inheritune.data.shards import open_data
@@ -44,6 +47,32 @@ from inheritune.models.card import write_card
 from inheritune.models.surgery import drop_blocks, spans
 from inheritune.models import budget, width
 from inheritune.reporting.plots import panels
+
+HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
+    "by": "importance (default; least important first), induction (induction heads first; FFNs by importance) "
+          f"or random (by --seed); with --drop-layers (default block-influence): {selection.HELP}",
+    "heads": "percent of heads to prune, globally (0-100)", "ffn": "percent of FFN layers to prune, globally (0-100)",
+    "drop_layers": "drop K whole blocks instead (chosen on --data's train split, val loss on its val split)",
+    "scores": "importance.json from `inheritune importance` (default: rank here); it must not have ranked on the "
+              "scoring examples", "source": "which source ranks the units (default: lm, else the first)",
+    "allow_overlap": "accept --scores ranked on scoring examples: warn and count them in prune.json",
+    "iterative": "reach --heads/--ffn in this many steps, re-scoring importance after each (1: one-shot)",
+    "physical": "with --heads/--ffn: say why a global plan stays as zeroed weights (--width-* ship smaller models)",
+    "width_heads": "percent of every block's heads to cut out (whole key/value groups, or see --head-unit): a "
+                   "smaller config and files; needs --data",
+    "width_ffn": "percent of every block's FFN neurons to cut out",
+    "params": "a parameter budget: keep at most this share (0-1) of the non-embedding parameters, the cut "
+              "chosen by --budget-by (default: no budget)",
+    "budget_by": "depth (drop blocks, chosen by --by), width (cut every block's FFN neurons, ranked by --width-by) "
+                 "or both (blocks to about the square root of the share, then FFN neurons)",
+    "width_by": "ranking of heads and neurons on --data's train split: activation (Minitron: mean output norm) "
+                "or gradient (mean |dL/dscale|)",
+    "head_unit": "group (a key/value head with its query heads) or query (the same number of query heads in "
+                 "every group)",
+    "sweep": "also score every criterion over --steps (heads) and --ffn-steps, with 95%% intervals",
+    "steps": "head sweep percentages, comma-separated", "ffn_steps": "FFN sweep percentages, comma-separated",
+}
+CHOICES = {"budget_by": budget.SHAPES, "head_unit": width.HEAD_UNITS, "width_by": wd.RANKINGS}
 
 STEPS = "0,10,20,30,40,50,60,70,80,90"
 FFN_STEPS = "0,10,20,30,40,50"
@@ -78,6 +107,25 @@ class PruneResult(CommandResult):
     prunable: dict  # source -> criterion -> {"metric", "heads", "ffn"}: % prunable within 5%
     seconds: float
 
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        lines = []
+        for name, before in self.before.items():
+            after = self.after[name]
+            text = f"{name}: loss {before['loss']:.4f} -> {after['loss']:.4f}"
+            if before["accuracy"] is not None:
+                text += (f", accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
+                         f"(chance {before['chance']:.3f})")
+            lines.append(text)
+            for by, row in self.prunable.get(name, {}).items():
+                ffn = f", {row['ffn']:g}% of FFNs" if "ffn" in row else ""
+                lines.append(f"  by {by}: within 5% {row['metric']}: up to {row['heads']:g}% of heads{ffn}")
+        overlap = f", overlap {self.overlap}" if self.overlap else ""
+        lines.append(f"pruned {len(self.pruned_heads)}/{self.heads_total} heads, {len(self.pruned_ffn)}/"
+                     f"{self.ffn_total} FFNs (by {self.by}, ranked on {self.source}{overlap}) -> {self.out} in "
+                     f"{self.seconds:.1f}s")
+        return "\n".join(lines)
+
 
 @dataclasses.dataclass
 class LayerPruneResult(CommandResult):
@@ -93,6 +141,11 @@ class LayerPruneResult(CommandResult):
     after: dict
     sweep: dict  # --sweep: {"layers": val loss vs K per selector}
     seconds: float
+
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        return (f"dropped blocks {self.dropped_layers} (by {self.by}): val loss {self.before['val']['loss']:.4f} -> "
+                f"{self.after['val']['loss']:.4f} -> {self.out} in {self.seconds:.1f}s")
 
 
 @dataclasses.dataclass
@@ -110,8 +163,21 @@ class WidthPruneResult(CommandResult):
     plan: dict  # models.width.WidthPlan.to_json(): the units each layer keeps
     before: dict  # {"val": {"loss": ...}}: the reference
     after: dict  # the saved, cut model
-    masked: dict  # the reference with the cut units masked (must equal ``after``)
+    masked: dict  # the (depth-cut) model with the cut units masked (must equal ``after``)
     seconds: float
+    dropped_layers: list = dataclasses.field(default_factory=list)  # --budget-by both: the blocks dropped first
+    layers_by: str = ""  # ... and the selector that chose them
+
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        a, b = self.geometry["before"], self.geometry["after"]
+        dropped = f"dropped blocks {spans(self.dropped_layers)} (by {self.layers_by}), then " if self.dropped_layers \
+            else ""
+        return (f"{dropped}cut width (by {self.by}): heads {a['heads']} -> {b['heads']} (key/value {a['kv_heads']} -> "
+                f"{b['kv_heads']}), FFN neurons {a['ffn_neurons']} -> {b['ffn_neurons']} in every block; params "
+                f"{self.params['before']:,} -> {self.params['after']:,}\n"
+                f"val loss {self.before['val']['loss']:.4f} -> {self.after['val']['loss']:.4f} (masked reference "
+                f"{self.masked['val']['loss']:.4f}) -> {self.out} in {self.seconds:.1f}s")
 
 
 def percents(steps: str | Sequence[float], option: str) -> list[float]:
@@ -131,7 +197,8 @@ def split_sources(model, tok, data, text, tasks, examples, seq_len, shots, max_t
     if data is not None or text is not None:
         sources["lm"] = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
     for split in ("rank", "score") if tasks else ():
-        made = example_sources(model, tok, tasks, examples, shots, max_task_tokens, seed, split,
+        made = example_sources(model, tok, tasks=tasks, examples=examples, shots=shots,
+                               max_task_tokens=max_task_tokens, seed=seed, split=split,
                                include_path=include_path)
         for task, (name, ex) in zip(tasks, made.items()):
             sources.setdefault(name, {})[split] = ex
@@ -202,10 +269,8 @@ def rescorer(model: PreTrainedModel, examples: list[imp.Example]) -> Callable[[d
 
 def induction_prefix(model: PreTrainedModel, tok) -> np.ndarray:
     """Prefix-matching score of every head (the induction command's token choice and segments)."""
-    vocab = model.config.vocab_size if tok is None else min(model.config.vocab_size, len(tok))
-    special = tuple(tok.all_special_ids) if tok is not None else ()
-    bos = model.config.bos_token_id if tok is None else tok.bos_token_id
-    return induction_scores(model, candidate_tokens(vocab, special=special), seeds=INDUCTION_SEEDS, bos=bos)["prefix"]
+    candidates = candidate_tokens(shared_vocab(model, tok), special=special_ids(model, tok))
+    return induction_scores(model, candidates, seeds=INDUCTION_SEEDS, bos=bos_id(model, tok))["prefix"]
 
 
 def criterion_chooser(by: str, kind: str, keep: pr.Scores, rescore: Callable[[dict], pr.Scores] | None):
@@ -229,7 +294,7 @@ def run_sweeps(model, criteria: dict[str, pr.Scores], rescore, scored: dict, hea
     curves: dict = {name: {by: {} for by in criteria} for name in scored}
     for by, kind in jobs:
         choose = criterion_chooser(by, kind, criteria[by], rescore if by == "importance" else None)
-        points = pr.sweep(model, kinds[kind], choose, evaluate, bar.update)
+        points = pr.sweep(model, kinds[kind], choose=choose, evaluate=evaluate, progress=bar.update)
         for name in scored:
             curves[name][by][kind] = {"percent": sorted(kinds[kind]), "points": [p[name] for p in points]}
     bar.close()
@@ -299,7 +364,7 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     ``head_unit`` query the same number in every group) and FFN neurons cut out of every block,
     ranked by ``width_by`` (activation, gradient): a smaller config, smaller files. ``params`` (a
     share, 0-1, of the non-embedding parameters) sets the cut itself: by ``budget_by`` depth, the
-    blocks to drop; by width, the FFN neurons to cut in every block.
+    blocks to drop; by width, the FFN neurons to cut in every block; by both, blocks then neurons.
 
     Heads and FFNs are ranked by importance from ``scores`` (an importance.json) or computed here
     on ``source``'s rank split (``iterative`` > 1: re-scored in that many steps) and scored on the
@@ -311,65 +376,81 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     start = time.perf_counter()
     heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
     widths = (pr.check_percent(width_heads, "--width-heads"), pr.check_percent(width_ffn, "--width-ffn"))
-    if params:  # the budget's cut is known after the load; check the mode with a stand-in for it now
-        drop_layers, widths = _budget_stand_in(params, budget_by, drop_layers, widths)
-    by = check_mode(drop_layers, by, heads, ffn, iterative, scores, tasks, data, widths)
-    if by == "width" and width_by not in wd.RANKINGS:
+    mode = dict(by=by, heads=heads, ffn=ffn, iterative=iterative, scores=scores, tasks=tasks, data=data)
+    by = _check_budget(params, budget_by, drop_layers, widths, **mode) if params else \
+        check_mode(drop_layers, widths=widths, **mode)
+    if (by == "width" or params) and width_by not in wd.RANKINGS:
         raise InherituneError(f"--width-by must be one of {', '.join(wd.RANKINGS)}, not '{width_by}'")
-    units = by != "width" and not drop_layers
+    units = by != "width" and not drop_layers and not params
     head_steps = percents(steps, "--steps") if sweep and units else []
     ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
-    tasks = check_sources(data, text, tasks, examples, include_path)
+    tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     check_output_dir(out, overwrite)  # fail before the slow load
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
     model_.eval()
     if params:
-        drop_layers, widths = _budget_cut(model_.config, params, budget_by)
-    if by == "width":
-        result, saved = _prune_width(model_, tok, data, examples, seq_len, seed, *widths, width_by, head_unit)
-    elif drop_layers:
-        result, saved = _drop_layers(model_, tok, data, examples, seq_len, seed, drop_layers, by, sweep)
+        cut = _budget_cut(model_.config, params, budget_by)
+        drop_layers, widths = cut.drop_layers, (0.0, cut.ffn_percent)
+    windows = dict(data=data, examples=examples, seq_len=seq_len, seed=seed)
+    if drop_layers or any(widths):
+        result, saved = _cut_out(model_, tok, windows, drop_layers=drop_layers, widths=widths, by=by, sweep=sweep,
+                                 ranking=width_by, unit=head_unit)
     else:
-        sources = split_sources(model_, tok, data, text, tasks, examples, seq_len, shots, max_task_tokens, seed,
+        sources = split_sources(model_, tok, data=data, text=text, tasks=tasks, examples=examples, seq_len=seq_len,
+                                shots=shots, max_task_tokens=max_task_tokens, seed=seed,
                                 include_path=include_path)
-        result = _prune_units(model_, tok, sources, by, scores, source, allow_overlap, heads_pct, ffn_pct, iterative,
-                              physical, seed, head_steps, ffn_sweep)
+        result = _prune_units(model_, tok, sources=sources, by=by, scores=scores, source=source,
+                              allow_overlap=allow_overlap, heads_pct=heads_pct, ffn_pct=ffn_pct, iterative=iterative,
+                              physical=physical, seed=seed, head_steps=head_steps, ffn_steps=ffn_sweep)
         saved = model_
     result.out, result.model = Path(out), model_name(model)
-    with atomic_dir(out, overwrite) as tmp:
-        saved.save_pretrained(tmp, safe_serialization=True)
-        if tok is not None:
-            tok.save_pretrained(tmp)
-        _write(tmp, result)
-        write_card(tmp, _card(result))
+    _save(saved, tok, result, out, overwrite)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _budget_stand_in(params: float, budget_by: str, drop_layers: int, widths: tuple[float, float]
-                     ) -> tuple[int, tuple[float, float]]:
-    """A cut of the budget's kind, for checking the other options before the model is loaded."""
+def _cut_out(model, tok, windows: dict, drop_layers: int, widths: tuple[float, float], by: str, sweep: bool,
+             ranking: str, unit: str) -> tuple[LayerPruneResult | WidthPruneResult, PreTrainedModel]:
+    """Structural pruning (a smaller model): blocks, width, or blocks then width; ``windows``: where
+    units and blocks are ranked (data, examples, seq_len, seed)."""
+    if drop_layers and any(widths):
+        return _prune_both(model, tok, **windows, k=drop_layers, by=by, ffn_pct=widths[1], ranking=ranking, unit=unit)
+    if any(widths):
+        return _prune_width(model, tok, **windows, heads_pct=widths[0], ffn_pct=widths[1], ranking=ranking, unit=unit)
+    return _drop_layers(model, tok, **windows, k=drop_layers, by=by, sweep=sweep)
+
+
+def _save(model, tok, result, out: str | Path, overwrite: bool) -> None:
+    """The pruned model's folder: weights, tokenizer, prune.json (and sweep plots), model card."""
+    with atomic_dir(out, overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tok is not None:
+            tok.save_pretrained(tmp)
+        _write(tmp, result)
+        write_card(tmp, _card(result))
+
+
+def _check_budget(params: float, budget_by: str, drop_layers: int, widths: tuple[float, float], **mode) -> str:
+    """The mode a budget's cut will take, checked before the load (its size is known only after):
+    depth and both need a block selector (``by``), width a width ranking."""
     budget.check_share(params)
     if budget_by not in budget.SHAPES:
         raise InherituneError(f"--budget-by must be one of {', '.join(budget.SHAPES)}, not '{budget_by}'")
     if drop_layers or any(widths):
         raise InherituneError("--params sets the cut itself: give it without --drop-layers, --width-heads or --width-ffn")
-    return (1, (0.0, 0.0)) if budget_by == "depth" else (0, (0.0, 1.0))
+    return check_mode(0 if budget_by == "width" else 1, widths=(0.0, 1.0) if budget_by == "width" else (0.0, 0.0),
+                      **mode)
 
 
-def _budget_cut(config, params: float, budget_by: str) -> tuple[int, tuple[float, float]]:
-    """Blocks to drop (depth) or the FFN percent to cut (width) to reach the budget."""
-    total = budget.non_embedding(config)
-    if budget_by == "depth":
-        keep = budget.layers_within(config, params)
-        print(f"--params {params:g} of {total:,} non-embedding parameters: keep {keep} of {num_layers(config)} blocks",
-              flush=True)
-        return num_layers(config) - keep, (0.0, 0.0)
-    percent = budget.ffn_percent_within(config, params)
-    print(f"--params {params:g} of {total:,} non-embedding parameters: cut {percent:.1f}% of every block's FFN "
-          "neurons", flush=True)
-    return 0, (0.0, percent)
+def _budget_cut(config, params: float, budget_by: str) -> budget.Cut:
+    """Blocks to drop and FFN percent to cut to reach the budget, said in one line."""
+    cut = budget.cut_within(config, params, budget_by)
+    parts = [f"keep {num_layers(config) - cut.drop_layers} of {num_layers(config)} blocks"] * bool(cut.drop_layers) + \
+        [f"cut {cut.ffn_percent:.1f}% of every block's FFN neurons"] * bool(cut.ffn_percent)
+    print(f"--params {params:g} of {budget.non_embedding(config):,} non-embedding parameters ({budget_by}): "
+          f"{' and '.join(parts) or 'no cut needed'}", flush=True)
+    return cut
 
 
 def _ranking(model, sources: dict, scores, source: str | None, allow_overlap: bool) -> tuple[str, pr.Scores, int]:
@@ -377,7 +458,8 @@ def _ranking(model, sources: dict, scores, source: str | None, allow_overlap: bo
     many of its scoring examples the ranking saw."""
     if scores is not None:
         name, given = scores_from(scores, source, model)
-        shared = check_overlap(scores, name, given["ids"], sources[name]["score_ids"], allow_overlap) \
+        shared = check_overlap(scores, name, ranked_ids=given["ids"], scored_ids=sources[name]["score_ids"],
+                               allow=allow_overlap) \
             if name in sources else 0
         return name, given["scores"], shared
     name = source or next(iter(sources))
@@ -392,12 +474,14 @@ def _prune_units(model, tok, sources: dict, by: str, scores, source, allow_overl
                  ffn_steps: list[float]) -> PruneResult:
     """Heads and FFNs: rank, plan (one-shot or iterative), measure on the score split, sweep, bake."""
     scored = {name: s["score"] for name, s in sources.items()}
-    ranked_name, importance, shared = _ranking(model, sources, scores, source, allow_overlap)
+    ranked_name, importance, shared = _ranking(model, sources, scores=scores, source=source,
+                                               allow_overlap=allow_overlap)
     rescore = rescorer(model, sources[ranked_name]["rank"]) if scores is None else None
     shape = importance[0].shape
     wanted = set(pr.CRITERIA) if head_steps else {by}
     prefix = induction_prefix(model, tok) if "induction" in wanted else None
-    criteria = {c: pr.keep_scores(c, importance, prefix, shape, seed) for c in pr.CRITERIA if c in wanted}
+    criteria = {c: pr.keep_scores(c, importance, induction_prefix=prefix, shape=shape,
+                                  seed=seed) for c in pr.CRITERIA if c in wanted}
     if iterative > 1:
         pruning, history = pr.iterative_plan(rescore, heads_pct, ffn_pct, iterative)
     else:
@@ -405,7 +489,8 @@ def _prune_units(model, tok, sources: dict, by: str, scores, source, allow_overl
     before = {name: pr.score(model, ex) for name, ex in scored.items()}
     with pr.masked(model, pruning):
         masked = {name: pr.score(model, ex) for name, ex in scored.items()}
-    curves = run_sweeps(model, criteria, rescore if iterative > 1 else None, scored, head_steps, ffn_steps) \
+    curves = run_sweeps(model, criteria, rescore=rescore if iterative > 1 else None, scored=scored,
+                        head_steps=head_steps, ffn_steps=ffn_steps) \
         if head_steps else {}
     pr.bake(model, pruning)
     after = {name: pr.score(model, ex) for name, ex in scored.items()}  # the saved weights themselves
@@ -471,12 +556,29 @@ def _prune_width(model, tok, data, examples: int, seq_len: int, seed: int, heads
     return result, small
 
 
+def _prune_both(model, tok, data, examples: int, seq_len: int, seed: int, k: int, by: str, ffn_pct: float,
+                ranking: str, unit: str) -> tuple[WidthPruneResult, PreTrainedModel]:
+    """Depth, then width: the K blocks ``by`` drops, then ``ffn_pct`` of every remaining block's
+    neurons, ranked on the shallower model (the units it has left)."""
+    layers, shallow = _drop_layers(model, tok, data=data, examples=examples, seq_len=seq_len, seed=seed, k=k, by=by,
+                                   sweep=False)
+    result, small = _prune_width(shallow, tok, data, examples=examples, seq_len=seq_len, seed=seed, heads_pct=0.0,
+                                 ffn_pct=ffn_pct, ranking=ranking, unit=unit)
+    result.dropped_layers, result.layers_by, result.before = layers.dropped_layers, by, layers.before
+    result.params["before"] = parameter_count(model)
+    result.geometry["before"] |= {"layers": num_layers(model.config)}
+    result.geometry["after"] |= {"layers": num_layers(small.config)}
+    return result, small
+
+
 def _card(result: PruneResult | LayerPruneResult | WidthPruneResult) -> dict:
     """The pruned model's card facts."""
     if isinstance(result, WidthPruneResult):
         a, b = result.geometry["before"], result.geometry["after"]
-        cut = (f"kept {b['heads']} of {a['heads']} query heads ({b['kv_heads']} of {a['kv_heads']} key/value heads) "
-               f"and {b['ffn_neurons']} of {a['ffn_neurons']} FFN neurons in every block, ranked by {result.by}")
+        depth = f"dropped blocks {spans(result.dropped_layers)} by {result.layers_by}, then " \
+            if result.dropped_layers else ""
+        cut = (f"{depth}kept {b['heads']} of {a['heads']} query heads ({b['kv_heads']} of {a['kv_heads']} key/value "
+               f"heads) and {b['ffn_neurons']} of {a['ffn_neurons']} FFN neurons in every block, ranked by {result.by}")
     elif isinstance(result, LayerPruneResult):
         cut = f"dropped blocks {spans(result.dropped_layers)} by {result.by}"
     else:
@@ -512,5 +614,5 @@ def _write(folder: Path, result: PruneResult | LayerPruneResult | WidthPruneResu
             if metric == "accuracy":
                 hlines[f"chance ({base['chance']:.3f})"] = base["chance"]
             panels(plots, folder / f"sweep_{name.replace('/', '_')}_{metric}.png",
-                   f"pruning {name}: {metric} on the held-out score split (95% intervals)",
-                   "percent pruned", metric, hlines=hlines)
+                   title=f"pruning {name}: {metric} on the held-out score split (95% intervals)",
+                   xlabel="percent pruned", ylabel=metric, hlines=hlines)

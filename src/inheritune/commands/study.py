@@ -21,12 +21,14 @@ from transformers import PreTrainedModel
 
 from inheritune.analysis import overlap as ov
 from inheritune.analysis.importance import THIRDS
-from inheritune.commands._shared import CommandResult, csv_text, load, model_name, positive
+from inheritune.result import CommandResult
+from inheritune.models.loading import load, model_name
+from inheritune.options import positive
 from inheritune.commands.analyze import NO_TOKENIZER, analyze
 from inheritune.commands.importance import check_shots, check_sources, importance
 from inheritune.commands.induction import induction
 from inheritune.errors import InherituneError
-from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.models.families import context_length
 from inheritune.reporting.study import write
 
@@ -52,6 +54,14 @@ class StudyResult(CommandResult):
     findings: dict  # "depth", "induction", "lazy": numbers and one sentence each
     seconds: float
 
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        lines = []
+        for name in ("depth", "induction", "lazy"):
+            lines.append(f"{name}: {self.findings[name]['text']}")
+        lines.append(f"-> {self.out} in {self.seconds:.1f}s")
+        return "\n".join(lines)
+
 
 def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
           text: str | Path | None = None, tasks: Sequence[str] = TASKS, shots: int | Sequence[int] = (0, 3),
@@ -64,7 +74,7 @@ def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     start = time.perf_counter()
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE (analyze and the LM windows need it)")
-    tasks = check_sources(data, text, tasks, examples, include_path)
+    tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     counts = check_shots(shots)
     for value, name in ((seq_len, "--seq-len"), (sequences, "--sequences"), (seeds, "--seeds")):
         positive(value, name)
@@ -79,7 +89,7 @@ def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
         scores = importance(model_, out=tmp / "importance", data=data, text=text, tasks=tasks, examples=examples,
                             seq_len=seq_len, shots=counts, seed=seed, include_path=include_path, **common)
         heads_ = induction(model_, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
-        result = join(out, model_name(model), analysis, scores, heads_, seed)
+        result = join(out, model_name(model), analysis=analysis, scores=scores, heads_=heads_, seed=seed)
         atomic_write_json(tmp / "study.json", result.report())
         write(tmp, result)
         _write_tables(tmp, result)
@@ -117,13 +127,14 @@ def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> St
     rng = np.random.default_rng(seed)
     correlations = {
         "head_importance_vs_induction_prefix": correlation("head importance", "induction prefix score",
-                                                           head_imp, prefix, rng),
+                                                           x=head_imp, y=prefix, rng=rng),
         "head_importance_vs_induction_copying": correlation("head importance", "induction copying score",
-                                                            head_imp, copying, rng),
-        "head_importance_vs_column_mass": correlation("head importance", "heaviest-column mass", head_imp, mass, rng),
-        "ffn_importance_vs_block_influence": correlation("FFN importance", "Block Influence", ffn_imp, bi, rng),
+                                                            x=head_imp, y=copying, rng=rng),
+        "head_importance_vs_column_mass": correlation("head importance", "heaviest-column mass", x=head_imp, y=mass,
+                                                      rng=rng),
+        "ffn_importance_vs_block_influence": correlation("FFN importance", "Block Influence", x=ffn_imp, y=bi, rng=rng),
         "layer_head_importance_vs_lazy": correlation("summed head importance per layer", "lazy verdict (1 = lazy)",
-                                                     head_imp.sum(1), lazy.astype(float), rng),
+                                                     x=head_imp.sum(1), y=lazy.astype(float), rng=rng),
     }
     agreement = {kind: {"sources": len(o["sources"]), "mean_spearman": o["mean_spearman"],
                         "mean_jaccard": o["mean_jaccard"], "top_k": o["top_k"]} for kind, o in scores.overlap.items()}

@@ -174,7 +174,7 @@ def _read_jsonl(path: Path, text_field: str, errors: str) -> Iterator[str]:
 
 
 def _read_parquet(path: Path, text_field: str, errors: str) -> Iterator[str]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # pyarrow: heavy, imported only for .parquet sources
 
     try:
         file = pq.ParquetFile(path)
@@ -190,7 +190,7 @@ def _read_parquet(path: Path, text_field: str, errors: str) -> Iterator[str]:
 def _hf_documents(ds: HFDataset, text_field: str) -> Iterator[str]:
     """Stream a hub dataset; network and schema problems become one line."""
     try:
-        import datasets
+        import datasets  # datasets: heavy, imported only for hf: sources
     except ImportError:
         raise InherituneError("hf: sources need the datasets package: run `pip install datasets`") from None
     where = ds.name + (f":{ds.config}" if ds.config else "") + f"@{ds.split}"

@@ -111,7 +111,8 @@ def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
             val = val_loss(model, data, batch_size=batch_size)
             times["val"] = round(time.perf_counter() - start, 2)
         if managers:
-            results, task_times = run_tasks(model, tokenizer, managers, num_fewshot, limit, batch_size)
+            results, task_times = run_tasks(model, tokenizer, managers=managers, num_fewshot=num_fewshot, limit=limit,
+                                            batch_size=batch_size)
             times.update(task_times)
     finally:
         model.train(was_training)

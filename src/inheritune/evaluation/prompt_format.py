@@ -71,5 +71,6 @@ def doc(task: str, q: Question) -> dict[str, Any]:
 
 def question(document: dict[str, Any]) -> Question:
     """The question an lm-eval document (``doc``) was made from."""
-    return Question(document["id"], document["subject"], document["question"], tuple(document["options"]),
-                    document["answer"])
+    return Question(document["id"], document["subject"], question=document["question"],
+                    options=tuple(document["options"]),
+                    answer=document["answer"])

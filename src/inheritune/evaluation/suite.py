@@ -112,7 +112,8 @@ def _digest(*parts: object) -> str:
 
 def _question(source: str, subject: str, text: str, options: tuple[str, ...], answer: int) -> Question:
     """A question whose id hashes its content (the options unordered, so shuffling keeps the id)."""
-    return Question(f"{source}:{_digest(subject, text, sorted(options))}", subject, text, options, answer)
+    return Question(f"{source}:{_digest(subject, text, sorted(options))}", subject, question=text, options=options,
+                    answer=answer)
 
 
 # ---- MMLU -------------------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def _mmlu_questions() -> tuple[Question, ...]:
     """The packaged rows as questions, each once (one prehistory question is repeated with its options reordered)."""
     found: dict[str, Question] = {}
     for r in mmlu.load_mmlu_rows():
-        q = _question("mmlu", r["topic"], r["question"], tuple(r["choices"]), r["answer"])
+        q = _question("mmlu", r["topic"], text=r["question"], options=tuple(r["choices"]), answer=r["answer"])
         found.setdefault(q.id, q)
     return tuple(found.values())
 
@@ -159,7 +160,7 @@ def _parse_bigbench(name: str, spec: BigBenchTask, path: Path) -> list[Question]
             continue
         correct = next(k for k, v in scores.items() if v == 1)
         text = spec.question.format(input=example["input"].strip()).strip()
-        q = _question(name, spec.subject, text, options, options.index(correct))
+        q = _question(name, spec.subject, text=text, options=options, answer=options.index(correct))
         if spec.options is None:  # the files often list the right answer first: shuffle, seeded by the question
             order = random.Random(q.id).sample(range(len(options)), len(options))
             q = dataclasses.replace(q, options=tuple(options[i] for i in order), answer=order.index(q.answer))
@@ -178,7 +179,8 @@ def _bigbench_questions(name: str) -> tuple[Question, ...]:
     cached = cache_root() / "suite" / f"{name}-{key}.json"
     if cached.is_file():
         rows = json.loads(cached.read_text(encoding="utf-8"))
-        return tuple(Question(r["id"], r["subject"], r["question"], tuple(r["options"]), r["answer"]) for r in rows)
+        return tuple(Question(r["id"], r["subject"], question=r["question"], options=tuple(r["options"]),
+                              answer=r["answer"]) for r in rows)
     questions = _parse_bigbench(name, spec, path)
     atomic_write_json(cached, [dataclasses.asdict(q) for q in questions])
     return tuple(questions)

@@ -1,5 +1,5 @@
-"""A parameter budget turned into a cut: how many blocks to keep, or how many FFN neurons to keep
-in every block, so that a model holds at most a given share of its reference's non-embedding
+"""A parameter budget turned into a cut: how many blocks to keep, how many FFN neurons to keep in
+every block, or both, so that a model holds at most a given share of its reference's non-embedding
 parameters (the parameters depth and width pruning can remove; embeddings and LM head stay).
 
 Counts are exact, read off models built on the meta device (no memory, no weights), so every
@@ -7,16 +7,42 @@ family's own layout (biases, norms, fused projections) is counted as it is.
 """
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from inheritune.errors import InherituneError
-from inheritune.models.families import family_of, num_layers, set_num_layers
+from inheritune.models.families import config_of_blocks, num_layers
 from inheritune.models.width import WidthPlan, geometry, smaller_config
 
-SHAPES = ("depth", "width")
+SHAPES = ("depth", "width", "both")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """What a budget asks of a model: drop ``drop_layers`` blocks, then cut ``ffn_percent`` of every
+    remaining block's FFN neurons."""
+
+    drop_layers: int
+    ffn_percent: float
+
+
+def cut_within(config: PretrainedConfig, share: float, shape: str) -> Cut:
+    """The cut of ``shape`` that keeps at most ``share`` of the non-embedding parameters: depth drops
+    the fewest blocks, width cuts FFN neurons only, both splits the budget evenly in log space (the
+    blocks keep about sqrt(share), the FFN cut of the shallower model brings it to ``share``)."""
+    if shape not in SHAPES:
+        raise InherituneError(f"--budget-by must be one of {', '.join(SHAPES)}, not '{shape}'")
+    layers = num_layers(config)
+    if shape == "depth":
+        return Cut(layers - layers_within(config, share), 0.0)
+    if shape == "width":
+        return Cut(0, ffn_percent_within(config, share))
+    keep = layers_within(config, check_share(share) ** 0.5)
+    shallow = config_of_blocks(config, [(config, i) for i in range(keep)])
+    rest = share * non_embedding(config) / non_embedding(shallow)
+    return Cut(layers - keep, ffn_percent_within(shallow, rest) if rest < 1 else 0.0)
 
 
 def non_embedding(config: PretrainedConfig) -> int:
@@ -38,12 +64,7 @@ def layers_within(config: PretrainedConfig, share: float) -> int:
     """The most blocks a model of ``config``'s shape keeps within ``share`` of its non-embedding parameters."""
     limit = check_share(share) * non_embedding(config)
     for keep in range(num_layers(config) - 1, 0, -1):
-        shallow = copy.deepcopy(config)
-        set_num_layers(shallow, keep)
-        for key in family_of(config).layer_lists:
-            if getattr(shallow, key, None) is not None:
-                setattr(shallow, key, getattr(config, key)[:keep])
-        if non_embedding(shallow) <= limit:
+        if non_embedding(config_of_blocks(config, [(config, i) for i in range(keep)])) <= limit:
             return keep
     raise InherituneError(f"--params {share:g}: even one block holds more than that share")
 

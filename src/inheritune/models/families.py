@@ -6,6 +6,8 @@ which to the MLP. Adding an architecture is adding a row; no other module names 
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -146,6 +148,17 @@ def declared_layers(config: PretrainedConfig) -> int | None:
 
 def set_num_layers(config: PretrainedConfig, layers: int) -> None:
     config.num_hidden_layers = layers
+
+
+def config_of_blocks(config: PretrainedConfig, blocks: Sequence[tuple[PretrainedConfig, int]]) -> PretrainedConfig:
+    """A copy of ``config`` for a model whose block i is block ``blocks[i][1]`` of a model of config
+    ``blocks[i][0]``: the layer count, and the per-layer entries (``layer_lists``) taken along."""
+    out = copy.deepcopy(config)
+    set_num_layers(out, len(blocks))
+    for key in family_of(config).layer_lists:
+        if getattr(out, key, None) is not None:
+            setattr(out, key, [getattr(source, key)[i] for source, i in blocks])
+    return out
 
 
 def context_length(config: PretrainedConfig) -> int | None:

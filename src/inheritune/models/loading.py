@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from safetensors import safe_open
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.errors import InherituneError
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from inheritune.error_lines import one_line
 from inheritune.models.families import declared_layers, family_of
 
@@ -149,8 +151,6 @@ def _check_remote_code(source: Source, trust_remote_code: bool) -> None:
     (transformers says to "inspect the repository content" and never names the flag)."""
     if trust_remote_code or source.kind != "folder" or not (Path(source.location) / "config.json").is_file():
         return
-    from transformers import CONFIG_MAPPING
-
     config = _read_config(Path(source.location))
     if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING:
         raise _remote_code(source)
@@ -187,8 +187,6 @@ def _weight_files(source: Source) -> dict[str, str]:
             return {k: str(folder / v) for k, v in json.loads(index.read_text())["weight_map"].items()}
         except (OSError, ValueError, KeyError, AttributeError):
             return {}
-    from safetensors import safe_open
-
     files = {}
     for path in sorted(folder.glob("*.safetensors")):
         try:
@@ -442,8 +440,6 @@ def save_model(
 ) -> Path:
     """Write an ordinary HF folder (config + safetensors + tokenizer, plus the command's
     ``reports``: file name -> JSON, and ``card``, the model card's text: models/card.py), atomically."""
-    from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
-
     with atomic_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:

@@ -10,7 +10,6 @@ positional embeddings, final norm, LM head) comes from the template.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from inheritune.errors import InherituneError
-from inheritune.models.families import Family, family_of, module, num_layers, set_num_layers
+from inheritune.models.families import Family, config_of_blocks, family_of, module, num_layers
 from inheritune.models.loading import load_model
 
 Init = Literal["all", "attention", "mlp", "none"]
@@ -102,11 +101,7 @@ def stack_blocks(
     """
     family = family_of(template.config)
     parts = _block_parts(family, init)
-    config = copy.deepcopy(template.config)
-    set_num_layers(config, len(sources))
-    for key in family.layer_lists:
-        if getattr(config, key, None) is not None:
-            setattr(config, key, [getattr(src.config, key)[i] for src, i in sources])
+    config = config_of_blocks(template.config, [(src.config, i) for src, i in sources])
     for src, _ in sources:
         if family_of(src.config) is not family:
             raise InherituneError(f"cannot mix {src.config.model_type} blocks into a {config.model_type} model")

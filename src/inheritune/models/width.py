@@ -162,7 +162,8 @@ def cut(model: PreTrainedModel, width: WidthPlan) -> PreTrainedModel:
             for name in ("weight", "bias"):
                 key = f"{family.blocks}.{layer}.{path}.{name}"
                 if state.get(key) is not None:
-                    state[key] = _take(state[key], side, index, family.weights_in_out, name == "bias")
+                    state[key] = _take(state[key], side, index=index, in_out=family.weights_in_out,
+                                       is_bias=name == "bias")
     small.load_state_dict(state, strict=True)
     if getattr(small.config, "tie_word_embeddings", False):
         small.tie_weights()

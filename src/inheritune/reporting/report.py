@@ -123,6 +123,24 @@ def target_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def budget_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The budget arms beside the reference and the main arm: non-embedding parameters (and their
+    share of the reference's), tokens, val loss before training and after; None without budget arms."""
+    arms = report["arms"]
+    names = [n for n in arms if n.startswith("budget-")]
+    if not names:
+        return None
+    total = arms["reference"].get("non_embedding")
+    header = ["arm", "layers", "non-embedding params", "share", "tokens", "untrained", "final_val_loss", "gap"]
+    rows = []
+    for name in ["reference", report["main_arm"], *names]:
+        arm, own = arms[name], arms[name].get("non_embedding")
+        untrained = arm["curve"]["val_loss"][0] if arm.get("curve") else None
+        rows.append([name, _fmt(arm["layers"]), _fmt(own), f"{own / total:.3f}" if own and total else "-",
+                     _fmt(arm["tokens"]), _fmt(untrained), _fmt(arm["final_val_loss"]), _fmt(arm["gap"], "gap")])
+    return header, rows
+
+
 def round_rows(growth: dict) -> list[list[str]]:
     return [[_fmt(r.get(c), c) for c in ROUND_COLUMNS] for r in growth.get("rounds", [])]
 
@@ -162,6 +180,14 @@ def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
     sections = [("Arms", "gap = final val loss minus the reference's.", (ARM_COLUMNS, arm_rows(report))),
                 ("Time to target", "Training tokens and seconds at the first evaluation at or below the "
                  "reference's val loss plus the level.", target_table(report))]
+    budget = budget_table(report)
+    if budget is not None:
+        b = report["recipe"].get("budget", {})
+        sections.append(("Equal parameters: depth, width, both",
+                         f"The reference cut to at most {b.get('params')} of its non-embedding parameters (`prune "
+                         f"--params`; depth by `{report['recipe']['inherit']['by']}`, width ranked by "
+                         f"{b.get('width_by')}), each healed with the main arm's loss on its tokens; untrained = the "
+                         "cut model's val loss before any training.", budget))
     for name, growth in report.get("growth", {}).items():
         sections.append((f"Growth rounds: {name}", growth["verdict"], (ROUND_COLUMNS, round_rows(growth))))
     if report.get("eval"):

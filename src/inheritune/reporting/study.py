@@ -48,11 +48,11 @@ def write(folder: Path, result) -> None:
     best = sorted(range(len(prefix)), key=lambda i: -prefix[i])[:5]
     labels = {i: f"{result.heads[i]['layer']}.{result.heads[i]['head']}" for i in best}
     lazy_heads = [i for i, h in enumerate(result.heads) if h["lazy_layer"]]
-    scatter(prefix, importance, folder / PLOTS["importance_vs_induction"],
-            "head importance vs induction (red: heads of lazy layers)", "induction prefix-matching score",
-            "aggregate head importance", highlight=lazy_heads, labels=labels)
+    scatter(prefix, importance, path=folder / PLOTS["importance_vs_induction"],
+            title="head importance vs induction (red: heads of lazy layers)", xlabel="induction prefix-matching score",
+            ylabel="aggregate head importance", highlight=lazy_heads, labels=labels)
     lazy = [row["layer"] for row in result.layers if row["lazy"]]
     bars([row["head_importance"] for row in result.layers], folder / PLOTS["layer_importance"],
-         "summed head importance per layer (red: lazy)", "layer", "importance", highlight=lazy)
+         title="summed head importance per layer (red: lazy)", xlabel="layer", ylabel="importance", highlight=lazy)
     bars([row["ffn_importance"] for row in result.layers], folder / PLOTS["ffn_importance"],
-         "FFN importance per layer (red: lazy)", "layer", "aggregate loss increase share", highlight=lazy)
+         title="FFN importance per layer (red: lazy)", xlabel="layer", ylabel="aggregate loss increase share", highlight=lazy)

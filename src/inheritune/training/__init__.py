@@ -1,5 +1,5 @@
-"""The recipe's trainer: ``train(model, data, out, config)`` -> ``TrainResult``."""
+"""The machinery the ``train`` command (``inheritune.commands.train``) runs: its config, the loss,
+the optimizer, checkpoints, the teacher and its cache, partial healing, data parallelism."""
 from inheritune.training.config import TrainConfig
-from inheritune.training.trainer import TrainingInterrupted, TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["TrainConfig"]

@@ -19,6 +19,31 @@ from inheritune.options import build, check_keys
 PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
 
+HELP = {  # the CLI's help for each field (its default is added there)
+    "seq_len": "context length of training windows", "batch_size": "micro-batch per rank",
+    "tokens_per_step": "global tokens per optimizer step; gradients accumulate to reach it (default: one micro-batch "
+                       "per rank)", "steps": "optimizer steps to train",
+    "tokens": "training tokens (steps = ceil(tokens / tokens_per_step))",
+    "warmup_steps": "linear warmup steps (default: min(2000, 10%% of steps))",
+    "weight_decay": "AdamW weight decay on >=2-D weights", "grad_clip": "gradient norm clip (0: none)",
+    "eval_every": "validation every K steps (default: ~10 per run; always at step 0 and the end)",
+    "checkpoint_every": "checkpoint every K steps (default: eval_every; always at the end)",
+    "precision": "auto (bf16 autocast where the device multiplies it natively) | bf16 | fp32",
+    "on_nonfinite": "stop or skip the batch on a non-finite loss", "fsdp": "shard parameters with FSDP2, not DDP",
+    "peak_flops": "per-device peak FLOP/s for MFU (default: measured with a matmul at start)",
+    "trust_remote_code": "let the model's own code (auto_map in config.json) run when loading it",
+    "skip_tokens": "start where a run of this many tokens (same seed) ended",
+    "distill_from": "teacher model for knowledge distillation (same tokenizer; in grow, 'reference' = the reference)",
+    "distill_alpha": "distillation weight: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE",
+    "distill_temperature": "T, the softmax temperature of the KL term",
+    "teacher_cache": "auto (under $INHERITUNE_CACHE or ~/.cache/inheritune when it fits the disk) | off | FOLDER: "
+                     "the teacher's states stored once per training window, read back by every later run on them",
+    "teacher_states": "hidden (its last hidden states: exact) | top:K (its K likeliest tokens: approximate, cheaper)",
+    "train_blocks": "blocks that train at the full lr: all | last:K | cuts:K (K blocks each side of every cut a "
+                    "derived model has) | indices like 0-3,20; the final norm trains too",
+    "rest_lr_scale": "lr multiplier of everything outside --train-blocks; 0 freezes it (no gradient or state)",
+}
+
 
 @dataclass
 class TrainConfig:

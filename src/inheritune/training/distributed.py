@@ -2,15 +2,18 @@
 
 torchrun does all process management (``torchrun --nproc_per_node=K -m inheritune train ...``;
 multi-node through its ``--nnodes/--node-rank/--rdzv-*`` flags). Without torchrun's variables
-this is a single process and nothing is initialised.
+this is a single process and nothing is initialised. Also the training step's helpers that
+differ under DDP/FSDP2: barriers, gradient sync, clipping, gathering the full state.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from inheritune.models.families import blocks
 
@@ -50,15 +53,79 @@ def data_parallel(module: torch.nn.Module, env: Dist) -> torch.nn.Module:
     """DDP: every rank holds the whole model; gradients are all-reduced in buckets during backward."""
     if env.world == 1:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(module, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
 
 
 def shard(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2: parameters, gradients and optimizer state sharded per block, gathered just in time."""
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard  # FSDP2: slow to import, only under --fsdp
 
     for block in blocks(model):
         fully_shard(block)
     return fully_shard(model)
+
+
+# --- the training step's parallel-aware helpers ----------------------------------------------
+
+def barrier(env: Dist) -> None:
+    if env.world > 1:
+        torch.distributed.barrier()
+
+
+def prepare(model: torch.nn.Module, device: torch.device) -> None:
+    """fp32 master weights on the device, no dropout (the paper's recipe), SDPA attention."""
+    model.to(device=device, dtype=torch.float32)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        try:
+            model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):  # the family has no SDPA kernel: eager it stays
+            pass
+    model.train()
+
+
+def load_optimizer(model, optimizer, state: dict, fsdp: bool) -> None:
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict  # FSDP2 only
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def full_state(model, optimizer, fsdp: bool, optimizer_too: bool = True) -> tuple[dict | None, dict | None]:
+    """(model state, optimizer state) in full, gathered from shards under FSDP2 (None = take them as they are)."""
+    if not fsdp:
+        return None, optimizer.state_dict() if optimizer_too else None
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,  # FSDP2 only
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options) if optimizer_too else None)
+
+
+@contextmanager
+def grad_sync(model, sync: bool):
+    """Gradient accumulation: all-reduce (DDP) or reduce-scatter (FSDP2) only on a step's last micro-batch."""
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(sync)
+        yield
+    elif isinstance(model, torch.nn.parallel.DistributedDataParallel) and not sync:
+        with model.no_sync():
+            yield
+    else:
+        yield
+
+
+def clip(model, max_norm: float) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm

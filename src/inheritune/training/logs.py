@@ -45,7 +45,7 @@ class RunLog:
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_text(self.csv, ",".join(COLUMNS) + "\n" + "".join(_csv_line(r) for r in rows))
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # tensorboard: optional, only when installed
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=keep_until)
         except ImportError:

@@ -229,7 +229,8 @@ class CausalLMLoss(torch.nn.Module):
                 return plain_loss(logits, targets)
             with torch.no_grad():
                 t_logits = teacher.model(input_ids=inputs).logits.flatten(0, 1)
-            return plain_loss(logits, targets, t_logits, teacher.alpha, teacher.temperature)
+            return plain_loss(logits, targets, teacher_logits=t_logits, alpha=teacher.alpha,
+                              temperature=teacher.temperature)
         hidden = self.model.base_model(input_ids=inputs).last_hidden_state.flatten(0, 1)
         weight = self.model.get_output_embeddings().weight
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else weight.dtype
@@ -237,7 +238,8 @@ class CausalLMLoss(torch.nn.Module):
         if teacher is not None:
             states = teacher.hidden(inputs) if teacher_states is None else teacher_states
             source = (_TopKTeacher(states) if isinstance(states, TopK) else
-                      _ExactTeacher(states, teacher.head, teacher.softcap, teacher.temperature, dtype))
+                      _ExactTeacher(states, teacher.head, softcap=teacher.softcap, temp=teacher.temperature,
+                                    dtype=dtype))
             kd = (source, teacher.alpha, teacher.temperature)
         with torch.autocast(hidden.device.type, enabled=False):
             return _FusedLoss.apply(hidden, weight, targets, self.chunk, self.softcap, dtype, kd)

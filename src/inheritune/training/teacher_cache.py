@@ -237,7 +237,7 @@ def open_cache(root: Path, teacher_name: str, teacher: torch.nn.Module, data: To
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         atomic_write_json(folder / "meta.json", meta)
-    return TeacherCache(folder, seq_len, form, layout, _load_entries(folder))
+    return TeacherCache(folder, seq_len, form=form, layout=layout, entries=_load_entries(folder))
 
 
 def _what(changed: list[str]) -> str:

@@ -28,19 +28,30 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from inheritune.data.shards import TokenData, open_data
 from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_loss
-from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
-                           resumes,
-                           swap_in)
+from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths,
+                               read_json, resumes, swap_in)
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.analysis.selection import needs_windows, parse as parse_selector, scoring_windows, select
-from inheritune.growth.config import GrowConfig
+from inheritune.analysis.selection import HELP as SELECTOR_HELP, needs_windows, parse as parse_selector, scoring_windows
+from inheritune.growth.blocks import choose_blocks, round_model
+from inheritune.growth.config import DIRECTIONS, GROW_MODES, GrowConfig
 from inheritune.models.card import write_card
-from inheritune.models.surgery import deepen, origins, spans, stack_blocks
-from inheritune.training import TrainConfig, TrainResult, train
-from inheritune.training.trainer import check_teacher
+from inheritune.models.surgery import spans
+from inheritune.commands.train import TrainResult, train
+from inheritune.training import TrainConfig
+from inheritune.training.teacher import check_teacher
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config, read_recipe
+
+HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
+    "by": f"which reference blocks each round holds: {SELECTOR_HELP}",
+    "start_layers": "N: layers of the first round", "step_layers": "K: layers added (shrink: dropped) per round",
+    "max_layers": "M: stop growing here (default: the reference's depth)", "min_layers": "shrink: stop here",
+    "tokens_per_round": "T: training tokens per round", "margin": "E: matched when val loss <= reference + E",
+    "direction": "grow (add blocks until matched) or shrink (drop blocks of the healed model while within the margin)",
+    "mode": "new blocks: the reference's or copies of the model's own blocks just before them",
+}
+CHOICES = {"direction": DIRECTIONS, "mode": GROW_MODES}
 
 SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
 SUMMARY = "summary.json"  # written last: its presence means the grow run finished
@@ -68,6 +79,10 @@ class GrowResult(CommandResult):
         return {"command": "grow", "selector": self.by, "training tokens": self.tokens,
                 "val loss": round(self.rounds[-1]["val_loss"] if self.rounds else float("nan"), 4),
                 "reference val loss": round(self.reference_val_loss, 4), "verdict": self.verdict}
+
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        return (f"model -> {self.model_dir}; summary -> {self.run_dir / 'summary.json'}")
 
 
 def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
@@ -109,36 +124,6 @@ def round_dir(out: Path, index: int, layers: int) -> Path:
     return out / f"round-{index:02d}-{layers:02d}"
 
 
-def choose_blocks(ref: PreTrainedModel, trained: PreTrainedModel | None, layers: int, by: str,
-                  windows: torch.Tensor | None, direction: str) -> dict:
-    """The reference blocks a round's model holds, and the selection behind them.
-
-    Round 1 keeps what ``by`` keeps of the reference. Growing adds back the blocks ``by`` ranks
-    next among those the trained model lacks; shrinking re-scores the trained (healed) model's own
-    blocks and drops the ones ``by`` drops first."""
-    if trained is None:
-        chosen = select(ref, layers, by, windows)
-        return {"blocks": chosen.keep, "selection": chosen.to_json()}
-    held = origins(trained)
-    if direction == "grow":
-        chosen = select(ref, layers, by, windows, droppable=[i for i in range(num_layers(ref.config)) if i not in held])
-        return {"blocks": chosen.keep, "selection": chosen.to_json()}
-    chosen = select(trained, layers, by, windows)
-    return {"blocks": [held[p] for p in chosen.keep], "selection": chosen.to_json()}
-
-
-def round_model(ref: PreTrainedModel, reference: str, trained: PreTrainedModel | None, blocks: list[int], mode: str,
-                seed: int) -> PreTrainedModel:
-    """The model a round starts from: the reference's ``blocks`` (round 1), the trained model
-    grown to hold them (new ones at their original positions), or shrunk to them."""
-    if trained is None:
-        return stack_blocks(ref, [(ref, i) for i in blocks], seed=seed, reference=reference)
-    held = origins(trained)
-    if len(blocks) > len(held):
-        return deepen(trained, ref, blocks, mode=mode)
-    return stack_blocks(trained, [(trained, held.index(i)) for i in blocks])
-
-
 def _settings(reference: str, data: TokenData, growth: GrowConfig, by: str, config: TrainConfig) -> dict:
     return {"reference": reference, "data": str(data.root), "data_key": data_key(data), **dataclasses.asdict(growth),
             "by": by, "train": dataclasses.asdict(config)}
@@ -164,7 +149,7 @@ def grow(reference: str | Path, data: str | Path, out: str | Path, *, start_laye
                         direction=direction)
     recipe = read_recipe(config) if isinstance(config, (str, Path)) else config
     per_round = make_config(recipe, **options, steps=None, tokens=tokens_per_round)
-    return grow_until_matched(reference, data, out, growth, per_round, by=by, overwrite=overwrite)
+    return grow_until_matched(reference, data, out=out, growth=growth, config=per_round, by=by, overwrite=overwrite)
 
 
 def grow_until_matched(
@@ -201,8 +186,9 @@ def grow_until_matched(
     token_data = open_data(data)
     if config.distill_from not in (None, str(reference)) and config.distill_alpha > 0:
         check_teacher(config.distill_from, token_data, config.trust_remote_code)  # before any folder is made
-    settings = final_paths(_settings(str(reference), token_data, growth, by, config))
-    resuming = resumes(out, SETTINGS, settings, "different settings", overwrite)  # before the slow reference load
+    settings = final_paths(_settings(str(reference), token_data, growth=growth, by=by, config=config))
+    resuming = resumes(out, SETTINGS, settings=settings, started_with="different settings",
+                       overwrite=overwrite)  # before the slow reference load
     ref = reference_model if reference_model is not None else load_model(reference, trust_remote_code=config.trust_remote_code)
     tok = tokenizer if tokenizer is not None else load_tokenizer(reference, config.trust_remote_code)
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
@@ -210,15 +196,16 @@ def grow_until_matched(
     growth = dataclasses.replace(growth, max_layers=max_layers)
     work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
     with building(out, work):
-        claim(out, work, SETTINGS, settings, "different settings", resuming)
+        claim(out, work, stamp=SETTINGS, settings=settings, started_with="different settings", resuming=resuming)
         if work != out:
             log(f"building the new grow run in {work}; {out} is kept until it is complete")
         if (work / SUMMARY).is_file():
             summary = read_json(work / SUMMARY, "grow summary")
             log(f"grow run {out} already finished: {summary['verdict']}")
         else:
-            rounds = _Rounds(ref, str(reference), tok, token_data, work, config, growth, by,
-                             teacher_of(config, reference, ref), log)
+            rounds = _Rounds(ref, str(reference), tok=tok, data=token_data, out=work, config=config, growth=growth,
+                             by=by,
+                             teacher=teacher_of(config, reference, ref), log=log)
             summary = rounds.run()
         if work != out:
             swap_in(work, out)  # the new run is complete: only now is the old one replaced
@@ -248,15 +235,15 @@ class _Rounds:
 
     def run(self) -> dict:
         g, total = self.growth, num_layers(self.ref.config)
-        ref_loss = reference_val_loss(self.ref, self.reference, self.data, self.out / "reference.json",
-                                      self.config.batch_size)["loss"]
+        ref_loss = reference_val_loss(self.ref, self.reference, data=self.data, cache=self.out / "reference.json",
+                                      batch_size=self.config.batch_size)["loss"]
         target = ref_loss + g.margin
         self.log(f"reference {self.reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
         windows = scoring_windows(self.data, seed=self.config.seed) if needs_windows(self.by) else None
         rounds, layers, previous = [], g.start_layers, None
         while True:
-            result, row = self._round(len(rounds) + 1, layers, previous, windows, target,
-                                      sum(r["tokens"] for r in rounds))
+            result, row = self._round(len(rounds) + 1, layers, previous=previous, windows=windows, target=target,
+                                      done=sum(r["tokens"] for r in rounds))
             rounds.append(row)
             if g.direction == "grow" and (row["matched"] or layers >= g.max_layers):
                 break
@@ -276,9 +263,11 @@ class _Rounds:
         if record.is_file():
             chosen = read_json(record, "round blocks")
         else:
-            chosen = choose_blocks(self.ref, trained, layers, self.by, windows, self.growth.direction)
+            chosen = choose_blocks(self.ref, trained, layers=layers, by=self.by, windows=windows,
+                                   direction=self.growth.direction)
             atomic_write_json(record, chosen)
-        model = round_model(self.ref, self.reference, trained, chosen["blocks"], self.growth.mode, seed)
+        model = round_model(self.ref, self.reference, trained=trained, blocks=chosen["blocks"], mode=self.growth.mode,
+                            seed=seed)
         if (run_dir / "result.json").is_file():
             self.log(f"round {index} ({layers} layers): finished earlier, result reused")
         else:
@@ -286,8 +275,9 @@ class _Rounds:
                                                       f"({self.growth.mode})"
             self.log(f"round {index}: {layers} layers {how}, reference blocks {spans(chosen['blocks'])} (by {self.by}), "
                      f"training {self.config.tokens} tokens -> {run_dir}")
-        result = train_resumable(model, self.data.root, run_dir, dataclasses.replace(self.config, skip_tokens=done),
-                                 self.tok, self.teacher)
+        result = train_resumable(model, self.data.root, run_dir=run_dir, config=dataclasses.replace(self.config,
+                                                                                                    skip_tokens=done),
+                                 tokenizer=self.tok, teacher=self.teacher)
         matched = result.final_val_loss <= target
         self.log(f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
                  + ("matched" if matched else "not matched"))

@@ -1,11 +1,12 @@
-"""The training loop of the recipe: one function, ``train``, used by the CLI, grow and run.
+"""`train`: the recipe's training run, one function used by the CLI, grow and run.
 
 Read top to bottom: set up the run folder, model and data; resume from a checkpoint if asked;
 then for each optimizer step accumulate gradients over micro-batches, clip, step, and every
 so often evaluate, log and checkpoint. Everything that decides the loss curve (weights,
 optimizer moments, the step number, RNG) is in the checkpoint, and the batches are a pure
 function of (seed, step), so a killed run resumes on the same curve. A fresh run that replaces
-another one is written beside it and swapped in at the end (``io.build_dir``/``io.swap_in``).
+another one is written beside it and swapped in at the end (``atomic.build_dir``/``atomic.swap_in``). The
+machinery it calls lives in ``training/`` (loss, optimizer, checkpoints, teacher, parallelism)..
 """
 from __future__ import annotations
 
@@ -22,24 +23,29 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
-from inheritune.errors import InherituneError
+from inheritune.errors import InherituneError, TrainingInterrupted
 from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
-                           differences, final_paths, read_json, swap_in)
+                               differences, final_paths, read_json, swap_in)
 from inheritune.models.card import write_card
 from inheritune.models.families import context_length
 from inheritune.models.precision import autocast_dtype
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.training import checkpoint, distributed, healing, teacher_cache
-from inheritune.training.config import TrainConfig, check_teacher_states, make_config, read_recipe
+from inheritune.training.distributed import barrier, clip, full_state, grad_sync, load_optimizer, prepare
+from inheritune.training.teacher import make_teacher, open_teacher_cache, states_of
+from inheritune.training.config import TrainConfig, make_config, read_recipe
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
-from inheritune.training.loss import CausalLMLoss, Teacher
+from inheritune.training.loss import CausalLMLoss
 from inheritune.training.optim import lr_at, make_optimizer
+
+HELP = {"resume": "continue the run in --out from its latest valid checkpoint"}  # shared: inheritune.commands.HELP
 
 # What a run folder holds before its first checkpoint (a run killed then may be started over).
 RUN_FILES = {"config.json", "log.jsonl", "log.csv", "checkpoints", "tensorboard"}
@@ -61,9 +67,10 @@ class TrainResult(CommandResult):
     wall_time: float  # seconds of optimizer steps (teacher included; evaluations and checkpoints not), over all resumes
     teacher_cache: dict | None = None  # where the teacher's states were read from / stored, and how many (this call)
 
-
-class TrainingInterrupted(InherituneError):
-    """SIGINT/SIGTERM: the step finished and a checkpoint was written; ``--resume`` continues."""
+    def summary(self) -> str:
+        """What the CLI prints (the files hold the rest)."""
+        return (f"trained {self.steps} steps ({self.tokens} tokens) in {self.wall_time:.1f}s: val loss "
+              f"{self.val_history[0]['val_loss']:.4f} -> {self.final_val_loss:.4f}; model -> {self.model_dir}")
 
 
 def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path,
@@ -90,7 +97,8 @@ def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path
     continuing = resume and ((out / "result.json").is_file() or any(checkpoint.checkpoint_dir(out).glob("step-*")))
     work = build_dir(out, continuing)
     with _quiet_hf(), building(out, work):
-        return _train(model, data, out, work, config, tokenizer, resume, overwrite, teacher)
+        return _train(model, data, run_dir=out, work=work, config=config, tokenizer=tokenizer, resume=resume,
+                      overwrite=overwrite, teacher_model=teacher)
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
@@ -148,7 +156,8 @@ def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     the sibling a replacement is built in, swapped in at the end)."""
     if resume and (done := _finished(run_dir, config)) is not None:
         return done
-    run = _setup(model, data, run_dir, work, config, tokenizer, resume, overwrite, teacher_model)
+    run = _setup(model, data, run_dir=run_dir, work=work, config=config, tokenizer=tokenizer, resume=resume,
+                 overwrite=overwrite, teacher_model=teacher_model)
     _fit(run)
     return _finalize(run)
 
@@ -168,23 +177,18 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     tokens_per_step = _tokens_per_step(config, env.world)
     total_steps = config.total_steps(tokens_per_step)
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
-    loader = TrainLoader(tokens_data, config.seq_len, config.batch_size, tokens_per_step // config.seq_len,
-                         config.seed, env.rank, env.world, _skip_steps(config, tokens_per_step))
-    teacher = _teacher(config, teacher_model, tokens_data, model)
+    loader = TrainLoader(tokens_data, config.seq_len, batch_size=config.batch_size,
+                         sequences_per_step=tokens_per_step // config.seq_len,
+                         seed=config.seed, rank=env.rank, world=env.world, skip_steps=_skip_steps(config,
+                                                                                                  tokens_per_step))
+    teacher = make_teacher(config, teacher_model, tokens_data, model)
 
-    # The latest checkpoint that loads (of the run, or of a replacement a kill stopped).
     model_name = final_paths(model_name)
-    found = _resume_point(run_dir, resuming, overwrite, config, env)
-    if work != run_dir:
-        found = _continue_beside(work, config, model_name, final_paths(str(data)), env)
-    if found is None:  # a fresh run: clear the folder it writes (never the run it replaces)
-        _barrier(env)  # every rank has looked before rank 0 clears
-        if env.main and work.exists():
-            shutil.rmtree(work)
-        _barrier(env)
+    found = _start_point(run_dir, work, config, model_name=model_name, data=final_paths(str(data)),
+                         resuming=resuming, overwrite=overwrite, env=env)
 
     autocast = autocast_dtype(config.precision, env.device)
-    _prepare(model, env.device)
+    prepare(model, env.device)
     if found is not None:
         checkpoint.load_into(model, found[2], found[0])
     flops, parameters = flops_per_token(model, config.seq_len), parameter_count(model)  # before any sharding
@@ -198,10 +202,11 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
         step_loss = loss
     else:
         step_loss = distributed.data_parallel(loss, env)
-    states = _states_of(teacher, config, loss.fused, autocast)
+    states = states_of(teacher, config, loss.fused, autocast)
     cache = None
     if states is not None:
-        cache = _open_teacher_cache(config, teacher, tokens_data, autocast, env, total_steps * tokens_per_step)
+        cache = open_teacher_cache(config, teacher, data=tokens_data, autocast=autocast, env=env,
+                                   tokens=total_steps * tokens_per_step)
     run = _Run(config=config, env=env, run_dir=run_dir, work=work, model=model, tokenizer=tokenizer,
                data=tokens_data, loader=loader, step_loss=step_loss,
                forward=torch.compile(step_loss) if config.compile else step_loss,
@@ -215,8 +220,23 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     if found is not None:
         _restore(run, found[1])
     if env.main:
-        _write_config(run, model_name, str(data), parameters, teacher is not None)
+        _write_config(run, model_name, data=str(data), parameters=parameters, distilling=teacher is not None)
     return run
+
+
+def _start_point(run_dir: Path, work: Path, config: TrainConfig, model_name: str, data: str, resuming: bool,
+                 overwrite: bool, env: distributed.Dist):
+    """The latest checkpoint that loads (of the run, or of a replacement a kill stopped), or None for
+    a fresh run, whose folder is then cleared (never the run it replaces)."""
+    found = _resume_point(run_dir, resuming, overwrite=overwrite, config=config, env=env)
+    if work != run_dir:
+        found = _continue_beside(work, config, model_name=model_name, data=data, env=env)
+    if found is None:
+        barrier(env)  # every rank has looked before rank 0 clears
+        if env.main and work.exists():
+            shutil.rmtree(work)
+        barrier(env)
+    return found
 
 
 def _model_and_tokenizer(model, tokenizer, data, config: TrainConfig):
@@ -256,7 +276,7 @@ def _skip_steps(config: TrainConfig, tokens_per_step: int) -> int:
 def _restore(run: _Run, state: dict) -> None:
     """Optimizer moments, RNG, step, history and training time of a checkpoint."""
     run.train_seconds = state.get("wall_time", 0.0)
-    _load_optimizer(run.model, run.optimizer, state["optimizer"], run.config.fsdp)
+    load_optimizer(run.model, run.optimizer, state["optimizer"], run.config.fsdp)
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and run.env.device.type == "cuda":
         torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -286,7 +306,7 @@ def _evaluate(run: _Run, at: int) -> float:
 
 def _save(run: _Run, at: int) -> None:
     """A checkpoint of everything that decides the rest of the curve (rank 0 writes it)."""
-    full = _full_state(run.model, run.optimizer, run.config.fsdp)
+    full = full_state(run.model, run.optimizer, run.config.fsdp)
     if run.env.main:
         rng = {"torch": torch.get_rng_state()} | (
             {"cuda": torch.cuda.get_rng_state()} if run.env.device.type == "cuda" else {})
@@ -294,9 +314,9 @@ def _save(run: _Run, at: int) -> None:
                  "wall_time": run.train_seconds, "optimizer": full[1], "rng": rng,
                  "loader": {"seed": run.config.seed, "seq_len": run.config.seq_len,
                             "tokens_per_step": run.tokens_per_step}}
-        run.last_checkpoint = checkpoint.save(run.work, at, run.model, run.tokenizer, state,
-                                              run.config.keep_checkpoints, full[0])
-    _barrier(run.env)
+        run.last_checkpoint = checkpoint.save(run.work, at, model=run.model, tokenizer=run.tokenizer, state=state,
+                                              keep=run.config.keep_checkpoints, model_state=full[0])
+    barrier(run.env)
 
 
 def _fit(run: _Run) -> None:
@@ -315,7 +335,7 @@ def _fit(run: _Run) -> None:
             at_eval = run.step % run.eval_every == 0 or run.step == run.total_steps
             if run.step % run.config.log_every == 0 or at_eval or nonfinite:
                 tok_s = (run.step - last_step) * run.tokens_per_step / max(time.perf_counter() - last_time, 1e-9)
-                _log_step(run, lr, train_loss, tok_s, nonfinite, at_eval, show)
+                _log_step(run, lr, train_loss=train_loss, tok_s=tok_s, nonfinite=nonfinite, at_eval=at_eval, show=show)
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:.0f}")
                 last_time, last_step = time.perf_counter(), run.step
             if run.step % run.checkpoint_every == 0 or run.step == run.total_steps or stop:
@@ -344,12 +364,12 @@ def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool
     loss_sum = torch.zeros((), device=env.device)
     for micro in range(run.loader.micro_steps):
         batch = run.loader.batch(run.step, micro).to(env.device, non_blocking=True)
-        with _grad_sync(run.model if config.fsdp else run.step_loss, micro == run.loader.micro_steps - 1):
+        with grad_sync(run.model if config.fsdp else run.step_loss, micro == run.loader.micro_steps - 1):
             with torch.autocast(env.device.type, dtype=run.autocast) if run.autocast else nullcontext():
                 loss = run.forward(batch, _teacher_states(run, micro, batch[:, :-1])) / run.loader.micro_steps
             loss.backward()
         loss_sum += loss.detach()
-    norm = _clip(run.model, config.grad_clip)
+    norm = clip(run.model, config.grad_clip)
     # One collective per step: the mean loss, whether any rank saw a non-finite value, a stop request.
     flags = torch.stack([loss_sum.float(), (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
                          torch.tensor(float(stop_requested), device=env.device)])
@@ -387,10 +407,10 @@ def _log_step(run: _Run, lr: float, train_loss: float, tok_s: float, nonfinite: 
 
 def _finalize(run: _Run) -> TrainResult:
     """The final model folder and result.json; a replacement is swapped in only now."""
-    full = _full_state(run.model, run.optimizer, run.config.fsdp, optimizer_too=False)
-    result = TrainResult(run.run_dir, run.run_dir / "final", run.step, run.step * run.tokens_per_step,
-                         run.val_history[-1]["val_loss"], run.val_history, run.train_seconds,
-                         run.cache.stats() if run.cache is not None else None)
+    full = full_state(run.model, run.optimizer, run.config.fsdp, optimizer_too=False)
+    result = TrainResult(run.run_dir, run.run_dir / "final", steps=run.step, tokens=run.step * run.tokens_per_step,
+                         final_val_loss=run.val_history[-1]["val_loss"], val_history=run.val_history, wall_time=run.train_seconds,
+                         teacher_cache=run.cache.stats() if run.cache is not None else None)
     if run.env.main:
         with atomic_dir(run.work / "final", overwrite=True) as tmp:
             run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
@@ -400,7 +420,7 @@ def _finalize(run: _Run) -> TrainResult:
         atomic_write_json(run.work / "result.json", final_paths(result.to_json()))
         if run.work != run.run_dir:
             swap_in(run.work, run.run_dir)  # the new run is complete: only now is the old one replaced
-    _barrier(run.env)
+    barrier(run.env)
     return result
 
 
@@ -418,8 +438,6 @@ def _card(run: _Run, result: TrainResult) -> dict:
 @contextmanager
 def _quiet_hf():
     """Our bar and log lines are the output: no 'Writing model shards' bar at every checkpoint."""
-    from transformers.utils import logging as hf_logging
-
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -429,40 +447,6 @@ def _quiet_hf():
             hf_logging.enable_progress_bar()
 
 
-def _barrier(env: distributed.Dist) -> None:
-    if env.world > 1:
-        torch.distributed.barrier()
-
-
-def _teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: PreTrainedModel) -> Teacher | None:
-    """The distillation teacher: ``model`` when given, else loaded from ``distill_from``; its tokenizer
-    must be the data's, or its distribution would be over other tokens."""
-    if config.distill_from is None or config.distill_alpha == 0:
-        return None  # alpha 0 is plain cross-entropy: no teacher forward at all
-    if model is None:
-        check_teacher(config.distill_from, data, config.trust_remote_code)
-        model = load_model(config.distill_from, trust_remote_code=config.trust_remote_code)
-    rows = (model.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
-    if rows[0] != rows[1]:
-        raise InherituneError(f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
-                              f"{rows[1]}: distillation needs one vocabulary")
-    return Teacher(model, config.distill_alpha, config.distill_temperature)
-
-
-def _states_of(teacher: Teacher | None, config: TrainConfig, fused: bool, autocast):
-    """inputs -> the teacher's states the fused loss reads (hidden states, or TopK); None when the
-    plain loss (FSDP, a biased head) runs the teacher on full logits itself."""
-    if teacher is None or not fused:
-        if teacher is not None and config.teacher_states != "hidden":
-            raise InherituneError(f"teacher_states {config.teacher_states} needs the fused loss, which --fsdp and "
-                                  f"biased LM heads do not use; use teacher_states hidden")
-        return None
-    k = check_teacher_states(config.teacher_states)
-    if k is None:
-        return teacher.hidden
-    return lambda inputs: teacher.top_k(teacher.hidden(inputs), k, autocast or torch.float32)
-
-
 def _teacher_states(run: _Run, micro: int, inputs: torch.Tensor):
     """What the loss reads of the teacher for this micro-batch: from the cache when there is one."""
     if run.teacher_states is None:
@@ -470,40 +454,6 @@ def _teacher_states(run: _Run, micro: int, inputs: torch.Tensor):
     if run.cache is None:
         return run.teacher_states(inputs)
     return run.cache.states(run.loader.starts(run.step, micro), inputs, run.teacher_states)
-
-
-def _open_teacher_cache(config: TrainConfig, teacher: Teacher, data, autocast, env,
-                        tokens: int) -> teacher_cache.TeacherCache | None:
-    """The store of the teacher's states this run reads and fills (None: distilling without one)."""
-    if config.teacher_cache == "off":
-        return None
-    auto = config.teacher_cache == "auto"
-    root = teacher_cache.default_root() if auto else Path(config.teacher_cache)
-    dtype = autocast or torch.float32  # what the fused loss computes in: states stored so are exact
-    layout = teacher_cache.fields(config.teacher_states, teacher.head.shape[1], dtype)
-    if auto and not teacher_cache.fits(root, tokens, teacher_cache.token_bytes(layout)):
-        if env.main:
-            print(f"inheritune: the teacher's states for {tokens:,} tokens would not fit under {root} (at most half "
-                  f"the free disk): distilling without a teacher cache", file=sys.stderr)
-        return None
-    opened = None
-    for turn in ("main", "others"):  # the main rank creates or clears the folder before the others open it
-        if env.main == (turn == "main"):
-            opened = teacher_cache.open_cache(root, config.distill_from or "teacher", teacher.model, data,
-                                              config.seq_len, dtype, config.teacher_states,
-                                              config.distill_temperature, quiet=not env.main)
-        _barrier(env)
-    return opened
-
-
-def check_teacher(teacher: str, data, trust_remote_code: bool = False) -> None:
-    """A teacher that can be found and speaks the data's tokens, checked from its tokenizer alone
-    (no weights): what train, grow and run verify before they create or rename anything."""
-    try:
-        tokenizer = load_tokenizer(teacher, trust_remote_code)
-    except InherituneError as e:
-        raise InherituneError(f"the teacher (distill_from) {e}") from None
-    data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the teacher {teacher}")
 
 
 def _resume_point(run_dir: Path, resuming: bool, overwrite: bool, config: TrainConfig, env):
@@ -556,65 +506,6 @@ def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:
     for key, old, value in differences(stored, dataclasses.asdict(config), RESUMABLE_CHANGES)[:1]:
         raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
                               f"resume with the same recipe (or start over with --overwrite)")
-
-
-def _prepare(model: PreTrainedModel, device: torch.device) -> None:
-    """fp32 master weights on the device, no dropout (the paper's recipe), SDPA attention."""
-    model.to(device=device, dtype=torch.float32)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        if isinstance(getattr(m, "attention_dropout", None), float):
-            m.attention_dropout = 0.0
-    if getattr(model.config, "_attn_implementation", None) == "eager":
-        try:
-            model.set_attn_implementation("sdpa")
-        except (ValueError, ImportError):  # the family has no SDPA kernel: eager it stays
-            pass
-    model.train()
-
-
-def _load_optimizer(model, optimizer, state: dict, fsdp: bool) -> None:
-    if fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(state)
-
-
-def _full_state(model, optimizer, fsdp: bool, optimizer_too: bool = True) -> tuple[dict | None, dict | None]:
-    """(model state, optimizer state) in full, gathered from shards under FSDP2 (None = take them as they are)."""
-    if not fsdp:
-        return None, optimizer.state_dict() if optimizer_too else None
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return (get_model_state_dict(model, options=options),
-            get_optimizer_state_dict(model, optimizer, options=options) if optimizer_too else None)
-
-
-@contextmanager
-def _grad_sync(model, sync: bool):
-    """Gradient accumulation: all-reduce (DDP) or reduce-scatter (FSDP2) only on a step's last micro-batch."""
-    if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(sync)
-        yield
-    elif isinstance(model, torch.nn.parallel.DistributedDataParallel) and not sync:
-        with model.no_sync():
-            yield
-    else:
-        yield
-
-
-def _clip(model, max_norm: float) -> torch.Tensor:
-    params = [p for p in model.parameters() if p.grad is not None]
-    if max_norm > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    else:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 @contextmanager

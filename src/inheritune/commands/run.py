@@ -25,16 +25,24 @@ from inheritune.data.shards import open_data
 from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.result import CommandResult
-from inheritune.growth.grow import GrowResult, grow_until_matched, train_resumable
-from inheritune.atomic import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json, resumes,
-                           swap_in)
-from inheritune.models.families import family_of, num_layers, set_num_layers
+from inheritune.commands.grow import GrowResult, grow_until_matched, train_resumable
+from inheritune.commands.prepare import prepare_data
+from inheritune.commands.prune import prune
+from inheritune.commands.analyze import analyze
+from inheritune.commands.eval import evaluate
+from inheritune.atomic import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
+                               resumes, swap_in)
+from inheritune.models.budget import non_embedding
+from inheritune.models.families import config_of_blocks, num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.models.surgery import PROVENANCE, inherit, origins
-from inheritune.recipe import Recipe, load_recipe
+from inheritune.models.surgery import PROVENANCE, inherit, origins, provenance
+from inheritune.recipe import Recipe, default_recipe_text, load_recipe
 from inheritune.reporting.report import build_report, write_report
-from inheritune.training import TrainConfig, TrainResult
+from inheritune.commands.train import TrainResult
+from inheritune.training import TrainConfig
 from inheritune.training.config import make_config
+
+HELP = {"recipe": "recipe YAML (default: the embedded default, see --show-default)"}  # shared: commands.HELP
 
 RECIPE = "recipe.json"  # the resolved recipe a run was started with: a rerun must match it to resume
 
@@ -53,12 +61,8 @@ def scratch_model(reference: PreTrainedModel, layers: int, seed: int) -> PreTrai
     Built from the config alone: no inherited embeddings, norms or head, which is what
     "from scratch" means in the paper's comparison.
     """
-    config = copy.deepcopy(reference.config)
-    set_num_layers(config, layers)
+    config = config_of_blocks(reference.config, [(reference.config, i) for i in range(layers)])
     setattr(config, PROVENANCE, None)  # it holds no reference block
-    for key in family_of(config).layer_lists:
-        if getattr(config, key, None) is not None:
-            setattr(config, key, getattr(config, key)[:layers])
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
@@ -87,6 +91,20 @@ def _named(key: str, value: str, check: Callable):
         return check()
     except InherituneError as e:
         raise InherituneError(f"recipe key '{key}' ({value}): {e}") from None
+
+
+def show_default(**_) -> str:
+    """print the embedded default recipe and exit"""
+    return default_recipe_text()
+
+
+def check(recipe: str | Path | None = None, trust_remote_code: bool = False, **_) -> str:
+    """only check the recipe (the checks a run makes first: tokenizers, not weights) and exit"""
+    loaded = load_recipe(recipe)
+    if trust_remote_code:
+        loaded.train["trust_remote_code"] = True
+    lines = [f"recipe {recipe or '(default)'} is valid: reference {loaded.reference}"]
+    return "".join(f"{line}\n" for line in lines + [f"  checked {c}" for c in check_inputs(loaded)])
 
 
 def check_inputs(recipe: Recipe) -> list[str]:
@@ -123,8 +141,6 @@ def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) ->
         return open_data(recipe.data.dir).root
     target = out / "data"
     if not (target / "manifest.json").is_file():
-        from inheritune.data.prepare import prepare_data
-
         log(f"preparing data {recipe.data.sources} -> {target}")
         prepare_data(recipe.data.sources, tokenizer, target, max_tokens=recipe.data.max_tokens,
                      val_tokens=recipe.data.val_tokens, seed=recipe.data.seed, overwrite=True,
@@ -168,56 +184,80 @@ def _grow(recipe: Recipe, loss: Loss, data_dir: Path, out: Path, reference, toke
           log) -> tuple[GrowResult, dict]:
     """One inheritune arm: grow until matched with this loss; its report entry."""
     growth = dataclasses.replace(recipe.grow, max_layers=max_layers)
-    grown = grow_until_matched(recipe.reference, data_dir, out / "arms" / f"inheritune{loss.suffix}", growth,
-                               loss.config, by=recipe.inherit.by, reference_model=reference, tokenizer=tokenizer,
+    grown = grow_until_matched(recipe.reference, data_dir, out=out / "arms" / f"inheritune{loss.suffix}", growth=growth,
+                               config=loss.config, by=recipe.inherit.by, reference_model=reference, tokenizer=tokenizer,
                                log=log)
     results = [TrainResult.from_json(read_json(Path(r["run_dir"]) / "result.json", "train result"))
                for r in grown.rounds]
-    arm = _rounds_arm(results, grown.layers, parameter_count(load_model(grown.model_dir)))
+    model = load_model(grown.model_dir)
+    arm = _rounds_arm(results, grown.layers, parameter_count(model))
     return grown, arm | {"matched": grown.matched, "run_dir": str(grown.run_dir), "model_dir": str(grown.model_dir),
-                         "blocks": grown.blocks}
+                         "blocks": grown.blocks, "non_embedding": non_embedding(model.config)}
 
 
-def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: list[Loss]):
-    """The comparison arms: (name, model builder, layers, tokens, loss). Builders run only for unfinished arms."""
+def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: list[Loss], cut: Callable):
+    """The comparison arms: (name, model builder, tokens, loss). Builders run only for unfinished arms;
+    ``cut(shape)`` builds a budget arm's model."""
     main = all_losses[0]
     seed, a, g = recipe.seed, recipe.arms, recipe.grow
     depth, total = grown[main.suffix].layers, grown[main.suffix].tokens
     if a.scratch:
         for loss in all_losses:
             d = grown[loss.suffix].layers
-            yield f"scratch{loss.suffix}", lambda d=d: scratch_model(reference, d, seed), d, grown[loss.suffix].tokens, loss
+            yield (f"scratch{loss.suffix}", lambda d=d: scratch_model(reference, d, seed), grown[loss.suffix].tokens,
+                   loss)
     if a.scratch_full:
         full = num_layers(reference.config)
-        yield f"scratch-full{main.suffix}", lambda: scratch_model(reference, full, seed), full, total, main
+        yield f"scratch-full{main.suffix}", lambda: scratch_model(reference, full, seed), total, main
     if a.scratch_2x:
-        yield f"scratch-2x{main.suffix}", lambda: scratch_model(reference, depth, seed), depth, 2 * total, main
+        yield f"scratch-2x{main.suffix}", lambda: scratch_model(reference, depth, seed), 2 * total, main
     if a.scratch_start and (depth != g.start_layers or not a.scratch):
         yield (f"scratch-{g.start_layers}L{main.suffix}", lambda: scratch_model(reference, g.start_layers, seed),
-               g.start_layers, grown[main.suffix].rounds[0]["tokens"], main)
+               grown[main.suffix].rounds[0]["tokens"], main)
     if a.first_n and recipe.inherit.by != "first-n":
-        yield f"first-n{main.suffix}", lambda: inherit(reference, depth, seed=seed), depth, total, main
+        yield f"first-n{main.suffix}", lambda: inherit(reference, depth, seed=seed), total, main
     for init in a.nogrow:
-        yield (f"inheritune-nogrow-{init}{main.suffix}", lambda init=init: inherit(reference, depth, init=init, seed=seed),
-               depth, total, main)
+        yield (f"inheritune-nogrow-{init}{main.suffix}",
+               lambda init=init: inherit(reference, depth, init=init, seed=seed), total, main)
     if a.reference_trained:
-        yield f"reference-trained{main.suffix}", lambda: copy.deepcopy(reference), num_layers(reference.config), total, main
+        yield f"reference-trained{main.suffix}", lambda: copy.deepcopy(reference), total, main
+    if recipe.budget.params is not None:
+        for shape in recipe.budget.by:
+            yield f"budget-{shape}{main.suffix}", lambda shape=shape: cut(shape), total, main
+
+
+def _budget_cut(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, shape: str, log) -> PreTrainedModel:
+    """A budget arm's model: the reference cut to ``budget.params`` of its non-embedding parameters by
+    ``shape`` with ``prune`` (its folder, prune.json included, kept in RUN/budget/SHAPE)."""
+    b, folder = recipe.budget, out / "budget" / shape
+    if not (folder / "prune.json").is_file():
+        log(f"cutting the reference to {b.params:g} of its non-embedding parameters by {shape} -> {folder}")
+        prune(copy.deepcopy(reference), out=folder, data=data_dir, params=b.params, budget_by=shape,
+              by=None if shape == "width" else recipe.inherit.by, width_by=b.width_by, seed=recipe.seed,
+              tokenizer=tokenizer, overwrite=True)
+    model = load_model(folder)
+    if getattr(model.config, PROVENANCE, None) is None:  # a width cut holds every reference block, narrowed
+        setattr(model.config, PROVENANCE, provenance([(model, i) for i in range(num_layers(model.config))],
+                                                     recipe.reference))
+    return model
 
 
 def _train_arms(recipe, reference, tokenizer, data_dir: Path, out: Path, grown, all_losses, log) -> dict:
     arms = {}
-    for name, build, layers, tokens, loss in _plan(recipe, reference, grown, all_losses):
+    cut = partial(_budget_cut, recipe, reference, tokenizer, data_dir, out, log=log)
+    for name, build, tokens, loss in _plan(recipe, reference, grown, all_losses, cut):
         run_dir = out / "arms" / name
-        log(f"arm {name}: {layers} layers, {tokens} tokens -> {run_dir}")
         model = build()
-        params = parameter_count(model)
+        layers, params = num_layers(model.config), parameter_count(model)
+        log(f"arm {name}: {layers} layers, {tokens} tokens -> {run_dir}")
         teacher = reference if loss.config.distill_from == recipe.reference else None
         config = dataclasses.replace(loss.config, tokens=tokens)
         inherited = bool(getattr(model.config, PROVENANCE, None))
         if not inherited:  # scratch (or the reference itself): no inherited blocks to leave frozen
             config = dataclasses.replace(config, train_blocks="all")
-        result = train_resumable(model, data_dir, run_dir, config, tokenizer, teacher)
-        arms[name] = _arm(result, layers, params) | {"blocks": origins(model) if inherited else None}
+        result = train_resumable(model, data_dir, run_dir=run_dir, config=config, tokenizer=tokenizer, teacher=teacher)
+        arms[name] = _arm(result, layers, params) | {"blocks": origins(model) if inherited else None,
+                                                    "non_embedding": non_embedding(model.config)}
         log(f"arm {name}: val loss {result.final_val_loss:.4f} after {result.tokens} tokens")
     return arms
 
@@ -262,16 +302,16 @@ def run(recipe: Recipe | str | Path | None = None, *, out: str | Path | None = N
     out = Path(out)
     for line in check_inputs(recipe):  # every file and model the recipe names, before any work
         log(f"checked {line}")
-    resuming = resumes(out, RECIPE, recipe.to_dict(), "a different recipe", overwrite)
+    resuming = resumes(out, RECIPE, settings=recipe.to_dict(), started_with="a different recipe", overwrite=overwrite)
     log(f"loading reference {recipe.reference}")
     reference, tokenizer = _load_reference(recipe)
     _check_fit(recipe, reference, tokenizer)
     work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
     with building(out, work):
-        claim(out, work, RECIPE, recipe.to_dict(), "a different recipe", resuming)
+        claim(out, work, stamp=RECIPE, settings=recipe.to_dict(), started_with="a different recipe", resuming=resuming)
         if work != out:
             log(f"building the new run in {work}; {out} is kept until it is complete")
-        report = _run(recipe, reference, tokenizer, work, start, log)
+        report = _run(recipe, reference, tokenizer=tokenizer, out=work, start=start, log=log)
         if work != out:
             swap_in(work, out)  # the new run is complete: only now is the old one replaced
     log(f"{report['verdict']}\nreport: {out / 'report.md'} / {out / 'report.html'}")
@@ -283,29 +323,31 @@ def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> 
     (paths as they will be after a swap)."""
     data_dir = prepare(recipe, tokenizer, out, log)
     config = make_config(recipe.train, tokens=recipe.grow.tokens_per_round, seed=recipe.seed)
-    analysis = _analysis(recipe, reference, tokenizer, data_dir, out / "analysis", log) if recipe.analysis.enabled else None
+    analysis = _analysis(recipe, reference, tokenizer=tokenizer, data_dir=data_dir, out=out / "analysis",
+                         log=log) if recipe.analysis.enabled else None
 
     all_losses = losses(recipe, config)
     grown, arms = {}, {}
     for loss in all_losses:  # the main arm first: its depth caps the other loss's growth
         cap = recipe.grow.max_layers if not grown else grown[all_losses[0].suffix].layers
-        grown[loss.suffix], arms[f"inheritune{loss.suffix}"] = _grow(recipe, loss, data_dir, out, reference,
-                                                                     tokenizer, cap, log)
+        grown[loss.suffix], arms[f"inheritune{loss.suffix}"] = _grow(recipe, loss, data_dir=data_dir, out=out,
+                                                                     reference=reference,
+                                                                     tokenizer=tokenizer, max_layers=cap, log=log)
     ref_eval = read_json(grown[all_losses[0].suffix].run_dir / "reference.json", "reference cache")["result"]
     arms["reference"] = {"layers": ref_eval["layers"], "params": ref_eval["params"], "tokens": 0,
                          "final_val_loss": ref_eval["loss"], "ppl": ref_eval["ppl"], "wall_time": ref_eval["wall_time"],
-                         "curve": None}
-    arms |= _train_arms(recipe, reference, tokenizer, data_dir, out, grown, all_losses, log)
-    evals = _evaluate(recipe, arms, tokenizer, data_dir, log) if recipe.eval.tasks else None
-    report = final_paths(build_report(recipe, open_data(data_dir), grown, all_losses[0].suffix, arms, analysis, evals,
-                                      time.perf_counter() - start))
+                         "curve": None, "non_embedding": non_embedding(reference.config)}
+    arms |= _train_arms(recipe, reference, tokenizer=tokenizer, data_dir=data_dir, out=out, grown=grown,
+                        all_losses=all_losses, log=log)
+    evals = _evaluate(recipe, arms, tokenizer=tokenizer, data_dir=data_dir, log=log) if recipe.eval.tasks else None
+    report = final_paths(build_report(recipe, open_data(data_dir), grown=grown, main_suffix=all_losses[0].suffix,
+                                      arms=arms, analysis=analysis, evals=evals,
+                                      elapsed=time.perf_counter() - start))
     write_report(report, out)
     return report
 
 
 def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, log) -> dict:
-    from inheritune.commands.analyze import analyze
-
     a = recipe.analysis
     cache = out / "analysis-run.json"
     if cache.is_file():
@@ -322,8 +364,6 @@ def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, l
 
 
 def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, log) -> dict:
-    from inheritune.commands.eval import evaluate
-
     e = recipe.eval
     results = {}
     for name, arm in arms.items():
