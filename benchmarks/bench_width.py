@@ -30,7 +30,8 @@ from transformers import AutoModelForCausalLM
 
 from inheritune.analysis.width import masked
 from inheritune.models import budget
-from inheritune.models.families import blocks, set_num_layers
+from inheritune.models.budget import cut_within
+from inheritune.models.families import blocks, num_layers, set_num_layers
 from inheritune.models.loading import load_model
 from inheritune.models.width import WidthPlan, geometry, plan, smaller_config
 
@@ -42,6 +43,7 @@ SHAPES = {  # name: (layers kept, heads %, FFN %): each about 2/3 of SmolLM2-135
     "width heads 9 -> 6, FFN -> 983": (30, 100 / 3, 36),
     "both 24 layers, heads 9 -> 6, FFN -> 1321": (24, 100 / 3, 14),
 }
+BOTH_SHARE = 0.67
 
 
 def non_embedding(model) -> int:
@@ -96,7 +98,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     reference = load_model(args.reference)
-    models = {"reference": reference} | {name: shaped(reference, *s) for name, s in SHAPES.items()}
+    cut = cut_within(reference.config, BOTH_SHARE, "both")  # what `prune --params 0.67 --budget-by both` cuts
+    shapes = SHAPES | {f"both {num_layers(reference.config) - cut.drop_layers} layers, FFN -{cut.ffn_percent:.1f}% "
+                       f"(--budget-by both)": (num_layers(reference.config) - cut.drop_layers, 0, cut.ffn_percent)}
+    models = {"reference": reference} | {name: shaped(reference, *s) for name, s in shapes.items()}
     mask = random_width(reference, 100 / 3, 36)
     ids = torch.randint(0, reference.config.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=0.0) for name, m in models.items()}  # lr 0: no change

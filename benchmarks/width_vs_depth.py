@@ -110,10 +110,13 @@ def arms_for(reference, name: str, windows, data, share: float) -> dict:
             f"both (--params {share:g} --budget-by both): angular blocks, then FFN neurons": both_budget}
 
 
-def heal(model, data: Path, tokenizer, tokens: int, lr: float, out: Path) -> dict:
+def heal(model, data: Path, tokenizer, tokens: int, lr: float, out: Path, teacher=None, name: str = "") -> dict:
+    """The product's trainer on the arm: cross-entropy, or with ``teacher`` distillation from it
+    (alpha 1, T 1, its hidden states cached: the exact KD of `train --distill-from`)."""
+    kd = {"distill_from": name, "distill_alpha": 1.0} if teacher is not None else {}
     config = TrainConfig(seq_len=SEQ, batch_size=BATCH, tokens_per_step=BATCH * SEQ, tokens=tokens, lr=lr, min_lr=1e-5,
-                         warmup_steps=6, eval_every=10_000, progress=False)
-    result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True)
+                         warmup_steps=6, eval_every=10_000, progress=False, **kd)
+    result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True, teacher=teacher)
     return {"untrained": result.val_history[0]["val_loss"], "healed": result.final_val_loss,
             "train_seconds": result.wall_time}
 
@@ -142,6 +145,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arms", default="", help="comma-separated arm numbers to run (0 depth, 1-2 width, 3-4 both; "
                                                    "default: all); rows already in the results file are kept")
+    parser.add_argument("--loss", choices=("ce", "kd"), default="ce", help="healing loss (kd: from the reference)")
     parser.add_argument("--share", type=float, default=0.67, help="arm 4's budget: share of the non-embedding parameters")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -174,7 +178,10 @@ def main() -> None:
                "geometry": dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), geometry(model.config))),
                "layers": len(blocks(model)),
                "rankings": rankings, "untrained": val_loss(model, token_data)["loss"], **speed(model)}
-        row |= heal(model, data, tokenizer, args.tokens, args.lr, ROOT / "runs" / "width" / f"{stem}-{index}")
+        kd = args.loss == "kd"
+        row |= heal(model, data, tokenizer, args.tokens, args.lr, ROOT / "runs" / "width" / f"{stem}-{index}{'-kd' * kd}",
+                    teacher=reference if kd else None, name=args.reference)
+        name = f"{name}, healed by distillation" if kd else name
         stored["rows"][name] = row
         path.write_text(json.dumps(stored, indent=1) + "\n")
         print(f"{name}: {row['untrained']:.3f} -> {row['healed']:.3f}, train {row['train_tok_s']:.0f} tok/s", flush=True)
@@ -184,7 +191,7 @@ def main() -> None:
             f"{ref['val_loss']:.3f}, {ref['non_embedding']:,} non-embedding parameters, {ref['disk'] / 1e6:.0f} MB, "
             f"forward {ref['forward_tok_s']:.0f} tok/s, training step {ref['train_tok_s']:.0f} tok/s (batch {BATCH} x "
             f"{SEQ}, fp32); the masked reference (zeroed units, hooks): forward {masked_speed['forward_tok_s']:.0f}, "
-            f"training {masked_speed['train_tok_s']:.0f} tok/s, {ref['disk'] / 1e6:.0f} MB. Healed: cross-entropy, "
+            f"training {masked_speed['train_tok_s']:.0f} tok/s, {ref['disk'] / 1e6:.0f} MB. Healed: cross-entropy (rows marked 'healed by distillation': KD from the reference, alpha 1, T 1), "
             f"{args.tokens:,} tokens, lr {args.lr:g}, 2,048 tokens per step, 6 warmup steps, cosine to 1e-5.\n\n"
             f"{table(stored)}\n")
     (RESULTS / f"{stem}.md").write_text(text)

@@ -151,6 +151,11 @@ def test_prune_width_bad_input_is_one_line_and_writes_nothing(reference_and_data
         ["--width-heads", "50", "--heads", "10"],  # two kinds of pruning at once
         ["--width-ffn", "50", "--width-by", "magnitude"],
         ["--width-heads", "10"],  # removes no group
+        ["--params", "0.5", "--budget-by", "tall"],
+        ["--params", "0.5", "--budget-by", "width", "--by", "angular"],  # --by chooses blocks, width has none
+        ["--params", "0.5", "--budget-by", "both", "--width-by", "magnitude"],
+        ["--params", "0", "--budget-by", "both"],
+        ["--params", "0.5", "--budget-by", "depth", "--width-ffn", "10"],
     ]
     for extra in cases:
         r = subprocess.run([sys.executable, "-m", "inheritune", "prune", str(ref), "--data", str(data),

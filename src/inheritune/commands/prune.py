@@ -351,7 +351,7 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
           shots: int = 3, max_task_tokens: int = 1024, seed: int = 0, heads: float = 0.0, ffn: float = 0.0,
           drop_layers: int = 0, by: str | None = None, scores: str | Path | None = None, source: str | None = None,
           allow_overlap: bool = False, iterative: int = 1, physical: bool = False, width_heads: float = 0.0,
-          width_ffn: float = 0.0, width_by: str = "activation", head_unit: str = "group", params: float = 0.0,
+          width_ffn: float = 0.0, width_by: str = "activation", head_unit: str = "group", params: float | None = None,
           budget_by: str = "depth", sweep: bool = False,
           steps: str | Sequence[float] = STEPS, ffn_steps: str | Sequence[float] = FFN_STEPS,
           include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
@@ -377,11 +377,12 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
     widths = (pr.check_percent(width_heads, "--width-heads"), pr.check_percent(width_ffn, "--width-ffn"))
     mode = dict(by=by, heads=heads, ffn=ffn, iterative=iterative, scores=scores, tasks=tasks, data=data)
-    by = _check_budget(params, budget_by, drop_layers, widths, **mode) if params else \
+    budget_given = params is not None
+    by = _check_budget(params, budget_by, drop_layers, widths, **mode) if budget_given else \
         check_mode(drop_layers, widths=widths, **mode)
-    if (by == "width" or params) and width_by not in wd.RANKINGS:
+    if (by == "width" or budget_given) and width_by not in wd.RANKINGS:
         raise InherituneError(f"--width-by must be one of {', '.join(wd.RANKINGS)}, not '{width_by}'")
-    units = by != "width" and not drop_layers and not params
+    units = by != "width" and not drop_layers and not budget_given
     head_steps = percents(steps, "--steps") if sweep and units else []
     ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
     tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
@@ -389,7 +390,7 @@ def prune(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
                        no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
     model_.eval()
-    if params:
+    if budget_given:
         cut = _budget_cut(model_.config, params, budget_by)
         drop_layers, widths = cut.drop_layers, (0.0, cut.ffn_percent)
     windows = dict(data=data, examples=examples, seq_len=seq_len, seed=seed)
@@ -439,6 +440,9 @@ def _check_budget(params: float, budget_by: str, drop_layers: int, widths: tuple
         raise InherituneError(f"--budget-by must be one of {', '.join(budget.SHAPES)}, not '{budget_by}'")
     if drop_layers or any(widths):
         raise InherituneError("--params sets the cut itself: give it without --drop-layers, --width-heads or --width-ffn")
+    if budget_by == "width" and mode["by"]:
+        raise InherituneError("--budget-by width ranks FFN neurons by --width-by: give it without --by (--by chooses "
+                              "the blocks of --budget-by depth or both)")
     return check_mode(0 if budget_by == "width" else 1, widths=(0.0, 1.0) if budget_by == "width" else (0.0, 0.0),
                       **mode)
 
