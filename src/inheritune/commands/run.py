@@ -226,7 +226,7 @@ def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: l
             yield f"budget-{shape}{main.suffix}", lambda shape=shape: cut(shape), total, main
 
 
-def _budget_cut(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, shape: str, log) -> PreTrainedModel:
+def _budget_model(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, shape: str, log) -> PreTrainedModel:
     """A budget arm's model: the reference cut to ``budget.params`` of its non-embedding parameters by
     ``shape`` with ``prune`` (its folder, prune.json included, kept in RUN/budget/SHAPE)."""
     b, folder = recipe.budget, out / "budget" / shape
@@ -244,7 +244,7 @@ def _budget_cut(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path,
 
 def _train_arms(recipe, reference, tokenizer, data_dir: Path, out: Path, grown, all_losses, log) -> dict:
     arms = {}
-    cut = partial(_budget_cut, recipe, reference, tokenizer, data_dir, out, log=log)
+    cut = partial(_budget_model, recipe, reference, tokenizer, data_dir, out, log=log)
     for name, build, tokens, loss in _plan(recipe, reference, grown, all_losses, cut):
         run_dir = out / "arms" / name
         model = build()
