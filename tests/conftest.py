@@ -23,7 +23,25 @@ from transformers import (
     Qwen2Config,
 )
 
+from inheritune import packaged
+
 torch.set_num_threads(2)
+
+
+def needs_packages(*names: str) -> pytest.MarkDecorator:
+    """Skip unless every named data package (rows of ``inheritune.packaged``) is installed; the
+    reason names each missing package, what it serves and how to install it."""
+    missing = [n for n in dict.fromkeys(names) if n and not packaged.installed(n)]
+    reason = "; ".join(f"package {n} is not installed ({packaged.PACKAGES[n].serves}: "
+                       f"`{packaged.install_command(n)}`)" for n in missing)
+    return pytest.mark.skipif(bool(missing), reason=reason)
+
+
+def needs_tasks(*tasks: str) -> pytest.MarkDecorator:
+    """Skip unless the packages behind these offline tasks are installed."""
+    from inheritune.evaluation.suite import package_of
+
+    return needs_packages(*(package_of(t) or "" for t in tasks))
 
 VOCAB = 320  # byte-level BPE: 256 bytes + 2 specials + merges
 _COMMON = dict(vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=1, eos_token_id=1)

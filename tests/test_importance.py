@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAMILY_NAMES, generated_text, make_data_dir, save_tiny, tiny_model
+from conftest import FAMILY_NAMES, generated_text, make_data_dir, needs_tasks, save_tiny, tiny_model
 from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
 from inheritune.analysis import prune as pr
@@ -241,6 +241,7 @@ def _cli(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@needs_tasks("mmlu-stem", "bb-navigate")
 def test_importance_cli_writes_every_task_and_shot_source_and_the_overlaps(tmp_path, tokenizer, capsys, one_thread):
     from inheritune.commands.importance import query_ids
     from inheritune.evaluation import suite

