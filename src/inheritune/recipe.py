@@ -5,6 +5,7 @@ train, grow_until_matched with its block selector, analyze, evaluate), so a reci
 function argument means (``distill`` maps to train's ``distill_*`` options). Loading is strict: an unknown key, a wrong type or a missing
 reference is a one-line error naming the key, raised before data or models are touched.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from inheritune.errors import InherituneError
 from inheritune.analysis.selection import parse as parse_selector
 from inheritune.analysis.width import RANKINGS
+from inheritune.errors import InherituneError
 from inheritune.growth.config import GrowConfig
 from inheritune.models.budget import SHAPES, check_share
 from inheritune.options import build
@@ -133,8 +134,10 @@ def _train_section(values: dict) -> dict:
             raise InherituneError(f"recipe key 'train.{key}' is set per arm (from grow.tokens_per_round); remove it")
     for key in ("distill_from", "distill_alpha", "distill_temperature"):
         if key in values:
-            raise InherituneError(f"recipe key 'train.{key}' is set by the 'distill' section "
-                                  f"(distill: {{enabled, teacher, alpha, temperature}}); remove it")
+            raise InherituneError(
+                f"recipe key 'train.{key}' is set by the 'distill' section "
+                f"(distill: {{enabled, teacher, alpha, temperature}}); remove it"
+            )
     make_config(config, tokens=1)  # TrainConfig's own value rules (tokens are set per arm)
     return {k: getattr(config, k) for k in values}
 
@@ -155,7 +158,9 @@ def _check(recipe: Recipe) -> Recipe:
         raise InherituneError("recipe key 'distill.teacher' is empty (use 'reference' or a model)")
     for i, init in enumerate(recipe.arms.nogrow):
         if init not in NOGROW_INITS:
-            raise InherituneError(f"recipe key 'arms.nogrow[{i}]' must be one of {', '.join(NOGROW_INITS)}, not '{init}'")
+            raise InherituneError(
+                f"recipe key 'arms.nogrow[{i}]' must be one of {', '.join(NOGROW_INITS)}, not '{init}'"
+            )
     _check_budget(recipe.budget)
     if not recipe.reference.strip():
         raise InherituneError("recipe key 'reference' is empty")

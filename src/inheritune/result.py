@@ -5,6 +5,7 @@ A result is a dataclass naming what the command wrote: ``to_json`` gives plain J
 ``report()`` is what the command's own JSON file holds (everything but the output folder and
 the timing, which differ between two runs of the same command); ``summary()`` what the CLI prints.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -15,6 +15,7 @@ hooks). From them:
   at depth >= ``min_depth`` * L (rule stated in the output), and, as a second opinion, the depth
   where cumulative Block Influence reaches ``bi_share``.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,11 +27,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics, batching
+from inheritune.analysis import attention as metrics
+from inheritune.analysis import batching
 from inheritune.analysis.depth import angular_distance, best_slices, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
-from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from inheritune.errors import InherituneError
 from inheritune.models.families import family_of, module, num_heads, num_layers
 from inheritune.reporting import plots
 
@@ -65,8 +67,16 @@ HEAD_METRICS = {
 }
 
 
-def check_options(sequences: int, seq_len: int, tau: float, batch_size: int | None, lazy_rank: float,
-                  lazy_mass: float, bi_share: float, min_depth: float) -> None:
+def check_options(
+    sequences: int,
+    seq_len: int,
+    tau: float,
+    batch_size: int | None,
+    lazy_rank: float,
+    lazy_mass: float,
+    bi_share: float,
+    min_depth: float,
+) -> None:
     if not 0 <= min_depth < 1:
         raise InherituneError(f"--min-depth must be in [0, 1), not {min_depth}")
     if not 0 < tau <= 1:
@@ -102,8 +112,14 @@ def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: 
         with residual_states(model) as states, _last_position_logits(model):
             probs = torch.stack(attention_probs(model, batch.to(device))).cpu()  # [L, B, H, T, T]
         mass, column = metrics.heaviest_column(probs)
-        return {"attn": probs.sum(1), "cos": cosine_sums(states).cpu(), "rank": metrics.approx_rank_fast(probs, tau),
-                "mass": mass, "column": column, "entropy": metrics.row_entropy(probs)}
+        return {
+            "attn": probs.sum(1),
+            "cos": cosine_sums(states).cpu(),
+            "rank": metrics.approx_rank_fast(probs, tau),
+            "mass": mass,
+            "column": column,
+            "entropy": metrics.row_entropy(probs),
+        }
 
     sum_attn = sum_cos = 0
     ranks, masses, columns, entropies = [], [], [], []
@@ -158,8 +174,11 @@ def _recommend(lazy: list[bool], bi: list[float], bi_share: float, min_depth: fl
     cumulative = np.cumsum(bi) / max(sum(bi), 1e-12)
     by_bi = min(int(np.searchsorted(cumulative, bi_share - 1e-9)) + 1, n_layers)
     primary = n_layers if first_lazy is None else first_lazy
-    rule = (f"number of layers before the first lazy layer at or after layer {start}" if first_lazy is not None
-            else f"no lazy layer at or after layer {start}: keep every layer (see by_block_influence)")
+    rule = (
+        f"number of layers before the first lazy layer at or after layer {start}"
+        if first_lazy is not None
+        else f"no lazy layer at or after layer {start}: keep every layer (see by_block_influence)"
+    )
     return {
         "recommended_layers": primary,
         "rule": rule,
@@ -176,8 +195,14 @@ def _csv(matrix: np.ndarray, header: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, distance: np.ndarray,
-          out: Path, overwrite: bool) -> None:
+def write(
+    result: dict,
+    heads: dict[str, np.ndarray],
+    mean_attn: torch.Tensor,
+    distance: np.ndarray,
+    out: Path,
+    overwrite: bool,
+) -> None:
     """analysis.json (``result``), one CSV per metric, the PNGs; all or nothing (atomic folder)."""
     n_layers, n_heads = heads["rank"].shape
     t = result["seq_len"]
@@ -187,39 +212,87 @@ def write(result: dict, heads: dict[str, np.ndarray], mean_attn: torch.Tensor, d
         head_cols = ",".join(f"head_{h}" for h in range(n_heads))
         for name, matrix in heads.items():
             atomic_write_text(tmp / f"{name}.csv", _csv(matrix, head_cols))
-        summary_keys = ["rank_max", "rank_mean", "column_mass_max", "column_mass_mean", "columns_90_max",
-                        "entropy_mean", "first_token_share_mean", "block_influence", "angular_distance_next", "lazy"]
-        atomic_write_text(tmp / "layers.csv", _csv(
-            np.array([[float(row[k]) for k in summary_keys] for row in layers]), ",".join(summary_keys)))
-        atomic_write_text(tmp / "angular_distance.csv", _csv(distance, ",".join(f"x_{i}" for i in range(len(distance)))))
+        summary_keys = [
+            "rank_max",
+            "rank_mean",
+            "column_mass_max",
+            "column_mass_mean",
+            "columns_90_max",
+            "entropy_mean",
+            "first_token_share_mean",
+            "block_influence",
+            "angular_distance_next",
+            "lazy",
+        ]
+        atomic_write_text(
+            tmp / "layers.csv",
+            _csv(np.array([[float(row[k]) for k in summary_keys] for row in layers]), ",".join(summary_keys)),
+        )
+        atomic_write_text(
+            tmp / "angular_distance.csv", _csv(distance, ",".join(f"x_{i}" for i in range(len(distance))))
+        )
 
         x = list(range(n_layers))
         plots.curves(
             {"max over heads": (x, heads["rank"].max(1)), "mean over heads": (x, heads["rank"].mean(1))},
-            tmp / result["plots"]["rank"], title=f"Attention rank at {result['tau']:g} energy (T={t})", xlabel="layer",
+            tmp / result["plots"]["rank"],
+            title=f"Attention rank at {result['tau']:g} energy (T={t})",
+            xlabel="layer",
             ylabel="approximate rank",
-            hlines={f"lazy threshold ({result['thresholds']['lazy_rank_max']})": result["thresholds"]["lazy_rank_max"],
-                    f"uniform causal ({result['uniform_causal_rank']})": result["uniform_causal_rank"]},
+            hlines={
+                f"lazy threshold ({result['thresholds']['lazy_rank_max']})": result["thresholds"]["lazy_rank_max"],
+                f"uniform causal ({result['uniform_causal_rank']})": result["uniform_causal_rank"],
+            },
         )
-        plots.heatmap(heads["column_mass"], tmp / result["plots"]["column_mass"],
-                      "Heaviest-column share of attention", cbar="share", vmin=0, vmax=1)
-        plots.bars([row["block_influence"] for row in layers], tmp / result["plots"]["block_influence"],
-                   title="Block Influence (1 - cos(input, output)); lazy layers in red", xlabel="layer", ylabel="Block Influence",
-                   highlight=lazy)
-        plots.heatmap(distance, tmp / result["plots"]["angular_distance"],
-                      "Angular distance between residual states", xlabel="state (input of layer)",
-                      ylabel="state (input of layer)", cbar="arccos(cos)/pi", vmin=0)
+        plots.heatmap(
+            heads["column_mass"],
+            tmp / result["plots"]["column_mass"],
+            "Heaviest-column share of attention",
+            cbar="share",
+            vmin=0,
+            vmax=1,
+        )
+        plots.bars(
+            [row["block_influence"] for row in layers],
+            tmp / result["plots"]["block_influence"],
+            title="Block Influence (1 - cos(input, output)); lazy layers in red",
+            xlabel="layer",
+            ylabel="Block Influence",
+            highlight=lazy,
+        )
+        plots.heatmap(
+            distance,
+            tmp / result["plots"]["angular_distance"],
+            "Angular distance between residual states",
+            xlabel="state (input of layer)",
+            ylabel="state (input of layer)",
+            cbar="arccos(cos)/pi",
+            vmin=0,
+        )
         ex = result["example_heads"]
         plots.matrices(
-            {f"{label}: layer {ex[kind][0]} head {ex[kind][1]}": mean_attn[ex[kind][0], ex[kind][1]].numpy()
-             for kind, label in (("lazy", "most sink-like head"), ("non_lazy", "highest-rank head"))},
-            tmp / result["plots"]["attention_maps"], "Attention averaged over the sequences", cbar="probability")
+            {
+                f"{label}: layer {ex[kind][0]} head {ex[kind][1]}": mean_attn[ex[kind][0], ex[kind][1]].numpy()
+                for kind, label in (("lazy", "most sink-like head"), ("non_lazy", "highest-rank head"))
+            },
+            tmp / result["plots"]["attention_maps"],
+            "Attention averaged over the sequences",
+            cbar="probability",
+        )
         atomic_write_json(tmp / "analysis.json", result)
 
 
-def measure_attention(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, batch_size: int | None,
-                      lazy_rank: float, lazy_mass: float, bi_share: float, min_depth: float
-                      ) -> tuple[dict, dict[str, np.ndarray], torch.Tensor, np.ndarray]:
+def measure_attention(
+    model: PreTrainedModel,
+    ids: torch.Tensor,
+    *,
+    tau: float,
+    batch_size: int | None,
+    lazy_rank: float,
+    lazy_mass: float,
+    bi_share: float,
+    min_depth: float,
+) -> tuple[dict, dict[str, np.ndarray], torch.Tensor, np.ndarray]:
     """The analysis of ``model`` on the token windows ``ids`` ``[N, T]``: the analysis.json fields
     that depend on the model, the per-head metrics, the mean attention maps and the angular distances."""
     n_layers, n_heads = num_layers(model.config), num_heads(model.config)
@@ -235,17 +308,23 @@ def measure_attention(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, 
     heads = _head_metrics(captured, tau)
     distance = angular_distance(captured["mean_cos"])
     rank_max = max(1, math.floor(lazy_rank * seq_len))
-    layers = _layer_rows(heads, block_influence(captured["mean_cos"]), distance=distance, rank_max=rank_max,
-                         lazy_mass=lazy_mass)
+    layers = _layer_rows(
+        heads, block_influence(captured["mean_cos"]), distance=distance, rank_max=rank_max, lazy_mass=lazy_mass
+    )
     flat_mass, flat_rank = heads["column_mass"].ravel(), heads["rank"].ravel()
     result = {
         "model_type": model.config.model_type,
         "num_layers": n_layers,
         "num_heads": n_heads,
-        "thresholds": {"lazy_rank": lazy_rank, "lazy_rank_max": rank_max, "lazy_mass": lazy_mass, "bi_share": bi_share,
-                       "min_depth": min_depth},
+        "thresholds": {
+            "lazy_rank": lazy_rank,
+            "lazy_rank_max": rank_max,
+            "lazy_mass": lazy_mass,
+            "bi_share": bi_share,
+            "min_depth": min_depth,
+        },
         "lazy_rule": f"lazy = max-over-heads rank <= {rank_max} (lazy_rank * T) AND mean-over-heads "
-                     f"heaviest-column share >= {lazy_mass:g}",
+        f"heaviest-column share >= {lazy_mass:g}",
         "uniform_causal_rank": metrics.uniform_causal_rank(seq_len, tau),
         "lazy_layers": [row["layer"] for row in layers if row["lazy"]],
         **_recommend([row["lazy"] for row in layers], [row["block_influence"] for row in layers], bi_share, min_depth),
@@ -254,16 +333,19 @@ def measure_attention(model: PreTrainedModel, ids: torch.Tensor, *, tau: float, 
         "angular_distance": distance.tolist(),
         "best_slices_to_drop": best_slices(distance),
         # Example maps: the most sink-like head of all, and the highest-rank head.
-        "example_heads": {"lazy": list(divmod(int(np.argmax(flat_mass)), n_heads)),
-                          "non_lazy": list(divmod(int(np.lexsort((flat_mass, -flat_rank))[0]), n_heads))},
+        "example_heads": {
+            "lazy": list(divmod(int(np.argmax(flat_mass)), n_heads)),
+            "non_lazy": list(divmod(int(np.lexsort((flat_mass, -flat_rank))[0]), n_heads)),
+        },
         "plots": dict(PLOTS),
         "csv": [f"{k}.csv" for k in HEAD_METRICS] + ["layers.csv", "angular_distance.csv"],
     }
     return result, heads, captured["mean_attn"], distance.numpy()
 
 
-def _layer_rows(heads: dict[str, np.ndarray], bi: list[float], distance: torch.Tensor, rank_max: int,
-                lazy_mass: float) -> list[dict]:
+def _layer_rows(
+    heads: dict[str, np.ndarray], bi: list[float], distance: torch.Tensor, rank_max: int, lazy_mass: float
+) -> list[dict]:
     """One row per layer: every head's metrics, their max and mean, Block Influence, the angular
     distance to the next layer and the lazy verdict."""
     layers = []

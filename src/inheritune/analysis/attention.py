@@ -7,6 +7,7 @@ matrix, so 100 sequences x 30 layers x 9 heads cost seconds on a CPU.
 Reference values at T=100, tau=0.9 (the tests check them): identity -> rank 90, uniform causal
 averaging -> rank 5, a pure first-column sink -> rank 1 and column mass 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -78,4 +79,3 @@ def uniform_causal(t: int) -> torch.Tensor:
 def uniform_causal_rank(t: int, tau: float = 0.9) -> int:
     """Rank of diffuse attention at this length: what 'low rank' must be compared with (~5 at T=100)."""
     return int(approx_rank_fast(uniform_causal(t), tau))
-

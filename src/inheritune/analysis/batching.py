@@ -11,6 +11,7 @@ A piece of one item that does not fit is an error that says so, never a tracebac
 Batch composition never changes a score beyond float rounding: every caller sums or concatenates
 per-item results.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,9 @@ def attention_bytes(model: nn.Module, length: int) -> int:
 def out_of_memory(error: RuntimeError) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's refusal (both RuntimeErrors)."""
     text = str(error)
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text \
-        or "not enough memory" in text
+    return (
+        isinstance(error, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 def release() -> None:
@@ -86,21 +88,27 @@ class Batcher:
     def __init__(self, limit: int, what: str):
         self.limit, self.what = limit, what
 
-    def pieces(self, items: Sequence[Item], cost: Callable[[Sequence[Item]], int],
-               run: Callable[[Sequence[Item]], Out], unit: str | None = None) -> Iterator[Out]:
+    def pieces(
+        self,
+        items: Sequence[Item],
+        cost: Callable[[Sequence[Item]], int],
+        run: Callable[[Sequence[Item]], Out],
+        unit: str | None = None,
+    ) -> Iterator[Out]:
         """``run(piece)`` for consecutive pieces of ``items``, each as long as its ``cost`` stays
         within the limit (at least one item), with a progress bar counting ``unit`` when given.
         ``run`` must keep nothing from a piece that fails (it returns its results instead of
         adding them up), as that piece is run again, smaller."""
-        with tqdm(total=len(items), desc=self.what, unit=unit or "item", disable=None if unit else True,
-                  leave=False) as bar:
+        with tqdm(
+            total=len(items), desc=self.what, unit=unit or "item", disable=None if unit else True, leave=False
+        ) as bar:
             yield from self._pieces(items, cost, run, bar)
 
     def _pieces(self, items, cost, run, bar) -> Iterator:
         start = 0
         while start < len(items):
             end = start + 1
-            while end < len(items) and cost(items[start:end + 1]) <= self.limit:
+            while end < len(items) and cost(items[start : end + 1]) <= self.limit:
                 end += 1
             piece = items[start:end]
             try:
@@ -117,7 +125,9 @@ class Batcher:
     def _shrink(self, piece: Sequence, planned: int) -> None:
         release()
         if len(piece) == 1:
-            raise InherituneError(f"{self.what}: out of memory with a single item ({planned:,} planned); use a "
-                                  "larger device, --device-map auto, or shorter inputs") from None
+            raise InherituneError(
+                f"{self.what}: out of memory with a single item ({planned:,} planned); use a "
+                "larger device, --device-map auto, or shorter inputs"
+            ) from None
         self.limit = max(1, planned // 2)
         print(f"{self.what}: out of memory with {len(piece)} per batch; retrying with fewer", flush=True)

@@ -10,6 +10,7 @@ The states are captured with hooks on the blocks themselves, not ``output_hidden
 some families apply the final norm to the last returned state, which would distort the last
 layer's cosine.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -41,8 +42,9 @@ def residual_states(model: PreTrainedModel) -> Iterator[list[torch.Tensor | None
     def output_hook(_module, _args, out):
         states[-1] = (out[0] if isinstance(out, tuple) else out).detach()
 
-    with hooks(pre=[(b, input_hook(i)) for i, b in enumerate(layers)], post=[(layers[-1], output_hook)],
-               pre_with_kwargs=True):
+    with hooks(
+        pre=[(b, input_hook(i)) for i, b in enumerate(layers)], post=[(layers[-1], output_hook)], pre_with_kwargs=True
+    ):
         yield states
 
 

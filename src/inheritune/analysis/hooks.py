@@ -3,6 +3,7 @@
 Every analysis (attention rank, importance, pruning, induction) goes through these context
 managers; each restores the model exactly as it found it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -14,13 +15,13 @@ from transformers import PreTrainedModel
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, num_heads
 
-
 Hook = tuple[torch.nn.Module, Callable]
 
 
 @contextmanager
-def hooks(pre: Iterable[Hook] = (), post: Iterable[Hook] = (), pre_with_kwargs: bool = False,
-          post_with_kwargs: bool = False) -> Iterator[None]:
+def hooks(
+    pre: Iterable[Hook] = (), post: Iterable[Hook] = (), pre_with_kwargs: bool = False, post_with_kwargs: bool = False
+) -> Iterator[None]:
     """Attach forward pre-hooks and forward hooks for the duration of a ``with`` block.
 
     The register / try / remove pattern, written once (TransformerLens's ``hooks()`` context):

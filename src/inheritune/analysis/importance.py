@@ -22,6 +22,7 @@ Both are batched without changing a number:
   zeroed. One forward pass carries the intact row plus one row per knocked-out layer, and costs
   about half of one forward pass per layer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -83,7 +84,7 @@ def task_examples(tokenizer, prompts: Sequence[TaskPrompt], max_len: int) -> lis
         single = len(firsts) == len(option_ids) and len(set(firsts)) == len(firsts)
         p = tokenizer.encode(prompt.text)
         a = tokenizer.encode(prompt.answer, add_special_tokens=False)
-        ids = (p + a)[-max(max_len, len(a) + 1):]
+        ids = (p + a)[-max(max_len, len(a) + 1) :]
         scorable = single and len(a) == 1 and a[0] in firsts
         choices, index = (tuple(firsts), firsts.index(a[0])) if scorable else ((), -1)
         examples.append(Example(torch.tensor(ids), len(ids) - len(a), choices, index))
@@ -118,16 +119,23 @@ def batch_tokens(model: PreTrainedModel, examples: Sequence[Example], backward: 
     return max(longest, batching.budget(model) // token_bytes(model, longest, backward))
 
 
-def batched(model: PreTrainedModel, examples: Sequence[Example], run, what: str, tokens: int | None = None,
-            backward: bool = False):
+def batched(
+    model: PreTrainedModel,
+    examples: Sequence[Example],
+    run,
+    what: str,
+    tokens: int | None = None,
+    backward: bool = False,
+):
     """``run(batch)`` over consecutive batches of at most ``tokens`` padded tokens (default: what
     the memory budget allows), with a progress bar; see ``batching.Batcher``."""
     batcher = batching.Batcher(tokens or batch_tokens(model, examples, backward), what)
     return batcher.pieces(examples, padded_tokens, run, unit="example")
 
 
-def scored_losses(model: PreTrainedModel, rows: torch.Tensor, examples: Sequence[Example]
-                  ) -> tuple[torch.Tensor, list[bool | None]]:
+def scored_losses(
+    model: PreTrainedModel, rows: torch.Tensor, examples: Sequence[Example]
+) -> tuple[torch.Tensor, list[bool | None]]:
     """Each row's mean NLL on its example's scored tokens, and whether its top option is right.
 
     ``rows`` are right-padded ids ``[R, T]``; row r is scored as ``examples[r]``. Only the logits
@@ -139,8 +147,8 @@ def scored_losses(model: PreTrainedModel, rows: torch.Tensor, examples: Sequence
     logits = model(input_ids=rows.to(model.device), logits_to_keep=keep, use_cache=False).logits.float()
     losses, correct = [], []
     for r, ex in enumerate(examples):
-        scored = logits[r, ex.start - 1 - offset:len(ex.ids) - 1 - offset]
-        losses.append(F.cross_entropy(scored, ex.ids[ex.start:].to(scored.device)))
+        scored = logits[r, ex.start - 1 - offset : len(ex.ids) - 1 - offset]
+        losses.append(F.cross_entropy(scored, ex.ids[ex.start :].to(scored.device)))
         correct.append(int(scored[0, list(ex.choices)].argmax()) == ex.answer if ex.choices else None)
     return torch.stack(losses), correct
 
@@ -149,7 +157,7 @@ def padded(examples: Sequence[Example]) -> torch.Tensor:
     """``[B, T]`` ids, right-padded with token 0 (never attended to: it follows every real token)."""
     rows = torch.zeros(len(examples), max(len(ex.ids) for ex in examples), dtype=torch.long)
     for r, ex in enumerate(examples):
-        rows[r, :len(ex.ids)] = ex.ids
+        rows[r, : len(ex.ids)] = ex.ids
     return rows
 
 
@@ -160,8 +168,9 @@ def summary(losses: Sequence[float], correct: Sequence[bool | None]) -> dict:
 
 
 @torch.no_grad()
-def per_example(model: PreTrainedModel, examples: Sequence[Example], tokens: int | None = None
-                ) -> tuple[list[float], list[bool | None]]:
+def per_example(
+    model: PreTrainedModel, examples: Sequence[Example], tokens: int | None = None
+) -> tuple[list[float], list[bool | None]]:
     """Every example's loss and whether its top option is right (None: no single-token options),
     in batches of at most ``tokens`` padded tokens (default: the memory budget's)."""
     losses, correct = [], []
@@ -237,8 +246,11 @@ def branching_knockouts(model: PreTrainedModel, layers: Sequence[int]) -> Iterat
         shaped = out.reshape(rows[0], -1, out.shape[-1])  # some FFNs (OPT's) see [rows * T, hidden]
         return torch.cat([shaped[:-1], torch.zeros_like(shaped[-1:])]).reshape(out.shape)
 
-    with hooks(pre=[(block, branch) for block in chosen], post=[(block.get_submodule(family.ffn_out), zero_last)
-                                                               for block in chosen], pre_with_kwargs=True):
+    with hooks(
+        pre=[(block, branch) for block in chosen],
+        post=[(block.get_submodule(family.ffn_out), zero_last) for block in chosen],
+        pre_with_kwargs=True,
+    ):
         yield
 
 
@@ -248,8 +260,9 @@ def row_bytes(model: PreTrainedModel, ex: Example) -> int:
 
 
 @torch.no_grad()
-def knockout_losses(model: PreTrainedModel, ex: Example, batcher: batching.Batcher
-                    ) -> tuple[tuple[float, bool | None], list[tuple[float, bool | None]]]:
+def knockout_losses(
+    model: PreTrainedModel, ex: Example, batcher: batching.Batcher
+) -> tuple[tuple[float, bool | None], list[tuple[float, bool | None]]]:
     """One example's (loss, correct) intact and with each layer's FFN knocked out, in layer order.
 
     As many layers share a pass as their rows fit in the batcher's byte limit; every pass also
@@ -306,16 +319,21 @@ def clusters(scores: np.ndarray, top_share: float = 0.2) -> dict:
     layers = per_layer.shape[0]
     flat = per_layer.ravel()
     k = max(1, round(top_share * flat.size))
-    top_count = {t: 0 for t in THIRDS}
+    top_count = dict.fromkeys(THIRDS, 0)
     for index in np.argsort(-flat, kind="stable")[:k]:
         top_count[third_of(index // per_layer.shape[1], layers)] += 1
     layer_mass = np.clip(per_layer, 0, None).sum(1)
     layer_share = layer_mass / (layer_mass.sum() or 1.0)
-    mass = {t: 0.0 for t in THIRDS}
+    mass = dict.fromkeys(THIRDS, 0.0)
     for layer, share in enumerate(layer_share):
         mass[third_of(layer, layers)] += float(share)
-    return {"top_units": k, "top_count": top_count, "mass_share": mass, "layer_mass_share": layer_share.tolist(),
-            "peak": max(THIRDS, key=lambda t: top_count[t])}
+    return {
+        "top_units": k,
+        "top_count": top_count,
+        "mass_share": mass,
+        "layer_mass_share": layer_share.tolist(),
+        "peak": max(THIRDS, key=lambda t: top_count[t]),
+    }
 
 
 def measure_importance(model: PreTrainedModel, examples: list[Example]) -> dict:

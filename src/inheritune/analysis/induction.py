@@ -20,6 +20,7 @@ table ships with a model, so the proxy here is the id order of BPE vocabularies,
 merge order (low ids: bytes and the earliest, most frequent merges; high ids: the rarest merges):
 the lowest and highest 4% of ids, and the special tokens, are excluded.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,11 +40,14 @@ def candidate_tokens(vocab_size: int, exclude: float = 0.04, special: tuple[int,
     return ids
 
 
-def repeated_sequences(candidates: np.ndarray, seg_len: int, repeats: int, seeds: list[int],
-                       bos: int | None = None) -> torch.Tensor:
+def repeated_sequences(
+    candidates: np.ndarray, seg_len: int, repeats: int, seeds: list[int], bos: int | None = None
+) -> torch.Tensor:
     """``[len(seeds), (bos) + seg_len * repeats]``: per seed, ``seg_len`` distinct tokens repeated."""
     if seg_len > len(candidates):
-        raise InherituneError(f"segment of {seg_len} unique tokens needs a larger vocabulary ({len(candidates)} candidates)")
+        raise InherituneError(
+            f"segment of {seg_len} unique tokens needs a larger vocabulary ({len(candidates)} candidates)"
+        )
     rows = []
     for seed in seeds:
         segment = np.random.default_rng(seed).choice(candidates, size=seg_len, replace=False)
@@ -78,8 +82,15 @@ def sequence_bytes(model: PreTrainedModel, length: int) -> int:
 
 
 @torch.no_grad()
-def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: int = 25, repeats: int = 4,
-                     seeds: int = 100, bos: int | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
+def induction_scores(
+    model: PreTrainedModel,
+    candidates: np.ndarray,
+    seg_len: int = 25,
+    repeats: int = 4,
+    seeds: int = 100,
+    bos: int | None = None,
+    batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
     """Per-head ``prefix`` (prefix-matching) and ``copying`` scores, each ``[layers, heads]``, on
     ``batch_size`` sequences per pass (default: as many as the memory budget holds)."""
     if repeats < 2:
@@ -102,7 +113,9 @@ def induction_scores(model: PreTrainedModel, candidates: np.ndarray, seg_len: in
         for layer, a in enumerate(probs):
             prefix[layer] = (a.cpu() * targets).sum(-1)[:, :, queries].mean(-1).sum(0)
         resid = final["resid"][:, queries].float()
-        direction = centred[ids[:, attended].to(centred.device)]  # [B, Q, hidden]: the attended token's centred unembedding
+        direction = centred[
+            ids[:, attended].to(centred.device)
+        ]  # [B, Q, hidden]: the attended token's centred unembedding
         base = norm(resid).float()
         for layer in range(layers):
             out = outputs[layer][:, queries].float()
@@ -121,5 +134,12 @@ def top_heads(prefix: np.ndarray, copying: np.ndarray, k: int = 10) -> list[dict
     """The ``k`` heads with the highest prefix-matching score, with their copying score."""
     order = np.argsort(-prefix.ravel(), kind="stable")[:k]
     heads = prefix.shape[1]
-    return [{"layer": int(i // heads), "head": int(i % heads), "prefix": float(prefix.ravel()[i]),
-             "copying": float(copying.ravel()[i])} for i in order]
+    return [
+        {
+            "layer": int(i // heads),
+            "head": int(i % heads),
+            "prefix": float(prefix.ravel()[i]),
+            "copying": float(copying.ravel()[i]),
+        }
+        for i in order
+    ]

@@ -4,6 +4,7 @@ The blocks come from the one registry (``analysis.selection``); this module swee
 selectors and plots the result. Blocks are chosen on train-split windows; the val loss of a
 pruned model is the one yardstick, ``evaluation.loss.val_loss``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,8 +40,15 @@ def drops_up_to(max_drop: int, step: int = 1) -> list[int]:
     return sorted(set(range(0, max_drop + 1, step)) | {max_drop})
 
 
-def sweep(model: PreTrainedModel, data: str | Path | TokenData, windows: torch.Tensor,
-          criteria: Sequence[str] = SWEEP, max_drop: int = 8, step: int = 1, batch_size: int = 8) -> dict:
+def sweep(
+    model: PreTrainedModel,
+    data: str | Path | TokenData,
+    windows: torch.Tensor,
+    criteria: Sequence[str] = SWEEP,
+    max_drop: int = 8,
+    step: int = 1,
+    batch_size: int = 8,
+) -> dict:
     """Val loss (the yardstick, on ``data``'s val split) after dropping K = 0, step, ... max_drop
     blocks by each selector, scored on ``windows`` (take them from another split than val).
 
@@ -76,5 +84,12 @@ def plot_sweep(result: dict, path: str | Path, title: str = "Val loss after drop
     the model as is (K = 0), so that a criterion that breaks the model does not flatten the others."""
     series = {by: (result["drops"], losses) for by, losses in result["val_loss"].items()}
     base = next(iter(result["val_loss"].values()))[0]
-    return curves(series, path, title=title, xlabel="blocks dropped (K)", ylabel="val loss (nats)",
-                  hlines={f"no block dropped ({base:.2f})": base}, ylim=(base - 0.25, base + PLOT_CLIP))
+    return curves(
+        series,
+        path,
+        title=title,
+        xlabel="blocks dropped (K)",
+        ylabel="val loss (nats)",
+        hlines={f"no block dropped ({base:.2f})": base},
+        ylim=(base - 0.25, base + PLOT_CLIP),
+    )

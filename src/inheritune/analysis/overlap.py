@@ -5,6 +5,7 @@ correlation (do the sources order the units alike?) and finds a task-agnostic co
 Jaccard index says the same of the units that pruning would keep. Pure numpy, any unit shape:
 heads ``[layers, heads]`` and FFNs ``[layers]`` alike are flattened.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -91,5 +92,11 @@ def compare(scores: Mapping[str, np.ndarray], top_share: float = TOP_SHARE) -> d
     k = top_count(units, top_share)
     rho = [[spearman(scores[a], scores[b]) for b in names] for a in names]
     jac = [[jaccard(scores[a], scores[b], k) for b in names] for a in names]
-    return {"sources": names, "top_k": k, "spearman": rho, "jaccard": jac,
-            "mean_spearman": off_diagonal_mean(rho), "mean_jaccard": off_diagonal_mean(jac)}
+    return {
+        "sources": names,
+        "top_k": k,
+        "spearman": rho,
+        "jaccard": jac,
+        "mean_spearman": off_diagonal_mean(rho),
+        "mean_jaccard": off_diagonal_mean(jac),
+    }

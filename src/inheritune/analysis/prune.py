@@ -24,6 +24,7 @@ Two ways to apply a plan, which must agree exactly:
 Damage is measured on the held-out **score** examples (``score``): mean loss with a bootstrap 95%
 interval, accuracy with a Wilson 95% interval, and the chance accuracy (mean of 1 / options).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -70,20 +71,24 @@ def _as_masks(pruning: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.nda
     return heads, ffn
 
 
-def plan(head_scores: np.ndarray, ffn_scores: np.ndarray, heads_pct: float, ffn_pct: float,
-         previous: dict | None = None) -> dict:
+def plan(
+    head_scores: np.ndarray, ffn_scores: np.ndarray, heads_pct: float, ffn_pct: float, previous: dict | None = None
+) -> dict:
     """Which heads (``[layer, head]`` pairs) and FFN layers to prune: the lowest keep scores, on top
     of a ``previous`` plan when given (iterative pruning never restores a unit)."""
     head_scores = np.asarray(head_scores, dtype=float)
     old_heads, old_ffn = _as_masks(previous or {"heads": [], "ffn": []}, head_scores.shape)
     heads = least_important(head_scores, heads_pct, old_heads)
     ffn = least_important(ffn_scores, ffn_pct, old_ffn)
-    return {"heads": [[int(l), int(h)] for l, h in zip(*np.nonzero(heads))],
-            "ffn": [int(l) for l in np.nonzero(ffn)[0]]}
+    return {
+        "heads": [[int(l), int(h)] for l, h in zip(*np.nonzero(heads))],
+        "ffn": [int(l) for l in np.nonzero(ffn)[0]],
+    }
 
 
-def keep_scores(criterion: str, importance: Scores | None, induction_prefix: np.ndarray | None,
-                shape: tuple[int, int], seed: int) -> Scores:
+def keep_scores(
+    criterion: str, importance: Scores | None, induction_prefix: np.ndarray | None, shape: tuple[int, int], seed: int
+) -> Scores:
     """Per-unit keep scores of a criterion (lowest pruned first; see the module docstring)."""
     if criterion == "importance":
         return importance
@@ -95,8 +100,9 @@ def keep_scores(criterion: str, importance: Scores | None, induction_prefix: np.
     raise InherituneError(f"--by: '{criterion}' is not one of {', '.join(CRITERIA)}")
 
 
-def iterative_plan(rescore: Callable[[dict], Scores], heads_pct: float, ffn_pct: float, steps: int,
-                   previous: dict | None = None) -> tuple[dict, list[Scores]]:
+def iterative_plan(
+    rescore: Callable[[dict], Scores], heads_pct: float, ffn_pct: float, steps: int, previous: dict | None = None
+) -> tuple[dict, list[Scores]]:
     """Reach ``heads_pct``/``ffn_pct`` in ``steps`` equal steps, re-scoring (``rescore(plan)``, with
     that plan's units masked) before each; the plan and the scores each step ranked by."""
     pruning = previous or {"heads": [], "ffn": []}
@@ -149,17 +155,19 @@ def physical_removal_refusal(model: PreTrainedModel) -> str:
     config takes per-layer head counts or FFN widths, so a global plan, which prunes a different
     number of units in each layer, cannot be saved smaller and reload as an ordinary folder. A
     uniform cut can (``--width-heads``/``--width-ffn``)."""
-    return (f"--physical: kept as zeroed weights: transformers {transformers.__version__} has no prune_heads/"
-            f"pruned_heads and {model.config.model_type}'s config holds one head count and one FFN width for "
-            "every layer, so a folder with per-layer widths would not reload; --width-heads/--width-ffn cut the "
-            "same number of units from every block and save a smaller model")
+    return (
+        f"--physical: kept as zeroed weights: transformers {transformers.__version__} has no prune_heads/"
+        f"pruned_heads and {model.config.model_type}'s config holds one head count and one FFN width for "
+        "every layer, so a folder with per-layer widths would not reload; --width-heads/--width-ffn cut the "
+        "same number of units from every block and save a smaller model"
+    )
 
 
 def wilson(hits: int, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a binomial proportion (sound at 0 and 1, unlike the normal one)."""
     if n == 0:
         return (0.0, 1.0)
-    p, z2 = hits / n, Z95 ** 2
+    p, z2 = hits / n, Z95**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
@@ -178,17 +186,28 @@ def score(model: PreTrainedModel, examples: list[Example]) -> dict:
     and chance accuracy (mean of 1 / number of options)."""
     losses, correct = per_example(model, examples)
     hits = [c for c in correct if c is not None]
-    result = {"loss": float(np.mean(losses)), "loss_ci": list(bootstrap_mean(losses)),
-              "accuracy": None, "accuracy_ci": None, "chance": None}
+    result = {
+        "loss": float(np.mean(losses)),
+        "loss_ci": list(bootstrap_mean(losses)),
+        "accuracy": None,
+        "accuracy_ci": None,
+        "chance": None,
+    }
     if hits:
         chance = [1 / len(ex.choices) for ex, c in zip(examples, correct) if c is not None]
-        result.update(accuracy=float(np.mean(hits)), accuracy_ci=list(wilson(sum(hits), len(hits))),
-                      chance=float(np.mean(chance)))
+        result.update(
+            accuracy=float(np.mean(hits)), accuracy_ci=list(wilson(sum(hits), len(hits))), chance=float(np.mean(chance))
+        )
     return result
 
 
-def sweep(model: PreTrainedModel, percents: Sequence[float], choose: Callable[[float, dict], dict],
-          evaluate: Callable[[PreTrainedModel], dict], progress: Callable[[], None] = lambda: None) -> list[dict]:
+def sweep(
+    model: PreTrainedModel,
+    percents: Sequence[float],
+    choose: Callable[[float, dict], dict],
+    evaluate: Callable[[PreTrainedModel], dict],
+    progress: Callable[[], None] = lambda: None,
+) -> list[dict]:
     """``evaluate`` at each percentage (ascending) with the plan ``choose(percent, previous plan)``
     masked: one-shot criteria ignore the previous plan, iterative ones build on it."""
     pruning, points = {"heads": [], "ffn": []}, []
@@ -200,8 +219,13 @@ def sweep(model: PreTrainedModel, percents: Sequence[float], choose: Callable[[f
     return points
 
 
-def tolerated_percent(percents: Sequence[float], values: Sequence[float], base: float, tolerance: float = 0.05,
-                      higher_is_better: bool = False) -> float:
+def tolerated_percent(
+    percents: Sequence[float],
+    values: Sequence[float],
+    base: float,
+    tolerance: float = 0.05,
+    higher_is_better: bool = False,
+) -> float:
     """The largest swept percentage up to which ``values`` never fell more than ``tolerance``
     (relative) behind ``base``: accuracy at least base * (1 - tol), or loss at most base * (1 + tol)."""
     best = 0.0

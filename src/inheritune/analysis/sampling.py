@@ -1,4 +1,5 @@
 """Sequences to analyze: N windows of T tokens, drawn reproducibly from data or a text file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ def sample_sequences(tokens: np.ndarray, n: int, seq_len: int, seed: int = 0) ->
         raise InherituneError(f"sequence length {seq_len} is longer than the data ({len(tokens)} tokens)")
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(tokens) - seq_len + 1, size=n)
-    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts]))
+    return torch.from_numpy(np.stack([np.asarray(tokens[s : s + seq_len], dtype=np.int64) for s in starts]))
 
 
 def tokens_from(data: str | Path | None, text: str | Path | None, tokenizer, split: str = "val") -> np.ndarray:
@@ -44,7 +45,8 @@ def tokens_from(data: str | Path | None, text: str | Path | None, tokenizer, spl
     return np.asarray(tokenizer.encode(content), dtype=np.int64)
 
 
-def sequences_from(data: str | Path | None, text: str | Path | None, tokenizer, n: int, seq_len: int,
-                   seed: int = 0, split: str = "val") -> torch.Tensor:
+def sequences_from(
+    data: str | Path | None, text: str | Path | None, tokenizer, n: int, seq_len: int, seed: int = 0, split: str = "val"
+) -> torch.Tensor:
     """``n`` windows of ``seq_len`` tokens from ``tokens_from(data, text, tokenizer, split)``."""
     return sample_sequences(tokens_from(data, text, tokenizer, split), n, seq_len, seed)

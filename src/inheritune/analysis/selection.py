@@ -25,6 +25,7 @@ shrinking a healed model is dropping more of its own blocks, re-scored on the he
 Every score is computed on ``windows``: token windows of the data's *train* split (never the
 validation split that later scores the model), ``WINDOWS`` x ``WINDOW_LEN`` tokens by default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,7 +39,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics, batching
+from inheritune.analysis import attention as metrics
+from inheritune.analysis import batching
 from inheritune.analysis.depth import angular_distance, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
 from inheritune.analysis.importance import ffn_importance, head_importance, lm_examples
@@ -105,13 +107,17 @@ class Selector:
     scores: Callable[[Scoring], list[float]] | None = None  # per-block numbers for reports
 
 
-def _lowest(score: Callable[[Scoring], Sequence[float]], sign: float = 1.0, spare: Callable[[Scoring], set] = lambda s: set()):
+def _lowest(
+    score: Callable[[Scoring], Sequence[float]], sign: float = 1.0, spare: Callable[[Scoring], set] = lambda s: set()
+):
     """A rule: drop the k droppable blocks of lowest ``sign * score`` (``spare``: never dropped)."""
+
     def drop(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
         values = score(s)
         pool = [i for i in droppable if i not in spare(s)]
         _enough(pool, k)
         return sorted(sorted(pool, key=lambda i: (sign * values[i], i))[:k])
+
     return drop
 
 
@@ -160,15 +166,16 @@ def _first_last(s: Scoring, k: int, droppable: list[int], arg: str | None) -> li
         raise InherituneError(f"first-last:{tail}: K must be in 0..{s.layers - 1} for a {s.layers}-block model")
     pool = [i for i in droppable if i < s.layers - tail]
     _enough(pool, k)
-    return sorted(pool)[len(pool) - k:]
+    return sorted(pool)[len(pool) - k :]
 
 
 def _listed(s: Scoring, k: int, droppable: list[int], arg: str | None) -> list[int]:
     keep = sorted(parse_layers(arg or "", s.layers))
     drop = [i for i in range(s.layers) if i not in keep]
     if len(drop) != k or not set(drop) <= set(droppable):
-        raise InherituneError(f"list:{arg} keeps {len(keep)} blocks; it cannot be asked for another depth "
-                              f"({s.layers - k}) or grown")
+        raise InherituneError(
+            f"list:{arg} keeps {len(keep)} blocks; it cannot be asked for another depth ({s.layers - k}) or grown"
+        )
     return drop
 
 
@@ -179,26 +186,58 @@ def _count(arg: str | None, name: str) -> int:
         raise InherituneError(f"{name}:K needs a whole number K, not '{arg}'") from None
 
 
-SELECTORS: dict[str, Selector] = {s.name: s for s in (
-    Selector("first-n", "the paper's choice: keep the first n blocks", _lowest(lambda s: range(s.layers), -1.0),
-             needs_windows=False, scores=lambda s: [float(i) for i in range(s.layers)]),
-    Selector("first-last", "the first n-K blocks and the last K (growth inserts before the tail)", _first_last,
-             needs_windows=False, arg="K"),
-    Selector("block-influence", "ShortGPT: drop the blocks of lowest 1 - mean cos(block input, output)",
-             _lowest(lambda s: block_influence(s.cosines)), scores=lambda s: block_influence(s.cosines)),
-    Selector("angular", "Gromov et al.: drop the contiguous slice minimising arccos(cos(x_l, x_l+k)) / pi, "
-             "never the last block", _angular,
-             scores=lambda s: [float(angular_distance(s.cosines)[i, i + 1]) for i in range(s.layers)]),
-    Selector("lazy", "attention degeneration: drop the blocks whose heads put most mass on one column, never block 0",
-             _lowest(lambda s: s.column_mass, -1.0, spare=lambda s: {0}), scores=lambda s: s.column_mass),
-    Selector("importance", "drop the blocks of lowest summed head importance + FFN knock-out loss increase",
-             _lowest(lambda s: s.importance), scores=lambda s: s.importance),
-    Selector("loss", "Shortened LLaMA, contiguous: drop the slice whose removal costs least loss on the windows",
-             _loss_slice),
-    Selector("loss-greedy", "drop one block at a time, each time the one whose removal costs least loss",
-             _loss_greedy),
-    Selector("list", "keep exactly the listed blocks (list:0-11,27-29)", _listed, needs_windows=False, arg="SPEC"),
-)}
+SELECTORS: dict[str, Selector] = {
+    s.name: s
+    for s in (
+        Selector(
+            "first-n",
+            "the paper's choice: keep the first n blocks",
+            _lowest(lambda s: range(s.layers), -1.0),
+            needs_windows=False,
+            scores=lambda s: [float(i) for i in range(s.layers)],
+        ),
+        Selector(
+            "first-last",
+            "the first n-K blocks and the last K (growth inserts before the tail)",
+            _first_last,
+            needs_windows=False,
+            arg="K",
+        ),
+        Selector(
+            "block-influence",
+            "ShortGPT: drop the blocks of lowest 1 - mean cos(block input, output)",
+            _lowest(lambda s: block_influence(s.cosines)),
+            scores=lambda s: block_influence(s.cosines),
+        ),
+        Selector(
+            "angular",
+            "Gromov et al.: drop the contiguous slice minimising arccos(cos(x_l, x_l+k)) / pi, never the last block",
+            _angular,
+            scores=lambda s: [float(angular_distance(s.cosines)[i, i + 1]) for i in range(s.layers)],
+        ),
+        Selector(
+            "lazy",
+            "attention degeneration: drop the blocks whose heads put most mass on one column, never block 0",
+            _lowest(lambda s: s.column_mass, -1.0, spare=lambda s: {0}),
+            scores=lambda s: s.column_mass,
+        ),
+        Selector(
+            "importance",
+            "drop the blocks of lowest summed head importance + FFN knock-out loss increase",
+            _lowest(lambda s: s.importance),
+            scores=lambda s: s.importance,
+        ),
+        Selector(
+            "loss",
+            "Shortened LLaMA, contiguous: drop the slice whose removal costs least loss on the windows",
+            _loss_slice,
+        ),
+        Selector(
+            "loss-greedy", "drop one block at a time, each time the one whose removal costs least loss", _loss_greedy
+        ),
+        Selector("list", "keep exactly the listed blocks (list:0-11,27-29)", _listed, needs_windows=False, arg="SPEC"),
+    )
+}
 NAMES = tuple(f"{s.name}:{s.arg}" if s.arg else s.name for s in SELECTORS.values())
 HELP = "; ".join(f"{name}: {s.meaning}" for name, s in zip(NAMES, SELECTORS.values()))
 
@@ -208,8 +247,9 @@ def parse(by: str) -> tuple[Selector, str | None]:
     name, _, arg = str(by).strip().partition(":")
     selector = SELECTORS.get(name)
     if selector is None:
-        raise InherituneError(f"--by '{by}' is not a block selector{closest(name, SELECTORS)}; "
-                              f"choose one of {', '.join(NAMES)}")
+        raise InherituneError(
+            f"--by '{by}' is not a block selector{closest(name, SELECTORS)}; choose one of {', '.join(NAMES)}"
+        )
     if (selector.arg is None) != (arg == ""):
         need = f"needs a parameter ({selector.name}:{selector.arg})" if selector.arg else "takes no parameter"
         raise InherituneError(f"--by '{by}': {selector.name} {need}")
@@ -220,8 +260,13 @@ def needs_windows(by: str) -> bool:
     return parse(by)[0].needs_windows
 
 
-def select(model: PreTrainedModel, n: int, by: str = "first-n", windows: torch.Tensor | None = None,
-           droppable: Sequence[int] | None = None) -> Selection:
+def select(
+    model: PreTrainedModel,
+    n: int,
+    by: str = "first-n",
+    windows: torch.Tensor | None = None,
+    droppable: Sequence[int] | None = None,
+) -> Selection:
     """The ``n`` blocks of ``model`` to keep by selector ``by``: all but the L - n it drops among
     ``droppable`` (default: any block). ``windows`` are train-split token windows, needed by the
     selectors that score blocks."""
@@ -248,8 +293,12 @@ def choose(scoring: Scoring, n: int, by: str, droppable: Sequence[int] | None = 
     return Selection(by=str(by), keep=keep, dropped=sorted(dropped), scores=scores, meaning=selector.meaning)
 
 
-def chosen_blocks(reference: PreTrainedModel, layers: int | str | Sequence[int], by: str = "first-n",
-                  windows: torch.Tensor | None = None) -> Selection:
+def chosen_blocks(
+    reference: PreTrainedModel,
+    layers: int | str | Sequence[int],
+    by: str = "first-n",
+    windows: torch.Tensor | None = None,
+) -> Selection:
     """derive's choice: a count n goes to selector ``by``; explicit indices are kept as given."""
     total = num_layers(reference.config)
     if isinstance(layers, str) and layers.strip().isdigit():
@@ -260,12 +309,18 @@ def chosen_blocks(reference: PreTrainedModel, layers: int | str | Sequence[int],
     if by != "first-n":
         raise InherituneError(f"--layers {layers} lists the blocks itself: drop --by {by}, or give a count")
     indices = parse_layers(layers, total)
-    return Selection(by="list", keep=indices, dropped=[i for i in range(total) if i not in indices], scores=None,
-                     meaning=SELECTORS["list"].meaning)
+    return Selection(
+        by="list",
+        keep=indices,
+        dropped=[i for i in range(total) if i not in indices],
+        scores=None,
+        meaning=SELECTORS["list"].meaning,
+    )
 
 
-def scoring_windows(data: str | Path | TokenData, n: int = WINDOWS, seq_len: int = WINDOW_LEN,
-                    seed: int = 0) -> torch.Tensor:
+def scoring_windows(
+    data: str | Path | TokenData, n: int = WINDOWS, seq_len: int = WINDOW_LEN, seed: int = 0
+) -> torch.Tensor:
     """``[n, seq_len]`` windows of the data folder's train split: blocks are chosen on other tokens
     than the val split that scores the result."""
     token_data = data if isinstance(data, TokenData) else open_data(data)
@@ -275,9 +330,11 @@ def scoring_windows(data: str | Path | TokenData, n: int = WINDOWS, seq_len: int
 
 # --- the scores, each one pass over the windows ------------------------------------------
 
+
 @torch.no_grad()
 def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """Mean over tokens of cos(x_i, x_j) between every pair of the L+1 residual states, ``[L+1, L+1]``."""
+
     def run(batch: torch.Tensor) -> torch.Tensor:
         with residual_states(model) as states:
             model(input_ids=batch.to(model.device), use_cache=False)
@@ -315,6 +372,7 @@ def block_importance(model: PreTrainedModel, windows: torch.Tensor) -> list[floa
 def skipped(model: PreTrainedModel, dropped: Sequence[int]):
     """Blocks ``dropped`` pass their input through unchanged: the same outputs as removing them,
     without copying the model (how ``loss`` scores hundreds of candidates)."""
+
     def keep_input(_module, args, kwargs, out):
         x = args[0] if args else kwargs["hidden_states"]
         return (x, *out[1:]) if isinstance(out, tuple) else x
@@ -325,12 +383,14 @@ def skipped(model: PreTrainedModel, dropped: Sequence[int]):
 
 
 @torch.no_grad()
-def window_loss(model: PreTrainedModel, windows: torch.Tensor, dropped: Sequence[int] = (), batch_size: int = 8) -> float:
+def window_loss(
+    model: PreTrainedModel, windows: torch.Tensor, dropped: Sequence[int] = (), batch_size: int = 8
+) -> float:
     """Mean next-token NLL (fp32) over the windows, with blocks ``dropped`` skipped."""
     total, count = 0.0, 0
     with skipped(model, list(dropped)):
         for start in range(0, len(windows), batch_size):
-            ids = windows[start:start + batch_size].to(model.device)
+            ids = windows[start : start + batch_size].to(model.device)
             logits = model(input_ids=ids[:, :-1], use_cache=False).logits.float()
             total += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
             count += ids[:, 1:].numel()

@@ -10,6 +10,7 @@ windows of the data's train split (the val split scores the result).
 ``masked`` applies a :class:`~inheritune.models.width.WidthPlan` to the reference with the same
 hooks, the function the cut model must compute.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -38,8 +39,9 @@ def unit_scores(model: PreTrainedModel, windows: torch.Tensor, by: str = "activa
 
 
 @torch.no_grad()
-def activation_scores(model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 8
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def activation_scores(
+    model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean over tokens of each head's output L2 norm and each neuron's |activation|."""
     heads, _kv, _w, neurons = geometry(model.config)
     layers = num_layers(model.config)

@@ -5,6 +5,7 @@ One subcommand per step of the workflow, each generated from its library functio
 Every failure a user can cause ends as one line on stderr and a non-zero exit; ``--debug`` shows
 the traceback instead. Distributed training: ``torchrun --nproc_per_node=K -m inheritune train ...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ from inheritune.error_lines import one_line
 from inheritune.errors import InherituneError, TrainingInterrupted
 from inheritune.training.distributed import teardown
 
-
 COMMANDS = {  # in the order `inheritune --help` lists them
     "data prepare": Command(prepare_data, "tokenize text into train/val shards"),
     "derive": Command(derive, "copy N of a reference's blocks (chosen by --by) into a smaller model"),
@@ -34,10 +34,14 @@ COMMANDS = {  # in the order `inheritune --help` lists them
     "prune": Command(prune, "remove the least important heads and FFNs and save the pruned model"),
     "induction": Command(induction, "prefix-matching and copying score per head on repeated random tokens"),
     "study": Command(study, "analyze + importance + induction joined per head/layer, correlations, findings"),
-    "grow": Command(grow, "derive N layers, train, and grow by K until the reference's val loss is matched",
-                    fixed=("steps", "tokens")),  # per round: --tokens-per-round
-    "run": Command(run, "run a recipe end to end: data, grow until matched, scratch arms, report",
-                   switches=(show_default, check)),
+    "grow": Command(
+        grow,
+        "derive N layers, train, and grow by K until the reference's val loss is matched",
+        fixed=("steps", "tokens"),
+    ),  # per round: --tokens-per-round
+    "run": Command(
+        run, "run a recipe end to end: data, grow until matched, scratch arms, report", switches=(show_default, check)
+    ),
 }
 GROUPS = {"data": "prepare token data (train/val shards) from text"}
 # Each command's Python counterpart (tests/test_commands.py holds the two to writing the same files).
@@ -48,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="inheritune", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", dest="_debug", action="store_true", help="show tracebacks (default: off)")
     sub = parser.add_subparsers(dest="_name", required=True, metavar="COMMAND")
-    groups = {name: sub.add_parser(name, help=text).add_subparsers(dest="_action", required=True, metavar="ACTION")
-              for name, text in GROUPS.items()}
+    groups = {
+        name: sub.add_parser(name, help=text).add_subparsers(dest="_action", required=True, metavar="ACTION")
+        for name, text in GROUPS.items()
+    }
     for name, command in COMMANDS.items():
         group, _, leaf = name.rpartition(" ")
         add_command(groups[group] if group else sub, leaf, command)
@@ -100,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args._debug:
             raise
-        print(f"inheritune: error: {type(e).__name__}: {one_line(str(e), 500)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"inheritune: error: {type(e).__name__}: {one_line(str(e), 500)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1

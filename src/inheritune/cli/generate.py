@@ -6,6 +6,7 @@ hint picks the parsing: ``bool`` a switch, ``str`` as typed, a sequence comma-se
 count (``1e6``: ``options.count``), ``float``; what no command line can spell stays Python-only.
 ``**options`` are TrainConfig's fields, read by ``make_config`` as it reads a ``--config`` YAML.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,8 @@ from typing import Any, NoReturn
 from inheritune import commands
 from inheritune.error_lines import one_line
 from inheritune.options import closest, count
-from inheritune.training.config import HELP as TRAINING, TrainConfig
+from inheritune.training.config import HELP as TRAINING
+from inheritune.training.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +68,17 @@ def described(text: str, default: Any) -> str:
     """``text`` naming ``default`` (``--help`` shows every one), unless it already says it in words."""
     if "default" in text:
         return text
-    shown = ("off" if default is False else "on" if default is True else "none" if default in (None, "", (), []) else
-             ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default)
+    shown = (
+        "off"
+        if default is False
+        else "on"
+        if default is True
+        else "none"
+        if default in (None, "", (), [])
+        else ",".join(map(str, default))
+        if isinstance(default, (list, tuple))
+        else default
+    )
     return f"{text} (default: {shown})".strip()
 
 
@@ -81,8 +92,10 @@ def spelling(hint: Any, default: Any) -> dict | None:
         return {}
     if items:
         read = count if items[0] is int else items[0]
-        return {"type": lambda text: [read(item.strip()) for item in text.split(",") if item.strip()],
-                "metavar": "A,B,..."}
+        return {
+            "type": lambda text: [read(item.strip()) for item in text.split(",") if item.strip()],
+            "metavar": "A,B,...",
+        }
     return {"type": count} if int in members else {"type": float} if float in members else None
 
 
@@ -102,15 +115,21 @@ def add_command(sub: argparse._SubParsersAction, name: str, command: Command) ->
         if parameter.kind is parameter.VAR_KEYWORD:
             training_options(p.add_argument_group("training options"), skip=command.fixed)
         else:
-            add_option(p, parameter, hints.get(parameter.name, str), texts.get(parameter.name),
-                       choices.get(parameter.name))
+            add_option(
+                p, parameter, hints.get(parameter.name, str), texts.get(parameter.name), choices.get(parameter.name)
+            )
     for switch in command.switches:
-        p.add_argument(flag(switch.__name__), dest=f"_{switch.__name__}", action="store_true",
-                       help=described(inspect.getdoc(switch), False))
+        p.add_argument(
+            flag(switch.__name__),
+            dest=f"_{switch.__name__}",
+            action="store_true",
+            help=described(inspect.getdoc(switch), False),
+        )
 
 
-def add_option(p: argparse.ArgumentParser, parameter: inspect.Parameter, hint: Any, text: str | None,
-               choices: Sequence[str] | None) -> None:
+def add_option(
+    p: argparse.ArgumentParser, parameter: inspect.Parameter, hint: Any, text: str | None, choices: Sequence[str] | None
+) -> None:
     """``--name`` for ``parameter`` unless no command line can spell it."""
     settings = spelling(hint, parameter.default)
     if settings is None:
@@ -122,8 +141,9 @@ def add_option(p: argparse.ArgumentParser, parameter: inspect.Parameter, hint: A
     if parameter.default is parameter.empty:
         p.add_argument(flag(parameter.name), **settings, required=True, help=text)
     else:
-        p.add_argument(flag(parameter.name), **settings, default=parameter.default,
-                       help=described(text, parameter.default))
+        p.add_argument(
+            flag(parameter.name), **settings, default=parameter.default, help=described(text, parameter.default)
+        )
 
 
 def training_options(group: argparse._ArgumentGroup, skip: tuple[str, ...]) -> None:
@@ -132,11 +152,20 @@ def training_options(group: argparse._ArgumentGroup, skip: tuple[str, ...]) -> N
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         hint = hints[field.name]
-        settings = ({"action": argparse.BooleanOptionalAction} if hint is bool else
-                    {"nargs": len(typing.get_args(hint))} if typing.get_origin(hint) is tuple else {})
+        settings = (
+            {"action": argparse.BooleanOptionalAction}
+            if hint is bool
+            else {"nargs": len(typing.get_args(hint))}
+            if typing.get_origin(hint) is tuple
+            else {}
+        )
         if field.name not in skip:
-            group.add_argument(flag(field.name), **settings, default=argparse.SUPPRESS,
-                               help=described(TRAINING.get(field.name, ""), field.default))
+            group.add_argument(
+                flag(field.name),
+                **settings,
+                default=argparse.SUPPRESS,
+                help=described(TRAINING.get(field.name, ""), field.default),
+            )
 
 
 def keywords(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 OUT``: the same arguments, the same folder (analysis.json, one CSV per metric, PNGs), and an
 ``AnalyzeResult`` holding what analysis.json holds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,19 +14,28 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.analyze import BI_SHARE, FORMAT, LAZY_MASS, LAZY_RANK, MIN_DEPTH, check_options, measure_attention, write
+from inheritune.analysis.analyze import (
+    BI_SHARE,
+    FORMAT,
+    LAZY_MASS,
+    LAZY_RANK,
+    MIN_DEPTH,
+    check_options,
+    measure_attention,
+    write,
+)
 from inheritune.analysis.sampling import sequences_from
-from inheritune.result import CommandResult
-from inheritune.models.tokens import bos_id
-from inheritune.models.loading import load, model_name
-from inheritune.errors import InherituneError
-from inheritune.data.shards import open_data
 from inheritune.atomic import check_output_dir
+from inheritune.data.shards import open_data
+from inheritune.errors import InherituneError
 from inheritune.models.families import context_length
-from inheritune.models.loading import tokenizer_fingerprint
+from inheritune.models.loading import load, model_name, tokenizer_fingerprint
+from inheritune.models.tokens import bos_id
+from inheritune.result import CommandResult
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
-    "tau": "energy share of the approximate rank", "lazy_rank": "lazy if max-over-heads rank <= this fraction of T",
+    "tau": "energy share of the approximate rank",
+    "lazy_rank": "lazy if max-over-heads rank <= this fraction of T",
     "lazy_mass": "... and mean heaviest-column share >= this",
     "bi_share": "secondary rule: cumulative Block Influence share",
     "min_depth": "recommendation: look for the first lazy layer from this fraction of depth on",
@@ -73,19 +83,39 @@ class AnalyzeResult(CommandResult):
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
         lines = []
-        lines.append(f"{self.num_layers} layers x {self.num_heads} heads on {self.sequences} x {self.seq_len} tokens in {self.seconds:.1f}s; "
-              f"lazy layers: {', '.join(map(str, self.lazy_layers)) or 'none'}")
-        lines.append(f"recommended: inherit {self.recommended_layers} layers ({self.rule}); "
-              f"by Block Influence: {self.by_block_influence} -> {self.out}")
+        lines.append(
+            f"{self.num_layers} layers x {self.num_heads} heads on {self.sequences} x {self.seq_len} tokens in {self.seconds:.1f}s; "
+            f"lazy layers: {', '.join(map(str, self.lazy_layers)) or 'none'}"
+        )
+        lines.append(
+            f"recommended: inherit {self.recommended_layers} layers ({self.rule}); "
+            f"by Block Influence: {self.by_block_influence} -> {self.out}"
+        )
         return "\n".join(lines)
 
 
-def analyze(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
-            text: str | Path | None = None, sequences: int = 100, seq_len: int = 100, tau: float = 0.9,
-            seed: int = 0, batch_size: int | None = None, lazy_rank: float = LAZY_RANK, lazy_mass: float = LAZY_MASS,
-            min_depth: float = MIN_DEPTH, bi_share: float = BI_SHARE, bos: bool = False, overwrite: bool = False,
-            trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
-            device_map: str | None = None) -> AnalyzeResult:
+def analyze(
+    model: str | Path | PreTrainedModel,
+    *,
+    out: str | Path,
+    data: str | Path | None = None,
+    text: str | Path | None = None,
+    sequences: int = 100,
+    seq_len: int = 100,
+    tau: float = 0.9,
+    seed: int = 0,
+    batch_size: int | None = None,
+    lazy_rank: float = LAZY_RANK,
+    lazy_mass: float = LAZY_MASS,
+    min_depth: float = MIN_DEPTH,
+    bi_share: float = BI_SHARE,
+    bos: bool = False,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+    device: str = "cpu",
+    device_map: str | None = None,
+) -> AnalyzeResult:
     """Analyse ``model`` on ``sequences`` x ``seq_len`` tokens of ``data`` (a prepared folder, val split)
     or ``text`` (a UTF-8 file) and write the results to ``out``.
 
@@ -93,27 +123,61 @@ def analyze(model: str | Path | PreTrainedModel, *, out: str | Path, data: str |
     with BOS at each document start often sink attention on that token, not on position 0.
     ``model``/``tokenizer``: references as on the command line, or loaded objects."""
     start = time.perf_counter()
-    check_options(sequences, seq_len, tau=tau, batch_size=batch_size, lazy_rank=lazy_rank, lazy_mass=lazy_mass,
-                  bi_share=bi_share, min_depth=min_depth)
+    check_options(
+        sequences,
+        seq_len,
+        tau=tau,
+        batch_size=batch_size,
+        lazy_rank=lazy_rank,
+        lazy_mass=lazy_mass,
+        bi_share=bi_share,
+        min_depth=min_depth,
+    )
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE")
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None, no_tokenizer=NO_TOKENIZER,
-                       device=device, device_map=device_map)
+    model_, tok = load(
+        model,
+        tokenizer,
+        trust_remote_code,
+        needed=text is not None,
+        no_tokenizer=NO_TOKENIZER,
+        device=device,
+        device_map=device_map,
+    )
     ids = _windows(model_, tok, data=data, text=text, sequences=sequences, seq_len=seq_len, seed=seed, bos=bos)
-    fields, heads, mean_attn, distance = measure_attention(model_, ids, tau=tau, batch_size=batch_size,
-                                                           lazy_rank=lazy_rank, lazy_mass=lazy_mass,
-                                                           bi_share=bi_share, min_depth=min_depth)
+    fields, heads, mean_attn, distance = measure_attention(
+        model_,
+        ids,
+        tau=tau,
+        batch_size=batch_size,
+        lazy_rank=lazy_rank,
+        lazy_mass=lazy_mass,
+        bi_share=bi_share,
+        min_depth=min_depth,
+    )
     source = {"data": str(data)} if data is not None else {"text": str(text)}
-    result = AnalyzeResult(out=Path(out), format=FORMAT, model=model_name(model), source=source, sequences=sequences,
-                           seq_len=seq_len, tau=tau, seed=seed, bos=bos, seconds=0.0, **fields)
+    result = AnalyzeResult(
+        out=Path(out),
+        format=FORMAT,
+        model=model_name(model),
+        source=source,
+        sequences=sequences,
+        seq_len=seq_len,
+        tau=tau,
+        seed=seed,
+        bos=bos,
+        seconds=0.0,
+        **fields,
+    )
     write(result.report(), heads, mean_attn=mean_attn, distance=distance, out=Path(out), overwrite=overwrite)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _windows(model: PreTrainedModel, tokenizer, data, text, sequences: int, seq_len: int, seed: int,
-             bos: bool) -> torch.Tensor:
+def _windows(
+    model: PreTrainedModel, tokenizer, data, text, sequences: int, seq_len: int, seed: int, bos: bool
+) -> torch.Tensor:
     """The ``[sequences, seq_len]`` token windows, checked against the model's context and vocabulary."""
     context = context_length(model.config)
     if context is not None and seq_len > context:

@@ -4,6 +4,7 @@
 the same arguments, the same folder (an ordinary HF model folder with derive.json inside), and a
 ``DeriveResult``. ``inheritune.inherit`` is the same step in memory (a model, nothing written).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,25 +13,24 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from inheritune.result import CommandResult
-from inheritune.models.loading import load, model_name
+from inheritune.analysis.selection import chosen_blocks, scoring_windows
+from inheritune.analysis.selection import parse as parse_selector
 from inheritune.atomic import check_output_dir
-from inheritune.models.families import num_layers
-from inheritune.models.loading import parameter_count, save_model
-from inheritune.analysis.selection import chosen_blocks, parse as parse_selector, scoring_windows
 from inheritune.data.shards import open_data
-from inheritune.models.loading import tokenizer_fingerprint
-from inheritune.models.card import card_text
-from inheritune.models.surgery import INIT_CHOICES, PROVENANCE, spans, stack_blocks
 from inheritune.errors import InherituneError
+from inheritune.models.card import card_text
+from inheritune.models.families import num_layers
+from inheritune.models.loading import load, model_name, parameter_count, save_model, tokenizer_fingerprint
+from inheritune.models.surgery import INIT_CHOICES, PROVENANCE, spans, stack_blocks
+from inheritune.result import CommandResult
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
     "data": "prepared data folder: selectors that score blocks read windows of its train split",
     "seed": "seed of the fresh initialisation",
-    "layers": "N (the N blocks --by keeps) or indices like 0-11,15", "init": "which block parts to inherit",
+    "layers": "N (the N blocks --by keeps) or indices like 0-11,15",
+    "init": "which block parts to inherit",
 }
 CHOICES = {"init": INIT_CHOICES}
-
 
 
 @dataclasses.dataclass
@@ -51,13 +51,25 @@ class DeriveResult(CommandResult):
 
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
-        return (f"derived {len(self.blocks)}/{self.reference_layers} layers (blocks {spans(self.blocks)} by {self.by}; "
-              f"{self.parameters / 1e6:.1f}M parameters, init={self.init}) -> {self.out} in {self.seconds:.1f}s")
+        return (
+            f"derived {len(self.blocks)}/{self.reference_layers} layers (blocks {spans(self.blocks)} by {self.by}; "
+            f"{self.parameters / 1e6:.1f}M parameters, init={self.init}) -> {self.out} in {self.seconds:.1f}s"
+        )
 
 
-def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[int], out: str | Path,
-           by: str = "first-n", data: str | Path | None = None, init: str = "all", seed: int = 0,
-           overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None) -> DeriveResult:
+def derive(
+    reference: str | Path | PreTrainedModel,
+    *,
+    layers: str | int | list[int],
+    out: str | Path,
+    by: str = "first-n",
+    data: str | Path | None = None,
+    init: str = "all",
+    seed: int = 0,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+) -> DeriveResult:
     """Copy ``reference``'s chosen blocks into a smaller model and save it to ``out``: ``layers``
     N keeps the N blocks selector ``by`` keeps (``first-n``, the paper's, by default; selectors
     that score blocks read windows of ``data``'s train split), or indices like ``0-11,15``.
@@ -71,18 +83,40 @@ def derive(reference: str | Path | PreTrainedModel, *, layers: str | int | list[
     parse_selector(by)
     windows = scoring_windows(data, seed=seed) if data is not None else None  # a bad folder fails before the load
     check_output_dir(out, overwrite)  # fail before the slow load
-    ref, tok = load(reference, tokenizer, trust_remote_code, needed=False,
-                    no_tokenizer=f"{out} holds weights only (attach one with --tokenizer REF)")
+    ref, tok = load(
+        reference,
+        tokenizer,
+        trust_remote_code,
+        needed=False,
+        no_tokenizer=f"{out} holds weights only (attach one with --tokenizer REF)",
+    )
     if data is not None and tok is not None:
         open_data(data).check_tokenizer(tokenizer_fingerprint(tok), f"the reference {model_name(reference)}")
     chosen = chosen_blocks(ref, layers, by, windows)
     model = stack_blocks(ref, [(ref, i) for i in chosen.keep], init=init, seed=seed, reference=model_name(reference))
-    result = DeriveResult(out=Path(out), reference=model_name(reference), blocks=list(chosen.keep), by=chosen.by,
-                          scores=chosen.scores, reference_layers=num_layers(ref.config),
-                          parameters=parameter_count(model), init=init, seed=seed, tokenizer=tok is not None,
-                          seconds=0.0)
-    save_model(model, tok, out, overwrite=overwrite, reports={"derive.json": result.report()},
-               card=card_text(getattr(model.config, PROVENANCE), {"command": "derive", "selector": chosen.by, "init": init,
-                                                                 "training tokens": 0}))
+    result = DeriveResult(
+        out=Path(out),
+        reference=model_name(reference),
+        blocks=list(chosen.keep),
+        by=chosen.by,
+        scores=chosen.scores,
+        reference_layers=num_layers(ref.config),
+        parameters=parameter_count(model),
+        init=init,
+        seed=seed,
+        tokenizer=tok is not None,
+        seconds=0.0,
+    )
+    save_model(
+        model,
+        tok,
+        out,
+        overwrite=overwrite,
+        reports={"derive.json": result.report()},
+        card=card_text(
+            getattr(model.config, PROVENANCE),
+            {"command": "derive", "selector": chosen.by, "init": init, "training tokens": 0},
+        ),
+    )
     result.seconds = time.perf_counter() - start
     return result

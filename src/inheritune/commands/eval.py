@@ -4,6 +4,7 @@
 ... --out FILE``: the same arguments, the same JSON file (written atomically when ``out`` is
 given), and an ``EvalResult``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,20 +15,19 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from inheritune.result import CommandResult
-from inheritune.models.loading import load, model_name
+from inheritune.atomic import atomic_write_json
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.harness import evaluate_model, task_managers
 from inheritune.evaluation.task_index import include_folder
-from inheritune.atomic import atomic_write_json
-from inheritune.models.loading import check_device, load_tokenizer, tokenizer_fingerprint
 from inheritune.evaluation.tasks import LOCAL_TASKS
+from inheritune.models.loading import check_device, load, load_tokenizer, model_name, tokenizer_fingerprint
+from inheritune.result import CommandResult
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
     "out": "also write the JSON to this file (atomically)",
     "tasks": f"comma-separated: {', '.join(LOCAL_TASKS)} (offline) or lm-eval task names such as "
-             "arc_easy,piqa,sciq,hellaswag,lambada_openai (need the hub)",
+    "arc_easy,piqa,sciq,hellaswag,lambada_openai (need the hub)",
     "batch_size": "sequences per forward pass",
     "num_fewshot": "few-shot examples for every task (default: each task's own; the offline ones 5, at most 5)",
     "limit": "evaluate only the first N examples of each task (default: all)",
@@ -51,10 +51,21 @@ class EvalResult(CommandResult):
         return json.dumps(self.report(), indent=2)
 
 
-def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenData | None = None,
-             tasks: Sequence[str] = (), num_fewshot: int | None = None, limit: int | None = None,
-             batch_size: int = 8, device: str = "cpu", device_map: str | None = None, out: str | Path | None = None,
-             include_path: str | Path | None = None, trust_remote_code: bool = False, tokenizer=None) -> EvalResult:
+def evaluate(
+    model: str | Path | PreTrainedModel,
+    *,
+    data: str | Path | TokenData | None = None,
+    tasks: Sequence[str] = (),
+    num_fewshot: int | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    device_map: str | None = None,
+    out: str | Path | None = None,
+    include_path: str | Path | None = None,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+) -> EvalResult:
     """Validation loss on ``data``'s val split (if given) and the named ``tasks`` (offline: see
     ``evaluation/tasks``; any lm-eval task name with the hub, or in the user's ``include_path``).
 
@@ -72,14 +83,22 @@ def evaluate(model: str | Path | PreTrainedModel, *, data: str | Path | TokenDat
         token_data.check_tokenizer(tokenizer_fingerprint(tok))
     managers = task_managers(tasks, token_data, tok, include_path)
     loading = time.perf_counter()
-    model_, tok = load(model, tok, trust_remote_code, needed=True, no_tokenizer="", device=device,
-                       device_map=device_map)
+    model_, tok = load(
+        model, tok, trust_remote_code, needed=True, no_tokenizer="", device=device, device_map=device_map
+    )
     times = {} if isinstance(model, PreTrainedModel) else {"load": round(time.perf_counter() - loading, 2)}
-    val, results, stage_times = evaluate_model(model_, tok, data=token_data, managers=managers,
-                                               num_fewshot=num_fewshot, limit=limit, batch_size=batch_size)
-    result = EvalResult(out=Path(out) if out is not None else None, model=model_name(model),
-                        data=None if data is None else str(token_data.root if isinstance(data, TokenData) else data), val=val, tasks=results,
-                        time_s=times | stage_times, seconds=0.0)
+    val, results, stage_times = evaluate_model(
+        model_, tok, data=token_data, managers=managers, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size
+    )
+    result = EvalResult(
+        out=Path(out) if out is not None else None,
+        model=model_name(model),
+        data=None if data is None else str(token_data.root if isinstance(data, TokenData) else data),
+        val=val,
+        tasks=results,
+        time_s=times | stage_times,
+        seconds=0.0,
+    )
     if out is not None:
         atomic_write_json(out, result.report())
     result.seconds = time.perf_counter() - start

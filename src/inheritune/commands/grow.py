@@ -10,6 +10,7 @@ model by the selector, heal, repeat while within the margin. Every round is an o
 another one (``overwrite``) is built in ``.RUN.new`` beside it and swapped in once its summary is
 written: the old run survives any failure, and rerunning the same command continues the new one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,36 +19,51 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from inheritune.analysis.selection import HELP as SELECTOR_HELP
+from inheritune.analysis.selection import needs_windows, scoring_windows
+from inheritune.analysis.selection import parse as parse_selector
+from inheritune.atomic import (
+    atomic_dir,
+    atomic_write_json,
+    build_dir,
+    building,
+    claim,
+    current_paths,
+    final_paths,
+    read_json,
+    resumes,
+    swap_in,
+)
+from inheritune.commands.train import TrainResult, train
 from inheritune.data.shards import TokenData, open_data
-from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_loss
-from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, claim, current_paths, final_paths,
-                               read_json, resumes, swap_in)
-from inheritune.models.families import num_layers
-from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
-from inheritune.analysis.selection import HELP as SELECTOR_HELP, needs_windows, parse as parse_selector, scoring_windows
 from inheritune.growth.blocks import choose_blocks, round_model
 from inheritune.growth.config import DIRECTIONS, GROW_MODES, GrowConfig
 from inheritune.models.card import write_card
+from inheritune.models.families import num_layers
+from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import spans
-from inheritune.commands.train import TrainResult, train
+from inheritune.result import CommandResult
 from inheritune.training import TrainConfig
-from inheritune.training.teacher import check_teacher
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config, read_recipe
+from inheritune.training.teacher import check_teacher
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
     "by": f"which reference blocks each round holds: {SELECTOR_HELP}",
-    "start_layers": "N: layers of the first round", "step_layers": "K: layers added (shrink: dropped) per round",
-    "max_layers": "M: stop growing here (default: the reference's depth)", "min_layers": "shrink: stop here",
-    "tokens_per_round": "T: training tokens per round", "margin": "E: matched when val loss <= reference + E",
+    "start_layers": "N: layers of the first round",
+    "step_layers": "K: layers added (shrink: dropped) per round",
+    "max_layers": "M: stop growing here (default: the reference's depth)",
+    "min_layers": "shrink: stop here",
+    "tokens_per_round": "T: training tokens per round",
+    "margin": "E: matched when val loss <= reference + E",
     "direction": "grow (add blocks until matched) or shrink (drop blocks of the healed model while within the margin)",
     "mode": "new blocks: the reference's or copies of the model's own blocks just before them",
 }
@@ -76,21 +92,33 @@ class GrowResult(CommandResult):
 
     def card(self) -> dict:
         """The model card's facts (models/card.py)."""
-        return {"command": "grow", "selector": self.by, "training tokens": self.tokens,
-                "val loss": round(self.rounds[-1]["val_loss"] if self.rounds else float("nan"), 4),
-                "reference val loss": round(self.reference_val_loss, 4), "verdict": self.verdict}
+        return {
+            "command": "grow",
+            "selector": self.by,
+            "training tokens": self.tokens,
+            "val loss": round(self.rounds[-1]["val_loss"] if self.rounds else float("nan"), 4),
+            "reference val loss": round(self.reference_val_loss, 4),
+            "verdict": self.verdict,
+        }
 
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
-        return (f"model -> {self.model_dir}; summary -> {self.run_dir / 'summary.json'}")
+        return f"model -> {self.model_dir}; summary -> {self.run_dir / 'summary.json'}"
 
 
-def train_resumable(model: PreTrainedModel, data: Path, run_dir: Path, config: TrainConfig,
-                    tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedModel | None = None) -> TrainResult:
+def train_resumable(
+    model: PreTrainedModel,
+    data: Path,
+    run_dir: Path,
+    config: TrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher: PreTrainedModel | None = None,
+) -> TrainResult:
     """Train, or continue a run a kill interrupted; one killed before its first checkpoint starts over."""
     started = (run_dir / "result.json").is_file() or any(checkpoint_dir(run_dir).glob("step-*"))
-    return train(model, data, run_dir, config, tokenizer=tokenizer, resume=started, overwrite=not started,
-                 teacher=teacher)
+    return train(
+        model, data, run_dir, config, tokenizer=tokenizer, resume=started, overwrite=not started, teacher=teacher
+    )
 
 
 def data_key(data: TokenData) -> str:
@@ -114,8 +142,7 @@ def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, cache
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = val_loss(model.to(device), data, batch_size=batch_size)
     model.to("cpu")
-    result.update(layers=num_layers(model.config), params=parameter_count(model),
-                  wall_time=time.perf_counter() - start)
+    result.update(layers=num_layers(model.config), params=parameter_count(model), wall_time=time.perf_counter() - start)
     atomic_write_json(cache, {"key": key, "result": result})
     return result
 
@@ -125,8 +152,14 @@ def round_dir(out: Path, index: int, layers: int) -> Path:
 
 
 def _settings(reference: str, data: TokenData, growth: GrowConfig, by: str, config: TrainConfig) -> dict:
-    return {"reference": reference, "data": str(data.root), "data_key": data_key(data), **dataclasses.asdict(growth),
-            "by": by, "train": dataclasses.asdict(config)}
+    return {
+        "reference": reference,
+        "data": str(data.root),
+        "data_key": data_key(data),
+        **dataclasses.asdict(growth),
+        "by": by,
+        "train": dataclasses.asdict(config),
+    }
 
 
 def _copy_model(src: Path, dst: Path) -> None:
@@ -136,17 +169,38 @@ def _copy_model(src: Path, dst: Path) -> None:
                 shutil.copy2(f, tmp / f.name)
 
 
-def grow(reference: str | Path, data: str | Path, out: str | Path, *, start_layers: int, step_layers: int = 3,
-         max_layers: int | None = None, min_layers: int = 1, tokens_per_round: int = 100_000, margin: float = 0.0,
-         by: str = "first-n", direction: str = "grow", mode: str = "reference", overwrite: bool = False,
-         config: TrainConfig | dict | str | Path | None = None, **options) -> GrowResult:
+def grow(
+    reference: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    start_layers: int,
+    step_layers: int = 3,
+    max_layers: int | None = None,
+    min_layers: int = 1,
+    tokens_per_round: int = 100_000,
+    margin: float = 0.0,
+    by: str = "first-n",
+    direction: str = "grow",
+    mode: str = "reference",
+    overwrite: bool = False,
+    config: TrainConfig | dict | str | Path | None = None,
+    **options,
+) -> GrowResult:
     """``inheritune grow REFERENCE --data DIR --out RUN --start-layers N [...]``, same arguments:
     ``by`` chooses the blocks (a selector of ``analysis.selection``), ``direction`` grows (the
     paper) or shrinks; ``config`` (a TrainConfig, a dict of its fields or a YAML recipe) and the
     TrainConfig fields as keywords set how every round trains (``tokens_per_round`` tokens each)."""
-    growth = GrowConfig(start_layers=start_layers, step_layers=step_layers, max_layers=max_layers,
-                        min_layers=min_layers, tokens_per_round=tokens_per_round, margin=margin, mode=mode,
-                        direction=direction)
+    growth = GrowConfig(
+        start_layers=start_layers,
+        step_layers=step_layers,
+        max_layers=max_layers,
+        min_layers=min_layers,
+        tokens_per_round=tokens_per_round,
+        margin=margin,
+        mode=mode,
+        direction=direction,
+    )
     recipe = read_recipe(config) if isinstance(config, (str, Path)) else config
     per_round = make_config(recipe, **options, steps=None, tokens=tokens_per_round)
     return grow_until_matched(reference, data, out=out, growth=growth, config=per_round, by=by, overwrite=overwrite)
@@ -187,9 +241,14 @@ def grow_until_matched(
     if config.distill_from not in (None, str(reference)) and config.distill_alpha > 0:
         check_teacher(config.distill_from, token_data, config.trust_remote_code)  # before any folder is made
     settings = final_paths(_settings(str(reference), token_data, growth=growth, by=by, config=config))
-    resuming = resumes(out, SETTINGS, settings=settings, started_with="different settings",
-                       overwrite=overwrite)  # before the slow reference load
-    ref = reference_model if reference_model is not None else load_model(reference, trust_remote_code=config.trust_remote_code)
+    resuming = resumes(
+        out, SETTINGS, settings=settings, started_with="different settings", overwrite=overwrite
+    )  # before the slow reference load
+    ref = (
+        reference_model
+        if reference_model is not None
+        else load_model(reference, trust_remote_code=config.trust_remote_code)
+    )
     tok = tokenizer if tokenizer is not None else load_tokenizer(reference, config.trust_remote_code)
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
     max_layers = growth.check_depth(num_layers(ref.config), str(reference))
@@ -203,9 +262,18 @@ def grow_until_matched(
             summary = read_json(work / SUMMARY, "grow summary")
             log(f"grow run {out} already finished: {summary['verdict']}")
         else:
-            rounds = _Rounds(ref, str(reference), tok=tok, data=token_data, out=work, config=config, growth=growth,
-                             by=by,
-                             teacher=teacher_of(config, reference, ref), log=log)
+            rounds = _Rounds(
+                ref,
+                str(reference),
+                tok=tok,
+                data=token_data,
+                out=work,
+                config=config,
+                growth=growth,
+                by=by,
+                teacher=teacher_of(config, reference, ref),
+                log=log,
+            )
             summary = rounds.run()
         if work != out:
             swap_in(work, out)  # the new run is complete: only now is the old one replaced
@@ -235,15 +303,26 @@ class _Rounds:
 
     def run(self) -> dict:
         g, total = self.growth, num_layers(self.ref.config)
-        ref_loss = reference_val_loss(self.ref, self.reference, data=self.data, cache=self.out / "reference.json",
-                                      batch_size=self.config.batch_size)["loss"]
+        ref_loss = reference_val_loss(
+            self.ref,
+            self.reference,
+            data=self.data,
+            cache=self.out / "reference.json",
+            batch_size=self.config.batch_size,
+        )["loss"]
         target = ref_loss + g.margin
         self.log(f"reference {self.reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
         windows = scoring_windows(self.data, seed=self.config.seed) if needs_windows(self.by) else None
         rounds, layers, previous = [], g.start_layers, None
         while True:
-            result, row = self._round(len(rounds) + 1, layers, previous=previous, windows=windows, target=target,
-                                      done=sum(r["tokens"] for r in rounds))
+            result, row = self._round(
+                len(rounds) + 1,
+                layers,
+                previous=previous,
+                windows=windows,
+                target=target,
+                done=sum(r["tokens"] for r in rounds),
+            )
             rounds.append(row)
             if g.direction == "grow" and (row["matched"] or layers >= g.max_layers):
                 break
@@ -253,8 +332,9 @@ class _Rounds:
             previous, layers = Path(result.model_dir), min(max(layers + step, g.min_layers), g.max_layers)
         return self._summary(rounds, ref_loss, target)
 
-    def _round(self, index: int, layers: int, previous: Path | None, windows, target: float,
-               done: int) -> tuple[TrainResult, dict]:
+    def _round(
+        self, index: int, layers: int, previous: Path | None, windows, target: float, done: int
+    ) -> tuple[TrainResult, dict]:
         """Round ``index``: its model, trained on the windows after the ``done`` tokens of the rounds before."""
         run_dir = round_dir(self.out, index, layers)
         seed = self.config.seed + index - 1  # of the new blocks' initialisation
@@ -263,28 +343,50 @@ class _Rounds:
         if record.is_file():
             chosen = read_json(record, "round blocks")
         else:
-            chosen = choose_blocks(self.ref, trained, layers=layers, by=self.by, windows=windows,
-                                   direction=self.growth.direction)
+            chosen = choose_blocks(
+                self.ref, trained, layers=layers, by=self.by, windows=windows, direction=self.growth.direction
+            )
             atomic_write_json(record, chosen)
-        model = round_model(self.ref, self.reference, trained=trained, blocks=chosen["blocks"], mode=self.growth.mode,
-                            seed=seed)
+        model = round_model(
+            self.ref, self.reference, trained=trained, blocks=chosen["blocks"], mode=self.growth.mode, seed=seed
+        )
         if (run_dir / "result.json").is_file():
             self.log(f"round {index} ({layers} layers): finished earlier, result reused")
         else:
-            how = "derived" if previous is None else f"{'grown' if layers > num_layers(trained.config) else 'shrunk'} " \
-                                                      f"({self.growth.mode})"
-            self.log(f"round {index}: {layers} layers {how}, reference blocks {spans(chosen['blocks'])} (by {self.by}), "
-                     f"training {self.config.tokens} tokens -> {run_dir}")
-        result = train_resumable(model, self.data.root, run_dir=run_dir, config=dataclasses.replace(self.config,
-                                                                                                    skip_tokens=done),
-                                 tokenizer=self.tok, teacher=self.teacher)
+            how = (
+                "derived"
+                if previous is None
+                else f"{'grown' if layers > num_layers(trained.config) else 'shrunk'} ({self.growth.mode})"
+            )
+            self.log(
+                f"round {index}: {layers} layers {how}, reference blocks {spans(chosen['blocks'])} (by {self.by}), "
+                f"training {self.config.tokens} tokens -> {run_dir}"
+            )
+        result = train_resumable(
+            model,
+            self.data.root,
+            run_dir=run_dir,
+            config=dataclasses.replace(self.config, skip_tokens=done),
+            tokenizer=self.tok,
+            teacher=self.teacher,
+        )
         matched = result.final_val_loss <= target
-        self.log(f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
-                 + ("matched" if matched else "not matched"))
-        return result, {"round": index, "layers": layers, "run_dir": str(run_dir), "tokens": result.tokens,
-                        "val_loss": result.final_val_loss, "start_val_loss": result.val_history[0]["val_loss"],
-                        "wall_time": result.wall_time, "matched": matched, "blocks": chosen["blocks"],
-                        "model_dir": str(result.model_dir)}
+        self.log(
+            f"round {index} ({layers} layers): val loss {result.final_val_loss:.4f} vs target {target:.4f} -> "
+            + ("matched" if matched else "not matched")
+        )
+        return result, {
+            "round": index,
+            "layers": layers,
+            "run_dir": str(run_dir),
+            "tokens": result.tokens,
+            "val_loss": result.final_val_loss,
+            "start_val_loss": result.val_history[0]["val_loss"],
+            "wall_time": result.wall_time,
+            "matched": matched,
+            "blocks": chosen["blocks"],
+            "model_dir": str(result.model_dir),
+        }
 
     def _summary(self, rounds: list[dict], ref_loss: float, target: float) -> dict:
         """The verdict and the answer: grow's last round; shrink's smallest round within the target."""
@@ -294,18 +396,32 @@ class _Rounds:
         matched = answer["matched"]
         limit = f"the {g.max_layers}-layer limit" if g.direction == "grow" else f"{answer['layers']} layers"
         if matched:
-            verdict = (f"matched: {answer['layers']} layers reach val loss {answer['val_loss']:.4f} <= {target:.4f} "
-                       f"(reference {total} layers: {ref_loss:.4f}) after {len(rounds)} round(s)")
+            verdict = (
+                f"matched: {answer['layers']} layers reach val loss {answer['val_loss']:.4f} <= {target:.4f} "
+                f"(reference {total} layers: {ref_loss:.4f}) after {len(rounds)} round(s)"
+            )
         else:
-            verdict = (f"not matched: best {min(r['val_loss'] for r in rounds):.4f} > target {target:.4f} "
-                       f"(reference {total} layers: {ref_loss:.4f}) at {limit} after "
-                       f"{len(rounds)} round(s); {self.out / 'model'} is the {'last' if g.direction == 'grow' else 'first'} "
-                       f"round's model")
+            verdict = (
+                f"not matched: best {min(r['val_loss'] for r in rounds):.4f} > target {target:.4f} "
+                f"(reference {total} layers: {ref_loss:.4f}) at {limit} after "
+                f"{len(rounds)} round(s); {self.out / 'model'} is the {'last' if g.direction == 'grow' else 'first'} "
+                f"round's model"
+            )
         _copy_model(Path(answer["model_dir"]), self.out / "model")
-        grown = GrowResult(run_dir=self.out, model_dir=self.out / "model", matched=matched, layers=answer["layers"],
-                           reference_val_loss=ref_loss, target=target, rounds=rounds,
-                           tokens=sum(r["tokens"] for r in rounds), wall_time=sum(r["wall_time"] for r in rounds),
-                           verdict=verdict, by=self.by, blocks=answer["blocks"])
+        grown = GrowResult(
+            run_dir=self.out,
+            model_dir=self.out / "model",
+            matched=matched,
+            layers=answer["layers"],
+            reference_val_loss=ref_loss,
+            target=target,
+            rounds=rounds,
+            tokens=sum(r["tokens"] for r in rounds),
+            wall_time=sum(r["wall_time"] for r in rounds),
+            verdict=verdict,
+            by=self.by,
+            blocks=answer["blocks"],
+        )
         write_card(self.out / "model", grown.card())
         summary = final_paths(grown.to_json())
         atomic_write_json(self.out / SUMMARY, summary)

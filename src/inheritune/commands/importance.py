@@ -11,6 +11,7 @@ first half of the val tokens (``half_windows``); importance.json names the split
 source (question ids; ``val:START-END`` token ranges), so ``prune`` can score on examples it never
 ranked on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,15 +27,15 @@ from transformers import PreTrainedModel
 from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
 from inheritune.analysis.sampling import tokens_from
-from inheritune.result import CommandResult
-from inheritune.models.loading import load, model_name
-from inheritune.options import positive
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.evaluation.task_index import include_folder
-from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.models.families import context_length, num_heads, num_layers
+from inheritune.models.loading import load, model_name
+from inheritune.options import positive
 from inheritune.reporting.plots import bars, heatmap
+from inheritune.result import CommandResult
 
 TASKS = suite.task_names()
 NO_TOKENIZER = "the --data windows are scored as the token ids they hold"
@@ -66,20 +67,25 @@ class ImportanceResult(CommandResult):
         lines = []
         for name, s in self.sources.items():
             c, acc = s["clusters"], f", accuracy {s['accuracy']:.3f}" if s["accuracy"] is not None else ""
-            lines.append(f"{name}: loss {s['loss']:.4f}{acc}; important heads cluster {c['heads']['peak']} "
-                  f"(top {c['heads']['top_units']}: {c['heads']['top_count']}), important FFNs {c['ffn']['peak']}")
+            lines.append(
+                f"{name}: loss {s['loss']:.4f}{acc}; important heads cluster {c['heads']['peak']} "
+                f"(top {c['heads']['top_units']}: {c['heads']['top_count']}), important FFNs {c['ffn']['peak']}"
+            )
         for kind, o in self.overlap.items():
-            lines.append(f"{kind} across {len(o['sources'])} sources: mean Spearman {_number(o['mean_spearman'])}, "
-                  f"mean top-{o['top_k']} Jaccard {_number(o['mean_jaccard'])}")
+            lines.append(
+                f"{kind} across {len(o['sources'])} sources: mean Spearman {_number(o['mean_spearman'])}, "
+                f"mean top-{o['top_k']} Jaccard {_number(o['mean_jaccard'])}"
+            )
         for kind, c in self.aggregate["clusters"].items():
             mass = ", ".join(f"{third} {share:.0%}" for third, share in c["mass_share"].items())
-            lines.append(f"aggregate {kind} importance by depth: {mass} of the mass; top {c['top_units']} {c['top_count']}")
+            lines.append(
+                f"aggregate {kind} importance by depth: {mass} of the mass; top {c['top_units']} {c['top_count']}"
+            )
         lines.append(f"-> {self.out} in {self.seconds:.1f}s")
         return "\n".join(lines)
 
 
-def check_sources(data, text, tasks: Sequence[str], examples: int, include_path: str | Path | None = None
-                  ) -> list[str]:
+def check_sources(data, text, tasks: Sequence[str], examples: int, include_path: str | Path | None = None) -> list[str]:
     """The example sources' arguments, checked before anything is loaded; the task names (offline,
     lm-eval's, or lm-eval tasks in the user's ``include_path`` folder)."""
     include_path = include_folder(include_path)
@@ -124,15 +130,23 @@ def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[st
     split = {}
     for name, lo in (("rank", 0), ("score", half)):
         starts = lo + rng.integers(0, half - seq_len + 1, size=n)
-        windows = np.stack([np.asarray(tokens[s:s + seq_len], dtype=np.int64) for s in starts])
+        windows = np.stack([np.asarray(tokens[s : s + seq_len], dtype=np.int64) for s in starts])
         split[name] = imp.lm_examples(torch.from_numpy(windows))
         split[f"{name}_ids"] = [f"val:{s}-{s + seq_len}" for s in starts]
     return split
 
 
-def example_sources(model, tokenizer, tasks: Sequence[str], examples: int, shots: int | Sequence[int],
-                    max_task_tokens: int, seed: int, split: str = RANK_SPLIT,
-                    include_path: str | Path | None = None) -> dict[str, list[imp.Example]]:
+def example_sources(
+    model,
+    tokenizer,
+    tasks: Sequence[str],
+    examples: int,
+    shots: int | Sequence[int],
+    max_task_tokens: int,
+    seed: int,
+    split: str = RANK_SPLIT,
+    include_path: str | Path | None = None,
+) -> dict[str, list[imp.Example]]:
     """Scored task examples per source ``task/Nshot``, for each task and shot count, all from
     ``split`` (rank or score); the LM windows are ``half_windows``'."""
     sources = {}
@@ -144,8 +158,9 @@ def example_sources(model, tokenizer, tasks: Sequence[str], examples: int, shots
     return sources
 
 
-def task_ids(tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int,
-             include_path: str | Path | None = None) -> dict[str, dict]:
+def task_ids(
+    tasks: Sequence[str], shots: Sequence[int], examples: int, seed: int, include_path: str | Path | None = None
+) -> dict[str, dict]:
     """Per task source: the split its queries come from and their question ids."""
     ids = {}
     for task in tasks:
@@ -159,21 +174,40 @@ def aggregate(sources: dict) -> dict:
     """The mean of the sources' normalised scores (``overlap.normalised``), and where it sits by depth."""
     heads = ov.aggregate({name: np.asarray(s["head_importance"]) for name, s in sources.items()})
     ffn = ov.aggregate({name: np.asarray(s["ffn_loss_increase"]) for name, s in sources.items()})
-    return {"head_importance": heads.tolist(), "ffn_loss_increase": ffn.tolist(),
-            "clusters": {"heads": imp.clusters(heads), "ffn": imp.clusters(ffn)}}
+    return {
+        "head_importance": heads.tolist(),
+        "ffn_loss_increase": ffn.tolist(),
+        "clusters": {"heads": imp.clusters(heads), "ffn": imp.clusters(ffn)},
+    }
 
 
 def compare_sources(sources: dict) -> dict:
     """Spearman and top-k Jaccard across sources, for heads and for FFNs."""
-    return {"heads": ov.compare({name: np.asarray(s["head_importance"]) for name, s in sources.items()}),
-            "ffn": ov.compare({name: np.asarray(s["ffn_loss_increase"]) for name, s in sources.items()})}
+    return {
+        "heads": ov.compare({name: np.asarray(s["head_importance"]) for name, s in sources.items()}),
+        "ffn": ov.compare({name: np.asarray(s["ffn_loss_increase"]) for name, s in sources.items()}),
+    }
 
 
-def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
-               text: str | Path | None = None, tasks: Sequence[str] = (), examples: int = 32, seq_len: int = 256,
-               shots: int | Sequence[int] = (0, 1, 5), max_task_tokens: int = 1024, seed: int = 0,
-               include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
-               tokenizer=None, device: str = "cpu", device_map: str | None = None) -> ImportanceResult:
+def importance(
+    model: str | Path | PreTrainedModel,
+    *,
+    out: str | Path,
+    data: str | Path | None = None,
+    text: str | Path | None = None,
+    tasks: Sequence[str] = (),
+    examples: int = 32,
+    seq_len: int = 256,
+    shots: int | Sequence[int] = (0, 1, 5),
+    max_task_tokens: int = 1024,
+    seed: int = 0,
+    include_path: str | Path | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+    device: str = "cpu",
+    device_map: str | None = None,
+) -> ImportanceResult:
     """Head importance (|dL/dmask|) and FFN knock-out importance of ``model`` on each source (the LM
     windows, and every task at every shot count), their overlaps and their aggregate.
 
@@ -186,10 +220,25 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     counts = check_shots(shots)
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
-                       no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
-    scored = example_sources(model_, tok, tasks=tasks, examples=examples, shots=counts,
-                             max_task_tokens=max_task_tokens, seed=seed, include_path=include_path)
+    model_, tok = load(
+        model,
+        tokenizer,
+        trust_remote_code,
+        needed=text is not None or bool(tasks),
+        no_tokenizer=NO_TOKENIZER,
+        device=device,
+        device_map=device_map,
+    )
+    scored = example_sources(
+        model_,
+        tok,
+        tasks=tasks,
+        examples=examples,
+        shots=counts,
+        max_task_tokens=max_task_tokens,
+        seed=seed,
+        include_path=include_path,
+    )
     ids = task_ids(tasks, counts, examples, seed, include_path=include_path)
     if data is not None or text is not None:  # the LM windows first, with their token ranges
         halves = half_windows(tokens_from(data, text, tok), examples, seq_len, seed)
@@ -199,10 +248,19 @@ def importance(model: str | Path | PreTrainedModel, *, out: str | Path, data: st
     for name, examples_ in tqdm(scored.items(), desc="sources", unit="source", disable=None):
         tqdm.write(f"importance on {name}: {len(examples_)} examples")  # one line per stage in logs, too
         results[name] = {**ids[name], **imp.measure_importance(model_, examples_)}
-    result = ImportanceResult(out=Path(out), model=model_name(model), num_layers=num_layers(model_.config),
-                              num_heads=num_heads(model_.config), seq_len=seq_len, shots=counts, seed=seed,
-                              sources=results, aggregate=aggregate(results), overlap=compare_sources(results),
-                              seconds=0.0)
+    result = ImportanceResult(
+        out=Path(out),
+        model=model_name(model),
+        num_layers=num_layers(model_.config),
+        num_heads=num_heads(model_.config),
+        seq_len=seq_len,
+        shots=counts,
+        seed=seed,
+        sources=results,
+        aggregate=aggregate(results),
+        overlap=compare_sources(results),
+        seconds=0.0,
+    )
     with atomic_dir(out, overwrite) as tmp:
         _write(tmp, result)
     result.seconds = time.perf_counter() - start
@@ -233,14 +291,32 @@ def _write(folder: Path, result: ImportanceResult) -> None:
             rows = [[a] + ["" if v is None else f"{v:.6g}" for v in row] for a, row in zip(c["sources"], matrix)]
             atomic_write_text(folder / f"{measure}_{kind}.csv", csv_text(["source", *c["sources"]], rows))
             values = np.array([[np.nan if v is None else v for v in row] for row in matrix])
-            heatmap(values, folder / f"{measure}_{kind}.png", f"{measure} of {kind} importance across sources"
-                    + (f" (top {c['top_k']})" if measure == "jaccard" else ""), xlabel="source (order: CSV header)",
-                    ylabel="source", cbar=measure, vmin=-1 if measure == "spearman" else 0, vmax=1)
+            heatmap(
+                values,
+                folder / f"{measure}_{kind}.png",
+                f"{measure} of {kind} importance across sources"
+                + (f" (top {c['top_k']})" if measure == "jaccard" else ""),
+                xlabel="source (order: CSV header)",
+                ylabel="source",
+                cbar=measure,
+                vmin=-1 if measure == "spearman" else 0,
+                vmax=1,
+            )
     for name, r in scored.items():
-        heatmap(np.asarray(r["head_importance"]), folder / f"heads_{_file_name(name)}.png",
-                f"head importance |dL/dmask| ({name})", cbar="importance", cmap="magma")
+        heatmap(
+            np.asarray(r["head_importance"]),
+            folder / f"heads_{_file_name(name)}.png",
+            f"head importance |dL/dmask| ({name})",
+            cbar="importance",
+            cmap="magma",
+        )
         ffn = r["ffn_loss_increase"]
         top = list(np.argsort(ffn)[::-1][: r["clusters"]["ffn"]["top_units"]])
-        bars(ffn, folder / f"ffn_{_file_name(name)}.png", title=f"FFN knock-out ({name})", xlabel="layer",
-             ylabel="loss increase",
-             highlight=top)
+        bars(
+            ffn,
+            folder / f"ffn_{_file_name(name)}.png",
+            title=f"FFN knock-out ({name})",
+            xlabel="layer",
+            ylabel="loss increase",
+            highlight=top,
+        )

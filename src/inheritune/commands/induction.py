@@ -3,6 +3,7 @@
 ``induction(model, out=OUT)`` is ``inheritune induction MODEL --out OUT``: the same arguments, the
 same folder (induction.json, induction.csv, heatmaps), and an ``InductionResult``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,17 +14,19 @@ import numpy as np
 from transformers import PreTrainedModel
 
 from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
-from inheritune.result import CommandResult
-from inheritune.models.tokens import bos_id, shared_vocab, special_ids
-from inheritune.models.loading import load, model_name
-from inheritune.options import positive
-from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
+from inheritune.errors import InherituneError
+from inheritune.models.loading import load, model_name
+from inheritune.models.tokens import bos_id, shared_vocab, special_ids
+from inheritune.options import positive
 from inheritune.reporting.plots import heatmap
+from inheritune.result import CommandResult
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
-    "seg_len": "distinct random tokens per segment", "repeats": "times the segment is repeated",
-    "exclude": "share of lowest and of highest token ids left out", "top": "how many top induction heads to list",
+    "seg_len": "distinct random tokens per segment",
+    "repeats": "times the segment is repeated",
+    "exclude": "share of lowest and of highest token ids left out",
+    "top": "how many top induction heads to list",
 }
 
 NO_TOKENIZER = "special token ids (left out of the random tokens) come from its config"
@@ -49,16 +52,30 @@ class InductionResult(CommandResult):
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
         lines = []
-        lines.append("top induction heads (layer.head prefix copying): "
-              + ", ".join(f"{h['layer']}.{h['head']} {h['prefix']:.2f} {h['copying']:+.2f}" for h in self.top_heads[:5]))
+        lines.append(
+            "top induction heads (layer.head prefix copying): "
+            + ", ".join(f"{h['layer']}.{h['head']} {h['prefix']:.2f} {h['copying']:+.2f}" for h in self.top_heads[:5])
+        )
         lines.append(f"-> {self.out} in {self.seconds:.1f}s")
         return "\n".join(lines)
 
 
-def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: int = 25, repeats: int = 4,
-              seeds: int = 100, exclude: float = 0.04, top: int = 10, batch_size: int | None = None,
-              overwrite: bool = False, trust_remote_code: bool = False, tokenizer=None, device: str = "cpu",
-              device_map: str | None = None) -> InductionResult:
+def induction(
+    model: str | Path | PreTrainedModel,
+    *,
+    out: str | Path,
+    seg_len: int = 25,
+    repeats: int = 4,
+    seeds: int = 100,
+    exclude: float = 0.04,
+    top: int = 10,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+    device: str = "cpu",
+    device_map: str | None = None,
+) -> InductionResult:
     """Prefix-matching and copying scores of every head of ``model`` on ``seeds`` random segments
     of ``seg_len`` tokens repeated ``repeats`` times, and the ``top`` induction heads.
 
@@ -72,17 +89,35 @@ def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: 
     if not 0 <= exclude < 0.5:
         raise InherituneError(f"--exclude must be in [0, 0.5), not {exclude:g}")
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(model, tokenizer, trust_remote_code, needed=False, no_tokenizer=NO_TOKENIZER, device=device,
-                       device_map=device_map)
+    model_, tok = load(
+        model,
+        tokenizer,
+        trust_remote_code,
+        needed=False,
+        no_tokenizer=NO_TOKENIZER,
+        device=device,
+        device_map=device_map,
+    )
     bos = bos_id(model_, tok)
     candidates = candidate_tokens(shared_vocab(model_, tok), exclude, special_ids(model_, tok))
-    scores = induction_scores(model_, candidates, seg_len=seg_len, repeats=repeats, seeds=seeds, bos=bos,
-                              batch_size=batch_size)
+    scores = induction_scores(
+        model_, candidates, seg_len=seg_len, repeats=repeats, seeds=seeds, bos=bos, batch_size=batch_size
+    )
     prefix, copying = scores["prefix"], scores["copying"]
-    result = InductionResult(out=Path(out), model=model_name(model), seg_len=seg_len, repeats=repeats, seeds=seeds,
-                             exclude=float(exclude), token_ids=[int(candidates.min()), int(candidates.max())], bos=bos,
-                             prefix=prefix.tolist(), copying=copying.tolist(),
-                             top_heads=top_heads(prefix, copying, top), seconds=0.0)
+    result = InductionResult(
+        out=Path(out),
+        model=model_name(model),
+        seg_len=seg_len,
+        repeats=repeats,
+        seeds=seeds,
+        exclude=float(exclude),
+        token_ids=[int(candidates.min()), int(candidates.max())],
+        bos=bos,
+        prefix=prefix.tolist(),
+        copying=copying.tolist(),
+        top_heads=top_heads(prefix, copying, top),
+        seconds=0.0,
+    )
     with atomic_dir(out, overwrite) as tmp:
         _write(tmp, result)
     result.seconds = time.perf_counter() - start
@@ -91,11 +126,20 @@ def induction(model: str | Path | PreTrainedModel, *, out: str | Path, seg_len: 
 
 def _write(folder: Path, result: InductionResult) -> None:
     prefix, copying = np.asarray(result.prefix), np.asarray(result.copying)
-    rows = [[i // prefix.shape[1], i % prefix.shape[1], f"{p:.6g}", f"{c:.6g}"]
-            for i, (p, c) in enumerate(zip(prefix.ravel(), copying.ravel()))]
+    rows = [
+        [i // prefix.shape[1], i % prefix.shape[1], f"{p:.6g}", f"{c:.6g}"]
+        for i, (p, c) in enumerate(zip(prefix.ravel(), copying.ravel()))
+    ]
     atomic_write_json(folder / "induction.json", result.report())
     atomic_write_text(folder / "induction.csv", csv_text(["layer", "head", "prefix_matching", "copying"], rows))
     heatmap(prefix, folder / "prefix_matching.png", "prefix-matching score", cbar="attention", vmin=0, vmax=1)
     bound = float(np.abs(copying).max()) or 1.0
-    heatmap(copying, folder / "copying.png", "copying score (direct logit increase)", cbar="logit",
-            cmap="RdBu_r", vmin=-bound, vmax=bound)
+    heatmap(
+        copying,
+        folder / "copying.png",
+        "copying score (direct logit increase)",
+        cbar="logit",
+        cmap="RdBu_r",
+        vmin=-bound,
+        vmax=bound,
+    )

@@ -1,5 +1,6 @@
 """`data prepare`: raw text -> token shards with a fixed, document-level validation split; how the
 split is made is in ``inheritune.data.split``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,21 +10,22 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from inheritune.data.shards import FORMAT, MANIFEST, dtype_for_vocab
-from inheritune.data.split import encoder, pool_tokens, write_splits
-from inheritune.data.sources import ERRORS, check_source, documents, interleave
-from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, atomic_write_json, check_output_dir, read_json
+from inheritune.data.corpora import CORPORA, MIXES
+from inheritune.data.shards import FORMAT, MANIFEST, dtype_for_vocab
+from inheritune.data.sources import ERRORS, check_source, documents, interleave
+from inheritune.data.split import encoder, pool_tokens, write_splits
+from inheritune.errors import InherituneError
 from inheritune.models.loading import load_tokenizer, tokenizer_fingerprint
 from inheritune.result import CommandResult
-from inheritune.data.corpora import CORPORA, MIXES
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
     "sources": f"corpus alias ({', '.join([*CORPORA, *MIXES])}), .txt/.jsonl/.parquet file or folder, "
-               "or hf:NAME[:CONFIG][@SPLIT]",
+    "or hf:NAME[:CONFIG][@SPLIT]",
     "tokenizer": "reference whose tokenizer to use (alias, folder, .gguf, hub id)",
     "seed": "seed of the train/val split",
-    "max_tokens": "cap on train tokens (the slice of data to train on)", "text_field": "text field of .jsonl/.parquet/hf",
+    "max_tokens": "cap on train tokens (the slice of data to train on)",
+    "text_field": "text field of .jsonl/.parquet/hf",
     "val_tokens": "validation tokens, whole documents (default: 100000, or 10%% of sources shorter than the val pool)",
     "errors": "invalid UTF-8: fail (strict) or use U+FFFD",
 }
@@ -45,8 +47,10 @@ class PrepareResult(CommandResult):
 
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
-        return (f"prepared {self.out}: train {self.train_tokens:,} tokens ({self.train_documents:,} docs), "
-              f"val {self.val_tokens:,} tokens ({self.val_documents:,} docs), {self.dtype}, in {self.seconds:.1f}s")
+        return (
+            f"prepared {self.out}: train {self.train_tokens:,} tokens ({self.train_documents:,} docs), "
+            f"val {self.val_tokens:,} tokens ({self.val_documents:,} docs), {self.dtype}, in {self.seconds:.1f}s"
+        )
 
 
 def prepare_data(
@@ -91,27 +95,69 @@ def prepare_data(
     dtype = dtype_for_vocab(len(tok))
     with atomic_dir(out, overwrite) as tmp:
         splits, read = write_splits(
-            interleave([documents(s, text_field, errors) for s in sources]), encoder(tok), eos=tok.eos_token_id,
-            root=tmp, dtype=dtype, seed=seed, max_tokens=max_tokens, val_tokens=val_tokens,
+            interleave([documents(s, text_field, errors) for s in sources]),
+            encoder(tok),
+            eos=tok.eos_token_id,
+            root=tmp,
+            dtype=dtype,
+            seed=seed,
+            max_tokens=max_tokens,
+            val_tokens=val_tokens,
         )
-        atomic_write_json(tmp / MANIFEST, _manifest(dtype.name, name, fingerprint=fingerprint, tok=tok,
-                                                    sources=sources, seed=seed, max_tokens=max_tokens,
-                                                    val_tokens=val_tokens, text_field=text_field, errors=errors, read=read, splits=splits))
+        atomic_write_json(
+            tmp / MANIFEST,
+            _manifest(
+                dtype.name,
+                name,
+                fingerprint=fingerprint,
+                tok=tok,
+                sources=sources,
+                seed=seed,
+                max_tokens=max_tokens,
+                val_tokens=val_tokens,
+                text_field=text_field,
+                errors=errors,
+                read=read,
+                splits=splits,
+            ),
+        )
     train, val = splits["train"], splits["val"]
-    return PrepareResult(out=out, tokenizer=name, dtype=dtype.name, train_tokens=train["tokens"],
-                         train_documents=train["documents"], val_tokens=val["tokens"], val_documents=val["documents"],
-                         seconds=time.perf_counter() - start)
+    return PrepareResult(
+        out=out,
+        tokenizer=name,
+        dtype=dtype.name,
+        train_tokens=train["tokens"],
+        train_documents=train["documents"],
+        val_tokens=val["tokens"],
+        val_documents=val["documents"],
+        seconds=time.perf_counter() - start,
+    )
 
 
-def _manifest(dtype: str, name: str, fingerprint: str, tok: PreTrainedTokenizerBase, sources: list[str], seed: int,
-              max_tokens: int | None, val_tokens: int | None, text_field: str, errors: str, read: dict,
-              splits: dict) -> dict:
+def _manifest(
+    dtype: str,
+    name: str,
+    fingerprint: str,
+    tok: PreTrainedTokenizerBase,
+    sources: list[str],
+    seed: int,
+    max_tokens: int | None,
+    val_tokens: int | None,
+    text_field: str,
+    errors: str,
+    read: dict,
+    splits: dict,
+) -> dict:
     """manifest.json: how the folder was made (every argument) and what it holds."""
     return {
         "format": FORMAT,
         "dtype": dtype,
-        "tokenizer": {"name": name, "fingerprint": fingerprint, "vocab_size": len(tok),
-                      "eos_token_id": tok.eos_token_id},
+        "tokenizer": {
+            "name": name,
+            "fingerprint": fingerprint,
+            "vocab_size": len(tok),
+            "eos_token_id": tok.eos_token_id,
+        },
         "sources": sources,
         "seed": seed,
         "max_tokens": max_tokens,
@@ -119,7 +165,7 @@ def _manifest(dtype: str, name: str, fingerprint: str, tok: PreTrainedTokenizerB
         "text_field": text_field,
         "errors": errors,
         "split": "by document: val = lowest blake2b(seed, text) keys up to val_tokens among the documents "
-                 "starting in the first val_pool tokens of the sources; the rest is train, capped at max_tokens",
+        "starting in the first val_pool tokens of the sources; the rest is train, capped at max_tokens",
         "val_pool": pool_tokens(val_tokens),
         "read": read,
         "splits": splits,
@@ -136,5 +182,3 @@ def _check_same_tokenizer(out: Path, fingerprint: str) -> None:
             f"{out} holds data tokenized with {old.get('name', '?')} (fingerprint {old.get('fingerprint')}), "
             f"not this tokenizer (fingerprint {fingerprint}); use a new --out or delete {out} first"
         )
-
-

@@ -8,6 +8,7 @@ arms on the same validation set at equal token budgets (scratch at the grown dep
 same loss, scratch at the reference's depth, and the optional variants), evaluate, and write
 the report. Every arm is a train run under ``RUN/arms/``; rerunning the same recipe resumes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,24 +22,33 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from inheritune.data.shards import open_data
-from inheritune.data.sources import check_source
-from inheritune.errors import InherituneError
-from inheritune.result import CommandResult
+from inheritune.atomic import (
+    atomic_write_json,
+    build_dir,
+    building,
+    claim,
+    current_paths,
+    final_paths,
+    read_json,
+    resumes,
+    swap_in,
+)
+from inheritune.commands.analyze import analyze
+from inheritune.commands.eval import evaluate
 from inheritune.commands.grow import GrowResult, grow_until_matched, train_resumable
 from inheritune.commands.prepare import prepare_data
 from inheritune.commands.prune import prune
-from inheritune.commands.analyze import analyze
-from inheritune.commands.eval import evaluate
-from inheritune.atomic import (atomic_write_json, build_dir, building, claim, current_paths, final_paths, read_json,
-                               resumes, swap_in)
+from inheritune.commands.train import TrainResult
+from inheritune.data.shards import open_data
+from inheritune.data.sources import check_source
+from inheritune.errors import InherituneError
 from inheritune.models.budget import non_embedding
 from inheritune.models.families import config_of_blocks, num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import PROVENANCE, inherit, origins, provenance
 from inheritune.recipe import Recipe, default_recipe_text, load_recipe
 from inheritune.reporting.report import build_report, write_report
-from inheritune.commands.train import TrainResult
+from inheritune.result import CommandResult
 from inheritune.training import TrainConfig
 from inheritune.training.config import make_config
 
@@ -81,8 +91,9 @@ def _check_fit(recipe: Recipe, reference, tokenizer) -> None:
     data folder), checked before anything is written, naming the recipe key."""
     recipe.grow.check_depth(num_layers(reference.config), recipe.reference, name=lambda key: f"recipe key 'grow.{key}'")
     if recipe.data.dir is not None:
-        open_data(recipe.data.dir).check_tokenizer(tokenizer_fingerprint(tokenizer),
-                                                   f"the reference {recipe.reference} (recipe key 'data.dir')")
+        open_data(recipe.data.dir).check_tokenizer(
+            tokenizer_fingerprint(tokenizer), f"the reference {recipe.reference} (recipe key 'data.dir')"
+        )
 
 
 def _named(key: str, value: str, check: Callable):
@@ -123,14 +134,18 @@ def check_inputs(recipe: Recipe) -> list[str]:
     fingerprint = tokenizer_fingerprint(tok)
     checked.append(f"reference {recipe.reference}: its tokenizer loads")
     if recipe.data.dir is not None:
-        _named("data.dir", recipe.data.dir, lambda: data.check_tokenizer(fingerprint, f"the reference {recipe.reference}"))
+        _named(
+            "data.dir", recipe.data.dir, lambda: data.check_tokenizer(fingerprint, f"the reference {recipe.reference}")
+        )
         checked.append("data.dir: tokenized with the reference's tokenizer")
     teacher = recipe.distill.teacher
     if (recipe.distill.enabled or recipe.arms.other_loss) and teacher not in ("reference", recipe.reference):
         theirs = _named("distill.teacher", teacher, lambda: tokenizer_fingerprint(load_tokenizer(teacher, trust)))
         if theirs != fingerprint:
-            raise InherituneError(f"recipe key 'distill.teacher' ({teacher}): its tokenizer differs from the "
-                                  f"reference {recipe.reference}'s; distillation needs one vocabulary")
+            raise InherituneError(
+                f"recipe key 'distill.teacher' ({teacher}): its tokenizer differs from the "
+                f"reference {recipe.reference}'s; distillation needs one vocabulary"
+            )
         checked.append(f"distill.teacher {teacher}: its tokenizer is the reference's")
     return checked
 
@@ -142,9 +157,16 @@ def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) ->
     target = out / "data"
     if not (target / "manifest.json").is_file():
         log(f"preparing data {recipe.data.sources} -> {target}")
-        prepare_data(recipe.data.sources, tokenizer, target, max_tokens=recipe.data.max_tokens,
-                     val_tokens=recipe.data.val_tokens, seed=recipe.data.seed, overwrite=True,
-                     text_field=recipe.data.text_field)
+        prepare_data(
+            recipe.data.sources,
+            tokenizer,
+            target,
+            max_tokens=recipe.data.max_tokens,
+            val_tokens=recipe.data.val_tokens,
+            seed=recipe.data.seed,
+            overwrite=True,
+            text_field=recipe.data.text_field,
+        )
     return target
 
 
@@ -153,8 +175,10 @@ def losses(recipe: Recipe, config: TrainConfig) -> list[Loss]:
     d = recipe.distill
     teacher = recipe.reference if d.teacher == "reference" else d.teacher
     ce = Loss("", dataclasses.replace(config, distill_from=None))
-    kd = Loss("-kd", dataclasses.replace(config, distill_from=teacher, distill_alpha=d.alpha,
-                                         distill_temperature=d.temperature))
+    kd = Loss(
+        "-kd",
+        dataclasses.replace(config, distill_from=teacher, distill_alpha=d.alpha, distill_temperature=d.temperature),
+    )
     main, other = (kd, ce) if d.enabled else (ce, kd)
     return [main, other] if recipe.arms.other_loss else [main]
 
@@ -175,24 +199,46 @@ def _rounds_arm(results: list[TrainResult], layers: int, params: int) -> dict:
             curve["val_loss"].append(h["val_loss"])
         tokens, wall = tokens + result.tokens, wall + result.wall_time
     last = results[-1]
-    return {"layers": layers, "params": params, "tokens": tokens, "final_val_loss": last.final_val_loss,
-            "ppl": float(torch.tensor(last.final_val_loss).exp()), "wall_time": wall, "curve": curve,
-            "model_dir": str(last.model_dir)}
+    return {
+        "layers": layers,
+        "params": params,
+        "tokens": tokens,
+        "final_val_loss": last.final_val_loss,
+        "ppl": float(torch.tensor(last.final_val_loss).exp()),
+        "wall_time": wall,
+        "curve": curve,
+        "model_dir": str(last.model_dir),
+    }
 
 
-def _grow(recipe: Recipe, loss: Loss, data_dir: Path, out: Path, reference, tokenizer, max_layers: int | None,
-          log) -> tuple[GrowResult, dict]:
+def _grow(
+    recipe: Recipe, loss: Loss, data_dir: Path, out: Path, reference, tokenizer, max_layers: int | None, log
+) -> tuple[GrowResult, dict]:
     """One inheritune arm: grow until matched with this loss; its report entry."""
     growth = dataclasses.replace(recipe.grow, max_layers=max_layers)
-    grown = grow_until_matched(recipe.reference, data_dir, out=out / "arms" / f"inheritune{loss.suffix}", growth=growth,
-                               config=loss.config, by=recipe.inherit.by, reference_model=reference, tokenizer=tokenizer,
-                               log=log)
-    results = [TrainResult.from_json(read_json(Path(r["run_dir"]) / "result.json", "train result"))
-               for r in grown.rounds]
+    grown = grow_until_matched(
+        recipe.reference,
+        data_dir,
+        out=out / "arms" / f"inheritune{loss.suffix}",
+        growth=growth,
+        config=loss.config,
+        by=recipe.inherit.by,
+        reference_model=reference,
+        tokenizer=tokenizer,
+        log=log,
+    )
+    results = [
+        TrainResult.from_json(read_json(Path(r["run_dir"]) / "result.json", "train result")) for r in grown.rounds
+    ]
     model = load_model(grown.model_dir)
     arm = _rounds_arm(results, grown.layers, parameter_count(model))
-    return grown, arm | {"matched": grown.matched, "run_dir": str(grown.run_dir), "model_dir": str(grown.model_dir),
-                         "blocks": grown.blocks, "non_embedding": non_embedding(model.config)}
+    return grown, arm | {
+        "matched": grown.matched,
+        "run_dir": str(grown.run_dir),
+        "model_dir": str(grown.model_dir),
+        "blocks": grown.blocks,
+        "non_embedding": non_embedding(model.config),
+    }
 
 
 def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: list[Loss], cut: Callable):
@@ -204,21 +250,33 @@ def _plan(recipe: Recipe, reference, grown: dict[str, GrowResult], all_losses: l
     if a.scratch:
         for loss in all_losses:
             d = grown[loss.suffix].layers
-            yield (f"scratch{loss.suffix}", lambda d=d: scratch_model(reference, d, seed), grown[loss.suffix].tokens,
-                   loss)
+            yield (
+                f"scratch{loss.suffix}",
+                lambda d=d: scratch_model(reference, d, seed),
+                grown[loss.suffix].tokens,
+                loss,
+            )
     if a.scratch_full:
         full = num_layers(reference.config)
         yield f"scratch-full{main.suffix}", lambda: scratch_model(reference, full, seed), total, main
     if a.scratch_2x:
         yield f"scratch-2x{main.suffix}", lambda: scratch_model(reference, depth, seed), 2 * total, main
     if a.scratch_start and (depth != g.start_layers or not a.scratch):
-        yield (f"scratch-{g.start_layers}L{main.suffix}", lambda: scratch_model(reference, g.start_layers, seed),
-               grown[main.suffix].rounds[0]["tokens"], main)
+        yield (
+            f"scratch-{g.start_layers}L{main.suffix}",
+            lambda: scratch_model(reference, g.start_layers, seed),
+            grown[main.suffix].rounds[0]["tokens"],
+            main,
+        )
     if a.first_n and recipe.inherit.by != "first-n":
         yield f"first-n{main.suffix}", lambda: inherit(reference, depth, seed=seed), total, main
     for init in a.nogrow:
-        yield (f"inheritune-nogrow-{init}{main.suffix}",
-               lambda init=init: inherit(reference, depth, init=init, seed=seed), total, main)
+        yield (
+            f"inheritune-nogrow-{init}{main.suffix}",
+            lambda init=init: inherit(reference, depth, init=init, seed=seed),
+            total,
+            main,
+        )
     if a.reference_trained:
         yield f"reference-trained{main.suffix}", lambda: copy.deepcopy(reference), total, main
     if recipe.budget.params is not None:
@@ -232,13 +290,25 @@ def _budget_model(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Pat
     b, folder = recipe.budget, out / "budget" / shape
     if not (folder / "prune.json").is_file():
         log(f"cutting the reference to {b.params:g} of its non-embedding parameters by {shape} -> {folder}")
-        prune(copy.deepcopy(reference), out=folder, data=data_dir, params=b.params, budget_by=shape,
-              by=None if shape == "width" else recipe.inherit.by, width_by=b.width_by, seed=recipe.seed,
-              tokenizer=tokenizer, overwrite=True)
+        prune(
+            copy.deepcopy(reference),
+            out=folder,
+            data=data_dir,
+            params=b.params,
+            budget_by=shape,
+            by=None if shape == "width" else recipe.inherit.by,
+            width_by=b.width_by,
+            seed=recipe.seed,
+            tokenizer=tokenizer,
+            overwrite=True,
+        )
     model = load_model(folder)
     if getattr(model.config, PROVENANCE, None) is None:  # a width cut holds every reference block, narrowed
-        setattr(model.config, PROVENANCE, provenance([(model, i) for i in range(num_layers(model.config))],
-                                                     recipe.reference))
+        setattr(
+            model.config,
+            PROVENANCE,
+            provenance([(model, i) for i in range(num_layers(model.config))], recipe.reference),
+        )
     return model
 
 
@@ -256,8 +326,10 @@ def _train_arms(recipe, reference, tokenizer, data_dir: Path, out: Path, grown, 
         if not inherited:  # scratch (or the reference itself): no inherited blocks to leave frozen
             config = dataclasses.replace(config, train_blocks="all")
         result = train_resumable(model, data_dir, run_dir=run_dir, config=config, tokenizer=tokenizer, teacher=teacher)
-        arms[name] = _arm(result, layers, params) | {"blocks": origins(model) if inherited else None,
-                                                    "non_embedding": non_embedding(model.config)}
+        arms[name] = _arm(result, layers, params) | {
+            "blocks": origins(model) if inherited else None,
+            "non_embedding": non_embedding(model.config),
+        }
         log(f"arm {name}: val loss {result.final_val_loss:.4f} after {result.tokens} tokens")
     return arms
 
@@ -283,8 +355,13 @@ class RunResult(CommandResult):
     seconds: float
 
 
-def run(recipe: Recipe | str | Path | None = None, *, out: str | Path | None = None, overwrite: bool = False,
-        trust_remote_code: bool = False) -> RunResult:
+def run(
+    recipe: Recipe | str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> RunResult:
     """``inheritune run [RECIPE.yaml] --out RUN``, same arguments: run a recipe (a :class:`Recipe`,
     a YAML path, or None for the embedded default) into ``out``.
 
@@ -323,26 +400,46 @@ def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> 
     (paths as they will be after a swap)."""
     data_dir = prepare(recipe, tokenizer, out, log)
     config = make_config(recipe.train, tokens=recipe.grow.tokens_per_round, seed=recipe.seed)
-    analysis = _analysis(recipe, reference, tokenizer=tokenizer, data_dir=data_dir, out=out / "analysis",
-                         log=log) if recipe.analysis.enabled else None
+    analysis = (
+        _analysis(recipe, reference, tokenizer=tokenizer, data_dir=data_dir, out=out / "analysis", log=log)
+        if recipe.analysis.enabled
+        else None
+    )
 
     all_losses = losses(recipe, config)
     grown, arms = {}, {}
     for loss in all_losses:  # the main arm first: its depth caps the other loss's growth
         cap = recipe.grow.max_layers if not grown else grown[all_losses[0].suffix].layers
-        grown[loss.suffix], arms[f"inheritune{loss.suffix}"] = _grow(recipe, loss, data_dir=data_dir, out=out,
-                                                                     reference=reference,
-                                                                     tokenizer=tokenizer, max_layers=cap, log=log)
+        grown[loss.suffix], arms[f"inheritune{loss.suffix}"] = _grow(
+            recipe, loss, data_dir=data_dir, out=out, reference=reference, tokenizer=tokenizer, max_layers=cap, log=log
+        )
     ref_eval = read_json(grown[all_losses[0].suffix].run_dir / "reference.json", "reference cache")["result"]
-    arms["reference"] = {"layers": ref_eval["layers"], "params": ref_eval["params"], "tokens": 0,
-                         "final_val_loss": ref_eval["loss"], "ppl": ref_eval["ppl"], "wall_time": ref_eval["wall_time"],
-                         "curve": None, "non_embedding": non_embedding(reference.config)}
-    arms |= _train_arms(recipe, reference, tokenizer=tokenizer, data_dir=data_dir, out=out, grown=grown,
-                        all_losses=all_losses, log=log)
+    arms["reference"] = {
+        "layers": ref_eval["layers"],
+        "params": ref_eval["params"],
+        "tokens": 0,
+        "final_val_loss": ref_eval["loss"],
+        "ppl": ref_eval["ppl"],
+        "wall_time": ref_eval["wall_time"],
+        "curve": None,
+        "non_embedding": non_embedding(reference.config),
+    }
+    arms |= _train_arms(
+        recipe, reference, tokenizer=tokenizer, data_dir=data_dir, out=out, grown=grown, all_losses=all_losses, log=log
+    )
     evals = _evaluate(recipe, arms, tokenizer=tokenizer, data_dir=data_dir, log=log) if recipe.eval.tasks else None
-    report = final_paths(build_report(recipe, open_data(data_dir), grown=grown, main_suffix=all_losses[0].suffix,
-                                      arms=arms, analysis=analysis, evals=evals,
-                                      elapsed=time.perf_counter() - start))
+    report = final_paths(
+        build_report(
+            recipe,
+            open_data(data_dir),
+            grown=grown,
+            main_suffix=all_losses[0].suffix,
+            arms=arms,
+            analysis=analysis,
+            evals=evals,
+            elapsed=time.perf_counter() - start,
+        )
+    )
     write_report(report, out)
     return report
 
@@ -353,12 +450,26 @@ def _analysis(recipe: Recipe, reference, tokenizer, data_dir: Path, out: Path, l
     if cache.is_file():
         return read_json(cache, "analysis result")
     log(f"analysing the reference's attention -> {out}")
-    result = analyze(reference, data=data_dir, out=out, sequences=a.sequences, seq_len=a.seq_len, tau=a.tau,
-                     seed=a.seed, tokenizer=tokenizer, overwrite=True)
-    summary = {"recommended_layers": result.recommended_layers, "lazy_layers": result.lazy_layers,
-               "plots": {name: f"analysis/{file}" for name, file in result.plots.items()}}
-    summary["summary"] = (f"Lazy layers: {summary['lazy_layers']}; recommended depth: "
-                          f"{summary['recommended_layers']} layers (grow.start_layers used {recipe.grow.start_layers}).")
+    result = analyze(
+        reference,
+        data=data_dir,
+        out=out,
+        sequences=a.sequences,
+        seq_len=a.seq_len,
+        tau=a.tau,
+        seed=a.seed,
+        tokenizer=tokenizer,
+        overwrite=True,
+    )
+    summary = {
+        "recommended_layers": result.recommended_layers,
+        "lazy_layers": result.lazy_layers,
+        "plots": {name: f"analysis/{file}" for name, file in result.plots.items()},
+    }
+    summary["summary"] = (
+        f"Lazy layers: {summary['lazy_layers']}; recommended depth: "
+        f"{summary['recommended_layers']} layers (grow.start_layers used {recipe.grow.start_layers})."
+    )
     atomic_write_json(cache, summary)
     return summary
 
@@ -369,6 +480,13 @@ def _evaluate(recipe: Recipe, arms: dict, tokenizer, data_dir: Path, log) -> dic
     for name, arm in arms.items():
         model = arm.get("model_dir") or recipe.reference
         log(f"evaluating {name} on {', '.join(e.tasks)}")
-        results[name] = evaluate(model, tokenizer=tokenizer, data=data_dir, tasks=e.tasks, num_fewshot=e.num_fewshot,
-                                 limit=e.limit, batch_size=e.batch_size).report()
+        results[name] = evaluate(
+            model,
+            tokenizer=tokenizer,
+            data=data_dir,
+            tasks=e.tasks,
+            num_fewshot=e.num_fewshot,
+            limit=e.limit,
+            batch_size=e.batch_size,
+        ).report()
     return results

@@ -9,6 +9,7 @@ arguments, the same folder, and a ``StudyResult``. OUT holds the three commands'
 Correlations are Spearman's, each with the number of units it is over and a two-sided permutation
 p-value (seeded, ``PERMUTATIONS`` shuffles), so a weak or insignificant one reads as such.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,16 +22,16 @@ from transformers import PreTrainedModel
 
 from inheritune.analysis import overlap as ov
 from inheritune.analysis.importance import THIRDS
-from inheritune.result import CommandResult
-from inheritune.models.loading import load, model_name
-from inheritune.options import positive
+from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.commands.analyze import NO_TOKENIZER, analyze
 from inheritune.commands.importance import check_shots, check_sources, importance
 from inheritune.commands.induction import induction
 from inheritune.errors import InherituneError
-from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.models.families import context_length
+from inheritune.models.loading import load, model_name
+from inheritune.options import positive
 from inheritune.reporting.study import write
+from inheritune.result import CommandResult
 
 TASKS = ("mmlu-stem", "mmlu-humanities", "bb-sports-understanding")  # run on SmolLM2 on a CPU in minutes
 PERMUTATIONS = 2000
@@ -63,11 +64,26 @@ class StudyResult(CommandResult):
         return "\n".join(lines)
 
 
-def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | Path | None = None,
-          text: str | Path | None = None, tasks: Sequence[str] = TASKS, shots: int | Sequence[int] = (0, 3),
-          examples: int = 16, seq_len: int = 128, sequences: int = 32, seeds: int = 100, seed: int = 0,
-          include_path: str | Path | None = None, overwrite: bool = False, trust_remote_code: bool = False,
-          tokenizer=None, device: str = "cpu", device_map: str | None = None) -> StudyResult:
+def study(
+    model: str | Path | PreTrainedModel,
+    *,
+    out: str | Path,
+    data: str | Path | None = None,
+    text: str | Path | None = None,
+    tasks: Sequence[str] = TASKS,
+    shots: int | Sequence[int] = (0, 3),
+    examples: int = 16,
+    seq_len: int = 128,
+    sequences: int = 32,
+    seeds: int = 100,
+    seed: int = 0,
+    include_path: str | Path | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+    device: str = "cpu",
+    device_map: str | None = None,
+) -> StudyResult:
     """Load ``model`` once; run analyze (``sequences`` x ``seq_len`` tokens of ``data``/``text``),
     importance (``examples`` LM windows and prompts per task x shot count) and induction (``seeds``
     random repeated sequences) into OUT's sub-folders; join and correlate them."""
@@ -79,15 +95,41 @@ def study(model: str | Path | PreTrainedModel, *, out: str | Path, data: str | P
     for value, name in ((seq_len, "--seq-len"), (sequences, "--sequences"), (seeds, "--seeds")):
         positive(value, name)
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(model, tokenizer, trust_remote_code, needed=text is not None or bool(tasks),
-                       no_tokenizer=NO_TOKENIZER, device=device, device_map=device_map)
+    model_, tok = load(
+        model,
+        tokenizer,
+        trust_remote_code,
+        needed=text is not None or bool(tasks),
+        no_tokenizer=NO_TOKENIZER,
+        device=device,
+        device_map=device_map,
+    )
     common = dict(tokenizer=tok, device=device, device_map=device_map)
     seg_len = induction_seg_len(model_)
     with atomic_dir(out, overwrite) as tmp:
-        analysis = analyze(model_, out=tmp / "analysis", data=data, text=text, sequences=sequences,
-                           seq_len=seq_len, seed=seed, **common)
-        scores = importance(model_, out=tmp / "importance", data=data, text=text, tasks=tasks, examples=examples,
-                            seq_len=seq_len, shots=counts, seed=seed, include_path=include_path, **common)
+        analysis = analyze(
+            model_,
+            out=tmp / "analysis",
+            data=data,
+            text=text,
+            sequences=sequences,
+            seq_len=seq_len,
+            seed=seed,
+            **common,
+        )
+        scores = importance(
+            model_,
+            out=tmp / "importance",
+            data=data,
+            text=text,
+            tasks=tasks,
+            examples=examples,
+            seq_len=seq_len,
+            shots=counts,
+            seed=seed,
+            include_path=include_path,
+            **common,
+        )
         heads_ = induction(model_, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
         result = join(out, model_name(model), analysis=analysis, scores=scores, heads_=heads_, seed=seed)
         atomic_write_json(tmp / "study.json", result.report())
@@ -117,33 +159,79 @@ def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> St
     prefix, copying = np.asarray(heads_.prefix, dtype=float), np.asarray(heads_.copying, dtype=float)
     bi = np.array([row["block_influence"] for row in analysis.layers], dtype=float)
     imp_rank = ov.rank_descending(head_imp)
-    heads = [{"layer": l, "head": h, "lazy_layer": bool(lazy[l]), "rank": float(rank[l, h]),
-              "column_mass": float(mass[l, h]), "importance": float(head_imp[l, h]),
-              "importance_rank": int(imp_rank[l, h]), "prefix": float(prefix[l, h]),
-              "copying": float(copying[l, h])} for l in range(layers) for h in range(n_heads)]
-    layer_rows = [{"layer": l, "lazy": bool(lazy[l]), "block_influence": float(bi[l]),
-                   "column_mass_mean": float(mass[l].mean()), "ffn_importance": float(ffn_imp[l]),
-                   "head_importance": float(head_imp[l].sum())} for l in range(layers)]
+    heads = [
+        {
+            "layer": l,
+            "head": h,
+            "lazy_layer": bool(lazy[l]),
+            "rank": float(rank[l, h]),
+            "column_mass": float(mass[l, h]),
+            "importance": float(head_imp[l, h]),
+            "importance_rank": int(imp_rank[l, h]),
+            "prefix": float(prefix[l, h]),
+            "copying": float(copying[l, h]),
+        }
+        for l in range(layers)
+        for h in range(n_heads)
+    ]
+    layer_rows = [
+        {
+            "layer": l,
+            "lazy": bool(lazy[l]),
+            "block_influence": float(bi[l]),
+            "column_mass_mean": float(mass[l].mean()),
+            "ffn_importance": float(ffn_imp[l]),
+            "head_importance": float(head_imp[l].sum()),
+        }
+        for l in range(layers)
+    ]
     rng = np.random.default_rng(seed)
     correlations = {
-        "head_importance_vs_induction_prefix": correlation("head importance", "induction prefix score",
-                                                           x=head_imp, y=prefix, rng=rng),
-        "head_importance_vs_induction_copying": correlation("head importance", "induction copying score",
-                                                            x=head_imp, y=copying, rng=rng),
-        "head_importance_vs_column_mass": correlation("head importance", "heaviest-column mass", x=head_imp, y=mass,
-                                                      rng=rng),
+        "head_importance_vs_induction_prefix": correlation(
+            "head importance", "induction prefix score", x=head_imp, y=prefix, rng=rng
+        ),
+        "head_importance_vs_induction_copying": correlation(
+            "head importance", "induction copying score", x=head_imp, y=copying, rng=rng
+        ),
+        "head_importance_vs_column_mass": correlation(
+            "head importance", "heaviest-column mass", x=head_imp, y=mass, rng=rng
+        ),
         "ffn_importance_vs_block_influence": correlation("FFN importance", "Block Influence", x=ffn_imp, y=bi, rng=rng),
-        "layer_head_importance_vs_lazy": correlation("summed head importance per layer", "lazy verdict (1 = lazy)",
-                                                     x=head_imp.sum(1), y=lazy.astype(float), rng=rng),
+        "layer_head_importance_vs_lazy": correlation(
+            "summed head importance per layer",
+            "lazy verdict (1 = lazy)",
+            x=head_imp.sum(1),
+            y=lazy.astype(float),
+            rng=rng,
+        ),
     }
-    agreement = {kind: {"sources": len(o["sources"]), "mean_spearman": o["mean_spearman"],
-                        "mean_jaccard": o["mean_jaccard"], "top_k": o["top_k"]} for kind, o in scores.overlap.items()}
-    findings = {"depth": depth_finding(scores.aggregate["clusters"]),
-                "induction": induction_finding(head_imp, prefix, correlations["head_importance_vs_induction_prefix"]),
-                "lazy": lazy_finding(head_imp.sum(1), ffn_imp, lazy, correlations["layer_head_importance_vs_lazy"])}
-    return StudyResult(out=Path(out), model=model, num_layers=layers, num_heads=n_heads, sources=list(scores.sources),
-                       heads=heads, layers=layer_rows, correlations=correlations, agreement=agreement,
-                       findings=findings, seconds=0.0)
+    agreement = {
+        kind: {
+            "sources": len(o["sources"]),
+            "mean_spearman": o["mean_spearman"],
+            "mean_jaccard": o["mean_jaccard"],
+            "top_k": o["top_k"],
+        }
+        for kind, o in scores.overlap.items()
+    }
+    findings = {
+        "depth": depth_finding(scores.aggregate["clusters"]),
+        "induction": induction_finding(head_imp, prefix, correlations["head_importance_vs_induction_prefix"]),
+        "lazy": lazy_finding(head_imp.sum(1), ffn_imp, lazy, correlations["layer_head_importance_vs_lazy"]),
+    }
+    return StudyResult(
+        out=Path(out),
+        model=model,
+        num_layers=layers,
+        num_heads=n_heads,
+        sources=list(scores.sources),
+        heads=heads,
+        layers=layer_rows,
+        correlations=correlations,
+        agreement=agreement,
+        findings=findings,
+        seconds=0.0,
+    )
 
 
 def permutation_p(x: np.ndarray, y: np.ndarray, rho: float, rng: np.random.Generator) -> float:
@@ -180,9 +268,11 @@ def depth_finding(clusters: dict) -> dict:
     for kind, c in clusters.items():
         peak = max(THIRDS, key=lambda t: c["mass_share"][t])
         found[kind] = {"peak_third": peak, "mass_share": c["mass_share"]}
-    found["text"] = "; ".join(f"{'heads' if kind == 'heads' else 'FFNs'}: the {f['peak_third']} third holds "
-                              f"{f['mass_share'][f['peak_third']]:.0%} of the importance mass"
-                              for kind, f in found.items())
+    found["text"] = "; ".join(
+        f"{'heads' if kind == 'heads' else 'FFNs'}: the {f['peak_third']} third holds "
+        f"{f['mass_share'][f['peak_third']]:.0%} of the importance mass"
+        for kind, f in found.items()
+    )
     return found
 
 
@@ -197,12 +287,21 @@ def induction_finding(importance: np.ndarray, prefix: np.ndarray, corr: dict) ->
     best_rank = int(ov.rank_descending(importance).ravel()[best])
     layer, head = divmod(best, importance.shape[1])
     jaccard = ov.jaccard(importance, prefix, k)
-    text = (f"{shared} of the top {k} induction heads are among the top {k} heads by importance "
-            f"(random sets would share {chance:.1f}; Jaccard {jaccard:.2f}); "
-            f"the strongest induction head {layer}.{head} (prefix {prefix.ravel()[best]:.2f}) ranks "
-            f"{best_rank} of {n} by importance; importance vs prefix score: {corr['strength']}")
-    return {"top_k": k, "shared": shared, "chance": chance, "jaccard": jaccard,
-            "best_induction_head": [layer, head], "best_induction_head_importance_rank": best_rank, "text": text}
+    text = (
+        f"{shared} of the top {k} induction heads are among the top {k} heads by importance "
+        f"(random sets would share {chance:.1f}; Jaccard {jaccard:.2f}); "
+        f"the strongest induction head {layer}.{head} (prefix {prefix.ravel()[best]:.2f}) ranks "
+        f"{best_rank} of {n} by importance; importance vs prefix score: {corr['strength']}"
+    )
+    return {
+        "top_k": k,
+        "shared": shared,
+        "chance": chance,
+        "jaccard": jaccard,
+        "best_induction_head": [layer, head],
+        "best_induction_head_importance_rank": best_rank,
+        "text": text,
+    }
 
 
 def lazy_finding(layer_importance: np.ndarray, ffn_importance: np.ndarray, lazy: np.ndarray, corr: dict) -> dict:
@@ -210,23 +309,37 @@ def lazy_finding(layer_importance: np.ndarray, ffn_importance: np.ndarray, lazy:
     lazy vs other layers."""
     if not lazy.any() or lazy.all():
         which = "no layer is" if not lazy.any() else "every layer is"
-        return {"lazy_layers": int(lazy.sum()), "heads": None, "ffn": None,
-                "text": f"{which} lazy: no comparison is possible"}
-    means = {kind: {"lazy": float(v[lazy].mean()), "other": float(v[~lazy].mean())}
-             for kind, v in (("heads", layer_importance), ("ffn", ffn_importance))}
-    parts = [f"{'less' if m['lazy'] < m['other'] else 'more'} {label} importance (mean {m['lazy']:.3g} vs "
-             f"{m['other']:.3g} per layer)" for label, m in (("head", means["heads"]), ("FFN", means["ffn"]))]
-    text = (f"the {int(lazy.sum())} lazy layers carry {parts[0]} and {parts[1]} than the other "
-            f"{int((~lazy).sum())}; summed head importance vs lazy verdict: {corr['strength']}")
+        return {
+            "lazy_layers": int(lazy.sum()),
+            "heads": None,
+            "ffn": None,
+            "text": f"{which} lazy: no comparison is possible",
+        }
+    means = {
+        kind: {"lazy": float(v[lazy].mean()), "other": float(v[~lazy].mean())}
+        for kind, v in (("heads", layer_importance), ("ffn", ffn_importance))
+    }
+    parts = [
+        f"{'less' if m['lazy'] < m['other'] else 'more'} {label} importance (mean {m['lazy']:.3g} vs "
+        f"{m['other']:.3g} per layer)"
+        for label, m in (("head", means["heads"]), ("FFN", means["ffn"]))
+    ]
+    text = (
+        f"the {int(lazy.sum())} lazy layers carry {parts[0]} and {parts[1]} than the other "
+        f"{int((~lazy).sum())}; summed head importance vs lazy verdict: {corr['strength']}"
+    )
     return {"lazy_layers": int(lazy.sum()), **means, "text": text}
 
 
 def _write_tables(folder: Path, result: StudyResult) -> None:
     head_keys = list(result.heads[0])
     layer_keys = list(result.layers[0])
-    atomic_write_text(folder / "heads.csv", csv_text(head_keys, [[_cell(r[k]) for k in head_keys] for r in result.heads]))
-    atomic_write_text(folder / "layers.csv",
-                      csv_text(layer_keys, [[_cell(r[k]) for k in layer_keys] for r in result.layers]))
+    atomic_write_text(
+        folder / "heads.csv", csv_text(head_keys, [[_cell(r[k]) for k in head_keys] for r in result.heads])
+    )
+    atomic_write_text(
+        folder / "layers.csv", csv_text(layer_keys, [[_cell(r[k]) for k in layer_keys] for r in result.layers])
+    )
 
 
 def _cell(value) -> str:

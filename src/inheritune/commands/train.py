@@ -8,6 +8,7 @@ function of (seed, step), so a killed run resumes on the same curve. A fresh run
 another one is written beside it and swapped in at the end (``atomic.build_dir``/``atomic.swap_in``). The
 machinery it calls lives in ``training/`` (loss, optimizer, checkpoints, teacher, parallelism)..
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,33 +26,52 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from inheritune.atomic import (
+    atomic_dir,
+    atomic_write_json,
+    build_dir,
+    building,
+    check_output_dir,
+    current_paths,
+    differences,
+    final_paths,
+    read_json,
+    swap_in,
+)
 from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError, TrainingInterrupted
-from inheritune.result import CommandResult
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
-from inheritune.atomic import (atomic_dir, atomic_write_json, build_dir, building, check_output_dir, current_paths,
-                               differences, final_paths, read_json, swap_in)
 from inheritune.models.card import write_card
 from inheritune.models.families import context_length
-from inheritune.models.precision import autocast_dtype
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
+from inheritune.models.precision import autocast_dtype
+from inheritune.result import CommandResult
 from inheritune.training import checkpoint, distributed, healing, teacher_cache
-from inheritune.training.distributed import barrier, clip, full_state, grad_sync, load_optimizer, prepare
-from inheritune.training.teacher import make_teacher, open_teacher_cache, states_of
 from inheritune.training.config import TrainConfig, make_config, read_recipe
+from inheritune.training.distributed import barrier, clip, full_state, grad_sync, load_optimizer, prepare
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
 from inheritune.training.loss import CausalLMLoss
 from inheritune.training.optim import lr_at, make_optimizer
+from inheritune.training.teacher import make_teacher, open_teacher_cache, states_of
 
 HELP = {"resume": "continue the run in --out from its latest valid checkpoint"}  # shared: inheritune.commands.HELP
 
 # What a run folder holds before its first checkpoint (a run killed then may be started over).
 RUN_FILES = {"config.json", "log.jsonl", "log.csv", "checkpoints", "tensorboard"}
 # Options that may change between a run and its resumption: they do not touch the loss curve.
-RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "compile", "peak_flops", "progress", "trust_remote_code", "teacher_cache"}
+RESUMABLE_CHANGES = {
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "compile",
+    "peak_flops",
+    "progress",
+    "trust_remote_code",
+    "teacher_cache",
+}
 
 
 @dataclass
@@ -69,13 +89,24 @@ class TrainResult(CommandResult):
 
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
-        return (f"trained {self.steps} steps ({self.tokens} tokens) in {self.wall_time:.1f}s: val loss "
-              f"{self.val_history[0]['val_loss']:.4f} -> {self.final_val_loss:.4f}; model -> {self.model_dir}")
+        return (
+            f"trained {self.steps} steps ({self.tokens} tokens) in {self.wall_time:.1f}s: val loss "
+            f"{self.val_history[0]['val_loss']:.4f} -> {self.final_val_loss:.4f}; model -> {self.model_dir}"
+        )
 
 
-def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path,
-          config: TrainConfig | dict | str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
-          tokenizer=None, teacher: PreTrainedModel | None = None, **options) -> TrainResult:
+def train(
+    model: str | Path | PreTrainedModel,
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig | dict | str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    tokenizer=None,
+    teacher: PreTrainedModel | None = None,
+    **options,
+) -> TrainResult:
     """Train ``model`` on the prepared data folder ``data``; the run folder ``out`` holds everything.
 
     ``inheritune train MODEL --data DIR --out RUN [--config YAML] [--OPTION VALUE ...]`` with the
@@ -97,8 +128,17 @@ def train(model: str | Path | PreTrainedModel, data: str | Path, out: str | Path
     continuing = resume and ((out / "result.json").is_file() or any(checkpoint.checkpoint_dir(out).glob("step-*")))
     work = build_dir(out, continuing)
     with _quiet_hf(), building(out, work):
-        return _train(model, data, run_dir=out, work=work, config=config, tokenizer=tokenizer, resume=resume,
-                      overwrite=overwrite, teacher_model=teacher)
+        return _train(
+            model,
+            data,
+            run_dir=out,
+            work=work,
+            config=config,
+            tokenizer=tokenizer,
+            resume=resume,
+            overwrite=overwrite,
+            teacher_model=teacher,
+        )
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
@@ -110,9 +150,11 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     stored = read_json(run_dir / "config.json", "run config")
     asked = config.total_steps(stored["tokens_per_step"])
     if asked != result.steps:
-        raise InherituneError(f"{run_dir} finished at {result.steps} steps ({result.tokens} tokens) and cannot be "
-                              f"extended to {asked} steps: its cosine schedule already ended; train a new run "
-                              f"from {result.model_dir} or start over with --overwrite")
+        raise InherituneError(
+            f"{run_dir} finished at {result.steps} steps ({result.tokens} tokens) and cannot be "
+            f"extended to {asked} steps: its cosine schedule already ended; train a new run "
+            f"from {result.model_dir} or start over with --overwrite"
+        )
     _check_same_recipe(run_dir, config)
     return result
 
@@ -150,20 +192,47 @@ class _Run:
     last_checkpoint: Path | None = None
 
 
-def _train(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
-           teacher_model: PreTrainedModel | None) -> TrainResult:
+def _train(
+    model,
+    data,
+    run_dir: Path,
+    work: Path,
+    config: TrainConfig,
+    tokenizer,
+    resume: bool,
+    overwrite: bool,
+    teacher_model: PreTrainedModel | None,
+) -> TrainResult:
     """``run_dir`` is the run's folder; ``work`` is where this invocation writes it (``run_dir``, or
     the sibling a replacement is built in, swapped in at the end)."""
     if resume and (done := _finished(run_dir, config)) is not None:
         return done
-    run = _setup(model, data, run_dir=run_dir, work=work, config=config, tokenizer=tokenizer, resume=resume,
-                 overwrite=overwrite, teacher_model=teacher_model)
+    run = _setup(
+        model,
+        data,
+        run_dir=run_dir,
+        work=work,
+        config=config,
+        tokenizer=tokenizer,
+        resume=resume,
+        overwrite=overwrite,
+        teacher_model=teacher_model,
+    )
     _fit(run)
     return _finalize(run)
 
 
-def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenizer, resume: bool, overwrite: bool,
-           teacher_model: PreTrainedModel | None) -> _Run:
+def _setup(
+    model,
+    data,
+    run_dir: Path,
+    work: Path,
+    config: TrainConfig,
+    tokenizer,
+    resume: bool,
+    overwrite: bool,
+    teacher_model: PreTrainedModel | None,
+) -> _Run:
     """Check every input, find the checkpoint to resume, and ready the model, loss and optimizer;
     writes config.json (nothing else is written before every check has passed)."""
     env = distributed.setup()
@@ -177,15 +246,29 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     tokens_per_step = _tokens_per_step(config, env.world)
     total_steps = config.total_steps(tokens_per_step)
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
-    loader = TrainLoader(tokens_data, config.seq_len, batch_size=config.batch_size,
-                         sequences_per_step=tokens_per_step // config.seq_len,
-                         seed=config.seed, rank=env.rank, world=env.world, skip_steps=_skip_steps(config,
-                                                                                                  tokens_per_step))
+    loader = TrainLoader(
+        tokens_data,
+        config.seq_len,
+        batch_size=config.batch_size,
+        sequences_per_step=tokens_per_step // config.seq_len,
+        seed=config.seed,
+        rank=env.rank,
+        world=env.world,
+        skip_steps=_skip_steps(config, tokens_per_step),
+    )
     teacher = make_teacher(config, teacher_model, tokens_data, model)
 
     model_name = final_paths(model_name)
-    found = _start_point(run_dir, work, config, model_name=model_name, data=final_paths(str(data)),
-                         resuming=resuming, overwrite=overwrite, env=env)
+    found = _start_point(
+        run_dir,
+        work,
+        config,
+        model_name=model_name,
+        data=final_paths(str(data)),
+        resuming=resuming,
+        overwrite=overwrite,
+        env=env,
+    )
 
     autocast = autocast_dtype(config.precision, env.device)
     prepare(model, env.device)
@@ -205,18 +288,35 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     states = states_of(teacher, config, loss.fused, autocast)
     cache = None
     if states is not None:
-        cache = open_teacher_cache(config, teacher, data=tokens_data, autocast=autocast, env=env,
-                                   tokens=total_steps * tokens_per_step)
-    run = _Run(config=config, env=env, run_dir=run_dir, work=work, model=model, tokenizer=tokenizer,
-               data=tokens_data, loader=loader, step_loss=step_loss,
-               forward=torch.compile(step_loss) if config.compile else step_loss,
-               optimizer=make_optimizer(model, config, scales), autocast=autocast, tokens_per_step=tokens_per_step,
-               total_steps=total_steps, warmup=warmup, eval_every=eval_every, checkpoint_every=checkpoint_every,
-               flops=flops,
-               peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
-               log=RunLog(work, keep_until=found[1]["step"] if found is not None else None, enabled=env.main),
-               fresh=found is None, last_checkpoint=found[0] if found else None, teacher_states=states,
-               cache=cache)
+        cache = open_teacher_cache(
+            config, teacher, data=tokens_data, autocast=autocast, env=env, tokens=total_steps * tokens_per_step
+        )
+    run = _Run(
+        config=config,
+        env=env,
+        run_dir=run_dir,
+        work=work,
+        model=model,
+        tokenizer=tokenizer,
+        data=tokens_data,
+        loader=loader,
+        step_loss=step_loss,
+        forward=torch.compile(step_loss) if config.compile else step_loss,
+        optimizer=make_optimizer(model, config, scales),
+        autocast=autocast,
+        tokens_per_step=tokens_per_step,
+        total_steps=total_steps,
+        warmup=warmup,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        flops=flops,
+        peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
+        log=RunLog(work, keep_until=found[1]["step"] if found is not None else None, enabled=env.main),
+        fresh=found is None,
+        last_checkpoint=found[0] if found else None,
+        teacher_states=states,
+        cache=cache,
+    )
     if found is not None:
         _restore(run, found[1])
     if env.main:
@@ -224,8 +324,16 @@ def _setup(model, data, run_dir: Path, work: Path, config: TrainConfig, tokenize
     return run
 
 
-def _start_point(run_dir: Path, work: Path, config: TrainConfig, model_name: str, data: str, resuming: bool,
-                 overwrite: bool, env: distributed.Dist):
+def _start_point(
+    run_dir: Path,
+    work: Path,
+    config: TrainConfig,
+    model_name: str,
+    data: str,
+    resuming: bool,
+    overwrite: bool,
+    env: distributed.Dist,
+):
     """The latest checkpoint that loads (of the run, or of a replacement a kill stopped), or None for
     a fresh run, whose folder is then cleared (never the run it replaces)."""
     found = _resume_point(run_dir, resuming, overwrite=overwrite, config=config, env=env)
@@ -261,15 +369,18 @@ def _tokens_per_step(config: TrainConfig, world: int) -> int:
     micro_tokens = config.batch_size * config.seq_len * world
     tokens_per_step = config.tokens_per_step or micro_tokens
     if tokens_per_step % micro_tokens:
-        raise InherituneError(f"tokens_per_step {tokens_per_step} is not a multiple of batch_size x seq_len x ranks "
-                              f"= {config.batch_size} x {config.seq_len} x {world} = {micro_tokens}")
+        raise InherituneError(
+            f"tokens_per_step {tokens_per_step} is not a multiple of batch_size x seq_len x ranks "
+            f"= {config.batch_size} x {config.seq_len} x {world} = {micro_tokens}"
+        )
     return tokens_per_step
 
 
 def _skip_steps(config: TrainConfig, tokens_per_step: int) -> int:
     if config.skip_tokens % tokens_per_step:
-        raise InherituneError(f"skip_tokens {config.skip_tokens} is not a whole number of steps of "
-                              f"{tokens_per_step} tokens")
+        raise InherituneError(
+            f"skip_tokens {config.skip_tokens} is not a whole number of steps of {tokens_per_step} tokens"
+        )
     return config.skip_tokens // tokens_per_step
 
 
@@ -284,23 +395,35 @@ def _restore(run: _Run, state: dict) -> None:
 
 
 def _write_config(run: _Run, model_name: str, data: str, parameters: int, distilling: bool) -> None:
-    atomic_write_json(run.work / "config.json", {
-        "config": dataclasses.asdict(run.config), "model": model_name, "data": final_paths(data),
-        "world": run.env.world, "precision": "bf16" if run.autocast else "fp32", "tokens_per_step": run.tokens_per_step,
-        "micro_steps": run.loader.micro_steps, "total_steps": run.total_steps, "warmup_steps": run.warmup,
-        "eval_every": run.eval_every, "checkpoint_every": run.checkpoint_every,
-        "parameters": parameters, "flops_per_token": run.flops,
-        "tokenizer_fingerprint": run.data.fingerprint,
-        "train_loss": "distillation mix (see training/loss.py)" if distilling else "cross-entropy",
-        "val_loss": {**YARDSTICK, "context": val_context(run.model)},
-    })
+    atomic_write_json(
+        run.work / "config.json",
+        {
+            "config": dataclasses.asdict(run.config),
+            "model": model_name,
+            "data": final_paths(data),
+            "world": run.env.world,
+            "precision": "bf16" if run.autocast else "fp32",
+            "tokens_per_step": run.tokens_per_step,
+            "micro_steps": run.loader.micro_steps,
+            "total_steps": run.total_steps,
+            "warmup_steps": run.warmup,
+            "eval_every": run.eval_every,
+            "checkpoint_every": run.checkpoint_every,
+            "parameters": parameters,
+            "flops_per_token": run.flops,
+            "tokenizer_fingerprint": run.data.fingerprint,
+            "train_loss": "distillation mix (see training/loss.py)" if distilling else "cross-entropy",
+            "val_loss": {**YARDSTICK, "context": val_context(run.model)},
+        },
+    )
 
 
 def _evaluate(run: _Run, at: int) -> float:
     """The yardstick val loss at step ``at``, appended to the history."""
     result = val_loss(run.model, run.data, batch_size=run.config.batch_size)
-    run.val_history.append({"step": at, "tokens": at * run.tokens_per_step, "val_loss": result["loss"],
-                            "wall_time": run.train_seconds})
+    run.val_history.append(
+        {"step": at, "tokens": at * run.tokens_per_step, "val_loss": result["loss"], "wall_time": run.train_seconds}
+    )
     return result["loss"]
 
 
@@ -309,13 +432,26 @@ def _save(run: _Run, at: int) -> None:
     full = full_state(run.model, run.optimizer, run.config.fsdp)
     if run.env.main:
         rng = {"torch": torch.get_rng_state()} | (
-            {"cuda": torch.cuda.get_rng_state()} if run.env.device.type == "cuda" else {})
-        state = {"step": at, "tokens": at * run.tokens_per_step, "val_history": run.val_history,
-                 "wall_time": run.train_seconds, "optimizer": full[1], "rng": rng,
-                 "loader": {"seed": run.config.seed, "seq_len": run.config.seq_len,
-                            "tokens_per_step": run.tokens_per_step}}
-        run.last_checkpoint = checkpoint.save(run.work, at, model=run.model, tokenizer=run.tokenizer, state=state,
-                                              keep=run.config.keep_checkpoints, model_state=full[0])
+            {"cuda": torch.cuda.get_rng_state()} if run.env.device.type == "cuda" else {}
+        )
+        state = {
+            "step": at,
+            "tokens": at * run.tokens_per_step,
+            "val_history": run.val_history,
+            "wall_time": run.train_seconds,
+            "optimizer": full[1],
+            "rng": rng,
+            "loader": {"seed": run.config.seed, "seq_len": run.config.seq_len, "tokens_per_step": run.tokens_per_step},
+        }
+        run.last_checkpoint = checkpoint.save(
+            run.work,
+            at,
+            model=run.model,
+            tokenizer=run.tokenizer,
+            state=state,
+            keep=run.config.keep_checkpoints,
+            model_state=full[0],
+        )
     barrier(run.env)
 
 
@@ -325,8 +461,14 @@ def _fit(run: _Run) -> None:
     if run.fresh:
         run.log.write({"step": 0, "tokens": 0, "lr": 0.0, "val_loss": _evaluate(run, 0), "wall_time": 0.0})
     show = run.env.main and run.config.progress
-    bar = tqdm(total=run.total_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (show and sys.stderr.isatty()))
+    bar = tqdm(
+        total=run.total_steps,
+        initial=run.step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (show and sys.stderr.isatty()),
+    )
     last_time, last_step = time.perf_counter(), run.step
     with _stop_signals() as stop_requested:
         while run.step < run.total_steps:
@@ -347,7 +489,8 @@ def _fit(run: _Run) -> None:
                 raise TrainingInterrupted(
                     f"stopped by signal after step {run.step}/{run.total_steps}; checkpoint "
                     f"{run.last_checkpoint or run.work / 'checkpoints'} written; "
-                    f"{_how_to_continue(run.run_dir, run.work)}")
+                    f"{_how_to_continue(run.run_dir, run.work)}"
+                )
     bar.close()
     run.log.close()
 
@@ -371,17 +514,26 @@ def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool
         loss_sum += loss.detach()
     norm = clip(run.model, config.grad_clip)
     # One collective per step: the mean loss, whether any rank saw a non-finite value, a stop request.
-    flags = torch.stack([loss_sum.float(), (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
-                         torch.tensor(float(stop_requested), device=env.device)])
+    flags = torch.stack(
+        [
+            loss_sum.float(),
+            (~torch.isfinite(loss_sum) | ~torch.isfinite(norm)).float(),
+            torch.tensor(float(stop_requested), device=env.device),
+        ]
+    )
     if env.world > 1:
         torch.distributed.all_reduce(flags)
     train_loss, nonfinite, stop = (flags[0] / env.world).item(), flags[1].item() > 0, flags[2].item() > 0
     run.step += 1
     if nonfinite and config.on_nonfinite == "stop":
-        kept = (f"; the last good checkpoint is {run.last_checkpoint}" if run.last_checkpoint
-                else "; no checkpoint was written yet")
-        raise InherituneError(f"non-finite loss at step {run.step} (loss {train_loss}){kept} "
-                              f"(lower --lr, or pass --on-nonfinite skip)")
+        kept = (
+            f"; the last good checkpoint is {run.last_checkpoint}"
+            if run.last_checkpoint
+            else "; no checkpoint was written yet"
+        )
+        raise InherituneError(
+            f"non-finite loss at step {run.step} (loss {train_loss}){kept} (lower --lr, or pass --on-nonfinite skip)"
+        )
     if not nonfinite:  # a skipped batch makes no update
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -389,28 +541,44 @@ def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool
     return lr, train_loss, nonfinite, stop
 
 
-def _log_step(run: _Run, lr: float, train_loss: float, tok_s: float, nonfinite: bool, at_eval: bool,
-              show: bool) -> None:
+def _log_step(
+    run: _Run, lr: float, train_loss: float, tok_s: float, nonfinite: bool, at_eval: bool, show: bool
+) -> None:
     """One log row (and the evaluation, when scheduled)."""
-    row = {"step": run.step, "tokens": run.step * run.tokens_per_step, "lr": lr, "train_loss": train_loss,
-           "tokens_per_s": tok_s, "mfu": run.flops * tok_s / (run.peak * run.env.world),
-           "wall_time": run.train_seconds}
+    row = {
+        "step": run.step,
+        "tokens": run.step * run.tokens_per_step,
+        "lr": lr,
+        "train_loss": train_loss,
+        "tokens_per_s": tok_s,
+        "mfu": run.flops * tok_s / (run.peak * run.env.world),
+        "wall_time": run.train_seconds,
+    }
     if nonfinite:
         row["skipped"] = True
     if at_eval:
         row["val_loss"] = _evaluate(run, run.step)
         if show:
-            tqdm.write(f"step {run.step}/{run.total_steps}  tokens {run.step * run.tokens_per_step}  "
-                       f"train {train_loss:.4f}  val {row['val_loss']:.4f}  {tok_s:.0f} tok/s")
+            tqdm.write(
+                f"step {run.step}/{run.total_steps}  tokens {run.step * run.tokens_per_step}  "
+                f"train {train_loss:.4f}  val {row['val_loss']:.4f}  {tok_s:.0f} tok/s"
+            )
     run.log.write(row)
 
 
 def _finalize(run: _Run) -> TrainResult:
     """The final model folder and result.json; a replacement is swapped in only now."""
     full = full_state(run.model, run.optimizer, run.config.fsdp, optimizer_too=False)
-    result = TrainResult(run.run_dir, run.run_dir / "final", steps=run.step, tokens=run.step * run.tokens_per_step,
-                         final_val_loss=run.val_history[-1]["val_loss"], val_history=run.val_history, wall_time=run.train_seconds,
-                         teacher_cache=run.cache.stats() if run.cache is not None else None)
+    result = TrainResult(
+        run.run_dir,
+        run.run_dir / "final",
+        steps=run.step,
+        tokens=run.step * run.tokens_per_step,
+        final_val_loss=run.val_history[-1]["val_loss"],
+        val_history=run.val_history,
+        wall_time=run.train_seconds,
+        teacher_cache=run.cache.stats() if run.cache is not None else None,
+    )
     if run.env.main:
         with atomic_dir(run.work / "final", overwrite=True) as tmp:
             run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
@@ -427,13 +595,23 @@ def _finalize(run: _Run) -> TrainResult:
 def _card(run: _Run, result: TrainResult) -> dict:
     """The final model's card facts: how it was trained and where it ended."""
     c = run.config
-    loss = (f"distillation from {c.distill_from} (alpha {c.distill_alpha}, T {c.distill_temperature})"
-            if c.distill_from else "cross-entropy")
-    return {"command": "train", "loss": loss, "training tokens": result.tokens, "trained": c.train_blocks,
-            "val loss": round(result.final_val_loss, 4), "val loss definition": YARDSTICK["definition"]}
+    loss = (
+        f"distillation from {c.distill_from} (alpha {c.distill_alpha}, T {c.distill_temperature})"
+        if c.distill_from
+        else "cross-entropy"
+    )
+    return {
+        "command": "train",
+        "loss": loss,
+        "training tokens": result.tokens,
+        "trained": c.train_blocks,
+        "val loss": round(result.final_val_loss, 4),
+        "val loss definition": YARDSTICK["definition"],
+    }
 
 
 # --- helpers, in the order the loop uses them ---------------------------------------------
+
 
 @contextmanager
 def _quiet_hf():
@@ -469,8 +647,9 @@ def _resume_point(run_dir: Path, resuming: bool, overwrite: bool, config: TrainC
         return found
     strays = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
     if strays and not overwrite:
-        raise InherituneError(f"{run_dir} is not a run folder (it holds {', '.join(strays[:3])}); "
-                              f"nothing to resume there")
+        raise InherituneError(
+            f"{run_dir} is not a run folder (it holds {', '.join(strays[:3])}); nothing to resume there"
+        )
     if env.main:
         print(f"inheritune: {run_dir} has no checkpoint yet: starting it over", file=sys.stderr)
     return None
@@ -482,8 +661,10 @@ def _continue_beside(work: Path, config: TrainConfig, model_name: str, data: str
     if not (work / "config.json").is_file():
         return None
     stored = read_json(work / "config.json", "run config")
-    if differences(stored["config"], dataclasses.asdict(config), RESUMABLE_CHANGES) or \
-            (stored.get("model"), stored.get("data")) != (model_name, data):
+    if differences(stored["config"], dataclasses.asdict(config), RESUMABLE_CHANGES) or (
+        stored.get("model"),
+        stored.get("data"),
+    ) != (model_name, data):
         return None
     if env.main:
         checkpoint.clean_partial(work)
@@ -504,8 +685,10 @@ def _check_same_recipe(run_dir: Path, config: TrainConfig) -> None:
     stored = read_json(run_dir / "config.json", "run config")["config"]
     stored = {**dataclasses.asdict(TrainConfig()), **stored}  # an option added since the run: it ran at its default
     for key, old, value in differences(stored, dataclasses.asdict(config), RESUMABLE_CHANGES)[:1]:
-        raise InherituneError(f"{run_dir} was started with {key}={old}, not {value}; "
-                              f"resume with the same recipe (or start over with --overwrite)")
+        raise InherituneError(
+            f"{run_dir} was started with {key}={old}, not {value}; "
+            f"resume with the same recipe (or start over with --overwrite)"
+        )
 
 
 @contextmanager
@@ -520,8 +703,10 @@ def _stop_signals():
         if requested.is_set():
             raise KeyboardInterrupt
         requested.set()
-        print(f"inheritune: {signal.Signals(signum).name} received: finishing the step and writing a checkpoint",
-              file=sys.stderr)
+        print(
+            f"inheritune: {signal.Signals(signum).name} received: finishing the step and writing a checkpoint",
+            file=sys.stderr,
+        )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

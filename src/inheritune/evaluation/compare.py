@@ -3,6 +3,7 @@
 Input is ``{arm: {metric: value}}`` with flat metric names (``val_loss``, ``val_ppl``,
 ``mmlu-local/acc``, ...); an arm may also be a whole ``evaluate()`` result, flattened by ``flat_metrics``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ def _columns(results: Mapping[str, Metrics]) -> list[str]:
         for key in metrics:
             if not key.endswith("_stderr"):
                 seen.setdefault(key, None)
-    scores = [c for c in seen if not c.rsplit("/", 1)[-1].removeprefix("val_") in _COUNTS]
+    scores = [c for c in seen if c.rsplit("/", 1)[-1].removeprefix("val_") not in _COUNTS]
     return scores + [c for c in seen if c not in scores]
 
 
@@ -65,8 +66,9 @@ def comparison_table(results: Mapping[str, Metrics | Mapping]) -> tuple[list[str
     """Header and formatted cells: one row per arm, one column per metric (missing ones as "-")."""
     results = _flatten(results)
     columns = _columns(results)
-    rows = [[arm] + [_cell(metrics.get(c), metrics.get(f"{c}_stderr")) for c in columns]
-            for arm, metrics in results.items()]
+    rows = [
+        [arm] + [_cell(metrics.get(c), metrics.get(f"{c}_stderr")) for c in columns] for arm, metrics in results.items()
+    ]
     return ["model", *columns], rows
 
 

@@ -8,6 +8,7 @@ definitions and need the hub; the offline tasks (the multiple-choice suite of
 ``cloze-local``) are lm-eval custom tasks built from local data (see ``inheritune.evaluation.tasks``).
 A user's own task folder (``include_path``) is an argument of every lookup (``task_index``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,12 @@ from inheritune.evaluation.tasks import LOCAL_TASKS, build_local_task
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
 
-def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTrainedTokenizerBase,
-                  include_path: str | Path | None = None) -> dict:
+def task_managers(
+    tasks: Sequence[str],
+    data: TokenData | None,
+    tokenizer: PreTrainedTokenizerBase,
+    include_path: str | Path | None = None,
+) -> dict:
     """``{task: TaskManager that defines it}``: local tasks built into the cache, harness names checked
     against lm-eval's tasks and the user's ``include_path``."""
     from lm_eval.tasks import TaskManager  # lm_eval: heavy, imported only when tasks are named
@@ -49,9 +54,12 @@ def task_managers(tasks: Sequence[str], data: TokenData | None, tokenizer: PreTr
             f"the paper's {', '.join(PAPER_TASKS)}, or any of the {len(known)} lm-eval tasks "
             f"(list them with `lm-eval ls tasks`)"
         )
-    return {task: harness_manager(include_path) if task in harness else
-            TaskManager(include_path=[str(build_local_task(task, data, tokenizer))], include_defaults=False)
-            for task in tasks}
+    return {
+        task: harness_manager(include_path)
+        if task in harness
+        else TaskManager(include_path=[str(build_local_task(task, data, tokenizer))], include_defaults=False)
+        for task in tasks
+    }
 
 
 def _metrics(task_results: dict) -> dict:
@@ -65,8 +73,14 @@ def _metrics(task_results: dict) -> dict:
     return out
 
 
-def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, managers: Mapping[str, object],
-              num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 8) -> tuple[dict, dict]:
+def run_tasks(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    managers: Mapping[str, object],
+    num_fewshot: int | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> tuple[dict, dict]:
     """Run each task of ``task_managers(...)`` through lm-eval; returns ``({task: metrics}, {task: seconds})``."""
     # lm_eval: heavy, imported only when tasks run
     import lm_eval
@@ -78,8 +92,14 @@ def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manage
         start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(sys.stderr):  # lm-eval prints progress notes; stdout is the JSON
-                out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, limit=limit,
-                                              task_manager=manager, log_samples=False)
+                out = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=[task],
+                    num_fewshot=num_fewshot,
+                    limit=limit,
+                    task_manager=manager,
+                    log_samples=False,
+                )
         except Exception as e:
             if task in LOCAL_TASKS:
                 raise
@@ -96,9 +116,15 @@ def run_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manage
     return results, seconds
 
 
-def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TokenData | None,
-                   managers: Mapping[str, object], num_fewshot: int | None, limit: int | None,
-                   batch_size: int) -> tuple[dict | None, dict, dict]:
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: TokenData | None,
+    managers: Mapping[str, object],
+    num_fewshot: int | None,
+    limit: int | None,
+    batch_size: int,
+) -> tuple[dict | None, dict, dict]:
     """Val loss on ``data``'s val split (the one yardstick, ``evaluation/loss.py``) and the tasks
     of ``managers`` (``task_managers``): ``(val, tasks, seconds)``. A model handed in mid-training
     goes back to training mode."""
@@ -111,8 +137,9 @@ def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
             val = val_loss(model, data, batch_size=batch_size)
             times["val"] = round(time.perf_counter() - start, 2)
         if managers:
-            results, task_times = run_tasks(model, tokenizer, managers=managers, num_fewshot=num_fewshot, limit=limit,
-                                            batch_size=batch_size)
+            results, task_times = run_tasks(
+                model, tokenizer, managers=managers, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size
+            )
             times.update(task_times)
     finally:
         model.train(was_training)

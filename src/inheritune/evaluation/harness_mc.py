@@ -10,15 +10,16 @@ pooled and split by the suite's rule into dev (shots), rank and score.
 lm-eval fetches the task's dataset from the Hugging Face hub on first use (its own cache after
 that); a task built on local files works offline.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from inheritune.error_lines import held_back
 from inheritune.errors import InherituneError
 from inheritune.evaluation.prompt_format import LETTERS, MAX_OPTION_CHARS
 from inheritune.evaluation.task_index import check_include_yamls, harness_manager
-from inheritune.error_lines import held_back
 
 ANSWER_CUE = re.compile(r"\s*(Answer|A)\s*:\s*$")  # the suite's layout adds its own "Answer:" after the options
 
@@ -46,14 +47,17 @@ def _load_task(task: str, include_path: str | Path | None):
         loaded = get_task_dict([task], harness_manager(include_path)).get(task)
     except Exception as error:  # lm-eval and datasets raise anything from a missing file to no network
         detail = (str(error).strip().splitlines() or [""])[0][:300]
-        raise InherituneError(f"lm-eval could not load task {task}: {type(error).__name__}: {detail} (its data "
-                              "comes from the HF hub; offline, use the offline suite tasks)") from None
+        raise InherituneError(
+            f"lm-eval could not load task {task}: {type(error).__name__}: {detail} (its data "
+            "comes from the HF hub; offline, use the offline suite tasks)"
+        ) from None
     if loaded is None or isinstance(loaded, dict) or not hasattr(loaded, "doc_to_choice"):
         raise InherituneError(f"lm-eval task {task} is a group of tasks: name one of its tasks")
     output_type = getattr(loaded, "OUTPUT_TYPE", None) or loaded.config.output_type
     if output_type != "multiple_choice":
-        raise InherituneError(f"lm-eval task {task} is {output_type}, not multiple_choice: importance and prune "
-                              "need answer options")
+        raise InherituneError(
+            f"lm-eval task {task} is {output_type}, not multiple_choice: importance and prune need answer options"
+        )
     return loaded
 
 

@@ -7,6 +7,7 @@ model's context when that is shorter), computed in fp32 whatever the training pr
 does not depend on the batch size, the training ``seq_len`` or the device's bf16 support, so
 the same model on the same data folder gets the same number from every command.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ VAL_CONTEXT = 512
 YARDSTICK = {
     "metric": "val_loss",
     "definition": "mean next-token NLL (nats) over every token of the data folder's validation split after "
-                  "the first, consecutive windows of 512 tokens (the model's context if shorter), fp32",
+    "the first, consecutive windows of 512 tokens (the model's context if shorter), fp32",
     "split": "val (whole)",
     "context": VAL_CONTEXT,
     "precision": "fp32",
@@ -31,8 +32,9 @@ YARDSTICK = {
 
 
 @torch.no_grad()
-def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int = 8,
-              autocast: torch.dtype | None = None) -> tuple[float, int]:
+def token_nll(
+    model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int = 8, autocast: torch.dtype | None = None
+) -> tuple[float, int]:
     """Summed next-token NLL over ``tokens`` and the number of predicted tokens.
 
     The stream is cut into consecutive windows of ``seq_len`` inputs (the last one shorter),
@@ -44,18 +46,22 @@ def token_nll(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_si
     n = len(tokens) - 1
     starts = list(range(0, n, seq_len))
     total, count = 0.0, 0
-    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else torch.autocast(device.type, enabled=False)
+    ctx = (
+        torch.autocast(device.type, dtype=autocast)
+        if autocast is not None
+        else torch.autocast(device.type, enabled=False)
+    )
     bar = tqdm(total=len(starts), desc="validation loss", unit="window", disable=None, leave=False)
     try:
         for b in range(0, len(starts), batch_size):
-            group = starts[b:b + batch_size]
+            group = starts[b : b + batch_size]
             full = [s for s in group if s + seq_len <= n]
             batches = [full] + [[s] for s in group if s + seq_len > n]  # the short tail alone
             for batch in batches:
                 if not batch:
                     continue
                 length = min(seq_len, n - batch[0])
-                window = np.stack([np.asarray(tokens[s:s + length + 1], dtype=np.int64) for s in batch])
+                window = np.stack([np.asarray(tokens[s : s + length + 1], dtype=np.int64) for s in batch])
                 ids = torch.from_numpy(window).to(device)
                 with ctx:
                     logits = model(input_ids=ids[:, :-1]).logits
@@ -78,5 +84,9 @@ def val_loss(model: torch.nn.Module, data: TokenData, batch_size: int = 8) -> di
     context = val_context(model)
     total, count = token_nll(model, data.tokens("val"), context, batch_size)
     loss = total / max(count, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": count,
-            "yardstick": {**YARDSTICK, "context": context}}
+    return {
+        "loss": loss,
+        "ppl": math.exp(min(loss, 50.0)),
+        "tokens": count,
+        "yardstick": {**YARDSTICK, "context": context},
+    }

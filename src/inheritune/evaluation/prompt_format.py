@@ -18,6 +18,7 @@ so they see MMLU's 5-shot layout::
 and the scored continuation is the letter with its leading space (`` B``). This module sits below
 the suite, its lm-eval tasks and their sampler, so that each of them reads the format from one place.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,12 +66,24 @@ def letters(q: Question) -> tuple[str, ...]:
 
 def doc(task: str, q: Question) -> dict[str, Any]:
     """A question as an lm-eval document: the question's fields plus its prompt text and letters."""
-    return {"task": task, "id": q.id, "subject": q.subject, "question": q.question, "options": list(q.options),
-            "answer": q.answer, "text": question_text(q), "letters": list(letters(q))}
+    return {
+        "task": task,
+        "id": q.id,
+        "subject": q.subject,
+        "question": q.question,
+        "options": list(q.options),
+        "answer": q.answer,
+        "text": question_text(q),
+        "letters": list(letters(q)),
+    }
 
 
 def question(document: dict[str, Any]) -> Question:
     """The question an lm-eval document (``doc``) was made from."""
-    return Question(document["id"], document["subject"], question=document["question"],
-                    options=tuple(document["options"]),
-                    answer=document["answer"])
+    return Question(
+        document["id"],
+        document["subject"],
+        question=document["question"],
+        options=tuple(document["options"]),
+        answer=document["answer"],
+    )

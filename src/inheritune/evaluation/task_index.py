@@ -4,6 +4,7 @@ The folder travels as an argument (``include_path``) from the command down to ev
 calls with different folders never see each other's tasks. The index (thousands of YAMLs) is built
 once per folder and process.
 """
+
 from __future__ import annotations
 
 import functools
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from inheritune.errors import InherituneError
 from inheritune.error_lines import held_back, one_line
+from inheritune.errors import InherituneError
 
 
 def include_folder(path: str | Path | None) -> Path | None:

@@ -1,6 +1,7 @@
 """Which reference blocks a grow round holds, and the model it starts from: round 1 keeps what the
 selector keeps; growing adds back the blocks it ranks next (at their reference positions);
 shrinking drops the ones it drops first from the healed model."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,14 @@ from inheritune.models.families import num_layers
 from inheritune.models.surgery import deepen, origins, stack_blocks
 
 
-def choose_blocks(ref: PreTrainedModel, trained: PreTrainedModel | None, layers: int, by: str,
-                  windows: torch.Tensor | None, direction: str) -> dict:
+def choose_blocks(
+    ref: PreTrainedModel,
+    trained: PreTrainedModel | None,
+    layers: int,
+    by: str,
+    windows: torch.Tensor | None,
+    direction: str,
+) -> dict:
     """The reference blocks a round's model holds, and the selection behind them.
 
     Round 1 keeps what ``by`` keeps of the reference. Growing adds back the blocks ``by`` ranks
@@ -29,9 +36,9 @@ def choose_blocks(ref: PreTrainedModel, trained: PreTrainedModel | None, layers:
     return {"blocks": [held[p] for p in chosen.keep], "selection": chosen.to_json()}
 
 
-
-def round_model(ref: PreTrainedModel, reference: str, trained: PreTrainedModel | None, blocks: list[int], mode: str,
-                seed: int) -> PreTrainedModel:
+def round_model(
+    ref: PreTrainedModel, reference: str, trained: PreTrainedModel | None, blocks: list[int], mode: str, seed: int
+) -> PreTrainedModel:
     """The model a round starts from: the reference's ``blocks`` (round 1), the trained model
     grown to hold them (new ones at their original positions), or shrunk to them."""
     if trained is None:

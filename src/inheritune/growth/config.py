@@ -1,5 +1,6 @@
 """How a grow run changes depth, as one dataclass: the arguments of ``grow``, the keys of a
 recipe's ``grow`` section and the CLI's options, checked once (:meth:`GrowConfig.check`)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,21 +35,28 @@ class GrowConfig:
             if getattr(self, field) < 1:
                 raise InherituneError(f"{name(field)} must be at least 1, not {getattr(self, field)}")
         if self.max_layers is not None and self.max_layers < self.start_layers:
-            raise InherituneError(f"{name('max_layers')} ({self.max_layers}) is below {name('start_layers')} "
-                                  f"({self.start_layers})")
+            raise InherituneError(
+                f"{name('max_layers')} ({self.max_layers}) is below {name('start_layers')} ({self.start_layers})"
+            )
         if self.direction == "shrink" and self.min_layers > self.start_layers:
-            raise InherituneError(f"{name('min_layers')} ({self.min_layers}) is above {name('start_layers')} "
-                                  f"({self.start_layers})")
+            raise InherituneError(
+                f"{name('min_layers')} ({self.min_layers}) is above {name('start_layers')} ({self.start_layers})"
+            )
         for field, allowed in (("mode", GROW_MODES), ("direction", DIRECTIONS)):
             if getattr(self, field) not in allowed:
-                raise InherituneError(f"{name(field)} must be one of {', '.join(allowed)}, not '{getattr(self, field)}'")
+                raise InherituneError(
+                    f"{name(field)} must be one of {', '.join(allowed)}, not '{getattr(self, field)}'"
+                )
         return self
 
-    def check_depth(self, total: int, reference: str, name: Callable[[str], str] = lambda f: f"--{f.replace('_', '-')}"
-                    ) -> int:
+    def check_depth(
+        self, total: int, reference: str, name: Callable[[str], str] = lambda f: f"--{f.replace('_', '-')}"
+    ) -> int:
         """The deepest round against the reference's ``total`` blocks; returns max_layers filled in."""
         deepest = self.start_layers if self.direction == "shrink" else (self.max_layers or total)
         if max(self.start_layers, deepest) > total:
-            raise InherituneError(f"the reference {reference} has {total} layers: {name('start_layers')} "
-                                  f"({self.start_layers}) and {name('max_layers')} ({self.max_layers}) must not exceed it")
+            raise InherituneError(
+                f"the reference {reference} has {total} layers: {name('start_layers')} "
+                f"({self.start_layers}) and {name('max_layers')} ({self.max_layers}) must not exceed it"
+            )
         return total if self.max_layers is None else self.max_layers

@@ -5,6 +5,7 @@ parameters (the parameters depth and width pruning can remove; embeddings and LM
 Counts are exact, read off models built on the meta device (no memory, no weights), so every
 family's own layout (biases, norms, fused projections) is counted as it is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ def non_embedding(config: PretrainedConfig) -> int:
 
 def check_share(share: float) -> float:
     if not 0 < share < 1:
-        raise InherituneError(f"--params must be a share of the non-embedding parameters between 0 and 1, not {share:g}")
+        raise InherituneError(
+            f"--params must be a share of the non-embedding parameters between 0 and 1, not {share:g}"
+        )
     return float(share)
 
 
@@ -78,11 +81,14 @@ def ffn_percent_within(config: PretrainedConfig, share: float) -> float:
 
     def count(width: int) -> int:
         layers = num_layers(config)
-        keep = WidthPlan(heads=[list(range(_heads))] * layers, kv_heads=[list(range(_kv))] * layers,
-                         neurons=[list(range(width))] * layers)
+        keep = WidthPlan(
+            heads=[list(range(_heads))] * layers,
+            kv_heads=[list(range(_kv))] * layers,
+            neurons=[list(range(width))] * layers,
+        )
         return non_embedding(smaller_config(config, keep))
 
-    per_neuron = (count(neurons) - count(neurons - 1))
+    per_neuron = count(neurons) - count(neurons - 1)
     fixed = count(neurons) - per_neuron * neurons
     width = int((limit - fixed) // per_neuron)
     if width < 1:

@@ -5,6 +5,7 @@ The front matter names the base model (the reference, as a hub id where one is k
 (read from its config.json's ``inheritune`` record, see ``surgery.provenance``) and what the
 writing command did (selector, loss, tokens, val loss), as mergekit does for merges.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,21 @@ def base_model(reference: str) -> str | None:
 
 def card_text(record: dict | None, facts: dict) -> str:
     """The card: front matter, then what the folder holds and how it was made."""
-    front = {"library_name": "transformers", "tags": ["inheritune", "layer-pruning" if record else "inheritune-trained"]}
+    front = {
+        "library_name": "transformers",
+        "tags": ["inheritune", "layer-pruning" if record else "inheritune-trained"],
+    }
     lines = ["# Model made with inheritune", ""]
     if record:
         if hub := base_model(str(record["reference"])):
             front["base_model"] = hub
         blocks = record["blocks"]
-        lines += [f"Holds {len(blocks)} of the {record['reference_layers']} blocks of `{record['reference']}`, "
-                  f"in this order: `{', '.join(map(str, blocks))}` (reference block indices; embeddings, final norm "
-                  "and LM head are the reference's).", ""]
+        lines += [
+            f"Holds {len(blocks)} of the {record['reference_layers']} blocks of `{record['reference']}`, "
+            f"in this order: `{', '.join(map(str, blocks))}` (reference block indices; embeddings, final norm "
+            "and LM head are the reference's).",
+            "",
+        ]
     lines += [f"- {key}: {value}" for key, value in facts.items()]
     lines += ["", "Loads with `AutoModelForCausalLM.from_pretrained(folder)`; inheritune is not needed."]
     return "---\n" + yaml.safe_dump(front, sort_keys=True) + "---\n\n" + "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ Each Hugging Face ``model_type`` maps to a :class:`Family` that says where the b
 embeddings, final norm and LM head live, and which parts of a block belong to attention and
 which to the MLP. Adding an architecture is adding a row; no other module names layers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,8 +52,14 @@ FAMILIES: dict[str, Family] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "phi3": Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm",
-                   qkv=("self_attn.qkv_proj",), ffn_in=("mlp.gate_up_proj",), ffn_in_chunks=2),
+    "phi3": Family(
+        blocks="model.layers",
+        embed="model.embed_tokens",
+        final_norm="model.norm",
+        qkv=("self_attn.qkv_proj",),
+        ffn_in=("mlp.gate_up_proj",),
+        ffn_in_chunks=2,
+    ),
     "gemma3_text": Family(
         blocks="model.layers",
         embed="model.embed_tokens",
@@ -118,9 +125,7 @@ def family_of(config: PretrainedConfig) -> Family:
     family = FAMILIES.get(config.model_type)
     if family is None:
         supported = ", ".join(sorted(FAMILIES))
-        raise InherituneError(
-            f"unsupported architecture '{config.model_type}'; supported: {supported}"
-        )
+        raise InherituneError(f"unsupported architecture '{config.model_type}'; supported: {supported}")
     return family
 
 

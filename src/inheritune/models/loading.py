@@ -14,6 +14,7 @@ then builds an empty one for some families and fails mid-sentence for others, so
 judged by their tokenizer files (``has_tokenizer``) and commands that can work without one ask
 for ``load_tokenizer(..., required=False)``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,9 @@ from safetensors import safe_open
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune import packaged
-from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from inheritune.error_lines import one_line
+from inheritune.errors import InherituneError
 from inheritune.models.families import declared_layers, family_of
 
 
@@ -120,8 +121,9 @@ def _where(source: Source) -> str:
 
 def _remote_code(source: Source) -> InherituneError:
     config = "config.json" if source.kind != "gguf" else "its config"
-    return InherituneError(f"{_where(source)} runs custom code (auto_map in {config}): "
-                           "pass --trust-remote-code if you trust it")
+    return InherituneError(
+        f"{_where(source)} runs custom code (auto_map in {config}): pass --trust-remote-code if you trust it"
+    )
 
 
 def _failure(what: str, source: Source, e: Exception) -> InherituneError:
@@ -212,7 +214,7 @@ def _shape(shape) -> str:
 
 
 def _details(config, count: int, keys) -> str:
-    """" (and 23 more tensors; the config names 6 layers, the file holds 4)", the parts that apply."""
+    """ " (and 23 more tensors; the config names 6 layers, the file holds 4)", the parts that apply."""
     parts = [f"and {count - 1} more tensors"] if count > 1 else []
     configured, held = declared_layers(config), _layers(keys)
     if configured is not None and held and held != configured:
@@ -233,16 +235,22 @@ def check_loaded(model: PreTrainedModel, info: dict, source: Source) -> None:
     if mismatched:
         key, in_file, in_model = mismatched[0]
         more = f" (and {len(mismatched) - 1} more tensors)" if len(mismatched) > 1 else ""
-        raise InherituneError(f"{key} has shape {_shape(in_file)} in {_file_of(key, files, source)} but the config "
-                              f"implies {_shape(in_model)}{more}: the weights do not match config.json")
+        raise InherituneError(
+            f"{key} has shape {_shape(in_file)} in {_file_of(key, files, source)} but the config "
+            f"implies {_shape(in_model)}{more}: the weights do not match config.json"
+        )
     if missing:
         detail = _details(model.config, len(missing), set(expected) - set(missing))
-        raise InherituneError(f"{missing[0]} is missing from {_file_of(missing[0], files, source)}{detail}: "
-                              "refusing to fill it with random weights")
+        raise InherituneError(
+            f"{missing[0]} is missing from {_file_of(missing[0], files, source)}{detail}: "
+            "refusing to fill it with random weights"
+        )
     if unexpected:
         detail = _details(model.config, len(unexpected), set(expected) | set(unexpected))
-        raise InherituneError(f"{unexpected[0]} is in {_file_of(unexpected[0], files, source)} but the config implies "
-                              f"no such tensor{detail}: the weights do not match config.json")
+        raise InherituneError(
+            f"{unexpected[0]} is in {_file_of(unexpected[0], files, source)} but the config implies "
+            f"no such tensor{detail}: the weights do not match config.json"
+        )
     raise InherituneError(f"could not load the weights of {_where(source)}: {one_line(str(errors[0]), 300)}")
 
 
@@ -262,7 +270,10 @@ def load_model(
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            source.location, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
+            source.location,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
             ignore_mismatched_sizes=True,  # report mismatches to check_loaded instead of an unreadable error
             **({"device_map": device_map} if device_map else {}),
             **source.kwargs(),
@@ -349,8 +360,9 @@ def load_tokenizer(
     if source.kind == "folder":
         _check_remote_code(source, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code,
-                                                  **source.kwargs())
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.location, trust_remote_code=trust_remote_code, **source.kwargs()
+        )
     except Exception as e:
         raise _failure("tokenizer", source, e) from None
     if len(tokenizer) == 0:  # files that describe no vocabulary
@@ -368,8 +380,10 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     rows = model.get_input_embeddings().num_embeddings
     base = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
     if base > rows:
-        raise InherituneError(f"the tokenizer of {name} has {base} tokens but the model embeds only {rows}: "
-                              "it is not this model's tokenizer")
+        raise InherituneError(
+            f"the tokenizer of {name} has {base} tokens but the model embeds only {rows}: "
+            "it is not this model's tokenizer"
+        )
 
 
 def model_name(model: str | Path | PreTrainedModel) -> str:
@@ -379,16 +393,27 @@ def model_name(model: str | Path | PreTrainedModel) -> str:
     return str(model)
 
 
-def load(model: str | Path | PreTrainedModel, tokenizer=None, trust_remote_code: bool = False, *,
-         needed: bool = True, no_tokenizer: str = "", dtype: torch.dtype = torch.float32, device: str = "cpu",
-         device_map: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+def load(
+    model: str | Path | PreTrainedModel,
+    tokenizer=None,
+    trust_remote_code: bool = False,
+    *,
+    needed: bool = True,
+    no_tokenizer: str = "",
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    device_map: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """The one model + tokenizer loader: each a reference or already loaded, and the tokenizer
     always checked to fit the model. The tokenizer is None for a weights-only model when nothing
     ``needed`` it (``no_tokenizer`` says then what that means). A reference loads onto ``device``
     (or spread by ``device_map``) in ``dtype``; a loaded model stays where it is."""
     check_device(device, device_map)
-    loaded = model if isinstance(model, PreTrainedModel) else load_model(
-        model, dtype, trust_remote_code=trust_remote_code, device=device, device_map=device_map)
+    loaded = (
+        model
+        if isinstance(model, PreTrainedModel)
+        else load_model(model, dtype, trust_remote_code=trust_remote_code, device=device, device_map=device_map)
+    )
     family_of(loaded.config)  # a model whose blocks the family table does not know fails in one line
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         given = tokenizer is not None

@@ -1,4 +1,5 @@
 """Which precision runs fastest on a device: bf16 autocast only where bf16 matmuls are native."""
+
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,12 @@ def cpu_bf16_is_native() -> bool:
     SmolLM2, so only the CPU's own flags count (Linux /proc/cpuinfo; Apple silicon has bf16)."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
-                 for flag in line.split(":", 1)[1].split()}
+        flags = {
+            flag
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()
+        }
         return any(flag in flags for flag in NATIVE_BF16_FLAGS)
     return platform.machine() == "arm64" and torch.backends.mkldnn.is_available()
 

@@ -8,6 +8,7 @@ All three are one operation, :func:`stack_blocks`: a new model with the template
 whose i-th block is copied from ``sources[i]``; everything outside the blocks (embeddings,
 positional embeddings, final norm, LM head) comes from the template.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -77,7 +78,6 @@ def spans(indices: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-
 def _block_parts(family: Family, init: str) -> tuple[str, ...] | None:
     """Submodule names of a block to copy; None means the whole block."""
     if init not in INIT_CHOICES:
@@ -139,9 +139,11 @@ def provenance(sources: Sequence[tuple[PreTrainedModel, int]], reference: str | 
     strip of kept blocks read it; ``AutoModelForCausalLM`` keeps it as a plain config attribute."""
     first = sources[0][0]
     record = getattr(first.config, PROVENANCE, None) or {}
-    return {"reference": reference or record.get("reference") or first.config.name_or_path or "unknown",
-            "reference_layers": record.get("reference_layers", num_layers(first.config)),
-            "blocks": [origins(src)[i] for src, i in sources]}
+    return {
+        "reference": reference or record.get("reference") or first.config.name_or_path or "unknown",
+        "reference_layers": record.get("reference_layers", num_layers(first.config)),
+        "blocks": [origins(src)[i] for src, i in sources],
+    }
 
 
 def inherit(
@@ -179,7 +181,9 @@ def deepen(
     if mode not in GROW_MODES:
         raise InherituneError(f"grow mode must be 'reference' or 'duplicate', not '{mode}'")
     if missing := [i for i in held if i not in keep]:
-        raise InherituneError(f"deepen: the grown model must keep the model's blocks; reference block {missing[0]} is missing")
+        raise InherituneError(
+            f"deepen: the grown model must keep the model's blocks; reference block {missing[0]} is missing"
+        )
     if len(keep) <= len(held):
         raise InherituneError(f"deepen: the step must add at least 1 layer, not {len(keep) - len(held)}")
     sources, run = [], 0

@@ -4,6 +4,7 @@ analyze (``--bos``), induction and prune's induction check all read it: the toke
 when there is one (it is what produced the data), the model's config otherwise. Config fields
 may hold a list of ids (several EOS tokens, as Gemma and Llama 3 do).
 """
+
 from __future__ import annotations
 
 from transformers import PreTrainedModel

@@ -17,6 +17,7 @@ every group (``query``): the two cuts ``num_attention_heads`` / ``num_key_value_
 Families whose attention computes a head's width as ``hidden_size / num_attention_heads``
 (``Family.head_width`` is None) cannot lose heads without narrowing the rest: refused, FFN only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,18 +63,24 @@ def check_cut(config: PretrainedConfig, heads_pct: float, ffn_pct: float, unit: 
     if unit not in HEAD_UNITS:
         raise InherituneError(f"--head-unit must be one of {', '.join(HEAD_UNITS)}, not '{unit}'")
     if heads_pct and family.head_width is None:
-        raise InherituneError(f"{config.model_type} computes a head's width as hidden_size / num_attention_heads "
-                              "(its config has no head_dim), so removing heads would narrow the others: "
-                              "width-prune its FFN only (--width-ffn)")
+        raise InherituneError(
+            f"{config.model_type} computes a head's width as hidden_size / num_attention_heads "
+            "(its config has no head_dim), so removing heads would narrow the others: "
+            "width-prune its FFN only (--width-ffn)"
+        )
     units = kv if unit == "group" else heads // kv  # groups per layer, or query heads per group
     head_cut, ffn_cut = round(heads_pct / 100 * units), round(ffn_pct / 100 * neurons)
     what = "key/value groups" if unit == "group" else "query heads per key/value group"
     if heads_pct and not 0 < head_cut < units:
-        raise InherituneError(f"--width-heads {heads_pct:g}% of {units} {what} removes {head_cut}: it must remove at "
-                              f"least one and keep at least one" + (" (try --head-unit query)" if unit == "group" else ""))
+        raise InherituneError(
+            f"--width-heads {heads_pct:g}% of {units} {what} removes {head_cut}: it must remove at "
+            f"least one and keep at least one" + (" (try --head-unit query)" if unit == "group" else "")
+        )
     if ffn_pct and not 0 < ffn_cut < neurons:
-        raise InherituneError(f"--width-ffn {ffn_pct:g}% of {neurons} FFN neurons removes {ffn_cut}: it must remove "
-                              "at least one and keep at least one")
+        raise InherituneError(
+            f"--width-ffn {ffn_pct:g}% of {neurons} FFN neurons removes {ffn_cut}: it must remove "
+            "at least one and keep at least one"
+        )
     return head_cut, ffn_cut
 
 
@@ -83,8 +90,14 @@ def _top(scores: np.ndarray, keep: int) -> list[int]:
     return sorted(int(i) for i in order[:keep])
 
 
-def plan(config: PretrainedConfig, head_scores: np.ndarray, neuron_scores: np.ndarray, heads_pct: float,
-         ffn_pct: float, unit: str = "group") -> WidthPlan:
+def plan(
+    config: PretrainedConfig,
+    head_scores: np.ndarray,
+    neuron_scores: np.ndarray,
+    heads_pct: float,
+    ffn_pct: float,
+    unit: str = "group",
+) -> WidthPlan:
     """Per layer, keep the highest-scoring units: ``head_scores`` is [layers, query heads] (a group
     scores the sum of its query heads), ``neuron_scores`` [layers, neurons]."""
     heads, kv, _width, neurons = geometry(config)
@@ -109,8 +122,9 @@ def _rows(heads: list[int], width: int) -> torch.Tensor:
     return torch.tensor([h * width + j for h in heads for j in range(width)], dtype=torch.long)
 
 
-def _slices(family: Family, config: PretrainedConfig, width: WidthPlan, layer: int
-            ) -> dict[str, tuple[str, torch.Tensor]]:
+def _slices(
+    family: Family, config: PretrainedConfig, width: WidthPlan, layer: int
+) -> dict[str, tuple[str, torch.Tensor]]:
     """Per projection of one block: which side (``out`` rows or ``in`` columns) keeps which indices."""
     heads, kv, head_width, neurons = geometry(config)
     q, k = _rows(width.heads[layer], head_width), _rows(width.kv_heads[layer], head_width)
@@ -162,8 +176,9 @@ def cut(model: PreTrainedModel, width: WidthPlan) -> PreTrainedModel:
             for name in ("weight", "bias"):
                 key = f"{family.blocks}.{layer}.{path}.{name}"
                 if state.get(key) is not None:
-                    state[key] = _take(state[key], side, index=index, in_out=family.weights_in_out,
-                                       is_bias=name == "bias")
+                    state[key] = _take(
+                        state[key], side, index=index, in_out=family.weights_in_out, is_bias=name == "bias"
+                    )
     small.load_state_dict(state, strict=True)
     if getattr(small.config, "tie_word_embeddings", False):
         small.tie_weights()

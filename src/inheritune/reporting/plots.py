@@ -1,4 +1,5 @@
 """The few plot shapes every command draws (headless, PNG), written atomically."""
+
 from __future__ import annotations
 
 import io
@@ -8,10 +9,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from inheritune.atomic import atomic_write_bytes  # noqa: E402
+from inheritune.atomic import atomic_write_bytes
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -22,8 +23,17 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def heatmap(matrix: np.ndarray, path: str | Path, title: str, xlabel: str = "head", ylabel: str = "layer",
-            cbar: str = "", cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None) -> Path:
+def heatmap(
+    matrix: np.ndarray,
+    path: str | Path,
+    title: str,
+    xlabel: str = "head",
+    ylabel: str = "layer",
+    cbar: str = "",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Path:
     """A rows x columns heatmap, row 0 at the top (layer 0 first)."""
     matrix = np.asarray(matrix, dtype=float)
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * matrix.shape[1] + 2), max(3, 0.22 * matrix.shape[0] + 1.5)))
@@ -33,18 +43,32 @@ def heatmap(matrix: np.ndarray, path: str | Path, title: str, xlabel: str = "hea
     return _save(fig, path)
 
 
-def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str,
-           xlabel: str, ylabel: str, hlines: Mapping[str, float] | None = None, logx: bool = False,
-           ylim: tuple[float, float] | None = None) -> Path:
+def curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    hlines: Mapping[str, float] | None = None,
+    logx: bool = False,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """Named (x, y) curves on one axis, with optional labelled horizontal reference lines. With
     ``ylim``, points above the top are drawn as markers on the top edge, with their value."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for index, (name, (x, y)) in enumerate(series.items()):
-        line, = ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
+        (line,) = ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
         for xi, yi in zip(x, y):
             if ylim is not None and yi > ylim[1]:  # off the clipped axis: a marker at the edge, labelled
-                ax.annotate(f"{name}: {yi:.1f}", (xi, ylim[1]), xytext=(6, -10 - 9 * index), textcoords="offset points",
-                            fontsize=7, color=line.get_color(), annotation_clip=False)
+                ax.annotate(
+                    f"{name}: {yi:.1f}",
+                    (xi, ylim[1]),
+                    xytext=(6, -10 - 9 * index),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=line.get_color(),
+                    annotation_clip=False,
+                )
                 ax.plot([xi], [ylim[1]], marker="^", color=line.get_color(), clip_on=False)
     for name, y in (hlines or {}).items():
         ax.axhline(y, linestyle="--", color="gray", linewidth=1)
@@ -60,8 +84,9 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: 
     return _save(fig, path)
 
 
-def bars(values: Sequence[float], path: str | Path, title: str, xlabel: str, ylabel: str,
-         highlight: Sequence[int] = ()) -> Path:
+def bars(
+    values: Sequence[float], path: str | Path, title: str, xlabel: str, ylabel: str, highlight: Sequence[int] = ()
+) -> Path:
     """One bar per index (e.g. per layer), highlighted indices in a second colour."""
     fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(values) + 2), 3.5))
     marked = set(highlight)
@@ -84,15 +109,21 @@ def matrices(panels: Mapping[str, np.ndarray], path: str | Path, title: str, cba
     return _save(fig, path)
 
 
-def panels(plots: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[Sequence[float]]]]],
-           path: str | Path, title: str, xlabel: str, ylabel: str, hlines: Mapping[str, float] | None = None) -> Path:
+def panels(
+    plots: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[Sequence[float]]]]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    hlines: Mapping[str, float] | None = None,
+) -> Path:
     """One panel per name (e.g. per pruning criterion), side by side on a shared y axis, each with
     named (x, y, [low, high]) curves drawn with their interval as a shaded band, and the same
     labelled horizontal reference lines (e.g. chance) in every panel."""
     fig, axes = plt.subplots(1, len(plots), figsize=(4.2 * len(plots), 3.8), sharey=True, squeeze=False)
     for ax, (panel, series) in zip(axes[0], plots.items()):
         for name, (x, y, band) in series.items():
-            line, = ax.plot(x, y, marker="o", markersize=3, label=name)
+            (line,) = ax.plot(x, y, marker="o", markersize=3, label=name)
             low, high = zip(*band) if len(band) else ((), ())
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         for name, y in (hlines or {}).items():
@@ -106,8 +137,16 @@ def panels(plots: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[floa
     return _save(fig, path)
 
 
-def scatter(x: Sequence[float], y: Sequence[float], path: str | Path, title: str, xlabel: str, ylabel: str,
-            highlight: Sequence[int] = (), labels: Mapping[int, str] | None = None) -> Path:
+def scatter(
+    x: Sequence[float],
+    y: Sequence[float],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    highlight: Sequence[int] = (),
+    labels: Mapping[int, str] | None = None,
+) -> Path:
     """One point per unit (e.g. per head), highlighted indices in a second colour, a few labelled."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     marked = set(highlight)

@@ -6,15 +6,16 @@ is read off them (the verdict, time-to-target) and lays the same numbers out as 
 three files cannot disagree. Every "val loss" is the one yardstick of ``evaluation/loss.py``,
 whose definition heads the report.
 """
+
 from __future__ import annotations
 
 import base64
 import html
 from pathlib import Path
 
+from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.evaluation.compare import comparison_table
 from inheritune.evaluation.loss import YARDSTICK
-from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.models.surgery import spans
 from inheritune.reporting.plots import curves, strips
 
@@ -36,25 +37,30 @@ def time_to_target(curve: dict, reference_loss: float, levels=TARGET_LEVELS) -> 
     out = {}
     for level in levels:
         hit = next((i for i, v in enumerate(curve["val_loss"]) if v <= reference_loss + level), None)
-        out[f"{level:+g}"] = None if hit is None else {"tokens": curve["tokens"][hit],
-                                                       "wall_time": curve["wall_time"][hit]}
+        out[f"{level:+g}"] = (
+            None if hit is None else {"tokens": curve["tokens"][hit], "wall_time": curve["wall_time"][hit]}
+        )
     return out
 
 
 def _verdict(main: str, arms: dict, grown) -> str:
     ref, inh = arms["reference"], arms[main]
     suffix = main.removeprefix("inheritune")
-    text = (f"{main} {'matched' if grown.matched else 'did not match'} the {ref['layers']}-layer reference "
-            f"(val loss {ref['final_val_loss']:.4f}): {inh['layers']} layers reach {inh['final_val_loss']:.4f} "
-            f"({inh['final_val_loss'] - ref['final_val_loss']:+.2f} nats) after {inh['tokens']:,} tokens in "
-            f"{len(grown.rounds)} round(s)")
+    text = (
+        f"{main} {'matched' if grown.matched else 'did not match'} the {ref['layers']}-layer reference "
+        f"(val loss {ref['final_val_loss']:.4f}): {inh['layers']} layers reach {inh['final_val_loss']:.4f} "
+        f"({inh['final_val_loss'] - ref['final_val_loss']:+.2f} nats) after {inh['tokens']:,} tokens in "
+        f"{len(grown.rounds)} round(s)"
+    )
     if f"scratch{suffix}" in arms:
         s = arms[f"scratch{suffix}"]
         better = "beat" if inh["final_val_loss"] < s["final_val_loss"] else "did not beat"
-        text += (f"; it {better} scratch{suffix} (same depth, tokens and loss: {s['final_val_loss']:.4f})")
+        text += f"; it {better} scratch{suffix} (same depth, tokens and loss: {s['final_val_loss']:.4f})"
     if suffix and "inheritune" in arms and "scratch" in arms:
-        text += (f". With cross-entropy alone: inheritune {arms['inheritune']['final_val_loss']:.4f}, "
-                 f"scratch {arms['scratch']['final_val_loss']:.4f}")
+        text += (
+            f". With cross-entropy alone: inheritune {arms['inheritune']['final_val_loss']:.4f}, "
+            f"scratch {arms['scratch']['final_val_loss']:.4f}"
+        )
     return text + "."
 
 
@@ -65,8 +71,9 @@ def _loss_sentence(recipe) -> str:
     return f"Arms ending in -kd distil from {d.teacher} (alpha {d.alpha}, T {d.temperature})."
 
 
-def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analysis: dict | None,
-                 evals: dict | None, elapsed: float) -> dict:
+def build_report(
+    recipe, data, grown: dict, main_suffix: str, arms: dict, analysis: dict | None, evals: dict | None, elapsed: float
+) -> dict:
     """The report's numbers: arms (with gap to the reference and time-to-target), growth, verdict."""
     main = f"inheritune{main_suffix}"
     ref_loss = arms["reference"]["final_val_loss"]
@@ -75,20 +82,34 @@ def build_report(recipe, data, grown: dict, main_suffix: str, arms: dict, analys
         if arm.get("curve"):
             arm["time_to_target"] = time_to_target(arm["curve"], ref_loss, target_levels(recipe.grow.margin))
     g = recipe.grow
-    step = (f"+{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}"
-            if g.direction == "grow" else f"-{g.step_layers} per round (shrink), at least {g.min_layers}")
-    setup = (f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
-             f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
-             f"`{recipe.inherit.by}` (`inheritune derive --help` says what each selector keeps), scored on the "
-             f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
-             f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. {_loss_sentence(recipe)} wall_time: "
-             f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
-             f"This invocation of the run took {elapsed:.0f} s.")
-    return {"title": f"{recipe.reference} -> {arms[main]['layers']} layers", "main_arm": main,
-            "verdict": _verdict(main, arms, grown[main_suffix]), "setup": setup, "yardstick": YARDSTICK,
-            "recipe": recipe.to_dict(), "data": str(data.root), "arms": arms,
-            "growth": {f"inheritune{s}": r.to_json() for s, r in grown.items()},
-            "analysis": analysis, "eval": evals, "wall_time": elapsed}
+    step = (
+        f"+{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}"
+        if g.direction == "grow"
+        else f"-{g.step_layers} per round (shrink), at least {g.min_layers}"
+    )
+    setup = (
+        f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
+        f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
+        f"`{recipe.inherit.by}` (`inheritune derive --help` says what each selector keeps), scored on the "
+        f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
+        f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. {_loss_sentence(recipe)} wall_time: "
+        f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
+        f"This invocation of the run took {elapsed:.0f} s."
+    )
+    return {
+        "title": f"{recipe.reference} -> {arms[main]['layers']} layers",
+        "main_arm": main,
+        "verdict": _verdict(main, arms, grown[main_suffix]),
+        "setup": setup,
+        "yardstick": YARDSTICK,
+        "recipe": recipe.to_dict(),
+        "data": str(data.root),
+        "arms": arms,
+        "growth": {f"inheritune{s}": r.to_json() for s, r in grown.items()},
+        "analysis": analysis,
+        "eval": evals,
+        "wall_time": elapsed,
+    }
 
 
 def _fmt(value, column: str = "") -> str:
@@ -118,8 +139,14 @@ def target_table(report: dict) -> tuple[list[str], list[list[str]]]:
     trained = {name: arm for name, arm in report["arms"].items() if arm.get("time_to_target")}
     levels = next(iter(trained.values()))["time_to_target"] if trained else {}
     header = ["arm"] + [f"ref {level}" for level in levels]
-    rows = [[name] + [f"{hit['tokens']:,} tok / {hit['wall_time']:.0f} s" if hit else "not reached"
-                      for hit in arm["time_to_target"].values()] for name, arm in trained.items()]
+    rows = [
+        [name]
+        + [
+            f"{hit['tokens']:,} tok / {hit['wall_time']:.0f} s" if hit else "not reached"
+            for hit in arm["time_to_target"].values()
+        ]
+        for name, arm in trained.items()
+    ]
     return header, rows
 
 
@@ -136,8 +163,18 @@ def budget_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
     for name in ["reference", report["main_arm"], *names]:
         arm, own = arms[name], arms[name].get("non_embedding")
         untrained = arm["curve"]["val_loss"][0] if arm.get("curve") else None
-        rows.append([name, _fmt(arm["layers"]), _fmt(own), f"{own / total:.3f}" if own and total else "-",
-                     _fmt(arm["tokens"]), _fmt(untrained), _fmt(arm["final_val_loss"]), _fmt(arm["gap"], "gap")])
+        rows.append(
+            [
+                name,
+                _fmt(arm["layers"]),
+                _fmt(own),
+                f"{own / total:.3f}" if own and total else "-",
+                _fmt(arm["tokens"]),
+                _fmt(untrained),
+                _fmt(arm["final_val_loss"]),
+                _fmt(arm["gap"], "gap"),
+            ]
+        )
     return header, rows
 
 
@@ -149,16 +186,26 @@ def draw_curves(report: dict, out: Path) -> Path:
     """All trained arms' val loss against training tokens; the reference as a labelled line. The
     y axis is clipped just above the lowest arm's start, so one far-off point (an untrained derived
     model's step 0) does not squash every curve into the bottom of the plot."""
-    series = {name: (arm["curve"]["tokens"], arm["curve"]["val_loss"])
-              for name, arm in report["arms"].items() if arm.get("curve") and arm["curve"]["tokens"]}
+    series = {
+        name: (arm["curve"]["tokens"], arm["curve"]["val_loss"])
+        for name, arm in report["arms"].items()
+        if arm.get("curve") and arm["curve"]["tokens"]
+    }
     ref = report["arms"]["reference"]
     hlines = {f"reference ({ref['layers']} layers): {ref['final_val_loss']:.3f}": ref["final_val_loss"]}
     values = [v for _, ys in series.values() for v in ys]
     after_start = [v for _, ys in series.values() for v in ys[1:]] or values
     top = max(after_start) + 0.5 if values else None
     bottom = min(values + [ref["final_val_loss"]]) - 0.3 if values else None
-    return curves(series, out / CURVES_PNG, title="validation loss vs training tokens", xlabel="training tokens",
-                  ylabel="val loss (nats)", hlines=hlines, ylim=(bottom, top) if values else None)
+    return curves(
+        series,
+        out / CURVES_PNG,
+        title="validation loss vs training tokens",
+        xlabel="training tokens",
+        ylabel="val loss (nats)",
+        hlines=hlines,
+        ylim=(bottom, top) if values else None,
+    )
 
 
 def draw_blocks(report: dict, out: Path) -> Path | None:
@@ -177,30 +224,53 @@ def _md_table(columns, rows) -> str:
 
 def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
     """(heading, paragraph, table) in report order: one list that markdown and HTML both render."""
-    sections = [("Arms", "gap = final val loss minus the reference's.", (ARM_COLUMNS, arm_rows(report))),
-                ("Time to target", "Training tokens and seconds at the first evaluation at or below the "
-                 "reference's val loss plus the level.", target_table(report))]
+    sections = [
+        ("Arms", "gap = final val loss minus the reference's.", (ARM_COLUMNS, arm_rows(report))),
+        (
+            "Time to target",
+            "Training tokens and seconds at the first evaluation at or below the reference's val loss plus the level.",
+            target_table(report),
+        ),
+    ]
     budget = budget_table(report)
     if budget is not None:
         b = report["recipe"].get("budget", {})
-        sections.append(("Equal parameters: depth, width, both",
-                         f"The reference cut to at most {b.get('params')} of its non-embedding parameters (`prune "
-                         f"--params`; depth by `{report['recipe']['inherit']['by']}`, width ranked by "
-                         f"{b.get('width_by')}), each healed with the main arm's loss on its tokens; untrained = the "
-                         "cut model's val loss before any training.", budget))
+        sections.append(
+            (
+                "Equal parameters: depth, width, both",
+                f"The reference cut to at most {b.get('params')} of its non-embedding parameters (`prune "
+                f"--params`; depth by `{report['recipe']['inherit']['by']}`, width ranked by "
+                f"{b.get('width_by')}), each healed with the main arm's loss on its tokens; untrained = the "
+                "cut model's val loss before any training.",
+                budget,
+            )
+        )
     for name, growth in report.get("growth", {}).items():
         sections.append((f"Growth rounds: {name}", growth["verdict"], (ROUND_COLUMNS, round_rows(growth))))
     if report.get("eval"):
-        sections.append(("Downstream evaluation", "lm-eval tasks; val_loss is the same yardstick as above.",
-                         comparison_table(report["eval"])))
+        sections.append(
+            (
+                "Downstream evaluation",
+                "lm-eval tasks; val_loss is the same yardstick as above.",
+                comparison_table(report["eval"]),
+            )
+        )
     if report.get("analysis"):
         sections.append(("Attention analysis of the reference", report["analysis"].get("summary", ""), None))
     return sections
 
 
 def render_markdown(report: dict) -> str:
-    parts = [f"# inheritune run: {report['title']}", "", f"**Verdict:** {report['verdict']}", "",
-             report.get("setup", ""), "", f"![val loss vs tokens]({CURVES_PNG})", ""]
+    parts = [
+        f"# inheritune run: {report['title']}",
+        "",
+        f"**Verdict:** {report['verdict']}",
+        "",
+        report.get("setup", ""),
+        "",
+        f"![val loss vs tokens]({CURVES_PNG})",
+        "",
+    ]
     if any(arm.get("blocks") for arm in report["arms"].values()):
         parts += [f"![reference blocks each arm holds]({BLOCKS_PNG})", ""]
     for heading, text, table in _sections(report):
@@ -222,31 +292,45 @@ def _html_table(columns, rows) -> str:
 
 def render_html(report: dict, out: Path) -> str:
     """One file that opens anywhere: the plots are embedded as base64 PNGs."""
-    parts = [f"<h1>inheritune run: {html.escape(report['title'])}</h1>",
-             f"<p><b>Verdict:</b> {html.escape(report['verdict'])}</p>",
-             f"<p>{html.escape(report.get('setup', ''))}</p>",
-             f'<img alt="val loss vs tokens" src="{_inline(out / CURVES_PNG)}">']
+    parts = [
+        f"<h1>inheritune run: {html.escape(report['title'])}</h1>",
+        f"<p><b>Verdict:</b> {html.escape(report['verdict'])}</p>",
+        f"<p>{html.escape(report.get('setup', ''))}</p>",
+        f'<img alt="val loss vs tokens" src="{_inline(out / CURVES_PNG)}">',
+    ]
     if (out / BLOCKS_PNG).is_file():
         parts.append(f'<img alt="reference blocks each arm holds" src="{_inline(out / BLOCKS_PNG)}">')
     for heading, text, table in _sections(report):
         parts += [f"<h2>{html.escape(heading)}</h2>"] + ([f"<p>{html.escape(text)}</p>"] if text else [])
         parts += [_html_table(*table)] if table else []
     if report.get("analysis"):
-        parts += [f'<figure><img alt="{html.escape(name)}" src="{_inline(out / path)}">'
-                  f"<figcaption>{html.escape(name)}</figcaption></figure>"
-                  for name, path in report["analysis"].get("plots", {}).items() if (out / path).is_file()]
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report['title'])}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+        parts += [
+            f'<figure><img alt="{html.escape(name)}" src="{_inline(out / path)}">'
+            f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            for name, path in report["analysis"].get("plots", {}).items()
+            if (out / path).is_file()
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report['title'])}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def write_report(report: dict, out: str | Path) -> dict[str, Path]:
     """Write report.json, the curves PNG, report.md and report.html into ``out``."""
     out = Path(out)
-    files = {"json": out / "report.json", "png": draw_curves(report, out), "blocks": draw_blocks(report, out),
-             "md": out / "report.md", "html": out / "report.html"}
+    files = {
+        "json": out / "report.json",
+        "png": draw_curves(report, out),
+        "blocks": draw_blocks(report, out),
+        "md": out / "report.md",
+        "html": out / "report.html",
+    }
     atomic_write_json(files["json"], report)
     atomic_write_text(files["md"], render_markdown(report))
     atomic_write_text(files["html"], render_html(report, out))

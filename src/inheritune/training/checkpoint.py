@@ -6,6 +6,7 @@ deleted the same way round: renamed to a hidden name first (``io.discard``), so 
 never leaves a ``step-NNNNNNN/`` without its trainer state. Resuming still checks each candidate and
 falls back to an older one if a file was damaged later.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from inheritune.errors import InherituneError
 from inheritune.atomic import atomic_dir, clean_leftovers, discard
+from inheritune.errors import InherituneError
 
 STATE = "trainer_state.pt"
 
@@ -24,8 +25,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save(run_dir: Path, step: int, model, tokenizer, state: dict, keep: int,
-         model_state: dict | None = None) -> Path:
+def save(run_dir: Path, step: int, model, tokenizer, state: dict, keep: int, model_state: dict | None = None) -> Path:
     """Write one checkpoint, then delete all but the newest ``keep``.
 
     ``model_state`` is the full state dict when the live model is sharded (FSDP2).
@@ -58,8 +58,9 @@ def load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: P
     names = dict(model.named_parameters(remove_duplicate=False))
     untied = [k for k in missing if not any(names[a] is names.get(k) for a in tensors if a in names)]
     if unexpected or untied:
-        raise InherituneError(f"checkpoint {where} does not fit the model "
-                              f"(missing {untied[:3]}, unexpected {unexpected[:3]})")
+        raise InherituneError(
+            f"checkpoint {where} does not fit the model (missing {untied[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def latest(run_dir: Path) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:

@@ -4,6 +4,7 @@ Defaults are the paper's (AdamW 0.9/0.95, weight decay 0.1, peak lr 2e-4, warmup
 1e-5, grad clip 1.0, no dropout). ``distill_from`` adds knowledge distillation from a teacher
 that shares the tokenizer (see training/loss.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,16 +21,20 @@ PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
 
 HELP = {  # the CLI's help for each field (its default is added there)
-    "seq_len": "context length of training windows", "batch_size": "micro-batch per rank",
+    "seq_len": "context length of training windows",
+    "batch_size": "micro-batch per rank",
     "tokens_per_step": "global tokens per optimizer step; gradients accumulate to reach it (default: one micro-batch "
-                       "per rank)", "steps": "optimizer steps to train",
+    "per rank)",
+    "steps": "optimizer steps to train",
     "tokens": "training tokens (steps = ceil(tokens / tokens_per_step))",
     "warmup_steps": "linear warmup steps (default: min(2000, 10%% of steps))",
-    "weight_decay": "AdamW weight decay on >=2-D weights", "grad_clip": "gradient norm clip (0: none)",
+    "weight_decay": "AdamW weight decay on >=2-D weights",
+    "grad_clip": "gradient norm clip (0: none)",
     "eval_every": "validation every K steps (default: ~10 per run; always at step 0 and the end)",
     "checkpoint_every": "checkpoint every K steps (default: eval_every; always at the end)",
     "precision": "auto (bf16 autocast where the device multiplies it natively) | bf16 | fp32",
-    "on_nonfinite": "stop or skip the batch on a non-finite loss", "fsdp": "shard parameters with FSDP2, not DDP",
+    "on_nonfinite": "stop or skip the batch on a non-finite loss",
+    "fsdp": "shard parameters with FSDP2, not DDP",
     "peak_flops": "per-device peak FLOP/s for MFU (default: measured with a matmul at start)",
     "trust_remote_code": "let the model's own code (auto_map in config.json) run when loading it",
     "skip_tokens": "start where a run of this many tokens (same seed) ended",
@@ -37,10 +42,10 @@ HELP = {  # the CLI's help for each field (its default is added there)
     "distill_alpha": "distillation weight: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE",
     "distill_temperature": "T, the softmax temperature of the KL term",
     "teacher_cache": "auto (under $INHERITUNE_CACHE or ~/.cache/inheritune when it fits the disk) | off | FOLDER: "
-                     "the teacher's states stored once per training window, read back by every later run on them",
+    "the teacher's states stored once per training window, read back by every later run on them",
     "teacher_states": "hidden (its last hidden states: exact) | top:K (its K likeliest tokens: approximate, cheaper)",
     "train_blocks": "blocks that train at the full lr: all | last:K | cuts:K (K blocks each side of every cut a "
-                    "derived model has) | indices like 0-3,20; the final norm trains too",
+    "derived model has) | indices like 0-3,20; the final norm trains too",
     "rest_lr_scale": "lr multiplier of everything outside --train-blocks; 0 freezes it (no gradient or state)",
 }
 
@@ -74,7 +79,9 @@ class TrainConfig:
     distill_from: str | None = None  # teacher (alias, folder, .gguf, hub id): knowledge distillation
     distill_alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
     distill_temperature: float = 1.0  # T: softmax temperature of both models in the KL term
-    teacher_cache: str = "auto"  # auto | off | FOLDER: the teacher's states stored once per window (training/teacher_cache.py)
+    teacher_cache: str = (
+        "auto"  # auto | off | FOLDER: the teacher's states stored once per window (training/teacher_cache.py)
+    )
     teacher_states: str = "hidden"  # hidden (exact) | top:K (approximate): what of the teacher the loss reads
     train_blocks: str = "all"  # blocks that train at the full lr: all | last:K | cuts:K | indices (training/healing.py)
     rest_lr_scale: float = 0.0  # lr multiplier of everything else when train_blocks is not all; 0 freezes it
@@ -135,8 +142,9 @@ def check_train_blocks(spec: str) -> str:
         return spec
     if kind not in ("last", "cuts") and all(part.strip().replace("-", "", 1).isdigit() for part in spec.split(",")):
         return spec
-    raise InherituneError(f"train_blocks must be all, last:K, cuts:K (K >= 1) or block indices like 0-3,20, "
-                          f"not '{spec}'")
+    raise InherituneError(
+        f"train_blocks must be all, last:K, cuts:K (K >= 1) or block indices like 0-3,20, not '{spec}'"
+    )
 
 
 def check_teacher_states(spec: str) -> int | None:

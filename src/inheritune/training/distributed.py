@@ -5,6 +5,7 @@ multi-node through its ``--nnodes/--node-rank/--rdzv-*`` flags). Without torchru
 this is a single process and nothing is initialised. Also the training step's helpers that
 differ under DDP/FSDP2: barriers, gradient sync, clipping, gathering the full state.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,6 +68,7 @@ def shard(model: torch.nn.Module) -> torch.nn.Module:
 
 # --- the training step's parallel-aware helpers ----------------------------------------------
 
+
 def barrier(env: Dist) -> None:
     if env.world > 1:
         torch.distributed.barrier()
@@ -101,12 +103,17 @@ def full_state(model, optimizer, fsdp: bool, optimizer_too: bool = True) -> tupl
     """(model state, optimizer state) in full, gathered from shards under FSDP2 (None = take them as they are)."""
     if not fsdp:
         return None, optimizer.state_dict() if optimizer_too else None
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,  # FSDP2 only
-                                                         get_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,  # FSDP2 only
+        get_optimizer_state_dict,
+    )
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return (get_model_state_dict(model, options=options),
-            get_optimizer_state_dict(model, optimizer, options=options) if optimizer_too else None)
+    return (
+        get_model_state_dict(model, options=options),
+        get_optimizer_state_dict(model, optimizer, options=options) if optimizer_too else None,
+    )
 
 
 @contextmanager

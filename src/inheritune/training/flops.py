@@ -4,6 +4,7 @@ FLOPs per token = 6 N + 12 L d T (PaLM, appendix B): N matmul parameters (the in
 is a lookup, so it is left out unless tied to the LM head), plus attention scores and values
 over a context of T tokens in L layers of width d.
 """
+
 from __future__ import annotations
 
 import time

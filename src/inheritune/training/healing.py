@@ -14,6 +14,7 @@ Everything else (other blocks, embeddings, a tied or untied LM head) trains at `
 times the learning rate; 0 (the default) freezes it: no gradient, no optimizer state, and no
 backward pass below the first block that trains.
 """
+
 from __future__ import annotations
 
 from transformers import PreTrainedModel
@@ -28,8 +29,10 @@ def cuts(model: PreTrainedModel) -> list[int]:
     """Positions p where the model skips reference blocks just before block p (p = n: after its last)."""
     record = getattr(model.config, PROVENANCE, None)
     if not record:
-        raise InherituneError("train_blocks cuts:K needs a model built by inheritune (derive, grow, prune: its "
-                              "config.json records the reference blocks it holds); use last:K or indices")
+        raise InherituneError(
+            "train_blocks cuts:K needs a model built by inheritune (derive, grow, prune: its "
+            "config.json records the reference blocks it holds); use last:K or indices"
+        )
     held, total = origins(model), record["reference_layers"]
     found = [p for p in range(1, len(held)) if held[p] != held[p - 1] + 1]
     return ([0] if held[0] != 0 else []) + found + ([len(held)] if held[-1] != total - 1 else [])

@@ -3,6 +3,7 @@
 On resume, rows past the checkpoint being resumed are dropped (the killed run may have logged
 steps it never checkpointed), so the log reads as one uninterrupted run.
 """
+
 from __future__ import annotations
 
 import csv

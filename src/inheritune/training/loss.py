@@ -19,6 +19,7 @@ full [tokens, vocab] tensor. The gradient of the mix with respect to the student
 ``alpha * T * (p_T - q_T) + (1 - alpha) * (p - onehot)``. The teacher's distribution may also
 come as its top k tokens (TopK, from the cache): approximate, with the rule its docstring states.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ class Teacher:
         parts = []
         with torch.no_grad():
             for i in range(0, hidden.shape[0], chunk):
-                z, _ = _logits(hidden[i:i + chunk].to(dtype), self.head.to(dtype), self.softcap)
+                z, _ = _logits(hidden[i : i + chunk].to(dtype), self.head.to(dtype), self.softcap)
                 z = z / self.temperature if self.temperature != 1 else z
                 top = z.topk(k, dim=-1)
                 parts.append((top.values, top.indices, torch.logsumexp(z, dim=-1)))
@@ -90,8 +91,9 @@ def _logits(h: torch.Tensor, w: torch.Tensor, softcap: float | None) -> tuple[to
 class _ExactTeacher:
     """The teacher's logits recomputed from its hidden states, one chunk at a time."""
 
-    def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None, temp: float,
-                 dtype: torch.dtype):
+    def __init__(
+        self, hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None, temp: float, dtype: torch.dtype
+    ):
         self.hidden, self.weight, self.softcap, self.temp = hidden.to(dtype), weight.to(dtype), softcap, temp
 
     def term(self, i: int, j: int, logp_t: torch.Tensor, p_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,8 +131,9 @@ class _TopKTeacher:
 
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk: int, softcap: float | None, dtype: torch.dtype,
-                teacher: tuple | None):
+    def forward(
+        ctx, hidden, weight, targets, chunk: int, softcap: float | None, dtype: torch.dtype, teacher: tuple | None
+    ):
         """Mean loss of ``targets`` under logits = hidden @ weight.T; ``teacher`` = (_ExactTeacher or
         _TopKTeacher, alpha, T) adds the distillation term."""
         h, w = hidden.to(dtype), weight.to(dtype)
@@ -138,14 +141,14 @@ class _FusedLoss(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for i in range(0, h.shape[0], chunk):
-            hc, yc = h[i:i + chunk], targets[i:i + chunk]
+            hc, yc = h[i : i + chunk], targets[i : i + chunk]
             z, tanh = _logits(hc, w, softcap)
             loss, g = _chunk(z, yc, teacher, i)
             total += loss
             if tanh is not None:
                 g *= 1 - tanh * tanh
             g = g.to(dtype)
-            grad_h[i:i + chunk] = g @ w
+            grad_h[i : i + chunk] = g @ w
             if grad_w is not None:
                 grad_w += (g.T @ hc).float()
         n = h.shape[0]
@@ -183,16 +186,25 @@ def _chunk(z: torch.Tensor, yc: torch.Tensor, teacher: tuple | None, i: int) -> 
     return alpha * temp * temp * kl + (1 - alpha) * nll, g
 
 
-def plain_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,
-               alpha: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
+def plain_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    alpha: float = 1.0,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """The same loss on full logits [tokens, vocab]: the reference the fused path is tested against,
     and the path for models whose head the fused one cannot take (a biased head, FSDP)."""
     ce = F.cross_entropy(logits.float(), targets)
     if teacher_logits is None:
         return ce
     t = temperature
-    kl = F.kl_div(torch.log_softmax(logits.float() / t, -1), torch.log_softmax(teacher_logits.float() / t, -1),
-                  log_target=True, reduction="batchmean")
+    kl = F.kl_div(
+        torch.log_softmax(logits.float() / t, -1),
+        torch.log_softmax(teacher_logits.float() / t, -1),
+        log_target=True,
+        reduction="batchmean",
+    )
     return alpha * t * t * kl + (1 - alpha) * ce
 
 
@@ -229,17 +241,24 @@ class CausalLMLoss(torch.nn.Module):
                 return plain_loss(logits, targets)
             with torch.no_grad():
                 t_logits = teacher.model(input_ids=inputs).logits.flatten(0, 1)
-            return plain_loss(logits, targets, teacher_logits=t_logits, alpha=teacher.alpha,
-                              temperature=teacher.temperature)
+            return plain_loss(
+                logits, targets, teacher_logits=t_logits, alpha=teacher.alpha, temperature=teacher.temperature
+            )
         hidden = self.model.base_model(input_ids=inputs).last_hidden_state.flatten(0, 1)
         weight = self.model.get_output_embeddings().weight
-        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else weight.dtype
+        dtype = (
+            torch.get_autocast_dtype(hidden.device.type)
+            if torch.is_autocast_enabled(hidden.device.type)
+            else weight.dtype
+        )
         kd = None
         if teacher is not None:
             states = teacher.hidden(inputs) if teacher_states is None else teacher_states
-            source = (_TopKTeacher(states) if isinstance(states, TopK) else
-                      _ExactTeacher(states, teacher.head, softcap=teacher.softcap, temp=teacher.temperature,
-                                    dtype=dtype))
+            source = (
+                _TopKTeacher(states)
+                if isinstance(states, TopK)
+                else _ExactTeacher(states, teacher.head, softcap=teacher.softcap, temp=teacher.temperature, dtype=dtype)
+            )
             kd = (source, teacher.alpha, teacher.temperature)
         with torch.autocast(hidden.device.type, enabled=False):
             return _FusedLoss.apply(hidden, weight, targets, self.chunk, self.softcap, dtype, kd)

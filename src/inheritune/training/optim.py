@@ -2,6 +2,7 @@
 
 The schedule is a pure function of the step, so resuming needs no scheduler state.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -12,8 +13,9 @@ import torch
 from inheritune.training.config import TrainConfig
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, scales: dict[str, float] | None = None
-                   ) -> torch.optim.AdamW:
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, scales: dict[str, float] | None = None
+) -> torch.optim.AdamW:
     """AdamW: >=2-D weights decay, biases and norm gains do not (the paper's recipe); each group
     carries its ``lr_scale`` (``scales``, per parameter name: training/healing.py), frozen
     parameters are left out."""
@@ -24,8 +26,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, scales: dict[str
         for decay in (True, False):
             chosen = [p for n, p in params if scales.get(n, 1.0) == scale and (p.dim() >= 2) == decay]
             if chosen:
-                groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
-                               "lr_scale": scale})
+                groups.append(
+                    {"params": chosen, "weight_decay": config.weight_decay if decay else 0.0, "lr_scale": scale}
+                )
     # The fused kernel is one pass over all tensors (CPU and CUDA); DTensors (FSDP2) take foreach.
     fused = not config.fsdp and "fused" in inspect.signature(torch.optim.AdamW).parameters
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)

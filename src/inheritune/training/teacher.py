@@ -1,5 +1,6 @@
 """The teacher a run distils from: loaded and checked against the data's tokens, what the fused loss
 reads of it (hidden states or top-K), and the disk cache of those states (``teacher_cache``)."""
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,10 @@ def make_teacher(config: TrainConfig, model: PreTrainedModel | None, data, stude
         model = load_model(config.distill_from, trust_remote_code=config.trust_remote_code)
     rows = (model.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
     if rows[0] != rows[1]:
-        raise InherituneError(f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
-                              f"{rows[1]}: distillation needs one vocabulary")
+        raise InherituneError(
+            f"the teacher {config.distill_from} predicts {rows[0]} tokens and the student "
+            f"{rows[1]}: distillation needs one vocabulary"
+        )
     return Teacher(model, config.distill_alpha, config.distill_temperature)
 
 
@@ -36,8 +39,10 @@ def states_of(teacher: Teacher | None, config: TrainConfig, fused: bool, autocas
     plain loss (FSDP, a biased head) runs the teacher on full logits itself."""
     if teacher is None or not fused:
         if teacher is not None and config.teacher_states != "hidden":
-            raise InherituneError(f"teacher_states {config.teacher_states} needs the fused loss, which --fsdp and "
-                                  f"biased LM heads do not use; use teacher_states hidden")
+            raise InherituneError(
+                f"teacher_states {config.teacher_states} needs the fused loss, which --fsdp and "
+                f"biased LM heads do not use; use teacher_states hidden"
+            )
         return None
     k = check_teacher_states(config.teacher_states)
     if k is None:
@@ -45,8 +50,9 @@ def states_of(teacher: Teacher | None, config: TrainConfig, fused: bool, autocas
     return lambda inputs: teacher.top_k(teacher.hidden(inputs), k, autocast or torch.float32)
 
 
-def open_teacher_cache(config: TrainConfig, teacher: Teacher, data, autocast, env,
-                        tokens: int) -> teacher_cache.TeacherCache | None:
+def open_teacher_cache(
+    config: TrainConfig, teacher: Teacher, data, autocast, env, tokens: int
+) -> teacher_cache.TeacherCache | None:
     """The store of the teacher's states this run reads and fills (None: distilling without one)."""
     if config.teacher_cache == "off":
         return None
@@ -56,15 +62,26 @@ def open_teacher_cache(config: TrainConfig, teacher: Teacher, data, autocast, en
     layout = teacher_cache.fields(config.teacher_states, teacher.head.shape[1], dtype)
     if auto and not teacher_cache.fits(root, tokens, teacher_cache.token_bytes(layout)):
         if env.main:
-            print(f"inheritune: the teacher's states for {tokens:,} tokens would not fit under {root} (at most half "
-                  f"the free disk): distilling without a teacher cache", file=sys.stderr)
+            print(
+                f"inheritune: the teacher's states for {tokens:,} tokens would not fit under {root} (at most half "
+                f"the free disk): distilling without a teacher cache",
+                file=sys.stderr,
+            )
         return None
     opened = None
     for turn in ("main", "others"):  # the main rank creates or clears the folder before the others open it
         if env.main == (turn == "main"):
-            opened = teacher_cache.open_cache(root, config.distill_from or "teacher", teacher=teacher.model, data=data,
-                                              seq_len=config.seq_len, dtype=dtype, form=config.teacher_states,
-                                              temperature=config.distill_temperature, quiet=not env.main)
+            opened = teacher_cache.open_cache(
+                root,
+                config.distill_from or "teacher",
+                teacher=teacher.model,
+                data=data,
+                seq_len=config.seq_len,
+                dtype=dtype,
+                form=config.teacher_states,
+                temperature=config.distill_temperature,
+                quiet=not env.main,
+            )
         barrier(env)
     return opened
 

@@ -25,6 +25,7 @@ bytes no record points to, which are never read; a torn record (a short tail) is
 A record whose bytes are missing or fail their checksum is refused, naming the file. A cache
 whose meta names other weights, data or dtype is cleared with one line and computed again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,23 +37,27 @@ import socket
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from inheritune.atomic import atomic_write_json, discard, read_json
 from inheritune.data.shards import MANIFEST, TokenData
 from inheritune.errors import InherituneError
-from inheritune.atomic import atomic_write_json, discard, read_json
 from inheritune.training.config import check_teacher_states
 from inheritune.training.loss import TopK
 
 FORMAT = "inheritune-teacher-cache/1"
 RECORD = np.dtype([("start", "<i8"), ("offset", "<i8"), ("crc", "<u4"), ("pad", "<u4")])
-STORED = {torch.float32: ("fp32", np.float32), torch.bfloat16: ("bf16", np.uint16), torch.float16: ("fp16", np.float16),
-          torch.int32: ("int32", np.int32)}
+STORED = {
+    torch.float32: ("fp32", np.float32),
+    torch.bfloat16: ("bf16", np.uint16),
+    torch.float16: ("fp16", np.float16),
+    torch.int32: ("int32", np.int32),
+}
 AUTO_LIMIT = 64 * 2**30  # "auto" never plans a cache larger than this, nor than half the free disk
 
 
@@ -143,7 +148,7 @@ class TeacherCache:
             begin = time.perf_counter()
             fresh = _as_fields(compute(inputs[missing]), self.layout)
             for n, i in enumerate(missing):
-                rows[i] = [f[n * self.seq_len:(n + 1) * self.seq_len] for f in fresh]
+                rows[i] = [f[n * self.seq_len : (n + 1) * self.seq_len] for f in fresh]
                 self._write(starts[i], rows[i])
             self.compute_seconds += time.perf_counter() - begin
             self.computed += len(missing)
@@ -152,9 +157,14 @@ class TeacherCache:
         return joined[0] if self.form == "hidden" else TopK(joined[0], joined[1], joined[2].flatten())
 
     def stats(self) -> dict:
-        return {"folder": str(self.folder), "form": self.form, "windows_read": self.hits,
-                "windows_computed": self.computed, "compute_seconds": round(self.compute_seconds, 2),
-                "bytes_per_token": self.bytes_per_token}
+        return {
+            "folder": str(self.folder),
+            "form": self.form,
+            "windows_read": self.hits,
+            "windows_computed": self.computed,
+            "compute_seconds": round(self.compute_seconds, 2),
+            "bytes_per_token": self.bytes_per_token,
+        }
 
     def _read(self, start: int) -> list[torch.Tensor] | None:
         entry = self.entries.get(start)
@@ -169,7 +179,7 @@ class TeacherCache:
         out, at = [], 0
         for _, dtype, n in self.layout:
             size = self.seq_len * n * np.dtype(STORED[dtype][1]).itemsize
-            array = np.array(raw[at:at + size]).view(STORED[dtype][1]).reshape(self.seq_len, n)
+            array = np.array(raw[at : at + size]).view(STORED[dtype][1]).reshape(self.seq_len, n)
             out.append(torch.from_numpy(array).view(dtype))
             at += size
         return out
@@ -204,33 +214,57 @@ def _load_entries(folder: Path) -> dict[int, _Entry]:
     entries: dict[int, _Entry] = {}
     for idx in sorted(folder.glob("seg-*.idx")):
         raw = idx.read_bytes()
-        records = np.frombuffer(raw[: len(raw) // RECORD.itemsize * RECORD.itemsize], dtype=RECORD)  # a torn tail: ignored
+        records = np.frombuffer(
+            raw[: len(raw) // RECORD.itemsize * RECORD.itemsize], dtype=RECORD
+        )  # a torn tail: ignored
         segment = idx.with_suffix(".bin")
         for start, offset, crc, _ in records:
             entries.setdefault(int(start), _Entry(segment, int(offset), int(crc)))
     return entries
 
 
-def open_cache(root: Path, teacher_name: str, teacher: torch.nn.Module, data: TokenData, seq_len: int,
-               dtype: torch.dtype, form: str = "hidden", temperature: float = 1.0, quiet: bool = False) -> TeacherCache:
+def open_cache(
+    root: Path,
+    teacher_name: str,
+    teacher: torch.nn.Module,
+    data: TokenData,
+    seq_len: int,
+    dtype: torch.dtype,
+    form: str = "hidden",
+    temperature: float = 1.0,
+    quiet: bool = False,
+) -> TeacherCache:
     """The cache of this teacher's states on this data, created or cleared (one line) as needed.
     ``dtype`` is the precision the states are computed in; ``temperature`` shapes top:K states."""
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise InherituneError(f"the teacher cache stores fp32, bf16 or fp16 states, not {dtype}")
     layout = fields(form, teacher.get_output_embeddings().weight.shape[1], dtype)
     folder = folder_for(root, teacher_name, data, seq_len) / form.replace(":", "")
-    meta = {"format": FORMAT, "teacher": teacher_name, "weights": weights_fingerprint(teacher),
-            "data": str(data.root.resolve()), "data_identity": data_identity(data), "seq_len": seq_len,
-            "form": form, "layout": [[name, STORED[d][0], n] for name, d, n in layout], "dtype": STORED[dtype][0],
-            "temperature": temperature if form != "hidden" else None}
+    meta = {
+        "format": FORMAT,
+        "teacher": teacher_name,
+        "weights": weights_fingerprint(teacher),
+        "data": str(data.root.resolve()),
+        "data_identity": data_identity(data),
+        "seq_len": seq_len,
+        "form": form,
+        "layout": [[name, STORED[d][0], n] for name, d, n in layout],
+        "dtype": STORED[dtype][0],
+        "temperature": temperature if form != "hidden" else None,
+    }
     if (folder / "meta.json").is_file():
         stored = read_json(folder / "meta.json", "teacher cache meta")
-        changed = [k for k in ("format", "weights", "data_identity", "seq_len", "layout", "dtype", "temperature")
-                   if stored.get(k) != meta[k]]
+        changed = [
+            k
+            for k in ("format", "weights", "data_identity", "seq_len", "layout", "dtype", "temperature")
+            if stored.get(k) != meta[k]
+        ]
         if changed:
             if not quiet:
-                print(f"inheritune: teacher cache {folder} was computed with other {_what(changed)}: computing it again",
-                      file=sys.stderr)
+                print(
+                    f"inheritune: teacher cache {folder} was computed with other {_what(changed)}: computing it again",
+                    file=sys.stderr,
+                )
             discard(folder)
     if not (folder / "meta.json").is_file():
         if folder.exists():  # segments without meta: a creation that a kill stopped
@@ -241,8 +275,15 @@ def open_cache(root: Path, teacher_name: str, teacher: torch.nn.Module, data: To
 
 
 def _what(changed: list[str]) -> str:
-    names = {"weights": "teacher weights", "data_identity": "data", "dtype": "precision", "format": "format",
-             "seq_len": "seq_len", "layout": "shape", "temperature": "temperature"}
+    names = {
+        "weights": "teacher weights",
+        "data_identity": "data",
+        "dtype": "precision",
+        "format": "format",
+        "seq_len": "seq_len",
+        "layout": "shape",
+        "temperature": "temperature",
+    }
     return ", ".join(names[k] for k in changed)
 
 

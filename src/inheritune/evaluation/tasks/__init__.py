@@ -8,6 +8,7 @@ lines and the completed YAML (with absolute ``data_files``) into a cache folder 
 content's hash, so an unchanged task is built once and a changed one never reuses stale files.
 ``TaskManager(include_path=folder)`` then loads it like any harness task.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,13 +20,13 @@ from pathlib import Path
 import yaml
 from transformers import PreTrainedTokenizerBase
 
+from inheritune.atomic import atomic_dir
 from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
 from inheritune.evaluation.cache import cache_root
 from inheritune.evaluation.cloze import cloze_rows
 from inheritune.evaluation.prompt_format import FEWSHOT_DELIMITER, HEADER, TARGET_DELIMITER, doc
-from inheritune.atomic import atomic_dir
 
 HERE = Path(__file__).parent
 BUILD_VERSION = 3  # part of the cache key: bump when build_local_task writes its files differently
@@ -54,8 +55,12 @@ LOCAL_TASKS: dict[str, tuple[str, dict, Builder]] = {
 }
 
 
-def build_local_task(name: str, data: TokenData | None = None,
-                     tokenizer: PreTrainedTokenizerBase | None = None, cache: Path | None = None) -> Path:
+def build_local_task(
+    name: str,
+    data: TokenData | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    cache: Path | None = None,
+) -> Path:
     """Write (or find) the folder holding task ``name``'s YAML and data; returns the folder."""
     from inheritune.evaluation.tasks.sampler import register  # lm_eval (the sampler's base): only when built
 

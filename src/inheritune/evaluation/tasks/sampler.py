@@ -4,6 +4,7 @@ lm-eval's own samplers draw from a whole split and cannot see the query's subjec
 the suite for the query's shots (dev questions of its subject, drawn by seed 0 and the query's id),
 so ``eval`` and ``importance`` score identical prompts whatever lm-eval's few-shot seed.
 """
+
 from __future__ import annotations
 
 from typing import Any
