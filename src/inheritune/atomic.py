@@ -246,7 +246,7 @@ def final_paths(obj: Any) -> Any:
         return obj
     for work, out in _BUILDING.items():
         for old, new in _spellings(work, out):
-            obj = re.sub(re.escape(old) + r"(?![\w.-])", lambda m: new, obj)
+            obj = re.sub(re.escape(old) + r"(?![\w.-])", lambda m: new, obj)  # noqa: B023 -- re.sub calls it at once
     return obj
 
 
@@ -371,4 +371,4 @@ def claim(out: Path, work: Path, stamp: str, settings: dict, started_with: str, 
 
 def csv_text(header: list[str], rows: list[list]) -> str:
     """A CSV file's text: a header row, then one line per row."""
-    return "\n".join(",".join(str(x) for x in row) for row in [header] + rows) + "\n"
+    return "\n".join(",".join(str(x) for x in row) for row in [header, *rows]) + "\n"

@@ -54,6 +54,6 @@ def held_back() -> Iterator[None]:
         with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
             yield
     finally:
-        for handler, stream in zip(handlers, streams):
+        for handler, stream in zip(handlers, streams, strict=True):
             handler.stream = stream
     sys.stderr.write(held.getvalue())

@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from inheritune.errors import InherituneError
 
@@ -136,7 +136,7 @@ def convert(value: Any, tp: Any, key: str, what: str = "recipe key") -> Any:
                     continue
         elif dataclasses.is_dataclass(tp):
             if isinstance(value, dict):
-                return build(tp, value, key + ".", what)
+                return build(cast(type, tp), value, key + ".", what)  # a type hint: a dataclass type
         elif origin is list:
             if isinstance(value, list):
                 return [convert(v, typing.get_args(tp)[0], f"{key}[{i}]", what) for i, v in enumerate(value)]
@@ -146,7 +146,9 @@ def convert(value: Any, tp: Any, key: str, what: str = "recipe key") -> Any:
         elif origin is tuple:
             args = typing.get_args(tp)
             if isinstance(value, (list, tuple)) and len(value) == len(args):
-                return tuple(convert(v, a, f"{key}[{i}]", what) for i, (v, a) in enumerate(zip(value, args)))
+                return tuple(
+                    convert(v, a, f"{key}[{i}]", what) for i, (v, a) in enumerate(zip(value, args, strict=True))
+                )
         else:
             return _scalar(value, tp)
     except ValueError:

@@ -152,7 +152,7 @@ def _served(name: str, version: str) -> bool:
 def check_pins(also: list[str]) -> int:
     """Ask the registry whether each pinned version is still served (no download, no install):
     every row of the table, and ``also`` (the project's own exact pins, NAME==VERSION)."""
-    pins = [(p.name, p.version, f"{p.group}: {p.serves}") for p in PACKAGES.values()]
+    pins: list[tuple[str, ...]] = [(p.name, p.version, f"{p.group}: {p.serves}") for p in PACKAGES.values()]
     pins += [(*pin.split("==", 1), "a dependency of inheritune") for pin in also]
     missing = 0
     for name, version, serves in pins:

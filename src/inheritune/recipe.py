@@ -1,9 +1,10 @@
 """A recipe: everything `inheritune run` does, as one YAML file checked before any work starts.
 
 The dataclasses below mirror the arguments of the functions the run calls (prepare_data,
-train, grow_until_matched with its block selector, analyze, evaluate), so a recipe key means what the matching
-function argument means (``distill`` maps to train's ``distill_*`` options). Loading is strict: an unknown key, a wrong type or a missing
-reference is a one-line error naming the key, raised before data or models are touched.
+train, grow_until_matched with its block selector, analyze, evaluate), so a recipe key means what
+the matching function argument means (``distill`` maps to train's ``distill_*`` options). Loading
+is strict: an unknown key, a wrong type or a missing reference is a one-line error naming the key,
+raised before data or models are touched.
 """
 
 from __future__ import annotations

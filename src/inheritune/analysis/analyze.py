@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ def _capture(model: PreTrainedModel, ids: torch.Tensor, tau: float, batch_size: 
         mass, column = metrics.heaviest_column(probs)
         return {
             "attn": probs.sum(1),
-            "cos": cosine_sums(states).cpu(),
+            "cos": cosine_sums(cast(list[torch.Tensor], states)).cpu(),  # every state is recorded by the pass
             "rank": metrics.approx_rank_fast(probs, tau),
             "mass": mass,
             "column": column,

@@ -15,12 +15,13 @@ per-item results.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TypeVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
 from inheritune.models.families import num_heads, num_layers
@@ -29,7 +30,7 @@ SHARE = 0.25  # of the free memory one batch's activations may take (the rest: w
 FLOOR = 64 * 2**20  # never plan below this; out-of-memory halving still goes lower
 CEILING = 16 * 2**30  # past this, bigger batches buy no speed and cost latency
 
-Item = TypeVar("Item")
+Items = TypeVar("Items", bound=Sized)  # a sequence or tensor: ``items[a:b]`` is a piece of the same kind
 Out = TypeVar("Out")
 
 
@@ -61,7 +62,7 @@ def budget(model: nn.Module) -> int:
     return 1 << (planned.bit_length() - 1)
 
 
-def attention_bytes(model: nn.Module, length: int) -> int:
+def attention_bytes(model: PreTrainedModel, length: int) -> int:
     """Planned bytes of one sequence's attention probabilities in every layer, fp32, twice over
     (the probabilities, and the copy or sum a caller keeps of them)."""
     return 8 * num_layers(model.config) * num_heads(model.config) * length * length
@@ -90,9 +91,9 @@ class Batcher:
 
     def pieces(
         self,
-        items: Sequence[Item],
-        cost: Callable[[Sequence[Item]], int],
-        run: Callable[[Sequence[Item]], Out],
+        items: Items,
+        cost: Callable[[Items], int],
+        run: Callable[[Items], Out],
         unit: str | None = None,
     ) -> Iterator[Out]:
         """``run(piece)`` for consecutive pieces of ``items``, each as long as its ``cost`` stays

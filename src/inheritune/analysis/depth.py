@@ -78,7 +78,7 @@ def best_slices(distance: torch.Tensor) -> list[dict]:
     n_layers = distance.shape[0] - 1
     out = []
     for n in range(1, n_layers + 1):
-        d = torch.stack([distance[l, l + n] for l in range(n_layers - n + 1)])
+        d = torch.stack([distance[s, s + n] for s in range(n_layers - n + 1)])
         start = int(d.argmin())
         out.append({"n": n, "start": start, "distance": float(d[start])})
     return out

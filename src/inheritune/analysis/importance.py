@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -60,9 +60,12 @@ class Example:
 class TaskPrompt(Protocol):
     """A few-shot prompt (``evaluation.suite.Prompt``): the answer is one of the options."""
 
-    text: str
-    answer: str
-    options: tuple[str, ...]
+    @property
+    def text(self) -> str: ...
+    @property
+    def answer(self) -> str: ...
+    @property
+    def options(self) -> tuple[str, ...]: ...
 
 
 def lm_examples(windows: torch.Tensor) -> list[Example]:
@@ -105,7 +108,7 @@ def token_bytes(model: PreTrainedModel, length: int, backward: bool) -> int:
     by design: ``batching.Batcher`` halves the batch if it is still too big.
     """
     vocab = model.get_output_embeddings().weight.shape[0]
-    hidden = model.get_input_embeddings().weight.shape[1]
+    hidden = cast(torch.Tensor, model.get_input_embeddings().weight).shape[1]
     block = sum(p.numel() for p in blocks(model)[0].parameters())
     per_layer = 2 * block // hidden + num_heads(model.config) * length
     if backward:
@@ -270,15 +273,17 @@ def knockout_losses(
     """
     size = row_bytes(model, ex)
 
-    def run(group):
+    def run(group: range) -> list[tuple[float, bool | None]]:
         with branching_knockouts(model, group):
             losses, correct = scored_losses(model, ex.ids[None], [ex] * (1 + len(group)))
-        return list(zip(losses.tolist(), correct))
+        return list(zip(losses.tolist(), correct, strict=True))
 
-    intact, knocked = None, []
+    intact: tuple[float, bool | None] | None = None
+    knocked: list[tuple[float, bool | None]] = []
     for rows in batcher.pieces(range(num_layers(model.config)), lambda group: size * (1 + len(group)), run):
         intact = rows[0] if intact is None else intact
         knocked += rows[1:]
+    assert intact is not None  # every pass carries the intact row, and a model has at least one layer
     return intact, knocked
 
 
@@ -289,11 +294,13 @@ def ffn_importance(model: PreTrainedModel, examples: list[Example], limit: int |
     batcher = batching.Batcher(limit or batching.budget(model), "FFN knock-outs")
     intact, knocked = [], []
     for ex in tqdm(examples, desc="FFN knock-outs", unit="example", disable=None, leave=False):
-        base, rows = knockout_losses(model, ex, batcher)
-        intact.append(base)
+        intact_row, rows = knockout_losses(model, ex, batcher)
+        intact.append(intact_row)
         knocked.append(rows)
-    base = summary(*zip(*intact))
-    per_layer = [summary(*zip(*(rows[layer] for rows in knocked))) for layer in range(num_layers(model.config))]
+    base = summary(*zip(*intact, strict=True))
+    per_layer = [
+        summary(*zip(*(rows[layer] for rows in knocked), strict=True)) for layer in range(num_layers(model.config))
+    ]
     return {
         "loss": base["loss"],
         "accuracy": base["accuracy"],

@@ -23,6 +23,8 @@ the lowest and highest 4% of ids, and the special tokens, are excluded.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from transformers import PreTrainedModel
@@ -77,7 +79,7 @@ def _head_write(config, proj: torch.nn.Module, out: torch.Tensor, head: int) -> 
 def sequence_bytes(model: PreTrainedModel, length: int) -> int:
     """Planned bytes per sequence of a batch: every layer's attention probabilities (with a host
     copy) and head outputs, and a few hidden-size rows per token for the copying scores."""
-    hidden = model.get_input_embeddings().weight.shape[1]
+    hidden = cast(torch.Tensor, model.get_input_embeddings().weight).shape[1]
     return batching.attention_bytes(model, length) + 16 * num_layers(model.config) * length * hidden
 
 
@@ -100,7 +102,7 @@ def induction_scores(
     layers, heads = len(blocks(model)), num_heads(model.config)
     projections = [b.get_submodule(family.attn_out) for b in blocks(model)]
     norm = model.get_submodule(family.final_norm)
-    unembed = model.get_submodule(family.head).weight.float()
+    unembed = cast(torch.Tensor, model.get_submodule(family.head).weight).float()
     centred = unembed - unembed.mean(0)
     offset = 0 if bos is None else 1
     queries, targets, attended = _positions(seg_len, repeats, offset)
@@ -127,7 +129,9 @@ def induction_scores(
 
     size = batch_size or max(1, batching.budget(model) // sequence_bytes(model, all_ids.shape[1]))
     parts = list(batching.Batcher(size, "induction").pieces(all_ids, len, run, unit="sequence"))
-    return {"prefix": (sum(p for p, _ in parts) / seeds).numpy(), "copying": (sum(c for _, c in parts) / seeds).numpy()}
+    prefix = cast(torch.Tensor, sum(p for p, _ in parts))  # sums of tensors: there is at least one part
+    copying = cast(torch.Tensor, sum(c for _, c in parts))
+    return {"prefix": (prefix / seeds).numpy(), "copying": (copying / seeds).numpy()}
 
 
 def top_heads(prefix: np.ndarray, copying: np.ndarray, k: int = 10) -> list[dict]:

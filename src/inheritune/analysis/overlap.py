@@ -8,7 +8,7 @@ heads ``[layers, heads]`` and FFNs ``[layers]`` alike are flattened.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def aggregate(scores: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.mean([normalised(s) for s in scores.values()], axis=0)
 
 
-def off_diagonal_mean(matrix: list[list[float | None]]) -> float | None:
+def off_diagonal_mean(matrix: Sequence[Sequence[float | None]]) -> float | None:
     """Mean of the defined off-diagonal entries (None with fewer than two sources)."""
     values = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and v is not None]
     return float(np.mean(values)) if values else None

@@ -57,7 +57,7 @@ def least_important(scores: np.ndarray, percent: float, already: np.ndarray | No
     scores = np.array(scores, dtype=float)
     if already is not None:
         scores[already] = -np.inf
-    k = int(round(check_percent(percent, "pruning percentage") / 100 * scores.size))
+    k = round(check_percent(percent, "pruning percentage") / 100 * scores.size)
     pruned = np.zeros(scores.size, dtype=bool)
     pruned[np.argsort(scores.ravel(), kind="stable")[:k]] = True
     return pruned.reshape(scores.shape)
@@ -81,8 +81,8 @@ def plan(
     heads = least_important(head_scores, heads_pct, old_heads)
     ffn = least_important(ffn_scores, ffn_pct, old_ffn)
     return {
-        "heads": [[int(l), int(h)] for l, h in zip(*np.nonzero(heads))],
-        "ffn": [int(l) for l in np.nonzero(ffn)[0]],
+        "heads": [[int(layer), int(h)] for layer, h in zip(*np.nonzero(heads), strict=True)],
+        "ffn": [int(layer) for layer in np.nonzero(ffn)[0]],
     }
 
 
@@ -91,8 +91,10 @@ def keep_scores(
 ) -> Scores:
     """Per-unit keep scores of a criterion (lowest pruned first; see the module docstring)."""
     if criterion == "importance":
+        assert importance is not None  # the criteria that read the importance scores are given them
         return importance
     if criterion == "induction":
+        assert importance is not None
         return -np.asarray(induction_prefix, dtype=float), importance[1]
     if criterion == "random":
         rng = np.random.default_rng(seed)
@@ -175,9 +177,9 @@ def wilson(hits: int, n: int) -> tuple[float, float]:
 
 def bootstrap_mean(values: Sequence[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
     """95% percentile-bootstrap interval of a mean, resampling examples (seeded, reproducible)."""
-    values = np.asarray(values, dtype=float)
-    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
-    means = values[draws].mean(axis=1)
+    array = np.asarray(values, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(array), size=(resamples, len(array)))
+    means = array[draws].mean(axis=1)
     return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
@@ -194,7 +196,7 @@ def score(model: PreTrainedModel, examples: list[Example]) -> dict:
         "chance": None,
     }
     if hits:
-        chance = [1 / len(ex.choices) for ex, c in zip(examples, correct) if c is not None]
+        chance = [1 / len(ex.choices) for ex, c in zip(examples, correct, strict=True) if c is not None]
         result.update(
             accuracy=float(np.mean(hits)), accuracy_ci=list(wilson(sum(hits), len(hits))), chance=float(np.mean(chance))
         )
@@ -210,7 +212,8 @@ def sweep(
 ) -> list[dict]:
     """``evaluate`` at each percentage (ascending) with the plan ``choose(percent, previous plan)``
     masked: one-shot criteria ignore the previous plan, iterative ones build on it."""
-    pruning, points = {"heads": [], "ffn": []}, []
+    pruning: dict = {"heads": [], "ffn": []}
+    points: list[dict] = []
     for p in sorted(percents):
         pruning = choose(p, pruning)
         with masked(model, pruning):
@@ -229,7 +232,7 @@ def tolerated_percent(
     """The largest swept percentage up to which ``values`` never fell more than ``tolerance``
     (relative) behind ``base``: accuracy at least base * (1 - tol), or loss at most base * (1 + tol)."""
     best = 0.0
-    for p, value in sorted(zip(percents, values)):
+    for p, value in sorted(zip(percents, values, strict=True)):
         if (value < base * (1 - tolerance)) if higher_is_better else (value > base * (1 + tolerance)):
             break
         best = p

@@ -36,6 +36,7 @@ def tokens_from(data: str | Path | None, text: str | Path | None, tokenizer, spl
         if tokenizer is not None:
             token_data.check_tokenizer(tokenizer_fingerprint(tokenizer), "the model's tokenizer")
         return np.asarray(token_data.tokens(split))
+    assert text is not None  # exactly one of the two is given (checked above)
     path = Path(text)
     if not path.is_file():
         raise InherituneError(f"text file not found: {path}")

@@ -15,12 +15,15 @@ shrinking a healed model is dropping more of its own blocks, re-scored on the he
 | ``first-n`` | the paper: keep the first n (drop the last blocks) |
 | ``first-last:K`` | keep the last K blocks always, then the first ones (growth inserts before the tail) |
 | ``block-influence`` | ShortGPT: drop the blocks of lowest 1 - cos(input, output) |
-| ``angular`` | Gromov et al.: drop the contiguous slice [l, l+k) minimising arccos(cos(x_l, x_l+k)) / pi, never the last block |
-| ``lazy`` | the seeds' attention-degeneration sink measure: drop the blocks whose heads put most mass on one column, never block 0 |
+| ``angular`` | Gromov et al.: drop the contiguous slice [l, l+k) of least angular distance, never the last block |
+| ``lazy`` | the seeds' sink measure: drop the blocks whose heads put most mass on one column, never block 0 |
 | ``importance`` | drop the blocks of lowest summed head importance (|dL/dxi|) + FFN knock-out loss increase |
 | ``loss`` | Shortened LLaMA, contiguous: drop the slice whose removal gives the lowest loss on the windows |
 | ``loss-greedy`` | IteRABRe-style: drop one block at a time, each time the one whose removal costs least loss |
 | ``list:SPEC`` | keep exactly the blocks SPEC (``0-11,27-29``) |
+
+``angular``'s distance is arccos(cos(x_l, x_l+k)) / pi; ``lazy``'s measure is the seeds' attention-degeneration
+sink measure.
 
 Every score is computed on ``windows``: token windows of the data's *train* split (never the
 validation split that later scores the model), ``WINDOWS`` x ``WINDOW_LEN`` tokens by default.
@@ -33,6 +36,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -78,21 +82,26 @@ class Scoring:
         self.layers = num_layers(model.config)
         self.greedy: dict[tuple[int, ...], list[int]] = {}  # loss-greedy's removal order per droppable set
 
+    @property
+    def _windows(self) -> torch.Tensor:
+        """The windows: :func:`choose` runs a selector that reads them only when they are given."""
+        return cast(torch.Tensor, self.windows)
+
     @cached_property
     def cosines(self) -> torch.Tensor:
-        return mean_cosines(self.model, self.windows)
+        return mean_cosines(self.model, self._windows)
 
     @cached_property
     def column_mass(self) -> list[float]:
-        return column_mass(self.model, self.windows)
+        return column_mass(self.model, self._windows)
 
     @cached_property
     def importance(self) -> list[float]:
-        return block_importance(self.model, self.windows)
+        return block_importance(self.model, self._windows)
 
     def loss_without(self, dropped: Sequence[int]) -> float:
         """Mean next-token loss on the first ``LOSS_WINDOWS`` windows with ``dropped`` blocks skipped (= removed)."""
-        return window_loss(self.model, self.windows[:LOSS_WINDOWS], dropped)
+        return window_loss(self.model, self._windows[:LOSS_WINDOWS], dropped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +138,7 @@ def _enough(pool: Sequence[int], k: int) -> None:
 def _runs(droppable: Sequence[int], k: int, last: int | None = None) -> list[int]:
     """Starts l of contiguous slices [l, l+k) inside ``droppable`` (not holding block ``last``)."""
     allowed = set(droppable) - ({last} if last is not None else set())
-    return [l for l in sorted(allowed) if all(i in allowed for i in range(l, l + k))]
+    return [first for first in sorted(allowed) if all(i in allowed for i in range(first, first + k))]
 
 
 def _angular(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
@@ -137,7 +146,7 @@ def _angular(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list
     if not starts:
         raise InherituneError(f"angular: no contiguous slice of {k} droppable blocks before the last block")
     distance = angular_distance(s.cosines)
-    start = min(starts, key=lambda l: (float(distance[l, l + k]), l))
+    start = min(starts, key=lambda first: (float(distance[first, first + k]), first))
     return list(range(start, start + k))
 
 
@@ -146,7 +155,7 @@ def _loss_slice(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> l
     if not starts:
         raise InherituneError(f"loss: no contiguous slice of {k} droppable blocks")
     bar = tqdm(starts, desc="loss of each slice", unit="slice", disable=None, leave=False)
-    start = min(bar, key=lambda l: (s.loss_without(range(l, l + k)), l))
+    start = min(bar, key=lambda first: (s.loss_without(range(first, first + k)), first))
     return list(range(start, start + k))
 
 
@@ -156,7 +165,7 @@ def _loss_greedy(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> 
     order = s.greedy.setdefault(tuple(droppable), [])
     for _ in tqdm(range(len(order), k), desc="greedy block removal", unit="block", disable=None, leave=False):
         pool = [i for i in droppable if i not in order]
-        order.append(min(pool, key=lambda i: (s.loss_without(order + [i]), i)))
+        order.append(min(pool, key=lambda i: (s.loss_without([*order, i]), i)))
     return sorted(order[:k])
 
 
@@ -239,7 +248,7 @@ SELECTORS: dict[str, Selector] = {
     )
 }
 NAMES = tuple(f"{s.name}:{s.arg}" if s.arg else s.name for s in SELECTORS.values())
-HELP = "; ".join(f"{name}: {s.meaning}" for name, s in zip(NAMES, SELECTORS.values()))
+HELP = "; ".join(f"{name}: {s.meaning}" for name, s in zip(NAMES, SELECTORS.values(), strict=True))
 
 
 def parse(by: str) -> tuple[Selector, str | None]:
@@ -338,10 +347,10 @@ def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int 
     def run(batch: torch.Tensor) -> torch.Tensor:
         with residual_states(model) as states:
             model(input_ids=batch.to(model.device), use_cache=False)
-        return cosine_sums(states).cpu()
+        return cosine_sums(cast(list[torch.Tensor], states)).cpu()  # every state is recorded by the pass
 
     pieces = batching.Batcher(batch_size, "residual cosines").pieces(windows, len, run, unit="window")
-    return sum(pieces) / windows.numel()
+    return cast(torch.Tensor, sum(pieces)) / windows.numel()  # a sum of tensors (windows are never empty)
 
 
 @torch.no_grad()
@@ -354,7 +363,7 @@ def column_mass(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
         return torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
 
     batcher = batching.Batcher(max(1, batching.budget(model) // batching.attention_bytes(model, t)), "attention")
-    total = sum(batcher.pieces(windows, len, run, unit="window"))
+    total = cast(torch.Tensor, sum(batcher.pieces(windows, len, run, unit="window")))  # a sum of tensors
     mass, _column = metrics.heaviest_column(total / n)  # [L, H]
     return mass.mean(1).tolist()
 
@@ -365,7 +374,7 @@ def block_importance(model: PreTrainedModel, windows: torch.Tensor) -> list[floa
     examples = lm_examples(windows)
     heads = head_importance(model, examples).sum(1)
     ffn = ffn_importance(model, examples)["loss_increase"]
-    return [float(h + f) for h, f in zip(heads, ffn)]
+    return [float(h + f) for h, f in zip(heads, ffn, strict=True)]
 
 
 @contextmanager

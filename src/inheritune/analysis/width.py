@@ -85,7 +85,7 @@ def masked(model: PreTrainedModel, width: WidthPlan) -> Iterator[PreTrainedModel
     heads, _kv, _w, neurons = geometry(model.config)
     keep_heads = torch.zeros(num_layers(model.config), heads)
     keep_neurons = torch.zeros(num_layers(model.config), neurons)
-    for layer, (h, n) in enumerate(zip(width.heads, width.neurons)):
+    for layer, (h, n) in enumerate(zip(width.heads, width.neurons, strict=True)):
         keep_heads[layer, h] = 1.0
         keep_neurons[layer, n] = 1.0
     with head_mask(model, keep_heads), neuron_mask(model, keep_neurons):

@@ -123,7 +123,7 @@ def add_command(sub: argparse._SubParsersAction, name: str, command: Command) ->
             flag(switch.__name__),
             dest=f"_{switch.__name__}",
             action="store_true",
-            help=described(inspect.getdoc(switch), False),
+            help=described(inspect.getdoc(switch) or "", False),
         )
 
 

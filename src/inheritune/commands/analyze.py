@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import PreTrainedModel
@@ -84,7 +85,8 @@ class AnalyzeResult(CommandResult):
         """What the CLI prints (the files hold the rest)."""
         lines = []
         lines.append(
-            f"{self.num_layers} layers x {self.num_heads} heads on {self.sequences} x {self.seq_len} tokens in {self.seconds:.1f}s; "
+            f"{self.num_layers} layers x {self.num_heads} heads on {self.sequences} x {self.seq_len} tokens "
+            f"in {self.seconds:.1f}s; "
             f"lazy layers: {', '.join(map(str, self.lazy_layers)) or 'none'}"
         )
         lines.append(
@@ -186,11 +188,11 @@ def _windows(
         open_data(data).check_tokenizer(tokenizer_fingerprint(tokenizer))
     ids = sequences_from(data, text, tokenizer=tokenizer, n=sequences, seq_len=seq_len, seed=seed)
     if bos:
-        bos = bos_id(model, tokenizer)
-        if bos is None:
+        bos_token = bos_id(model, tokenizer)
+        if bos_token is None:
             raise InherituneError("--bos: neither the tokenizer nor the model config defines a BOS token")
-        ids = torch.cat([torch.full((len(ids), 1), bos), ids[:, :-1]], dim=1)
-    vocab = model.get_input_embeddings().num_embeddings
+        ids = torch.cat([torch.full((len(ids), 1), bos_token), ids[:, :-1]], dim=1)
+    vocab = cast(torch.nn.Embedding, model.get_input_embeddings()).num_embeddings
     if int(ids.max()) >= vocab:
         raise InherituneError(f"the data has token id {int(ids.max())}, beyond the model's vocabulary ({vocab})")
     return ids

@@ -86,6 +86,7 @@ def evaluate(
     model_, tok = load(
         model, tok, trust_remote_code, needed=True, no_tokenizer="", device=device, device_map=device_map
     )
+    assert tok is not None  # needed: load raises rather than return no tokenizer
     times = {} if isinstance(model, PreTrainedModel) else {"load": round(time.perf_counter() - loading, 2)}
     val, results, stage_times = evaluate_model(
         model_, tok, data=token_data, managers=managers, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size
@@ -93,7 +94,7 @@ def evaluate(
     result = EvalResult(
         out=Path(out) if out is not None else None,
         model=model_name(model),
-        data=None if data is None else str(token_data.root if isinstance(data, TokenData) else data),
+        data=None if data is None else str(data.root if isinstance(data, TokenData) else data),
         val=val,
         tasks=results,
         time_s=times | stage_times,

@@ -5,10 +5,11 @@ paper's ``first-n`` by default), and trains them for T tokens. While the round's
 is above the reference's own (plus a margin), the trained model grows by K blocks (the reference
 blocks the selector ranks next, at their original positions, or copies of its own) and trains
 again, up to M layers. ``shrink`` goes the other way: start deep, drop K blocks of the healed
-model by the selector, heal, repeat while within the margin. Every round is an ordinary train run in ``RUN/round-XX-LL/``; a finished round has its
-``result.json``, so a killed grow run resumes in the round it was in. A grow run that replaces
-another one (``overwrite``) is built in ``.RUN.new`` beside it and swapped in once its summary is
-written: the old run survives any failure, and rerunning the same command continues the new one.
+model by the selector, heal, repeat while within the margin. Every round is an ordinary train run
+in ``RUN/round-XX-LL/``; a finished round has its ``result.json``, so a killed grow run resumes in
+the round it was in. A grow run that replaces another one (``overwrite``) is built in ``.RUN.new``
+beside it and swapped in once its summary is written: the old run survives any failure, and
+rerunning the same command continues the new one.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ CHOICES = {"direction": DIRECTIONS, "mode": GROW_MODES}
 
 SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
 SUMMARY = "summary.json"  # written last: its presence means the grow run finished
+_PRINT = partial(print, flush=True)  # the default log: each line shown at once
 
 
 @dataclass
@@ -140,8 +142,8 @@ def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, cache
             return stored["result"]
     start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = val_loss(model.to(device), data, batch_size=batch_size)
-    model.to("cpu")
+    result = val_loss(model.to(device), data, batch_size=batch_size)  # type: ignore[arg-type]  # wraps: .to unbound
+    model.to("cpu")  # type: ignore[arg-type]  # functools.wraps types PreTrainedModel.to unbound
     result.update(layers=num_layers(model.config), params=parameter_count(model), wall_time=time.perf_counter() - start)
     atomic_write_json(cache, {"key": key, "result": result})
     return result
@@ -217,7 +219,7 @@ def grow_until_matched(
     overwrite: bool = False,
     reference_model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
-    log: Callable[[str], None] = partial(print, flush=True),
+    log: Callable[[str], None] = _PRINT,
 ) -> GrowResult:
     """Derive ``growth.start_layers`` blocks of ``reference`` (chosen by ``by``), train, and grow
     (or shrink) by ``growth.step_layers`` until the val loss is <= the reference's + margin (grow)
@@ -303,6 +305,7 @@ class _Rounds:
 
     def run(self) -> dict:
         g, total = self.growth, num_layers(self.ref.config)
+        assert g.max_layers is not None  # filled in by check_depth before any round
         ref_loss = reference_val_loss(
             self.ref,
             self.reference,
@@ -313,7 +316,8 @@ class _Rounds:
         target = ref_loss + g.margin
         self.log(f"reference {self.reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
         windows = scoring_windows(self.data, seed=self.config.seed) if needs_windows(self.by) else None
-        rounds, layers, previous = [], g.start_layers, None
+        rounds: list[dict] = []
+        layers, previous = g.start_layers, None
         while True:
             result, row = self._round(
                 len(rounds) + 1,
@@ -355,7 +359,7 @@ class _Rounds:
         else:
             how = (
                 "derived"
-                if previous is None
+                if trained is None
                 else f"{'grown' if layers > num_layers(trained.config) else 'shrunk'} ({self.growth.mode})"
             )
             self.log(

@@ -127,7 +127,7 @@ def half_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> dict[st
     if half < seq_len:
         raise InherituneError(f"each half of the LM tokens ({half}) must hold a --seq-len {seq_len} window")
     rng = np.random.default_rng(seed)
-    split = {}
+    split: dict[str, list] = {}
     for name, lo in (("rank", 0), ("score", half)):
         starts = lo + rng.integers(0, half - seq_len + 1, size=n)
         windows = np.stack([np.asarray(tokens[s : s + seq_len], dtype=np.int64) for s in starts])
@@ -288,7 +288,10 @@ def _write(folder: Path, result: ImportanceResult) -> None:
     for kind, c in result.overlap.items():
         for measure in ("spearman", "jaccard"):
             matrix = c[measure]
-            rows = [[a] + ["" if v is None else f"{v:.6g}" for v in row] for a, row in zip(c["sources"], matrix)]
+            rows = [
+                [a] + ["" if v is None else f"{v:.6g}" for v in row]
+                for a, row in zip(c["sources"], matrix, strict=True)
+            ]
             atomic_write_text(folder / f"{measure}_{kind}.csv", csv_text(["source", *c["sources"]], rows))
             values = np.array([[np.nan if v is None else v for v in row] for row in matrix])
             heatmap(

@@ -128,7 +128,7 @@ def _write(folder: Path, result: InductionResult) -> None:
     prefix, copying = np.asarray(result.prefix), np.asarray(result.copying)
     rows = [
         [i // prefix.shape[1], i % prefix.shape[1], f"{p:.6g}", f"{c:.6g}"]
-        for i, (p, c) in enumerate(zip(prefix.ravel(), copying.ravel()))
+        for i, (p, c) in enumerate(zip(prefix.ravel(), copying.ravel(), strict=True))
     ]
     atomic_write_json(folder / "induction.json", result.report())
     atomic_write_text(folder / "induction.csv", csv_text(["layer", "head", "prefix_matching", "copying"], rows))

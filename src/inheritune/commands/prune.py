@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -231,13 +232,13 @@ def split_sources(
             split=split,
             include_path=include_path,
         )
-        for task, (name, ex) in zip(tasks, made.items()):
+        for task, (name, ex) in zip(tasks, made.items(), strict=False):  # a repeated task is one source
             sources.setdefault(name, {})[split] = ex
             sources[name][f"{split}_ids"] = query_ids(task, examples, seed, split, include_path=include_path)
     return sources
 
 
-def _token_ranges(ids: Sequence[str]) -> list[tuple[int, int]]:
+def _token_ranges(ids: Sequence[str]) -> list[tuple[int, ...]]:
     return [tuple(int(x) for x in i.split(":", 1)[1].split("-")) for i in ids if i.startswith("val:")]
 
 
@@ -281,7 +282,8 @@ def check_overlap(path, name: str, ranked_ids: Sequence[str], scored_ids: Sequen
     why = (
         f"{path} ranked '{name}' on {shared} of the {len(scored_ids)} examples prune scores on"
         if ranked_ids
-        else f"{path} does not name the examples it ranked '{name}' on, so all {shared} scoring examples may be among them"
+        else f"{path} does not name the examples it ranked '{name}' on, "
+        f"so all {shared} scoring examples may be among them"
     )
     if not allow:
         raise InherituneError(f"{why} (rank on another split, or pass --allow-overlap)")
@@ -342,12 +344,12 @@ def run_sweeps(model, criteria: dict[str, pr.Scores], rescore, scored: dict, hea
 def prunable(curves: dict, before: dict) -> dict:
     """Per source and criterion: the % of heads and of FFNs prunable within ``TOLERANCE`` (relative)
     of the unpruned accuracy on the score split (of the loss where there is no accuracy)."""
-    table = {}
+    table: dict[str, dict[str, dict[str, str | float]]] = {}
     for name, by_criterion in curves.items():
         metric = "accuracy" if before[name]["accuracy"] is not None else "loss"
         table[name] = {}
         for by, kinds in by_criterion.items():
-            row = {"metric": metric}
+            row: dict[str, str | float] = {"metric": metric}
             for kind, c in kinds.items():
                 row[kind] = pr.tolerated_percent(
                     c["percent"],
@@ -460,11 +462,19 @@ def prune(
     start = time.perf_counter()
     heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
     widths = (pr.check_percent(width_heads, "--width-heads"), pr.check_percent(width_ffn, "--width-ffn"))
-    mode = dict(by=by, heads=heads, ffn=ffn, iterative=iterative, scores=scores, tasks=tasks, data=data)
+    mode: dict[str, Any] = {
+        "by": by,
+        "heads": heads,
+        "ffn": ffn,
+        "iterative": iterative,
+        "scores": scores,
+        "tasks": tasks,
+        "data": data,
+    }
     budget_given = params is not None
     by = (
         _check_budget(params, budget_by, drop_layers, widths, **mode)
-        if budget_given
+        if params is not None
         else check_mode(drop_layers, widths=widths, **mode)
     )
     if (by == "width" or budget_given) and width_by not in wd.RANKINGS:
@@ -484,10 +494,11 @@ def prune(
         device_map=device_map,
     )
     model_.eval()
-    if budget_given:
+    if params is not None:
         cut = _budget_cut(model_.config, params, budget_by)
         drop_layers, widths = cut.drop_layers, (0.0, cut.ffn_percent)
-    windows = dict(data=data, examples=examples, seq_len=seq_len, seed=seed)
+    windows = {"data": data, "examples": examples, "seq_len": seq_len, "seed": seed}
+    result: PruneResult | LayerPruneResult | WidthPruneResult
     if drop_layers or any(widths):
         result, saved = _cut_out(
             model_,
@@ -652,6 +663,7 @@ def _prune_units(
         if c in wanted
     }
     if iterative > 1:
+        assert rescore is not None  # check_mode refuses --iterative with --scores
         pruning, history = pr.iterative_plan(rescore, heads_pct, ffn_pct, iterative)
     else:
         pruning, history = pr.plan(*criteria[by], heads_pct, ffn_pct), [criteria[by]]
@@ -753,7 +765,10 @@ def _prune_width(
         masked = val_loss(model, token_data)
     small = width.cut(model, plan)
     after = val_loss(small, token_data)
-    shape = lambda m: dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), width.geometry(m.config)))  # noqa: E731
+
+    def shape(m: PreTrainedModel) -> dict[str, int]:
+        return dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), width.geometry(m.config), strict=True))
+
     result = WidthPruneResult(
         out=Path(),
         model="",

@@ -123,12 +123,12 @@ def check_inputs(recipe: Recipe) -> list[str]:
     anything, ``run --check`` alone): the data, the reference's tokenizer, a prepared folder's
     tokenizer and each teacher's. Returns one line per check made."""
     trust = bool(recipe.train.get("trust_remote_code", False))
-    if recipe.data.dir is not None:
-        data = _named("data.dir", recipe.data.dir, lambda: open_data(recipe.data.dir))
+    if (folder := recipe.data.dir) is not None:
+        data = _named("data.dir", folder, lambda: open_data(folder))
         checked = [f"data.dir {recipe.data.dir}: a prepared folder ({data.num_tokens('val'):,} val tokens)"]
     else:
         for source in recipe.data.sources:
-            _named("data.sources", source, lambda: check_source(source))
+            _named("data.sources", source, lambda source=source: check_source(source))
         checked = [f"data.sources {', '.join(recipe.data.sources)}: found"]
     tok = _named("reference", recipe.reference, lambda: load_tokenizer(recipe.reference, trust))
     fingerprint = tokenizer_fingerprint(tok)
@@ -190,8 +190,9 @@ def _arm(result: TrainResult, layers: int, params: int) -> dict:
 
 def _rounds_arm(results: list[TrainResult], layers: int, params: int) -> dict:
     """Train runs laid end to end (growth rounds): round r starts at the tokens and seconds of rounds 1..r-1."""
-    curve = {"tokens": [], "wall_time": [], "val_loss": []}
-    tokens = wall = 0
+    curve: dict[str, list[float]] = {"tokens": [], "wall_time": [], "val_loss": []}
+    tokens = 0
+    wall: float = 0
     for result in results:
         for h in result.val_history:
             curve["tokens"].append(tokens + h["tokens"])
@@ -407,7 +408,8 @@ def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> 
     )
 
     all_losses = losses(recipe, config)
-    grown, arms = {}, {}
+    grown: dict[str, GrowResult] = {}
+    arms: dict[str, dict] = {}
     for loss in all_losses:  # the main arm first: its depth caps the other loss's growth
         cap = recipe.grow.max_layers if not grown else grown[all_losses[0].suffix].layers
         grown[loss.suffix], arms[f"inheritune{loss.suffix}"] = _grow(

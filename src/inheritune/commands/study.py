@@ -16,6 +16,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from transformers import PreTrainedModel
@@ -104,7 +105,7 @@ def study(
         device=device,
         device_map=device_map,
     )
-    common = dict(tokenizer=tok, device=device, device_map=device_map)
+    common: dict[str, Any] = {"tokenizer": tok, "device": device, "device_map": device_map}
     seg_len = induction_seg_len(model_)
     with atomic_dir(out, overwrite) as tmp:
         analysis = analyze(
@@ -161,29 +162,29 @@ def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> St
     imp_rank = ov.rank_descending(head_imp)
     heads = [
         {
-            "layer": l,
+            "layer": layer,
             "head": h,
-            "lazy_layer": bool(lazy[l]),
-            "rank": float(rank[l, h]),
-            "column_mass": float(mass[l, h]),
-            "importance": float(head_imp[l, h]),
-            "importance_rank": int(imp_rank[l, h]),
-            "prefix": float(prefix[l, h]),
-            "copying": float(copying[l, h]),
+            "lazy_layer": bool(lazy[layer]),
+            "rank": float(rank[layer, h]),
+            "column_mass": float(mass[layer, h]),
+            "importance": float(head_imp[layer, h]),
+            "importance_rank": int(imp_rank[layer, h]),
+            "prefix": float(prefix[layer, h]),
+            "copying": float(copying[layer, h]),
         }
-        for l in range(layers)
+        for layer in range(layers)
         for h in range(n_heads)
     ]
     layer_rows = [
         {
-            "layer": l,
-            "lazy": bool(lazy[l]),
-            "block_influence": float(bi[l]),
-            "column_mass_mean": float(mass[l].mean()),
-            "ffn_importance": float(ffn_imp[l]),
-            "head_importance": float(head_imp[l].sum()),
+            "layer": layer,
+            "lazy": bool(lazy[layer]),
+            "block_influence": float(bi[layer]),
+            "column_mass_mean": float(mass[layer].mean()),
+            "ffn_importance": float(ffn_imp[layer]),
+            "head_importance": float(head_imp[layer].sum()),
         }
-        for l in range(layers)
+        for layer in range(layers)
     ]
     rng = np.random.default_rng(seed)
     correlations = {
@@ -247,6 +248,7 @@ def strength(rho: float | None, p: float | None) -> str:
     """Plain words for a correlation: its size, and whether it could be chance."""
     if rho is None:
         return "undefined (one side is constant)"
+    assert p is not None  # a defined rho comes with its p-value (see correlation)
     size = abs(rho)
     word = "negligible" if size < 0.1 else "weak" if size < 0.3 else "moderate" if size < 0.5 else "strong"
     sign = "positive" if rho > 0 else "negative"
@@ -264,7 +266,7 @@ def correlation(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray, rng: np.
 
 def depth_finding(clusters: dict) -> dict:
     """Which third of the depth holds most of the aggregate head and FFN importance mass."""
-    found = {}
+    found: dict[str, Any] = {}
     for kind, c in clusters.items():
         peak = max(THIRDS, key=lambda t: c["mass_share"][t])
         found[kind] = {"peak_third": peak, "mass_share": c["mass_share"]}

@@ -17,13 +17,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from inheritune.atomic import (
@@ -39,7 +40,7 @@ from inheritune.atomic import (
     swap_in,
 )
 from inheritune.data.loader import TrainLoader
-from inheritune.data.shards import open_data
+from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError, TrainingInterrupted
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.models.card import write_card
@@ -168,11 +169,11 @@ class _Run:
     run_dir: Path  # the run's folder
     work: Path  # where this invocation writes it: run_dir, or the sibling a replacement is built in
     model: PreTrainedModel
-    tokenizer: object
-    data: object  # TokenData
+    tokenizer: PreTrainedTokenizerBase | None
+    data: TokenData
     loader: TrainLoader
     step_loss: torch.nn.Module
-    forward: object  # step_loss, compiled with config.compile
+    forward: Callable[..., torch.Tensor]  # step_loss, compiled with config.compile
     optimizer: torch.optim.Optimizer
     autocast: torch.dtype | None
     tokens_per_step: int
@@ -184,7 +185,8 @@ class _Run:
     peak: float
     log: RunLog
     fresh: bool  # no checkpoint was resumed
-    teacher_states: object = None  # inputs -> what the loss reads of the teacher (None: the loss runs it itself)
+    # inputs -> what the loss reads of the teacher (None: the loss runs it itself)
+    teacher_states: Callable[[torch.Tensor], object] | None = None
     cache: teacher_cache.TeacherCache | None = None  # the teacher's states by window, when distilling through it
     step: int = 0
     val_history: list = dataclasses.field(default_factory=list)
@@ -278,8 +280,9 @@ def _setup(
     scales = healing.lr_scales(model, config.train_blocks, config.rest_lr_scale)  # frozen before any wrapping
     torch.manual_seed(config.seed)
     if teacher is not None:
-        teacher.model.to(device=env.device, dtype=torch.float32).eval()
+        teacher.model.to(device=env.device, dtype=torch.float32).eval()  # type: ignore[call-arg]  # wraps: .to unbound
     loss = CausalLMLoss(model, fused=not config.fsdp, teacher=teacher)
+    step_loss: torch.nn.Module
     if config.fsdp:  # the HF model is the FSDP root, so evaluation and saving can call it directly
         distributed.shard(model)
         step_loss = loss
@@ -288,6 +291,7 @@ def _setup(
     states = states_of(teacher, config, loss.fused, autocast)
     cache = None
     if states is not None:
+        assert teacher is not None  # states are a teacher's
         cache = open_teacher_cache(
             config, teacher, data=tokens_data, autocast=autocast, env=env, tokens=total_steps * tokens_per_step
         )

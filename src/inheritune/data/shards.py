@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class TokenData:
         if split not in self.manifest["splits"]:
             raise InherituneError(f"{self.root} has no '{split}' split")
         entry = self.manifest["splits"][split]
-        pairs = zip(entry["shards"], entry["shard_tokens"])
+        pairs = zip(entry["shards"], entry["shard_tokens"], strict=True)
         return [_open_shard(self.root / name, count, self.dtype) for name, count in pairs]
 
     def tokens(self, split: str) -> np.ndarray:
@@ -100,8 +101,8 @@ def open_data(root: str | Path) -> TokenData:
     check_manifest(root / MANIFEST, manifest)
     data = TokenData(root, manifest)
     vocab_size = manifest["tokenizer"]["vocab_size"]
-    for split, entry in manifest["splits"].items():
-        for name, count in zip(entry["shards"], entry["shard_tokens"]):
+    for entry in manifest["splits"].values():
+        for name, count in zip(entry["shards"], entry["shard_tokens"], strict=True):
             check_token_ids(_open_shard(root / name, count, data.dtype), root / name, vocab_size)
     return data
 
@@ -239,7 +240,7 @@ class ShardWriter:
         self.counts: list[int] = []
         self.tokens = 0
         self.documents = 0
-        self._file = None
+        self._file: BinaryIO | None = None
 
     @property
     def full(self) -> bool:
@@ -257,6 +258,7 @@ class ShardWriter:
             if self._file is None or self.counts[-1] == self.shard_tokens:
                 self._next_shard()
             take = min(len(ids), self.shard_tokens - self.counts[-1])
+            assert self._file is not None  # opened by _next_shard
             self._file.write(ids[:take].tobytes())
             self.counts[-1] += take
             self.tokens += take
@@ -267,7 +269,7 @@ class ShardWriter:
             self._file.close()
         self.names.append(f"{self.split}-{len(self.names):05d}.bin")
         self.counts.append(0)
-        self._file = open(self.root / self.names[-1], "wb")
+        self._file = open(self.root / self.names[-1], "wb")  # noqa: SIM115 -- held across writes, closed by close()
 
     def close(self) -> dict:
         if self._file is not None:

@@ -100,7 +100,8 @@ class ValidationPicker:
     """
 
     def __init__(self, target: int):
-        self.target, self.tokens, self.heap = target, 0, []
+        self.target, self.tokens = target, 0
+        self.heap: list[tuple[int, int, np.ndarray]] = []
         self._order = 0  # tie-break within equal keys: stream order, deterministic
 
     def offer(self, key: int, ids: np.ndarray) -> list[np.ndarray]:
@@ -114,7 +115,8 @@ class ValidationPicker:
 
     def shrink(self, target: int) -> list[np.ndarray]:
         """Drop highest-key groups while the rest still reach ``target``."""
-        self.target, evicted = target, []
+        self.target = target
+        evicted: list[np.ndarray] = []
         while self.heap:
             group = [heapq.heappop(self.heap)]
             while self.heap and self.heap[0][0] == group[0][0]:
@@ -158,7 +160,7 @@ def write_splits(
         return read["tokens"] >= pool and train.full
 
     def route(texts: list[str], encoded: list[list[int]]) -> None:
-        for text, ids in zip(texts, encoded):
+        for text, ids in zip(texts, encoded, strict=True):
             if done():  # the stream prefix read is fixed by the pool and the cap, not by batch boundaries
                 return
             doc = np.empty(len(ids) + 1, dtype=dtype)

@@ -9,6 +9,7 @@ on the same folder. The build is deterministic: same folder and tokenizer, same 
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -25,10 +26,11 @@ def val_documents(data: TokenData, tokenizer: PreTrainedTokenizerBase) -> list[s
     tokens = data.tokens("val")
     eos = int(data.manifest["tokenizer"]["eos_token_id"])
     cuts = np.flatnonzero(tokens == eos)
-    docs, start = [], 0
+    docs: list[str] = []
+    start = 0
     for end in [*cuts.tolist(), len(tokens)]:
-        if end > start:
-            docs.append(tokenizer.decode(tokens[start:end].tolist(), skip_special_tokens=True))
+        if end > start:  # one sequence of ids decodes to one string
+            docs.append(cast(str, tokenizer.decode(tokens[start:end].tolist(), skip_special_tokens=True)))
         start = end + 1
     return docs
 

@@ -53,10 +53,10 @@ def comparison_rows(results: Mapping[str, Metrics | Mapping]) -> list[dict]:
     return rows
 
 
-def _cell(value: float | int | str | None, stderr: float | None) -> str:
+def _cell(value: float | int | str | None, stderr: float | int | str | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool) or isinstance(value, (int, str)):
+    if isinstance(value, (bool, int, str)):
         return str(value)
     text = f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
     return f"{text} ± {stderr:.4f}" if isinstance(stderr, float) and abs(stderr) < 1000 else text

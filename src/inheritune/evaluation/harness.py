@@ -130,7 +130,9 @@ def evaluate_model(
     goes back to training mode."""
     was_training = model.training
     model.eval()
-    val, results, times = None, {}, {}
+    val: dict | None = None
+    results: dict = {}
+    times: dict = {}
     try:
         if data is not None:
             start = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from inheritune.data.shards import TokenData
 from inheritune.models.families import context_length
@@ -74,12 +75,12 @@ def token_nll(
     return total, count
 
 
-def val_context(model: torch.nn.Module) -> int:
+def val_context(model: PreTrainedModel) -> int:
     """The yardstick's window: 512 tokens, or the model's whole context when shorter."""
     return min(VAL_CONTEXT, context_length(model.config) or VAL_CONTEXT)
 
 
-def val_loss(model: torch.nn.Module, data: TokenData, batch_size: int = 8) -> dict:
+def val_loss(model: PreTrainedModel, data: TokenData, batch_size: int = 8) -> dict:
     """The yardstick (see the module docstring): loss, perplexity, token count and the definition."""
     context = val_context(model)
     total, count = token_nll(model, data.tokens("val"), context, batch_size)

@@ -56,7 +56,7 @@ class Question:
 
 def question_text(q: Question) -> str:
     """The question and its lettered options, ending in ``Answer:``."""
-    lines = [q.question] + [f"{letter}. {option}" for letter, option in zip(LETTERS, q.options)]
+    lines = [q.question] + [f"{letter}. {option}" for letter, option in zip(LETTERS, q.options, strict=False)]
     return "\n".join(lines) + "\nAnswer:"
 
 

@@ -265,7 +265,8 @@ def _split(questions: tuple[Question, ...]) -> dict[str, list[Question]]:
         instruction = (q.subject, q.question) in instructions
         groups[(q.subject, q.question + ("\n" + "\n".join(q.options) if instruction else ""))].append(q)
     out: dict[str, list[Question]] = {"dev": [], "rank": [], "score": []}
-    dev, halves = Counter(), Counter()
+    dev: Counter[str] = Counter()
+    halves: Counter[str] = Counter()
     for subject, text in sorted(groups, key=lambda k: _digest(*k)):
         if dev[subject] < DEV_PER_SUBJECT:
             split, dev[subject] = "dev", dev[subject] + len(groups[(subject, text)])

@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
+import torch
 import torch.nn as nn
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 
 from inheritune.errors import InherituneError
 
@@ -137,8 +139,8 @@ def module(model: nn.Module, path: str) -> nn.Module | None:
         return None
 
 
-def blocks(model: nn.Module) -> nn.ModuleList:
-    return model.get_submodule(family_of(model.config).blocks)
+def blocks(model: PreTrainedModel) -> nn.ModuleList:
+    return cast(nn.ModuleList, model.get_submodule(family_of(model.config).blocks))  # the family's block list
 
 
 def num_layers(config: PretrainedConfig) -> int:
@@ -182,12 +184,13 @@ def logit_softcap(config: PretrainedConfig) -> float | None:
 def input_weights(config: PretrainedConfig, proj: nn.Module, start: int, stop: int):
     """The weights that read inputs ``start:stop`` of a block's projection, as a view ``[stop - start, out]``:
     per-head code (pruning, copying scores) slices heads through this one place."""
-    w = proj.weight
+    w = cast(torch.Tensor, proj.weight)
     return w[start:stop] if family_of(config).weights_in_out else w[:, start:stop].T
 
 
 def input_features(config: PretrainedConfig, proj: nn.Module) -> int:
-    return proj.weight.shape[0] if family_of(config).weights_in_out else proj.weight.shape[1]
+    w = cast(torch.Tensor, proj.weight)
+    return w.shape[0] if family_of(config).weights_in_out else w.shape[1]
 
 
 def num_heads(config: PretrainedConfig) -> int:

@@ -24,6 +24,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast, overload
 
 import torch
 from safetensors import safe_open
@@ -116,7 +117,8 @@ def resolve(reference: str | Path) -> Source:
 
 
 def _where(source: Source) -> str:
-    return source.location if source.kind != "gguf" else str(Path(source.location) / source.gguf_file)
+    # a gguf source always names its file
+    return source.location if source.kind != "gguf" else str(Path(source.location) / cast(str, source.gguf_file))
 
 
 def _remote_code(source: Source) -> InherituneError:
@@ -185,7 +187,7 @@ def _weight_files(source: Source) -> dict[str, str]:
     for path in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(path, framework="pt") as f:
-                files.update({k: str(path) for k in f.keys()})
+                files.update({k: str(path) for k in f.keys()})  # noqa: SIM118 -- safe_open is no dict: keys() only
         except Exception:  # a broken file: transformers' own error names it
             continue
     return files
@@ -269,14 +271,17 @@ def load_model(
     check_device(device, device_map)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            source.location,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,  # report mismatches to check_loaded instead of an unreadable error
-            **({"device_map": device_map} if device_map else {}),
-            **source.kwargs(),
+        model, info = cast(  # output_loading_info: the model and what loading found, as a pair
+            tuple[PreTrainedModel, dict],
+            AutoModelForCausalLM.from_pretrained(
+                source.location,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # report mismatches to check_loaded instead of an unreadable error
+                **({"device_map": device_map} if device_map else {}),
+                **source.kwargs(),
+            ),
         )
     except InherituneError:
         raise
@@ -285,9 +290,10 @@ def load_model(
     check_loaded(model, info, source)
     if getattr(model.config, "quantization_config", None) is not None and source.kind == "gguf":
         del model.config.quantization_config  # weights are dequantized: save them as a plain model
-        model.hf_quantizer = None  # else save_pretrained refuses the (no longer) quantized model
+        # else save_pretrained refuses the (no longer) quantized model
+        model.hf_quantizer = None  # type: ignore[assignment]  # transformers sets it undeclared: typed as a submodule
     model.eval()
-    return model if device_map else model.to(device)
+    return model if device_map else model.to(device)  # type: ignore[arg-type]  # functools.wraps: .to typed unbound
 
 
 DEVICE_MAPS = ("auto",)
@@ -347,6 +353,14 @@ def _no_tokenizer(where: str) -> InherituneError:
     )
 
 
+@overload
+def load_tokenizer(
+    reference: str | Path, trust_remote_code: bool = False, required: Literal[True] = True
+) -> PreTrainedTokenizerBase: ...
+@overload
+def load_tokenizer(
+    reference: str | Path, trust_remote_code: bool = False, required: bool = True
+) -> PreTrainedTokenizerBase | None: ...
 def load_tokenizer(
     reference: str | Path, trust_remote_code: bool = False, required: bool = True
 ) -> PreTrainedTokenizerBase | None:
@@ -377,7 +391,7 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
 
     Counts the base vocabulary only: tokenizer classes add specials of their own (Qwen2's adds
     ``<|endoftext|>`` to any vocabulary), which a model's own tokenizer has too."""
-    rows = model.get_input_embeddings().num_embeddings
+    rows = cast(torch.nn.Embedding, model.get_input_embeddings()).num_embeddings
     base = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
     if base > rows:
         raise InherituneError(

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from inheritune.errors import InherituneError
-from inheritune.models.families import Family, config_of_blocks, family_of, module, num_layers
+from inheritune.models.families import Family, blocks, config_of_blocks, family_of, module, num_layers
 from inheritune.models.loading import load_model
 
 Init = Literal["all", "attention", "mlp", "none"]
@@ -67,7 +67,8 @@ def parse_layers(spec: int | str | Sequence[int], total: int) -> list[int]:
 
 def spans(indices: Sequence[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: block lists as people write them (``parse_layers``' inverse)."""
-    parts, run = [], []
+    parts: list[str] = []
+    run: list[int] = []
     for i in indices:
         if run and i != run[-1] + 1:
             parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
@@ -110,12 +111,13 @@ def stack_blocks(
     model = AutoModelForCausalLM.from_config(config, dtype=template.dtype)
     for path in (family.embed, family.final_norm, family.head):
         model.get_submodule(path).load_state_dict(template.get_submodule(path).state_dict())
-    for path in (family.pos_embed, *family.extras):  # optional: only some configs have them
-        if path and (src := module(template, path)) is not None:
-            module(model, path).load_state_dict(src.state_dict())
+    for optional in (family.pos_embed, *family.extras):  # optional: only some configs have them
+        if optional and (found := module(template, optional)) is not None:
+            # the model is built from the template's config: it has the part too
+            cast(torch.nn.Module, module(model, optional)).load_state_dict(found.state_dict())
     new_blocks = model.get_submodule(family.blocks)
-    for new_block, (src, i) in zip(new_blocks, sources):
-        old_block = src.get_submodule(family.blocks)[i]
+    for new_block, (src, i) in zip(new_blocks, sources, strict=True):
+        old_block = blocks(src)[i]
         for part in parts if parts is not None else ("",):
             dst, from_ = (new_block, old_block) if part == "" else (module(new_block, part), module(old_block, part))
             if dst is not None and from_ is not None:
@@ -168,7 +170,7 @@ def deepen(
     model: PreTrainedModel,
     reference: PreTrainedModel,
     keep: Sequence[int],
-    mode: Literal["reference", "duplicate"] = "reference",
+    mode: str = "reference",  # one of GROW_MODES, checked here
 ) -> PreTrainedModel:
     """Deepen a trained model to hold the reference blocks ``keep`` (sorted; a superset of the
     blocks it holds, e.g. what a selector keeps next), keeping its own trained blocks.
@@ -217,4 +219,6 @@ def drop_blocks(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedMode
     if len(drop) == total:
         raise InherituneError(f"cannot drop all {total} layers of the model")
     pruned = stack_blocks(model, [(model, i) for i in range(total) if i not in drop])
-    return pruned if getattr(model, "hf_device_map", None) else pruned.to(model.device)
+    if getattr(model, "hf_device_map", None):
+        return pruned
+    return pruned.to(model.device)  # type: ignore[arg-type]  # functools.wraps types PreTrainedModel.to unbound

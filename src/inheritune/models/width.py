@@ -132,7 +132,7 @@ def _slices(
     if len(family.qkv) == 1:  # fused [q | k | v]
         cuts[family.qkv[0]] = ("out", torch.cat([q, heads * head_width + k, (heads + kv) * head_width + k]))
     else:
-        for path, rows in zip(family.qkv, (q, k, k)):
+        for path, rows in zip(family.qkv, (q, k, k), strict=True):
             cuts[path] = ("out", rows)
     cuts[family.attn_out] = ("in", q)
     n = torch.tensor(width.neurons[layer], dtype=torch.long)

@@ -58,7 +58,7 @@ def curves(
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for index, (name, (x, y)) in enumerate(series.items()):
         (line,) = ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
-        for xi, yi in zip(x, y):
+        for xi, yi in zip(x, y, strict=True):
             if ylim is not None and yi > ylim[1]:  # off the clipped axis: a marker at the edge, labelled
                 ax.annotate(
                     f"{name}: {yi:.1f}",
@@ -70,9 +70,9 @@ def curves(
                     annotation_clip=False,
                 )
                 ax.plot([xi], [ylim[1]], marker="^", color=line.get_color(), clip_on=False)
-    for name, y in (hlines or {}).items():
-        ax.axhline(y, linestyle="--", color="gray", linewidth=1)
-        ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+    for name, level in (hlines or {}).items():
+        ax.axhline(level, linestyle="--", color="gray", linewidth=1)
+        ax.annotate(name, (0.01, level), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
     if logx:
         ax.set_xscale("log")
     if ylim is not None:
@@ -101,7 +101,7 @@ def matrices(panels: Mapping[str, np.ndarray], path: str | Path, title: str, cba
     """Square matrices side by side on one colour scale (e.g. attention maps of two heads)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     vmax = max(float(np.max(m)) for m in panels.values())
-    for ax, (name, m) in zip(axes[0], panels.items()):
+    for ax, (name, m) in zip(axes[0], panels.items(), strict=True):
         im = ax.imshow(np.asarray(m, dtype=float), cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
         ax.set(title=name, xlabel="key position", ylabel="query position")
     fig.colorbar(im, ax=list(axes[0]), label=cbar)
@@ -121,14 +121,14 @@ def panels(
     named (x, y, [low, high]) curves drawn with their interval as a shaded band, and the same
     labelled horizontal reference lines (e.g. chance) in every panel."""
     fig, axes = plt.subplots(1, len(plots), figsize=(4.2 * len(plots), 3.8), sharey=True, squeeze=False)
-    for ax, (panel, series) in zip(axes[0], plots.items()):
+    for ax, (panel, series) in zip(axes[0], plots.items(), strict=True):
         for name, (x, y, band) in series.items():
             (line,) = ax.plot(x, y, marker="o", markersize=3, label=name)
-            low, high = zip(*band) if len(band) else ((), ())
+            low, high = zip(*band, strict=True) if len(band) else ((), ())
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-        for name, y in (hlines or {}).items():
-            ax.axhline(y, linestyle="--", color="gray", linewidth=1)
-            ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="gray")
+        for name, level in (hlines or {}).items():
+            ax.axhline(level, linestyle="--", color="gray", linewidth=1)
+            ax.annotate(name, (0.01, level), xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="gray")
         ax.set(title=panel, xlabel=xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

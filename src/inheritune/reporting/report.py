@@ -91,7 +91,8 @@ def build_report(
         f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
         f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
         f"`{recipe.inherit.by}` (`inheritune derive --help` says what each selector keeps), scored on the "
-        f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. Depth: start {g.start_layers} layers, "
+        f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. "
+        f"Depth: start {g.start_layers} layers, "
         f"{step}, {g.tokens_per_round:,} tokens per round, margin {g.margin}. {_loss_sentence(recipe)} wall_time: "
         f"seconds of optimizer steps (teacher included, evaluations not), over all resumes. "
         f"This invocation of the run took {elapsed:.0f} s."
@@ -195,8 +196,7 @@ def draw_curves(report: dict, out: Path) -> Path:
     hlines = {f"reference ({ref['layers']} layers): {ref['final_val_loss']:.3f}": ref["final_val_loss"]}
     values = [v for _, ys in series.values() for v in ys]
     after_start = [v for _, ys in series.values() for v in ys[1:]] or values
-    top = max(after_start) + 0.5 if values else None
-    bottom = min(values + [ref["final_val_loss"]]) - 0.3 if values else None
+    ylim = (min([*values, ref["final_val_loss"]]) - 0.3, max(after_start) + 0.5) if values else None  # bottom, top
     return curves(
         series,
         out / CURVES_PNG,
@@ -204,7 +204,7 @@ def draw_curves(report: dict, out: Path) -> Path:
         xlabel="training tokens",
         ylabel="val loss (nats)",
         hlines=hlines,
-        ylim=(bottom, top) if values else None,
+        ylim=ylim,
     )
 
 
@@ -224,7 +224,7 @@ def _md_table(columns, rows) -> str:
 
 def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
     """(heading, paragraph, table) in report order: one list that markdown and HTML both render."""
-    sections = [
+    sections: list[tuple[str, str | None, tuple | None]] = [
         ("Arms", "gap = final val loss minus the reference's.", (ARM_COLUMNS, arm_rows(report))),
         (
             "Time to target",
@@ -321,17 +321,18 @@ def render_html(report: dict, out: Path) -> str:
     )
 
 
-def write_report(report: dict, out: str | Path) -> dict[str, Path]:
+def write_report(report: dict, out: str | Path) -> dict[str, Path | None]:
     """Write report.json, the curves PNG, report.md and report.html into ``out``."""
     out = Path(out)
+    json_file, md_file, html_file = out / "report.json", out / "report.md", out / "report.html"
     files = {
-        "json": out / "report.json",
+        "json": json_file,
         "png": draw_curves(report, out),
-        "blocks": draw_blocks(report, out),
-        "md": out / "report.md",
-        "html": out / "report.html",
+        "blocks": draw_blocks(report, out),  # None: no blocks to draw
+        "md": md_file,
+        "html": html_file,
     }
-    atomic_write_json(files["json"], report)
-    atomic_write_text(files["md"], render_markdown(report))
-    atomic_write_text(files["html"], render_html(report, out))
+    atomic_write_json(json_file, report)
+    atomic_write_text(md_file, render_markdown(report))
+    atomic_write_text(html_file, render_html(report, out))
     return files

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -117,13 +118,14 @@ class TrainConfig:
         check_train_blocks(self.train_blocks)
         if not 0 <= self.rest_lr_scale <= 1:
             raise InherituneError(f"rest_lr_scale must be in [0, 1], not {self.rest_lr_scale}")
-        self.betas = tuple(float(b) for b in self.betas)
+        self.betas = cast(tuple[float, float], tuple(float(b) for b in self.betas))  # its length is checked next
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise InherituneError(f"betas must be two numbers in [0, 1), not {self.betas}")
         return self
 
     def total_steps(self, tokens_per_step: int) -> int:
-        return self.steps if self.steps is not None else math.ceil(self.tokens / tokens_per_step)
+        # validate() lets exactly one of steps and tokens through
+        return self.steps if self.steps is not None else math.ceil(cast(int, self.tokens) / tokens_per_step)
 
     def schedule(self, total_steps: int) -> tuple[int, int, int]:
         """(warmup, eval_every, checkpoint_every) with the defaults filled in for this run length."""

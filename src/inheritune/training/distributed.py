@@ -9,12 +9,14 @@ differ under DDP/FSDP2: barriers, gradient sync, clipping, gathering the full st
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from transformers import PreTrainedModel
 
 from inheritune.models.families import blocks
 
@@ -57,13 +59,13 @@ def data_parallel(module: torch.nn.Module, env: Dist) -> torch.nn.Module:
     return DistributedDataParallel(module, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
 
 
-def shard(model: torch.nn.Module) -> torch.nn.Module:
+def shard(model: PreTrainedModel) -> torch.nn.Module:
     """FSDP2: parameters, gradients and optimizer state sharded per block, gathered just in time."""
     from torch.distributed.fsdp import fully_shard  # FSDP2: slow to import, only under --fsdp
 
     for block in blocks(model):
         fully_shard(block)
-    return fully_shard(model)
+    return cast(torch.nn.Module, fully_shard(model))  # the model itself, its class made an FSDPModule too
 
 
 # --- the training step's parallel-aware helpers ----------------------------------------------
@@ -74,19 +76,17 @@ def barrier(env: Dist) -> None:
         torch.distributed.barrier()
 
 
-def prepare(model: torch.nn.Module, device: torch.device) -> None:
+def prepare(model: PreTrainedModel, device: torch.device) -> None:
     """fp32 master weights on the device, no dropout (the paper's recipe), SDPA attention."""
-    model.to(device=device, dtype=torch.float32)
+    model.to(device=device, dtype=torch.float32)  # type: ignore[call-arg]  # functools.wraps types .to unbound
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
         if isinstance(getattr(m, "attention_dropout", None), float):
-            m.attention_dropout = 0.0
+            m.attention_dropout = 0.0  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     if getattr(model.config, "_attn_implementation", None) == "eager":
-        try:
+        with suppress(ValueError, ImportError):  # the family has no SDPA kernel: eager it stays
             model.set_attn_implementation("sdpa")
-        except (ValueError, ImportError):  # the family has no SDPA kernel: eager it stays
-            pass
     model.train()
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 
 import torch
+from transformers import PreTrainedModel
 
 from inheritune.models.families import num_layers
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+def flops_per_token(model: PreTrainedModel, seq_len: int) -> float:
     params = {id(p): p.numel() for p in model.parameters()}
     embed = model.get_input_embeddings().weight
     head = model.get_output_embeddings()

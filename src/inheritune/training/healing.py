@@ -58,7 +58,7 @@ def lr_scales(model: PreTrainedModel, spec: str, rest: float) -> dict[str, float
     if blocks is None:
         return {name: 1.0 for name, _ in model.named_parameters()}
     family = family_of(model.config)
-    inside = tuple(f"{family.blocks}.{p}." for p in blocks) + (f"{family.final_norm}.",)
+    inside = (*(f"{family.blocks}.{p}." for p in blocks), f"{family.final_norm}.")
     scales = {name: 1.0 if name.startswith(inside) else rest for name, _ in model.named_parameters()}
     for name, param in model.named_parameters():
         if scales[name] == 0:

@@ -76,7 +76,7 @@ class Teacher:
                 z = z / self.temperature if self.temperature != 1 else z
                 top = z.topk(k, dim=-1)
                 parts.append((top.values, top.indices, torch.logsumexp(z, dim=-1)))
-        return TopK(*(torch.cat(p) for p in zip(*parts)))
+        return TopK(*(torch.cat(p) for p in zip(*parts, strict=True)))
 
 
 def _logits(h: torch.Tensor, w: torch.Tensor, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -18,12 +18,13 @@ approximate, 8K + 4 bytes per token, and nearly the price of cross-entropy. The 
 the same loss cached or not; benchmarks/bench_distill.py measures both.
 
 Layout: ``ROOT/DATA-HASH-seqL/TEACHER/FORM/`` holds ``meta.json`` (what the states are of: the
-teacher's weights, the data's identity, precision, seq_len, shape, temperature for top:K) and segments: each writing process appends
-windows to its own ``seg-*.bin`` and, only once a window's bytes are written and flushed, one
-record (start, byte offset, CRC-32) to the segment's ``.idx``. A kill mid-window therefore leaves
-bytes no record points to, which are never read; a torn record (a short tail) is ignored.
-A record whose bytes are missing or fail their checksum is refused, naming the file. A cache
-whose meta names other weights, data or dtype is cleared with one line and computed again.
+teacher's weights, the data's identity, precision, seq_len, shape, temperature for top:K) and
+segments: each writing process appends windows to its own ``seg-*.bin`` and, only once a window's
+bytes are written and flushed, one record (start, byte offset, CRC-32) to the segment's ``.idx``.
+A kill mid-window therefore leaves bytes no record points to, which are never read; a torn record
+(a short tail) is ignored. A record whose bytes are missing or fail their checksum is refused,
+naming the file. A cache whose meta names other weights, data or dtype is cleared with one line
+and computed again.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from transformers import PreTrainedModel
 
 from inheritune.atomic import atomic_write_json, discard, read_json
 from inheritune.data.shards import MANIFEST, TokenData
@@ -148,12 +151,14 @@ class TeacherCache:
             begin = time.perf_counter()
             fresh = _as_fields(compute(inputs[missing]), self.layout)
             for n, i in enumerate(missing):
-                rows[i] = [f[n * self.seq_len : (n + 1) * self.seq_len] for f in fresh]
-                self._write(starts[i], rows[i])
+                window = [f[n * self.seq_len : (n + 1) * self.seq_len] for f in fresh]
+                rows[i] = window
+                self._write(starts[i], window)
             self.compute_seconds += time.perf_counter() - begin
             self.computed += len(missing)
         self.hits += len(starts) - len(missing)
-        joined = [torch.cat([r[f] for r in rows]).to(inputs.device) for f in range(len(self.layout))]
+        filled = cast(list[list[torch.Tensor]], rows)  # every missing row was computed above
+        joined = [torch.cat([r[f] for r in filled]).to(inputs.device) for f in range(len(self.layout))]
         return joined[0] if self.form == "hidden" else TopK(joined[0], joined[1], joined[2].flatten())
 
     def stats(self) -> dict:
@@ -174,7 +179,7 @@ class TeacherCache:
         if entry.offset + self.window_bytes > size:
             raise _corrupt(entry.segment, f"ends at byte {size}, before the window at token {start} it indexes")
         raw = np.memmap(entry.segment, dtype=np.uint8, mode="r", offset=entry.offset, shape=(self.window_bytes,))
-        if zlib.crc32(raw) != entry.crc:
+        if zlib.crc32(raw.data) != entry.crc:
             raise _corrupt(entry.segment, f"the window at token {start} fails its checksum")
         out, at = [], 0
         for _, dtype, n in self.layout:
@@ -203,7 +208,7 @@ class TeacherCache:
 def _as_fields(states, layout: list[tuple[str, torch.dtype, int]]) -> list[torch.Tensor]:
     """A computed Tensor or TopK as the layout's fields, [tokens, n] each, in their stored dtypes."""
     parts = [states] if isinstance(states, torch.Tensor) else [states.values, states.indices, states.lse]
-    return [p.reshape(p.shape[0], n).to(dtype).cpu() for p, (_, dtype, n) in zip(parts, layout)]
+    return [p.reshape(p.shape[0], n).to(dtype).cpu() for p, (_, dtype, n) in zip(parts, layout, strict=True)]
 
 
 def _corrupt(path: Path, why: str) -> InherituneError:
@@ -226,7 +231,7 @@ def _load_entries(folder: Path) -> dict[int, _Entry]:
 def open_cache(
     root: Path,
     teacher_name: str,
-    teacher: torch.nn.Module,
+    teacher: PreTrainedModel,
     data: TokenData,
     seq_len: int,
     dtype: torch.dtype,
