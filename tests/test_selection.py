@@ -21,6 +21,7 @@ from inheritune.recipe import recipe_from_dict
 from inheritune.commands.train import train
 from inheritune.training import TrainConfig
 from inheritune.training.healing import cuts, focus
+from inheritune.specs import TrainBlocks
 from test_layer_prune import make_identity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,14 +36,14 @@ def windows(n: int = 4, t: int = 16, seed: int = 0) -> torch.Tensor:
 def test_every_name_parses_and_help_lists_it():
     for name in selection.NAMES:
         spec = name.replace(":K", ":2").replace(":SPEC", ":0-1")
-        assert selection.parse(spec)[0].name == name.split(":")[0]
+        assert selection.as_selector(spec).name == name.split(":")[0]
         assert name in selection.HELP
     with pytest.raises(InherituneError, match=r"not a block selector \(did you mean 'angular'\?\)"):
-        selection.parse("angulr")
+        selection.as_selector("angulr")
     with pytest.raises(InherituneError, match=r"needs a parameter \(first-last:K\)"):
-        selection.parse("first-last")
+        selection.as_selector("first-last")
     with pytest.raises(InherituneError, match="takes no parameter"):
-        selection.parse("angular:3")
+        selection.as_selector("angular:3")
 
 
 @pytest.mark.parametrize("family", ("llama", "gpt2", "gemma3_text"))
@@ -121,7 +122,7 @@ def test_list_and_first_last_keep_what_they_say():
     assert select(model, 3, "first-last:2").keep == [0, 3, 4]
     with pytest.raises(InherituneError, match="keeps 2 blocks"):
         select(model, 3, "list:1,3")
-    with pytest.raises(InherituneError, match="needs a whole number"):
+    with pytest.raises(InherituneError, match="'first-last:x': K must be a whole number"):
         select(model, 3, "first-last:x")
     with pytest.raises(InherituneError, match="give --data"):
         select(model, 3, "angular")
@@ -161,9 +162,10 @@ def test_derive_refuses_a_scoring_selector_without_data_and_writes_nothing(tmp_p
 
 
 def test_card_names_the_hub_model_of_a_packaged_reference():
-    text = card_text({"reference": "smollm2-135m", "reference_layers": 30, "blocks": [0, 1, 29]}, {"val loss": 3.1})
+    record = {"reference": "smollm2-135m", "reference_layers": 30, "blocks": [0, 1, 29]}
+    text = card_text(record, {"val loss": 3.1}, source="smollm2-135m")
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in text and "Holds 3 of the 30 blocks" in text
-    assert "base_model" not in card_text({"reference": "/tmp/folder", "reference_layers": 4, "blocks": [0]}, {})
+    assert "base_model" not in card_text({"reference": "/tmp/folder", "reference_layers": 4, "blocks": [0]}, {}, "/tmp")
 
 
 def test_provenance_follows_surgery():
@@ -177,13 +179,14 @@ def test_provenance_follows_surgery():
 
 def test_cuts_are_where_reference_blocks_are_skipped():
     ref = tiny_model("llama", layers=6)
-    assert cuts(inherit(ref, [0, 1, 4, 5])) == [2]  # blocks 2, 3 skipped before position 2
-    assert cuts(inherit(ref, [0, 1, 2])) == [3]  # first-n: one cut, after the end
-    assert cuts(inherit(ref, [2, 3, 5])) == [0, 2]
-    assert focus(inherit(ref, [0, 1, 4, 5]), "cuts:1") == {1, 2}
-    assert focus(inherit(ref, [0, 1, 2]), "last:2") == {1, 2}
-    with pytest.raises(InherituneError, match="needs a model built by inheritune"):
-        focus(ref, "cuts:1")
+    spec = TrainBlocks("cuts:1", "--train-blocks")
+    assert cuts(inherit(ref, [0, 1, 4, 5]).config, spec) == [2]  # blocks 2, 3 skipped before position 2
+    assert cuts(inherit(ref, [0, 1, 2]).config, spec) == [3]  # first-n: one cut, after the end
+    assert cuts(inherit(ref, [2, 3, 5]).config, spec) == [0, 2]
+    assert focus(inherit(ref, [0, 1, 4, 5]).config, spec) == {1, 2}
+    assert focus(inherit(ref, [0, 1, 2]).config, TrainBlocks("last:2", "k")) == {1, 2}
+    with pytest.raises(InherituneError, match="^--train-blocks 'cuts:1': cuts:K needs a model built by inheritune"):
+        focus(ref.config, spec)
 
 
 def test_partial_training_moves_only_the_named_blocks(tmp_path, tokenizer):
@@ -219,7 +222,7 @@ def test_rest_lr_scale_trains_everything_slower(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("spec", ["last:0", "cuts", "some", "1-x"])
 def test_bad_train_blocks_is_one_line(spec):
-    with pytest.raises(InherituneError, match="train_blocks must be"):
+    with pytest.raises(InherituneError, match=f"^train_blocks {spec!r}: must be all, last:K"):
         TrainConfig(steps=1, train_blocks=spec).validate()
 
 
@@ -229,7 +232,7 @@ def test_recipe_reads_inherit_by_and_names_moved_keys():
     assert recipe_from_dict({"reference": "r", "inherit": {"by": "first-last:3"}}).inherit.by == "first-last:3"
     with pytest.raises(InherituneError, match=r"'grow.keep_last' is gone: use inherit.by: first-last:K"):
         recipe_from_dict({"reference": "r", "grow": {"keep_last": 3}})
-    with pytest.raises(InherituneError, match=r"recipe key 'inherit.by': --by 'lazzy' is not a block selector"):
+    with pytest.raises(InherituneError, match=r"^inherit.by 'lazzy': not a block selector \(did you mean 'lazy'\?\)"):
         recipe_from_dict({"reference": "r", "inherit": {"by": "lazzy"}})
     with pytest.raises(InherituneError, match=r"recipe key 'grow.direction' must be one of grow, shrink"):
         recipe_from_dict({"reference": "r", "grow": {"direction": "down"}})

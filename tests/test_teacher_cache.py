@@ -268,5 +268,5 @@ def test_a_top_k_run_is_the_same_cached_or_not(setup, tmp_path):
 
 
 def test_a_bad_teacher_states_value_is_one_line():
-    with pytest.raises(InherituneError, match="teacher_states must be hidden or top:K"):
+    with pytest.raises(InherituneError, match=r"^teacher_states 'top:0': must be hidden or top:K"):
         train("x", "y", "z", steps=1, teacher_states="top:0")

@@ -4,12 +4,15 @@ and ``tokens="1e6"`` in Python mean the same, and every refusal reads the same.
 
 Strings are parsed only where the field's type is not a string: counts as the README writes them
 (``1e6``, ``1_000_000``, no decimal point; ``count``, which the CLI's count options use too),
-floats and ``none``/``null``. An unknown key names the closest valid one.
+floats, ``none``/``null``, and option specs (``inheritune.specs``: ``last:4``, ``top:64``, parsed
+here once into their typed value, which remembers the key as the user spelled it: ``shown``).
+An unknown key names the closest valid one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import dataclasses
 import difflib
 import re
@@ -20,8 +23,19 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 from inheritune.errors import InherituneError
+from inheritune.specs import Spec
 
 NONE = ("none", "null", "~")
+# "cli" while the command line is the boundary (cli.main sets it): a bare key is then shown as its flag
+SPELLING: contextvars.ContextVar[str] = contextvars.ContextVar("spelling", default="python")
+
+
+def shown(key: str) -> str:
+    """``key`` as the user wrote it: ``--train-blocks`` on the command line, ``train.train_blocks`` in a
+    recipe (keys with a section stay as they are), ``train_blocks`` in Python."""
+    return "--" + key.replace("_", "-") if SPELLING.get() == "cli" and "." not in key else key
+
+
 _INTEGER = re.compile(r"[+-]?\d+(?:_\d+)*")
 _SCIENTIFIC = re.compile(r"([+-]?\d+(?:_\d+)*)[eE]\+?(\d+)")
 MAX_EXPONENT = 18  # 1e18 tokens is beyond any corpus; larger exponents are typos
@@ -88,10 +102,15 @@ def type_name(tp: Any) -> str:
     return {type(None): "null", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _scalar(value: Any, tp: Any) -> Any:
-    """``value`` as the scalar type ``tp``, or raise ValueError."""
+def _scalar(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as the scalar type ``tp``, or raise ValueError (a spec refuses in its own words)."""
     text = value.strip() if isinstance(value, str) else None
-    if tp is type(None):
+    if isinstance(tp, type) and issubclass(tp, Spec):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, (str, list, tuple)):
+            return tp(value, shown(key))
+    elif tp is type(None):
         if value is None or (text is not None and text.lower() in NONE):
             return None
     elif tp is bool:  # strict: "yes" in a recipe is more likely a typo than a wish (CLI flags are switches)
@@ -150,11 +169,11 @@ def convert(value: Any, tp: Any, key: str, what: str = "recipe key") -> Any:
                     convert(v, a, f"{key}[{i}]", what) for i, (v, a) in enumerate(zip(value, args, strict=True))
                 )
         else:
-            return _scalar(value, tp)
+            return _scalar(value, tp, key)
     except ValueError:
         pass
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    raise InherituneError(f"{what} '{key}' must be {type_name(tp)}, not {shown}")
+    given = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    raise InherituneError(f"{what} '{key}' must be {type_name(tp)}, not {given}")
 
 
 def check_keys(given: Iterable[str], known: Iterable[str], what: str, where: str = "") -> None:

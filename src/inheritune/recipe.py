@@ -17,15 +17,17 @@ from typing import Any
 
 import yaml
 
-from inheritune.analysis.selection import parse as parse_selector
-from inheritune.analysis.width import RANKINGS
+from inheritune.analysis.selection import BlockSelector
+from inheritune.analysis.width import WidthRanking
 from inheritune.errors import InherituneError
 from inheritune.growth.config import GrowConfig
-from inheritune.models.budget import SHAPES, check_share
+from inheritune.models.budget import SHAPES, BudgetShape, check_share
 from inheritune.options import build
 from inheritune.training.config import TrainConfig, make_config
 
 NOGROW_INITS = ("all", "attention", "mlp")
+FIRST_N = BlockSelector("first-n", "inherit.by")  # the defaults, as values
+ACTIVATION = WidthRanking("activation", "budget.width_by")
 MOVED = {  # keys of earlier recipes: where they went
     ("grow", "keep_last"): "inherit.by: first-last:K (e.g. first-last:3 for the first n-3 blocks + the last 3)",
 }
@@ -48,7 +50,7 @@ class InheritConfig:
     """Which reference blocks the inherited arms hold: a block selector (analysis/selection.py),
     scored on the train split. ``first-n`` is the paper's choice."""
 
-    by: str = "first-n"
+    by: BlockSelector = FIRST_N
 
 
 @dataclass
@@ -84,8 +86,8 @@ class BudgetConfig:
     ranked by ``width_by``) and both, side by side at equal parameters and equal tokens."""
 
     params: float | None = None  # share (0-1) of the reference's non-embedding parameters; None: no budget arms
-    by: list[str] = field(default_factory=lambda: list(SHAPES))
-    width_by: str = "activation"  # activation | gradient
+    by: list[BudgetShape] = field(default_factory=lambda: [BudgetShape(s, "budget.by") for s in SHAPES])
+    width_by: WidthRanking = ACTIVATION  # activation | gradient
 
 
 @dataclass
@@ -146,10 +148,6 @@ def _train_section(values: dict) -> dict:
 def _check(recipe: Recipe) -> Recipe:
     """Value rules the types cannot express."""
     recipe.grow.check(name=lambda key: f"recipe key 'grow.{key}'")
-    try:
-        parse_selector(recipe.inherit.by)
-    except InherituneError as e:
-        raise InherituneError(f"recipe key 'inherit.by': {e}") from None
     d = recipe.distill
     if not 0 <= d.alpha <= 1:
         raise InherituneError(f"recipe key 'distill.alpha' must be in [0, 1], not {d.alpha}")
@@ -177,13 +175,8 @@ def _check_budget(b: BudgetConfig) -> None:
         check_share(b.params)
     except InherituneError:
         raise InherituneError(f"recipe key 'budget.params' must be a share between 0 and 1, not {b.params:g}") from None
-    for i, shape in enumerate(b.by):
-        if shape not in SHAPES:
-            raise InherituneError(f"recipe key 'budget.by[{i}]' must be one of {', '.join(SHAPES)}, not '{shape}'")
     if not b.by or len(set(b.by)) != len(b.by):
         raise InherituneError(f"recipe key 'budget.by' must list distinct shapes, not {b.by}")
-    if b.width_by not in RANKINGS:
-        raise InherituneError(f"recipe key 'budget.width_by' must be one of {', '.join(RANKINGS)}, not '{b.width_by}'")
 
 
 def recipe_from_dict(values: Any, where: str = "recipe") -> Recipe:

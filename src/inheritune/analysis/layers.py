@@ -57,7 +57,7 @@ def sweep(
     evaluated once and shared by every selector, and each block score is computed once.
     """
     for by in criteria:
-        selection.parse(by)
+        selection.as_selector(by)
     drops = drops_up_to(max_drop, step)
     layers = num_layers(model.config)
     check_drop(max_drop, layers)  # before any work

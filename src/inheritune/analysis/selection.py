@@ -53,7 +53,8 @@ from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, num_layers
 from inheritune.models.surgery import parse_layers
-from inheritune.options import closest
+from inheritune.options import closest, shown
+from inheritune.specs import Spec, block_indices, within
 
 WINDOWS, WINDOW_LEN = 16, 256  # scoring windows of the train split: 4,096 tokens
 LOSS_WINDOWS = 4  # the loss selectors score each candidate on the first 4 windows (1,024 tokens, the same for
@@ -106,11 +107,11 @@ class Scoring:
 
 @dataclasses.dataclass(frozen=True)
 class Selector:
-    """One registry entry: ``drop(scoring, k, droppable, arg)`` returns the k blocks to drop."""
+    """One registry entry: ``drop(scoring, k, droppable, spec)`` returns the k blocks to drop."""
 
     name: str
     meaning: str
-    drop: Callable[[Scoring, int, list[int], str | None], list[int]]
+    drop: Callable[[Scoring, int, list[int], BlockSelector], list[int]]
     needs_windows: bool = True
     arg: str | None = None  # the parameter after ':' (e.g. K of first-last:K), None = takes none
     scores: Callable[[Scoring], list[float]] | None = None  # per-block numbers for reports
@@ -121,7 +122,7 @@ def _lowest(
 ):
     """A rule: drop the k droppable blocks of lowest ``sign * score`` (``spare``: never dropped)."""
 
-    def drop(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+    def drop(s: Scoring, k: int, droppable: list[int], _spec: BlockSelector) -> list[int]:
         values = score(s)
         pool = [i for i in droppable if i not in spare(s)]
         _enough(pool, k)
@@ -141,7 +142,7 @@ def _runs(droppable: Sequence[int], k: int, last: int | None = None) -> list[int
     return [first for first in sorted(allowed) if all(i in allowed for i in range(first, first + k))]
 
 
-def _angular(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+def _angular(s: Scoring, k: int, droppable: list[int], _spec: BlockSelector) -> list[int]:
     starts = _runs(droppable, k, last=s.layers - 1)
     if not starts:
         raise InherituneError(f"angular: no contiguous slice of {k} droppable blocks before the last block")
@@ -150,7 +151,7 @@ def _angular(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list
     return list(range(start, start + k))
 
 
-def _loss_slice(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+def _loss_slice(s: Scoring, k: int, droppable: list[int], _spec: BlockSelector) -> list[int]:
     starts = _runs(droppable, k)
     if not starts:
         raise InherituneError(f"loss: no contiguous slice of {k} droppable blocks")
@@ -159,7 +160,7 @@ def _loss_slice(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> l
     return list(range(start, start + k))
 
 
-def _loss_greedy(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> list[int]:
+def _loss_greedy(s: Scoring, k: int, droppable: list[int], _spec: BlockSelector) -> list[int]:
     """Removal order is nested (the first k of a longer run), so it is kept and extended, not redone."""
     _enough(droppable, k)
     order = s.greedy.setdefault(tuple(droppable), [])
@@ -169,30 +170,21 @@ def _loss_greedy(s: Scoring, k: int, droppable: list[int], _arg: str | None) -> 
     return sorted(order[:k])
 
 
-def _first_last(s: Scoring, k: int, droppable: list[int], arg: str | None) -> list[int]:
-    tail = _count(arg, "first-last")
-    if not 0 <= tail < s.layers:
-        raise InherituneError(f"first-last:{tail}: K must be in 0..{s.layers - 1} for a {s.layers}-block model")
+def _first_last(s: Scoring, k: int, droppable: list[int], spec: BlockSelector) -> list[int]:
+    tail = spec.tail
+    spec.check(s.layers, s.layers - k, "the model")
     pool = [i for i in droppable if i < s.layers - tail]
     _enough(pool, k)
     return sorted(pool)[len(pool) - k :]
 
 
-def _listed(s: Scoring, k: int, droppable: list[int], arg: str | None) -> list[int]:
-    keep = sorted(parse_layers(arg or "", s.layers))
+def _listed(s: Scoring, k: int, droppable: list[int], spec: BlockSelector) -> list[int]:
+    spec.check(s.layers, s.layers - k, "the model")
+    keep = set(spec.listed)
     drop = [i for i in range(s.layers) if i not in keep]
-    if len(drop) != k or not set(drop) <= set(droppable):
-        raise InherituneError(
-            f"list:{arg} keeps {len(keep)} blocks; it cannot be asked for another depth ({s.layers - k}) or grown"
-        )
+    if not set(drop) <= set(droppable):
+        raise spec.refuse("a listed set of blocks cannot be grown")
     return drop
-
-
-def _count(arg: str | None, name: str) -> int:
-    try:
-        return int(arg or "")
-    except ValueError:
-        raise InherituneError(f"{name}:K needs a whole number K, not '{arg}'") from None
 
 
 SELECTORS: dict[str, Selector] = {
@@ -251,28 +243,65 @@ NAMES = tuple(f"{s.name}:{s.arg}" if s.arg else s.name for s in SELECTORS.values
 HELP = "; ".join(f"{name}: {s.meaning}" for name, s in zip(NAMES, SELECTORS.values(), strict=True))
 
 
-def parse(by: str) -> tuple[Selector, str | None]:
-    """The registry entry and its parameter (``first-last:3`` -> first-last, "3"); a one-line error otherwise."""
-    name, _, arg = str(by).strip().partition(":")
-    selector = SELECTORS.get(name)
-    if selector is None:
-        raise InherituneError(
-            f"--by '{by}' is not a block selector{closest(name, SELECTORS)}; choose one of {', '.join(NAMES)}"
-        )
-    if (selector.arg is None) != (arg == ""):
-        need = f"needs a parameter ({selector.name}:{selector.arg})" if selector.arg else "takes no parameter"
-        raise InherituneError(f"--by '{by}': {selector.name} {need}")
-    return selector, arg or None
+class BlockSelector(Spec):
+    """A selector as written, parsed once: ``NAME`` or ``NAME:ARG`` (``first-last:K``: ``tail``;
+    ``list:SPEC``: ``listed``); ``selector`` is its registry entry."""
+
+    syntax = "a block selector: " + ", ".join(NAMES)
+    selector: Selector
+    tail: int
+    listed: tuple[int, ...]
+
+    def _parse(self) -> None:
+        name, colon, arg = str(self).partition(":")
+        if name not in SELECTORS:
+            raise self.refuse(f"not a block selector{closest(name, SELECTORS)}; one of {', '.join(NAMES)}")
+        self.selector, self.tail, self.listed = SELECTORS[name], 0, ()
+        wants = self.selector.arg
+        if (wants is None) != (not colon):
+            raise self.refuse(f"{name} needs a parameter ({name}:{wants})" if wants else f"{name} takes no parameter")
+        if name == "first-last":
+            if not arg.isdigit():
+                raise self.refuse("K must be a whole number >= 0 (the last K blocks are always kept)")
+            self.tail = int(arg)
+        elif name == "list":
+            try:
+                self.listed = block_indices(arg)
+            except ValueError as e:
+                raise self.refuse(str(e)) from None
+
+    @property
+    def name(self) -> str:
+        return self.selector.name
+
+    @property
+    def needs_windows(self) -> bool:
+        return self.selector.needs_windows
+
+    def check(self, layers: int, keep: int | Sequence[int], model: str) -> None:
+        """What ``model`` (``layers`` blocks) makes of it when asked to keep ``keep`` blocks (one count,
+        or each depth a run asks for): checked from its config, before anything is written."""
+        depths = [keep] if isinstance(keep, int) else list(keep)
+        if self.name == "first-last" and not self.tail < layers:
+            raise self.refuse(f"K must be in 0..{layers - 1} for {model} ({layers} blocks)")
+        if self.name == "list":
+            within(self, self.listed, layers, model)
+            other = [d for d in depths if d != len(self.listed)]
+            if other:
+                raise self.refuse(
+                    f"keeps {len(self.listed)} blocks, so it cannot make a {other[0]}-block model (nor grow one)"
+                )
 
 
-def needs_windows(by: str) -> bool:
-    return parse(by)[0].needs_windows
+def as_selector(by: str | BlockSelector, key: str = "by") -> BlockSelector:
+    """A Python argument or CLI string as a selector (a value already parsed is kept with its key)."""
+    return by if isinstance(by, BlockSelector) else BlockSelector(by, shown(key))
 
 
 def select(
     model: PreTrainedModel,
     n: int,
-    by: str = "first-n",
+    by: str | BlockSelector = "first-n",
     windows: torch.Tensor | None = None,
     droppable: Sequence[int] | None = None,
 ) -> Selection:
@@ -282,30 +311,31 @@ def select(
     return choose(Scoring(model, windows), n, by, droppable)
 
 
-def choose(scoring: Scoring, n: int, by: str, droppable: Sequence[int] | None = None) -> Selection:
+def choose(scoring: Scoring, n: int, by: str | BlockSelector, droppable: Sequence[int] | None = None) -> Selection:
     """:func:`select` on a :class:`Scoring` that several choices share (a sweep scores each block once)."""
-    selector, arg = parse(by)
+    spec = as_selector(by)
+    selector = spec.selector
     layers, model = scoring.layers, scoring.model
     if not 1 <= n <= layers:
         raise InherituneError(f"cannot keep {n} blocks of a {layers}-block model (1..{layers})")
     if selector.needs_windows and scoring.windows is None:
-        raise InherituneError(f"--by {by} scores blocks on token windows: give --data DIR (a prepared data folder)")
+        raise spec.refuse("this selector scores blocks on token windows: give --data DIR (a prepared data folder)")
     droppable = sorted(range(layers) if droppable is None else droppable)
     was_training = model.training
     model.eval()
     try:
-        dropped = selector.drop(scoring, layers - n, droppable, arg) if n < layers else []
+        dropped = selector.drop(scoring, layers - n, droppable, spec) if n < layers else []
         scores = selector.scores(scoring) if selector.scores is not None else None
     finally:
         model.train(was_training)
     keep = [i for i in range(layers) if i not in set(dropped)]
-    return Selection(by=str(by), keep=keep, dropped=sorted(dropped), scores=scores, meaning=selector.meaning)
+    return Selection(by=str(spec), keep=keep, dropped=sorted(dropped), scores=scores, meaning=selector.meaning)
 
 
 def chosen_blocks(
     reference: PreTrainedModel,
     layers: int | str | Sequence[int],
-    by: str = "first-n",
+    by: str | BlockSelector = "first-n",
     windows: torch.Tensor | None = None,
 ) -> Selection:
     """derive's choice: a count n goes to selector ``by``; explicit indices are kept as given."""

@@ -22,20 +22,27 @@ from transformers import PreTrainedModel
 
 from inheritune.analysis.hooks import ffn_activations, head_mask, head_outputs, neuron_mask
 from inheritune.analysis.importance import batched, frozen_weights, lm_examples, padded, scored_losses
-from inheritune.errors import InherituneError
 from inheritune.models.families import num_layers
 from inheritune.models.width import WidthPlan, geometry
+from inheritune.options import shown
+from inheritune.specs import Choice
 
-RANKINGS = ("activation", "gradient")
+
+class WidthRanking(Choice):
+    """How heads and FFN neurons are ranked for a width cut (``--width-by``, ``budget.width_by``)."""
+
+    choices = ("activation", "gradient")
 
 
-def unit_scores(model: PreTrainedModel, windows: torch.Tensor, by: str = "activation") -> tuple[np.ndarray, np.ndarray]:
+RANKINGS = WidthRanking.choices
+
+
+def unit_scores(
+    model: PreTrainedModel, windows: torch.Tensor, by: str | WidthRanking = "activation"
+) -> tuple[np.ndarray, np.ndarray]:
     """Keep scores ``([layers, heads], [layers, neurons])`` by ranking ``by``: higher is kept first."""
-    if by == "activation":
-        return activation_scores(model, windows)
-    if by == "gradient":
-        return gradient_scores(model, windows)
-    raise InherituneError(f"--width-by must be one of {', '.join(RANKINGS)}, not '{by}'")
+    ranking = by if isinstance(by, WidthRanking) else WidthRanking(by, shown("width_by"))
+    return activation_scores(model, windows) if ranking == "activation" else gradient_scores(model, windows)
 
 
 @torch.no_grad()

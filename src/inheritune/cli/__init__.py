@@ -22,6 +22,7 @@ from inheritune.cli.generate import Command, Parser, add_command, keywords
 from inheritune.commands.run import check, show_default
 from inheritune.error_lines import one_line
 from inheritune.errors import InherituneError, TrainingInterrupted
+from inheritune.options import SPELLING
 from inheritune.training.distributed import teardown
 
 COMMANDS = {  # in the order `inheritune --help` lists them
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    spelling = SPELLING.set("cli")  # option values name themselves as flags (--train-blocks)
     try:
         return call(args)
     except InherituneError as e:
@@ -111,3 +113,5 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        SPELLING.reset(spelling)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from inheritune.analysis.selection import chosen_blocks, scoring_windows
-from inheritune.analysis.selection import parse as parse_selector
+from inheritune.analysis.selection import as_selector, chosen_blocks, scoring_windows
 from inheritune.atomic import check_output_dir
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
@@ -80,7 +79,7 @@ def derive(
     start = time.perf_counter()
     if init not in INIT_CHOICES:
         raise InherituneError(f"--init must be one of {', '.join(INIT_CHOICES)}, not '{init}'")
-    parse_selector(by)
+    selector = as_selector(by)
     windows = scoring_windows(data, seed=seed) if data is not None else None  # a bad folder fails before the load
     check_output_dir(out, overwrite)  # fail before the slow load
     ref, tok = load(
@@ -92,7 +91,9 @@ def derive(
     )
     if data is not None and tok is not None:
         open_data(data).check_tokenizer(tokenizer_fingerprint(tok), f"the reference {model_name(reference)}")
-    chosen = chosen_blocks(ref, layers, by, windows)
+    if isinstance(layers, (int, str)) and str(layers).strip().isdigit():  # a count: what the selector keeps of it
+        selector.check(num_layers(ref.config), int(layers), model_name(reference))
+    chosen = chosen_blocks(ref, layers, selector, windows)
     model = stack_blocks(ref, [(ref, i) for i in chosen.keep], init=init, seed=seed, reference=model_name(reference))
     result = DeriveResult(
         out=Path(out),
@@ -116,6 +117,7 @@ def derive(
         card=card_text(
             getattr(model.config, PROVENANCE),
             {"command": "derive", "selector": chosen.by, "init": init, "training tokens": 0},
+            source=model_name(reference),
         ),
     )
     result.seconds = time.perf_counter() - start

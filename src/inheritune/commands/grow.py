@@ -28,8 +28,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.analysis.selection import HELP as SELECTOR_HELP
-from inheritune.analysis.selection import needs_windows, scoring_windows
-from inheritune.analysis.selection import parse as parse_selector
+from inheritune.analysis.selection import BlockSelector, as_selector, scoring_windows
 from inheritune.atomic import (
     atomic_dir,
     atomic_write_json,
@@ -55,7 +54,7 @@ from inheritune.result import CommandResult
 from inheritune.training import TrainConfig
 from inheritune.training.checkpoint import checkpoint_dir
 from inheritune.training.config import make_config, read_recipe
-from inheritune.training.teacher import check_teacher
+from inheritune.training.teacher import check_teacher, check_teacher_states
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
     "by": f"which reference blocks each round holds: {SELECTOR_HELP}",
@@ -238,7 +237,7 @@ def grow_until_matched(
     if config.distill_from == "reference":
         config = dataclasses.replace(config, distill_from=str(reference))
     growth.check()
-    parse_selector(by)
+    selector = as_selector(by)
     token_data = open_data(data)
     if config.distill_from not in (None, str(reference)) and config.distill_alpha > 0:
         check_teacher(config.distill_from, token_data, config.trust_remote_code)  # before any folder is made
@@ -255,6 +254,7 @@ def grow_until_matched(
     token_data.check_tokenizer(tokenizer_fingerprint(tok), f"the reference {reference}")
     max_layers = growth.check_depth(num_layers(ref.config), str(reference))
     growth = dataclasses.replace(growth, max_layers=max_layers)
+    _check_specs(selector, config, growth, ref, str(reference))
     work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
     with building(out, work):
         claim(out, work, stamp=SETTINGS, settings=settings, started_with="different settings", resuming=resuming)
@@ -272,7 +272,7 @@ def grow_until_matched(
                 out=work,
                 config=config,
                 growth=growth,
-                by=by,
+                by=selector,
                 teacher=teacher_of(config, reference, ref),
                 log=log,
             )
@@ -280,6 +280,20 @@ def grow_until_matched(
         if work != out:
             swap_in(work, out)  # the new run is complete: only now is the old one replaced
     return GrowResult.from_json(current_paths(summary))
+
+
+def _check_specs(
+    selector: BlockSelector, config: TrainConfig, growth: GrowConfig, ref: PreTrainedModel, reference: str
+) -> None:
+    """The selector, the trained blocks and top:K against the depths the rounds visit and the teacher,
+    before any folder is made."""
+    assert growth.max_layers is not None  # check_depth filled it in
+    last = growth.max_layers if growth.direction == "grow" else growth.min_layers
+    selector.check(num_layers(ref.config), [growth.start_layers, last], reference)
+    shallowest = min(growth.start_layers, last)
+    config.train_blocks.check_depth(shallowest, f"the {shallowest}-layer round")
+    teacher = ref if config.distill_from == reference else config.distill_from
+    check_teacher_states(config.teacher_states, teacher, config.trust_remote_code)
 
 
 def teacher_of(config: TrainConfig, reference: str | Path, ref: PreTrainedModel) -> PreTrainedModel | None:
@@ -299,7 +313,7 @@ class _Rounds:
     out: Path
     config: TrainConfig
     growth: GrowConfig
-    by: str
+    by: BlockSelector
     teacher: PreTrainedModel | None
     log: Callable[[str], None]
 
@@ -315,7 +329,7 @@ class _Rounds:
         )["loss"]
         target = ref_loss + g.margin
         self.log(f"reference {self.reference}: {total} layers, val loss {ref_loss:.4f}; target <= {target:.4f}")
-        windows = scoring_windows(self.data, seed=self.config.seed) if needs_windows(self.by) else None
+        windows = scoring_windows(self.data, seed=self.config.seed) if self.by.needs_windows else None
         rounds: list[dict] = []
         layers, previous = g.start_layers, None
         while True:
@@ -426,7 +440,7 @@ class _Rounds:
             by=self.by,
             blocks=answer["blocks"],
         )
-        write_card(self.out / "model", grown.card())
+        write_card(self.out / "model", grown.card(), source=self.reference)
         summary = final_paths(grown.to_json())
         atomic_write_json(self.out / SUMMARY, summary)
         self.log(final_paths(verdict))

@@ -46,7 +46,7 @@ from inheritune.models.families import num_heads, num_layers
 from inheritune.models.loading import load, model_name, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import drop_blocks, spans
 from inheritune.models.tokens import bos_id, shared_vocab, special_ids
-from inheritune.options import positive
+from inheritune.options import positive, shown
 from inheritune.reporting.plots import panels
 from inheritune.result import CommandResult
 
@@ -396,14 +396,13 @@ def check_mode(
         if iterative > 1 and (by != "importance" or scores is not None):
             raise InherituneError("--iterative re-scores importance here: it needs --by importance and no --scores")
         return by
-    by = by or "block-influence"
-    selection.parse(by)
+    selector = selection.as_selector(by or "block-influence")
     if heads or ffn or iterative > 1 or scores is not None or tasks or data is None:
         raise InherituneError(
             "--drop-layers drops whole blocks chosen on --data's train split and scored on its val "
             "split: give it --data, without --heads, --ffn, --iterative, --scores or --tasks"
         )
-    return by
+    return selector
 
 
 def prune(
@@ -477,8 +476,12 @@ def prune(
         if params is not None
         else check_mode(drop_layers, widths=widths, **mode)
     )
-    if (by == "width" or budget_given) and width_by not in wd.RANKINGS:
-        raise InherituneError(f"--width-by must be one of {', '.join(wd.RANKINGS)}, not '{width_by}'")
+    if by != "width" and not drop_layers and not budget_given and not (heads_pct or ffn_pct) and not sweep:
+        raise InherituneError(
+            "prune removes nothing: every cut (--heads, --ffn, --drop-layers, --width-heads, --width-ffn, "
+            "--params) is 0 or not given; give one (--sweep alone draws the curves)"
+        )
+    ranking = wd.WidthRanking(width_by, shown("width_by"))
     units = by != "width" and not drop_layers and not budget_given
     head_steps = percents(steps, "--steps") if sweep and units else []
     ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
@@ -508,7 +511,7 @@ def prune(
             widths=widths,
             by=by,
             sweep=sweep,
-            ranking=width_by,
+            ranking=ranking,
             unit=head_unit,
         )
     else:
@@ -575,15 +578,14 @@ def _save(model, tok, result, out: str | Path, overwrite: bool) -> None:
         if tok is not None:
             tok.save_pretrained(tmp)
         _write(tmp, result)
-        write_card(tmp, _card(result))
+        write_card(tmp, _card(result), source=result.model)
 
 
 def _check_budget(params: float, budget_by: str, drop_layers: int, widths: tuple[float, float], **mode) -> str:
     """The mode a budget's cut will take, checked before the load (its size is known only after):
     depth and both need a block selector (``by``), width a width ranking."""
     budget.check_share(params)
-    if budget_by not in budget.SHAPES:
-        raise InherituneError(f"--budget-by must be one of {', '.join(budget.SHAPES)}, not '{budget_by}'")
+    budget.BudgetShape(budget_by, shown("budget_by"))
     if drop_layers or any(widths):
         raise InherituneError(
             "--params sets the cut itself: give it without --drop-layers, --width-heads or --width-ffn"

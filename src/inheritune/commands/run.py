@@ -44,13 +44,14 @@ from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.models.budget import non_embedding
 from inheritune.models.families import config_of_blocks, num_layers
-from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
+from inheritune.models.loading import load_config, load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
 from inheritune.models.surgery import PROVENANCE, inherit, origins, provenance
 from inheritune.recipe import Recipe, default_recipe_text, load_recipe
 from inheritune.reporting.report import build_report, write_report
 from inheritune.result import CommandResult
 from inheritune.training import TrainConfig
 from inheritune.training.config import make_config
+from inheritune.training.teacher import check_teacher_states
 
 HELP = {"recipe": "recipe YAML (default: the embedded default, see --show-default)"}  # shared: commands.HELP
 
@@ -138,6 +139,7 @@ def check_inputs(recipe: Recipe) -> list[str]:
             "data.dir", recipe.data.dir, lambda: data.check_tokenizer(fingerprint, f"the reference {recipe.reference}")
         )
         checked.append("data.dir: tokenized with the reference's tokenizer")
+    checked.append(_check_specs(recipe, trust))
     teacher = recipe.distill.teacher
     if (recipe.distill.enabled or recipe.arms.other_loss) and teacher not in ("reference", recipe.reference):
         theirs = _named("distill.teacher", teacher, lambda: tokenizer_fingerprint(load_tokenizer(teacher, trust)))
@@ -148,6 +150,25 @@ def check_inputs(recipe: Recipe) -> list[str]:
             )
         checked.append(f"distill.teacher {teacher}: its tokenizer is the reference's")
     return checked
+
+
+def _check_specs(recipe: Recipe, trust: bool) -> str:
+    """The selector, the trained blocks and top:K against the reference's config (no weights) and the
+    depths the arms take: each refusal names its recipe key, its value and the model."""
+    layers = num_layers(_named("reference", recipe.reference, lambda: load_config(recipe.reference, trust)))
+    g = recipe.grow
+    deepest = g.check_depth(layers, recipe.reference, name=lambda key: f"recipe key 'grow.{key}'")
+    last = deepest if g.direction == "grow" else g.min_layers
+    recipe.inherit.by.check(layers, [g.start_layers, last], f"the reference {recipe.reference}")
+    shallowest = min(g.start_layers, last)
+    if (blocks := recipe.train.get("train_blocks")) is not None:
+        blocks.check_depth(shallowest, f"the {shallowest}-layer arms")
+    teacher = recipe.reference if recipe.distill.teacher == "reference" else recipe.distill.teacher
+    if (states := recipe.train.get("teacher_states")) is not None and (
+        recipe.distill.enabled or recipe.arms.other_loss
+    ):
+        check_teacher_states(states, teacher, trust)
+    return f"inherit.by {recipe.inherit.by} and the train blocks fit the reference's {layers} blocks"
 
 
 def prepare(recipe: Recipe, tokenizer, out: Path, log: Callable[[str], None]) -> Path:

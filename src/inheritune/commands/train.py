@@ -45,7 +45,14 @@ from inheritune.errors import InherituneError, TrainingInterrupted
 from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
 from inheritune.models.card import write_card
 from inheritune.models.families import context_length
-from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
+from inheritune.models.loading import (
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_name,
+    parameter_count,
+    tokenizer_fingerprint,
+)
 from inheritune.models.precision import autocast_dtype
 from inheritune.result import CommandResult
 from inheritune.training import checkpoint, distributed, healing, teacher_cache
@@ -55,7 +62,7 @@ from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
 from inheritune.training.loss import CausalLMLoss
 from inheritune.training.optim import lr_at, make_optimizer
-from inheritune.training.teacher import make_teacher, open_teacher_cache, states_of
+from inheritune.training.teacher import check_teacher_states, make_teacher, open_teacher_cache, states_of
 
 HELP = {"resume": "continue the run in --out from its latest valid checkpoint"}  # shared: inheritune.commands.HELP
 
@@ -125,6 +132,7 @@ def train(
     starts it over if the recipe, model or data changed); ``resume`` still means the run in ``out``.
     """
     config = make_config(read_recipe(config) if isinstance(config, (str, Path)) else config, **options)
+    _check_specs(model, config, teacher)
     out = Path(out)
     continuing = resume and ((out / "result.json").is_file() or any(checkpoint.checkpoint_dir(out).glob("step-*")))
     work = build_dir(out, continuing)
@@ -140,6 +148,13 @@ def train(
             overwrite=overwrite,
             teacher_model=teacher,
         )
+
+
+def _check_specs(model, config: TrainConfig, teacher: PreTrainedModel | None) -> None:
+    """What the model's and the teacher's configs decide of the options (which blocks train, top:K),
+    refused before any folder is made or renamed."""
+    healing.focus(load_config(model, config.trust_remote_code), config.train_blocks, model_name(model))
+    check_teacher_states(config.teacher_states, teacher or config.distill_from, config.trust_remote_code)
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
@@ -244,7 +259,6 @@ def _setup(
     tokens_data = open_data(data)
     tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
     model, tokenizer, model_name = _model_and_tokenizer(model, tokenizer, tokens_data, config)
-    healing.focus(model, config.train_blocks)  # a spec this model cannot take fails before anything is written
     tokens_per_step = _tokens_per_step(config, env.world)
     total_steps = config.total_steps(tokens_per_step)
     warmup, eval_every, checkpoint_every = config.schedule(total_steps)
@@ -588,7 +602,7 @@ def _finalize(run: _Run) -> TrainResult:
             run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
             if run.tokenizer is not None:
                 run.tokenizer.save_pretrained(tmp)
-            write_card(tmp, _card(run, result))
+            write_card(tmp, _card(run, result), source=read_json(run.work / "config.json", "run config")["model"])
         atomic_write_json(run.work / "result.json", final_paths(result.to_json()))
         if run.work != run.run_dir:
             swap_in(run.work, run.run_dir)  # the new run is complete: only now is the old one replaced

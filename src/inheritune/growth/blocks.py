@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.selection import select
+from inheritune.analysis.selection import BlockSelector, select
 from inheritune.models.families import num_layers
 from inheritune.models.surgery import deepen, origins, stack_blocks
 
@@ -16,7 +16,7 @@ def choose_blocks(
     ref: PreTrainedModel,
     trained: PreTrainedModel | None,
     layers: int,
-    by: str,
+    by: BlockSelector,
     windows: torch.Tensor | None,
     direction: str,
 ) -> dict:

@@ -16,8 +16,17 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from inheritune.errors import InherituneError
 from inheritune.models.families import config_of_blocks, num_layers
 from inheritune.models.width import WidthPlan, geometry, smaller_config
+from inheritune.options import shown
+from inheritune.specs import Choice
 
-SHAPES = ("depth", "width", "both")
+
+class BudgetShape(Choice):
+    """The shape of a cut to a parameter budget (``--budget-by``, ``budget.by``)."""
+
+    choices = ("depth", "width", "both")
+
+
+SHAPES = BudgetShape.choices
 
 
 @dataclass(frozen=True)
@@ -29,12 +38,11 @@ class Cut:
     ffn_percent: float
 
 
-def cut_within(config: PretrainedConfig, share: float, shape: str) -> Cut:
+def cut_within(config: PretrainedConfig, share: float, shape: str | BudgetShape) -> Cut:
     """The cut of ``shape`` that keeps at most ``share`` of the non-embedding parameters: depth drops
     the fewest blocks, width cuts FFN neurons only, both splits the budget evenly in log space (the
     blocks keep about sqrt(share), the FFN cut of the shallower model brings it to ``share``)."""
-    if shape not in SHAPES:
-        raise InherituneError(f"--budget-by must be one of {', '.join(SHAPES)}, not '{shape}'")
+    shape = shape if isinstance(shape, BudgetShape) else BudgetShape(shape, shown("budget_by"))
     layers = num_layers(config)
     if shape == "depth":
         return Cut(layers - layers_within(config, share), 0.0)

@@ -28,7 +28,15 @@ from typing import Literal, cast, overload
 
 import torch
 from safetensors import safe_open
-from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from inheritune import packaged
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text
@@ -384,6 +392,24 @@ def load_tokenizer(
             raise _no_tokenizer(_where(source))
         return None
     return tokenizer
+
+
+def load_config(reference: str | Path | PreTrainedModel, trust_remote_code: bool = False) -> PretrainedConfig:
+    """A model's config without its weights (a GGUF's from its metadata): what commands check their
+    options against before they write anything."""
+    if isinstance(reference, PreTrainedModel):
+        return reference.config
+    source = resolve(reference)
+    _check_remote_code(source, trust_remote_code)
+    try:
+        return AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code, **source.kwargs())
+    except Exception as e:
+        raise _failure("the config", source, e) from None
+
+
+def vocabulary_size(config: PretrainedConfig) -> int:
+    """The number of tokens a model predicts, read from its (text) config."""
+    return int(config.get_text_config().vocab_size)
 
 
 def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from inheritune.errors import InherituneError
 from inheritune.options import build, check_keys
+from inheritune.specs import ALL_BLOCKS, HIDDEN, TeacherStates, TrainBlocks
 
 PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
@@ -83,8 +84,8 @@ class TrainConfig:
     teacher_cache: str = (
         "auto"  # auto | off | FOLDER: the teacher's states stored once per window (training/teacher_cache.py)
     )
-    teacher_states: str = "hidden"  # hidden (exact) | top:K (approximate): what of the teacher the loss reads
-    train_blocks: str = "all"  # blocks that train at the full lr: all | last:K | cuts:K | indices (training/healing.py)
+    teacher_states: TeacherStates = HIDDEN  # hidden | top:K (specs.py)
+    train_blocks: TrainBlocks = ALL_BLOCKS  # all | last:K | cuts:K | indices (healing.py)
     rest_lr_scale: float = 0.0  # lr multiplier of everything else when train_blocks is not all; 0 freezes it
 
     def validate(self) -> TrainConfig:
@@ -114,8 +115,10 @@ class TrainConfig:
             raise InherituneError(f"distill_temperature must be positive, not {self.distill_temperature}")
         if not str(self.teacher_cache).strip():
             raise InherituneError("teacher_cache must be auto, off or a folder, not empty")
-        check_teacher_states(self.teacher_states)
-        check_train_blocks(self.train_blocks)
+        if not isinstance(self.teacher_states, TeacherStates):  # a TrainConfig built by hand: parsed here
+            self.teacher_states = TeacherStates(self.teacher_states, "teacher_states")
+        if not isinstance(self.train_blocks, TrainBlocks):
+            self.train_blocks = TrainBlocks(self.train_blocks, "train_blocks")
         if not 0 <= self.rest_lr_scale <= 1:
             raise InherituneError(f"rest_lr_scale must be in [0, 1], not {self.rest_lr_scale}")
         self.betas = cast(tuple[float, float], tuple(float(b) for b in self.betas))  # its length is checked next
@@ -135,29 +138,6 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def check_train_blocks(spec: str) -> str:
-    """Syntax of ``train_blocks`` (the model decides the rest: training/healing.py)."""
-    kind, _, k = spec.partition(":")
-    if spec == "all" or (kind in ("last", "cuts") and k.isdigit() and int(k) >= 1):
-        return spec
-    if kind not in ("last", "cuts") and all(part.strip().replace("-", "", 1).isdigit() for part in spec.split(",")):
-        return spec
-    raise InherituneError(
-        f"train_blocks must be all, last:K, cuts:K (K >= 1) or block indices like 0-3,20, not '{spec}'"
-    )
-
-
-def check_teacher_states(spec: str) -> int | None:
-    """``hidden`` (the teacher's last hidden states: exact) -> None; ``top:K`` (its K most likely
-    tokens and their exact probabilities, the tail by training/loss.py's TopK rule) -> K."""
-    kind, _, k = spec.partition(":")
-    if spec == "hidden":
-        return None
-    if kind == "top" and k.isdigit() and int(k) >= 1:
-        return int(k)
-    raise InherituneError(f"teacher_states must be hidden or top:K (K >= 1), not '{spec}'")
 
 
 def make_config(config: TrainConfig | dict | None = None, **overrides) -> TrainConfig:

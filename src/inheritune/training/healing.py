@@ -17,44 +17,46 @@ backward pass below the first block that trains.
 
 from __future__ import annotations
 
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from inheritune.errors import InherituneError
 from inheritune.models.families import family_of, num_layers
-from inheritune.models.surgery import PROVENANCE, origins, parse_layers
-from inheritune.training.config import check_train_blocks
+from inheritune.models.surgery import PROVENANCE
+from inheritune.specs import TrainBlocks
 
 
-def cuts(model: PreTrainedModel) -> list[int]:
+def cuts(config: PretrainedConfig, spec: TrainBlocks) -> list[int]:
     """Positions p where the model skips reference blocks just before block p (p = n: after its last)."""
-    record = getattr(model.config, PROVENANCE, None)
+    record = getattr(config, PROVENANCE, None)
     if not record:
-        raise InherituneError(
-            "train_blocks cuts:K needs a model built by inheritune (derive, grow, prune: its "
-            "config.json records the reference blocks it holds); use last:K or indices"
+        raise spec.refuse(
+            "cuts:K needs a model built by inheritune (derive, grow, prune: its config.json records the "
+            "reference blocks it holds); use last:K or indices"
         )
-    held, total = origins(model), record["reference_layers"]
+    held, total = list(record["blocks"]), record["reference_layers"]
     found = [p for p in range(1, len(held)) if held[p] != held[p - 1] + 1]
     return ([0] if held[0] != 0 else []) + found + ([len(held)] if held[-1] != total - 1 else [])
 
 
-def focus(model: PreTrainedModel, spec: str) -> set[int] | None:
-    """Block positions that train at the full rate (None: all of the model)."""
-    n = num_layers(model.config)
-    kind, _, k = check_train_blocks(spec).partition(":")
-    if spec == "all":
+def focus(config: PretrainedConfig, spec: TrainBlocks, model: str = "the model") -> set[int] | None:
+    """Block positions of a model (its ``config``) that train at the full rate (None: all of it).
+    Reads the config alone, so commands run it before they write anything; a spec the model cannot
+    take is one line naming the option, the value and ``model``."""
+    n = num_layers(config)
+    spec.check_depth(n, model)
+    if spec.kind == "all":
         return None
-    if kind == "last":
-        return set(range(max(0, n - int(k)), n))
-    if kind == "cuts":
-        return {p for c in cuts(model) for p in range(c - int(k), c + int(k)) if 0 <= p < n}
-    return set(parse_layers(spec, n))
+    if spec.kind == "last":
+        return set(range(n - spec.k, n))
+    if spec.kind == "cuts":
+        return {p for c in cuts(config, spec) for p in range(c - spec.k, c + spec.k) if 0 <= p < n}
+    assert spec.blocks is not None  # kind "list"
+    return set(spec.blocks.within(n, model))
 
 
-def lr_scales(model: PreTrainedModel, spec: str, rest: float) -> dict[str, float]:
+def lr_scales(model: PreTrainedModel, spec: TrainBlocks, rest: float) -> dict[str, float]:
     """Learning-rate multiplier per parameter name; parameters at 0 are frozen here
     (``requires_grad`` off) so they cost neither gradients nor optimizer state."""
-    blocks = focus(model, spec)
+    blocks = focus(model.config, spec)
     if blocks is None:
         return {name: 1.0 for name, _ in model.named_parameters()}
     family = family_of(model.config)

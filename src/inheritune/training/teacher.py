@@ -10,9 +10,17 @@ import torch
 from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
-from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
+from inheritune.models.loading import (
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_name,
+    tokenizer_fingerprint,
+    vocabulary_size,
+)
+from inheritune.specs import TeacherStates
 from inheritune.training import teacher_cache
-from inheritune.training.config import TrainConfig, check_teacher_states
+from inheritune.training.config import TrainConfig
 from inheritune.training.distributed import barrier
 from inheritune.training.loss import Teacher
 
@@ -44,7 +52,7 @@ def states_of(teacher: Teacher | None, config: TrainConfig, fused: bool, autocas
                 f"biased LM heads do not use; use teacher_states hidden"
             )
         return None
-    k = check_teacher_states(config.teacher_states)
+    k = config.teacher_states.k
     if k is None:
         return teacher.hidden
     return lambda inputs: teacher.top_k(teacher.hidden(inputs), k, autocast or torch.float32)
@@ -94,3 +102,12 @@ def check_teacher(teacher: str, data, trust_remote_code: bool = False) -> None:
     except InherituneError as e:
         raise InherituneError(f"the teacher (distill_from) {e}") from None
     data.check_tokenizer(tokenizer_fingerprint(tokenizer), f"the teacher {teacher}")
+
+
+def check_teacher_states(
+    states: TeacherStates, teacher: str | Path | PreTrainedModel | None, trust_remote_code: bool = False
+) -> None:
+    """``top:K`` against the teacher's vocabulary, read from its config (no weights): before any folder is made."""
+    if teacher is None or states.k is None:
+        return
+    states.check_vocabulary(vocabulary_size(load_config(teacher, trust_remote_code)), model_name(teacher))

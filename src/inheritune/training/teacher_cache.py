@@ -50,7 +50,7 @@ from transformers import PreTrainedModel
 from inheritune.atomic import atomic_write_json, discard, read_json
 from inheritune.data.shards import MANIFEST, TokenData
 from inheritune.errors import InherituneError
-from inheritune.training.config import check_teacher_states
+from inheritune.specs import HIDDEN, TeacherStates
 from inheritune.training.loss import TopK
 
 FORMAT = "inheritune-teacher-cache/1"
@@ -107,9 +107,9 @@ class _Entry:
     crc: int
 
 
-def fields(form: str, width: int, dtype: torch.dtype) -> list[tuple[str, torch.dtype, int]]:
+def fields(form: TeacherStates, width: int, dtype: torch.dtype) -> list[tuple[str, torch.dtype, int]]:
     """What one token's entry holds: (name, dtype, numbers per token)."""
-    k = check_teacher_states(form)
+    k = form.k
     if k is None:
         return [("hidden", dtype, width)]
     return [("values", torch.float32, k), ("indices", torch.int32, k), ("lse", torch.float32, 1)]
@@ -125,7 +125,7 @@ class TeacherCache:
 
     folder: Path
     seq_len: int
-    form: str  # hidden | top:K
+    form: TeacherStates  # hidden | top:K
     layout: list[tuple[str, torch.dtype, int]]
     entries: dict[int, _Entry] = field(default_factory=dict)
     hits: int = 0  # windows read back
@@ -159,7 +159,7 @@ class TeacherCache:
         self.hits += len(starts) - len(missing)
         filled = cast(list[list[torch.Tensor]], rows)  # every missing row was computed above
         joined = [torch.cat([r[f] for r in filled]).to(inputs.device) for f in range(len(self.layout))]
-        return joined[0] if self.form == "hidden" else TopK(joined[0], joined[1], joined[2].flatten())
+        return joined[0] if self.form.k is None else TopK(joined[0], joined[1], joined[2].flatten())
 
     def stats(self) -> dict:
         return {
@@ -235,7 +235,7 @@ def open_cache(
     data: TokenData,
     seq_len: int,
     dtype: torch.dtype,
-    form: str = "hidden",
+    form: TeacherStates = HIDDEN,
     temperature: float = 1.0,
     quiet: bool = False,
 ) -> TeacherCache:
@@ -255,7 +255,7 @@ def open_cache(
         "form": form,
         "layout": [[name, STORED[d][0], n] for name, d, n in layout],
         "dtype": STORED[dtype][0],
-        "temperature": temperature if form != "hidden" else None,
+        "temperature": temperature if form.k is not None else None,
     }
     if (folder / "meta.json").is_file():
         stored = read_json(folder / "meta.json", "teacher cache meta")
