@@ -31,7 +31,7 @@ RESULTS = Path(__file__).parent / "results" / "distill.json"
 
 
 # kd: the teacher runs every step; kd-cached: its hidden states read from the cache (exact);
-# kd-top64: its 64 most likely tokens read from the cache (approximate: training/loss.py's TopK).
+# kd-top64: its 64 most likely tokens read from the cache (approximate: training/objective.py's TopK).
 ARMS = {"ce": {}, "kd": {"teacher_cache": "off"}, "kd-cached": {}, "kd-top64": {"teacher_states": "top:64"}}
 CACHED = ("kd-cached", "kd-top64")
 

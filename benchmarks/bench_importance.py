@@ -6,9 +6,9 @@ same windows and in the batches the memory budget gives head importance:
 
 - ``forward+backward``: a training step's work, mean next-token loss, ``backward()`` into every
   weight (no optimizer step);
-- ``head importance``: ``analysis.importance.head_importance`` (one backward per batch, one mask
+- ``head importance``: ``analysis.unit_importance.head_importance`` (one backward per batch, one mask
   row per example, no weight gradients);
-- ``FFN knock-outs``: ``analysis.importance.ffn_importance`` (one branching pass per example);
+- ``FFN knock-outs``: ``analysis.unit_importance.ffn_importance`` (one branching pass per example);
 - ``before`` (extrapolated): the unbatched method this replaced, one backward per example and one
   forward per layer per example, timed on ``--before-windows`` windows and scaled to all of them;
   its scores are checked against the batched ones on those windows.
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import inheritune
-from inheritune.analysis import importance as imp
+from inheritune.analysis import unit_importance as imp
 from inheritune.analysis.hooks import ffn_knockout, head_mask
 from inheritune.analysis.sampling import sequences_from
 from inheritune.atomic import atomic_write_json, atomic_write_text

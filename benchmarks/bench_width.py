@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from inheritune.analysis.width import masked
+from inheritune.analysis.width_ranking import masked
 from inheritune.models import budget
 from inheritune.models.budget import cut_within
 from inheritune.models.families import blocks, num_layers, set_num_layers
 from inheritune.models.loading import load_model
-from inheritune.models.width import WidthPlan, geometry, plan, smaller_config
+from inheritune.models.width_cut import WidthPlan, geometry, plan, smaller_config
 
 RESULTS = Path(__file__).parent / "results"
 BATCH, SEQ = 4, 512

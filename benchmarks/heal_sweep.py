@@ -26,7 +26,7 @@ import torch
 
 from inheritune.analysis.selection import scoring_windows, select
 from inheritune.data.shards import open_data
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import inherit, spans
 from inheritune.commands.train import train

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from inheritune.analysis import importance as imp
-from inheritune.analysis import prune as pr
+from inheritune.analysis import unit_importance as imp
+from inheritune.analysis import unit_pruning as pr
 from inheritune.commands.prune import TOLERANCE, prune
 from inheritune.evaluation import suite
 from inheritune.atomic import atomic_write_json, atomic_write_text

@@ -27,7 +27,7 @@ from inheritune.analysis import layers as lp
 from inheritune.analysis.selection import Scoring, choose, scoring_windows
 from inheritune.commands.prepare import prepare_data
 from inheritune.data.shards import open_data
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import drop_blocks, spans

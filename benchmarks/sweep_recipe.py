@@ -25,7 +25,7 @@ import torch
 
 from inheritune.commands.prepare import prepare_data
 from inheritune.data.shards import open_data
-from inheritune.evaluation.loss import YARDSTICK
+from inheritune.evaluation.val_loss import YARDSTICK
 from inheritune.commands.grow import reference_val_loss
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.analysis.selection import select

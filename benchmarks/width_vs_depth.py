@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 
 from inheritune.analysis.selection import scoring_windows
-from inheritune.analysis.importance import evaluate, lm_examples
-from inheritune.analysis.width import RANKINGS, masked, unit_scores
+from inheritune.analysis.unit_importance import evaluate, lm_examples
+from inheritune.analysis.width_ranking import RANKINGS, masked, unit_scores
 from inheritune.data.shards import open_data
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.budget import cut_within
 from inheritune.models.families import blocks, num_layers
 from inheritune.models.surgery import inherit, spans
-from inheritune.models.width import cut, geometry, plan
+from inheritune.models.width_cut import cut, geometry, plan
 from inheritune.commands.train import train
 from inheritune.training import TrainConfig
 

@@ -12,7 +12,7 @@ import torch
 from conftest import FAMILY_NAMES, generated_text, make_data_dir, needs_packages, save_tiny, tiny_model
 from inheritune import analyze
 from inheritune.analysis import attention as M
-from inheritune.analysis.analyze import _recommend
+from inheritune.analysis.lazy_layers import _recommend
 from inheritune.analysis.hooks import attention_probs
 from inheritune.cli import main
 from inheritune.models.families import blocks, family_of

@@ -64,7 +64,7 @@ def test_every_counterpart_is_a_command():
 def test_the_generated_options_are_the_function_parameters_with_their_defaults(command):
     import inheritune
 
-    from inheritune.training.config import FIELDS
+    from inheritune.training.train_config import FIELDS
 
     function = _function(command)
     assert getattr(inheritune, function.__name__) is function  # exported at the top level

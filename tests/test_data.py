@@ -226,7 +226,7 @@ def test_one_txt_file_is_split_into_documents_and_prepares_train_and_val(tokeniz
 def test_prepared_data_feeds_the_shared_val_loss(tokenizer, tmp_path):
     """The folder is what train/eval read: val_loss runs on it and predicts every val token but the first."""
     from conftest import tiny_model
-    from inheritune.evaluation.loss import val_loss
+    from inheritune.evaluation.val_loss import val_loss
 
     data = open_data(prepare_data([str(_jsonl(tmp_path / "a.jsonl", _docs(80)))], tokenizer, tmp_path / "d",
                                   val_tokens=600))

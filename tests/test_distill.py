@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from conftest import make_data_dir, make_tokenizer, save_tiny, tiny_model
 from inheritune.errors import InherituneError
 from inheritune.commands.train import train
-from inheritune.training.loss import CausalLMLoss, Teacher, plain_loss
+from inheritune.training.objective import CausalLMLoss, Teacher, plain_loss
 
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, precision="fp32", progress=False)
 

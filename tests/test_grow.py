@@ -15,11 +15,11 @@ import torch
 from conftest import make_data_dir, make_tokenizer, tiny_model
 from inheritune import InherituneError, grow_until_matched
 from inheritune.data.shards import open_data
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.families import FAMILIES, module
 from inheritune.models.loading import load_model
 from inheritune.analysis.selection import scoring_windows
-from inheritune.growth.config import GrowConfig
+from inheritune.growth.grow_config import GrowConfig
 from inheritune.growth.blocks import choose_blocks, round_model
 from inheritune.commands.train import train
 from inheritune.training import TrainConfig

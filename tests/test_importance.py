@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import FAMILY_NAMES, generated_text, make_data_dir, needs_tasks, save_tiny, tiny_model
-from inheritune.analysis import importance as imp
+from inheritune.analysis import unit_importance as imp
 from inheritune.analysis import overlap as ov
-from inheritune.analysis import prune as pr
+from inheritune.analysis import unit_pruning as pr
 from inheritune.analysis.hooks import ffn_knockout
 from inheritune.evaluation.prompt_format import Prompt
 from inheritune.analysis.hooks import head_mask
@@ -309,7 +309,8 @@ def test_cli_bad_input_is_one_line_and_keeps_outputs(tmp_path, tokenizer, capsys
         (["prune", model_dir, "--text", text, "--ffn", "-1", "--out", tmp_path / "o"], "between 0 and 100"),
         (["prune", model_dir, "--text", text, "--sweep", "--steps", "0,x", "--out", tmp_path / "o"], "--steps"),
         (["importance", model_dir, "--out", tmp_path / "o"], "--data DIR or --text FILE"),
-        (["prune", model_dir, "--text", text, "--scores", tmp_path / "missing.json", "--out", tmp_path / "o"], "not found"),
+        (["prune", model_dir, "--text", text, "--heads", "10", "--scores", tmp_path / "missing.json", "--out",
+          tmp_path / "o"], "not found"),
         (["importance", model_dir, "--text", text, "--out", keep, "--overwrite", "--examples", "0"], "--examples"),
         (["importance", model_dir, "--text", text, "--shots", "1,1", "--out", tmp_path / "o"], "--shots"),
         (["importance", model_dir, "--tasks", "mmlu-nope", "--out", tmp_path / "o"], "--tasks"),
@@ -322,7 +323,7 @@ def test_cli_bad_input_is_one_line_and_keeps_outputs(tmp_path, tokenizer, capsys
     bloom = BloomForCausalLM(BloomConfig(vocab_size=320, hidden_size=16, n_layer=1, n_head=2))
     bloom.save_pretrained(tmp_path / "bloom")
     tokenizer.save_pretrained(tmp_path / "bloom")
-    for command in (["induction"], ["importance", "--text", text], ["prune", "--text", text]):
+    for command in (["induction"], ["importance", "--text", text], ["prune", "--text", text, "--heads", "10"]):
         code, err = _cli(capsys, command[0], tmp_path / "bloom", *command[1:], "--out", tmp_path / "b")
         assert code == 2 and "unsupported architecture 'bloom'" in err and err.count("\n") == 1
     assert not (tmp_path / "b").exists()

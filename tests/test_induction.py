@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from inheritune.analysis.induction import candidate_tokens, induction_scores, repeated_sequences, top_heads
+from inheritune.analysis.induction_heads import candidate_tokens, induction_scores, repeated_sequences, top_heads
 from inheritune.cli import main
 from inheritune.commands import induction as command
 

@@ -11,7 +11,7 @@ from inheritune.analysis import layers as lp
 from inheritune.analysis.selection import Scoring, choose, scoring_windows, select
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.families import blocks, family_of, num_layers
 from inheritune.models.surgery import drop_blocks
 

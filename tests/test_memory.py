@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import generated_text, save_tiny, tiny_model
-from inheritune.analysis import importance as imp
+from inheritune.analysis import unit_importance as imp
 from inheritune.analysis import batching
-from inheritune.analysis.analyze import measure_attention
-from inheritune.analysis.induction import candidate_tokens, induction_scores
+from inheritune.analysis.lazy_layers import measure_attention
+from inheritune.analysis.induction_heads import candidate_tokens, induction_scores
 from inheritune.analysis.selection import column_mass
 from inheritune.cli import main
 from inheritune.errors import InherituneError

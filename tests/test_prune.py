@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import make_data_dir, save_tiny, tiny_model
-from inheritune.analysis import importance as imp
-from inheritune.analysis import prune as pr
+from inheritune.analysis import unit_importance as imp
+from inheritune.analysis import unit_pruning as pr
 from inheritune.analysis.hooks import head_mask
 from inheritune.analysis.layers import SWEEP
 from inheritune.cli import main

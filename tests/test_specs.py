@@ -17,7 +17,7 @@ from inheritune.analysis.selection import BlockSelector
 from inheritune.cli import main
 from inheritune.errors import InherituneError
 from inheritune.specs import BlockList, TeacherStates, TrainBlocks
-from inheritune.training.config import make_config
+from inheritune.training.train_config import make_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.commands.train import train
-from inheritune.training.loss import CausalLMLoss, Teacher
+from inheritune.training.objective import CausalLMLoss, Teacher
 from inheritune.training.teacher_cache import open_cache
 
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, precision="fp32", progress=False, distill_alpha=0.7,

@@ -268,7 +268,7 @@ def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_fused_chunked_loss_equals_plain_cross_entropy(family):
-    from inheritune.training.loss import CausalLMLoss
+    from inheritune.training.objective import CausalLMLoss
 
     model = tiny_model(family, 2).train()
     if family == "gemma3_text":

@@ -1,4 +1,4 @@
-"""Width pruning that ships smaller models (models/width.py, analysis/width.py, prune --width-*):
+"""Width pruning that ships smaller models (models/width_cut.py, analysis/width_ranking.py, prune --width-*):
 the cut model is an ordinary, smaller folder that computes what the masked reference computes."""
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from transformers import AutoModelForCausalLM
 
 from conftest import FAMILY_NAMES, TINY_CONFIGS, VOCAB, make_data_dir, save_tiny, tiny_model
 from inheritune import WidthPruneResult, prune
-from inheritune.analysis.width import activation_scores, gradient_scores, masked, unit_scores
+from inheritune.analysis.width_ranking import activation_scores, gradient_scores, masked, unit_scores
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of
 from inheritune.models.budget import cut_within, ffn_percent_within, layers_within
 from inheritune.models.surgery import stack_blocks
-from inheritune.models.width import cut, geometry, plan
+from inheritune.models.width_cut import cut, geometry, plan
 
 HEAD_FAMILIES = [f for f in FAMILY_NAMES if family_of(TINY_CONFIGS[f](1)).head_width is not None]
 NO_HEAD_FAMILIES = [f for f in FAMILY_NAMES if f not in HEAD_FAMILIES]

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "AnalyzeResult": "inheritune.commands.analyze",
     "analyze": "inheritune.commands.analyze",
-    "ffn_importance": "inheritune.analysis.importance",
-    "head_importance": "inheritune.analysis.importance",
-    "induction_scores": "inheritune.analysis.induction",
+    "ffn_importance": "inheritune.analysis.unit_importance",
+    "head_importance": "inheritune.analysis.unit_importance",
+    "induction_scores": "inheritune.analysis.induction_heads",
     "ImportanceResult": "inheritune.commands.importance",
     "importance": "inheritune.commands.importance",
     "InductionResult": "inheritune.commands.induction",
@@ -100,9 +100,9 @@ __all__ = [  # = the keys of _EXPORTS (a test checks)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
-    from inheritune.analysis.importance import ffn_importance, head_importance
-    from inheritune.analysis.induction import induction_scores
+    from inheritune.analysis.induction_heads import induction_scores
     from inheritune.analysis.selection import Selection, select
+    from inheritune.analysis.unit_importance import ffn_importance, head_importance
     from inheritune.commands.analyze import AnalyzeResult, analyze
     from inheritune.commands.derive import DeriveResult, derive
     from inheritune.commands.eval import EvalResult, evaluate

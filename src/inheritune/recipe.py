@@ -18,12 +18,12 @@ from typing import Any
 import yaml
 
 from inheritune.analysis.selection import BlockSelector
-from inheritune.analysis.width import WidthRanking
+from inheritune.analysis.width_ranking import WidthRanking
 from inheritune.errors import InherituneError
-from inheritune.growth.config import GrowConfig
+from inheritune.growth.grow_config import GrowConfig
 from inheritune.models.budget import SHAPES, BudgetShape, check_share
 from inheritune.options import build
-from inheritune.training.config import TrainConfig, make_config
+from inheritune.training.train_config import TrainConfig, make_config
 
 NOGROW_INITS = ("all", "attention", "mlp")
 FIRST_N = BlockSelector("first-n", "inherit.by")  # the defaults, as values
@@ -92,7 +92,7 @@ class BudgetConfig:
 
 @dataclass
 class AnalysisConfig:
-    """The arguments of :func:`inheritune.analysis.analyze.analyze`, run on the reference."""
+    """The arguments of :func:`inheritune.analysis.lazy_layers.analyze`, run on the reference."""
 
     enabled: bool = False
     sequences: int = 100

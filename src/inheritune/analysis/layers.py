@@ -2,7 +2,7 @@
 
 The blocks come from the one registry (``analysis.selection``); this module sweeps K for several
 selectors and plots the result. Blocks are chosen on train-split windows; the val loss of a
-pruned model is the one yardstick, ``evaluation.loss.val_loss``.
+pruned model is the one yardstick, ``evaluation.val_loss.val_loss``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 from inheritune.analysis import selection
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.loss import val_loss
+from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.families import num_layers
 from inheritune.models.surgery import drop_blocks
 from inheritune.reporting.plots import curves

@@ -47,8 +47,8 @@ from inheritune.analysis import attention as metrics
 from inheritune.analysis import batching
 from inheritune.analysis.depth import angular_distance, block_influence, cosine_sums, residual_states
 from inheritune.analysis.hooks import attention_probs, hooks
-from inheritune.analysis.importance import ffn_importance, head_importance, lm_examples
 from inheritune.analysis.sampling import sample_sequences
+from inheritune.analysis.unit_importance import ffn_importance, head_importance, lm_examples
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, num_layers

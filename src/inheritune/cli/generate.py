@@ -23,8 +23,8 @@ from typing import Any, NoReturn
 from inheritune import commands
 from inheritune.error_lines import one_line
 from inheritune.options import closest, count
-from inheritune.training.config import HELP as TRAINING
-from inheritune.training.config import TrainConfig
+from inheritune.training.train_config import HELP as TRAINING
+from inheritune.training.train_config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

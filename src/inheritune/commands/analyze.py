@@ -15,7 +15,7 @@ from typing import cast
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.analysis.analyze import (
+from inheritune.analysis.lazy_layers import (
     BI_SHARE,
     FORMAT,
     LAZY_MASS,
@@ -49,7 +49,7 @@ NO_TOKENIZER = "--data is read as token ids, unchecked against the model's token
 @dataclasses.dataclass
 class AnalyzeResult(CommandResult):
     """What ``analyze`` wrote to ``out``; ``report()`` is analysis.json (field meanings: the
-    ``analysis.analyze`` module docstring and ``head_metrics``)."""
+    ``analysis.lazy_layers`` module docstring and ``head_metrics``)."""
 
     out: Path
     format: str

@@ -43,9 +43,9 @@ from inheritune.atomic import (
 )
 from inheritune.commands.train import TrainResult, train
 from inheritune.data.shards import TokenData, open_data
-from inheritune.evaluation.loss import YARDSTICK, val_loss
+from inheritune.evaluation.val_loss import YARDSTICK, val_loss
 from inheritune.growth.blocks import choose_blocks, round_model
-from inheritune.growth.config import DIRECTIONS, GROW_MODES, GrowConfig
+from inheritune.growth.grow_config import DIRECTIONS, GROW_MODES, GrowConfig
 from inheritune.models.card import write_card
 from inheritune.models.families import num_layers
 from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
@@ -53,8 +53,8 @@ from inheritune.models.surgery import spans
 from inheritune.result import CommandResult
 from inheritune.training import TrainConfig
 from inheritune.training.checkpoint import checkpoint_dir
-from inheritune.training.config import make_config, read_recipe
 from inheritune.training.teacher import check_teacher, check_teacher_states
+from inheritune.training.train_config import make_config, read_recipe
 
 HELP = {  # the CLI's help for this command's own parameters (shared ones: inheritune.commands.HELP)
     "by": f"which reference blocks each round holds: {SELECTOR_HELP}",

@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import importance as imp
 from inheritune.analysis import overlap as ov
+from inheritune.analysis import unit_importance as imp
 from inheritune.analysis.sampling import tokens_from
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.errors import InherituneError

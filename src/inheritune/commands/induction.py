@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedModel
 
-from inheritune.analysis.induction import candidate_tokens, induction_scores, top_heads
+from inheritune.analysis.induction_heads import candidate_tokens, induction_scores, top_heads
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.errors import InherituneError
 from inheritune.models.loading import load, model_name

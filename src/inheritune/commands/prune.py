@@ -28,19 +28,19 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import importance as imp
 from inheritune.analysis import layers as lp
-from inheritune.analysis import prune as pr
 from inheritune.analysis import selection
-from inheritune.analysis import width as wd
-from inheritune.analysis.induction import candidate_tokens, induction_scores
+from inheritune.analysis import unit_importance as imp
+from inheritune.analysis import unit_pruning as pr
+from inheritune.analysis import width_ranking as wd
+from inheritune.analysis.induction_heads import candidate_tokens, induction_scores
 from inheritune.analysis.sampling import tokens_from
 from inheritune.atomic import atomic_dir, atomic_write_json, check_output_dir, read_json
 from inheritune.commands.importance import check_sources, example_sources, half_windows, query_ids
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
-from inheritune.evaluation.loss import val_loss
-from inheritune.models import budget, width
+from inheritune.evaluation.val_loss import val_loss
+from inheritune.models import budget, width_cut
 from inheritune.models.card import write_card
 from inheritune.models.families import num_heads, num_layers
 from inheritune.models.loading import load, model_name, parameter_count, tokenizer_fingerprint
@@ -77,7 +77,7 @@ HELP = {  # the CLI's help for this command's own parameters (shared ones: inher
     "steps": "head sweep percentages, comma-separated",
     "ffn_steps": "FFN sweep percentages, comma-separated",
 }
-CHOICES = {"budget_by": budget.SHAPES, "head_unit": width.HEAD_UNITS, "width_by": wd.RANKINGS}
+CHOICES = {"budget_by": budget.SHAPES, "head_unit": width_cut.HEAD_UNITS, "width_by": wd.RANKINGS}
 
 STEPS = "0,10,20,30,40,50,60,70,80,90"
 FFN_STEPS = "0,10,20,30,40,50"
@@ -170,7 +170,7 @@ class WidthPruneResult(CommandResult):
     ffn_percent: float
     geometry: dict  # {"before"|"after": {"heads", "kv_heads", "head_width", "ffn_neurons"}}
     params: dict  # {"before"|"after": parameter count}
-    plan: dict  # models.width.WidthPlan.to_json(): the units each layer keeps
+    plan: dict  # models.width_cut.WidthPlan.to_json(): the units each layer keeps
     before: dict  # {"val": {"loss": ...}}: the reference
     after: dict  # the saved, cut model
     masked: dict  # the (depth-cut) model with the cut units masked (must equal ``after``)
@@ -755,21 +755,21 @@ def _drop_layers(
 def _prune_width(
     model, tok, data, examples: int, seq_len: int, seed: int, heads_pct: float, ffn_pct: float, ranking: str, unit: str
 ) -> tuple[WidthPruneResult, PreTrainedModel]:
-    """Uniform width (``models.width``): units ranked on the data's train split, the cut model
+    """Uniform width (``models.width_cut``): units ranked on the data's train split, the cut model
     and the masked reference scored on its val split (they must agree)."""
-    width.check_cut(model.config, heads_pct, ffn_pct, unit)  # before the slow ranking
+    width_cut.check_cut(model.config, heads_pct, ffn_pct, unit)  # before the slow ranking
     token_data = _val_data(data, tok)
     windows = selection.scoring_windows(token_data, examples, seq_len, seed)
     print(f"ranking heads and FFN neurons by {ranking} on {len(windows)} train windows ...", flush=True)
-    plan = width.plan(model.config, *wd.unit_scores(model, windows, ranking), heads_pct, ffn_pct, unit)
+    plan = width_cut.plan(model.config, *wd.unit_scores(model, windows, ranking), heads_pct, ffn_pct, unit)
     before = val_loss(model, token_data)
     with wd.masked(model, plan):
         masked = val_loss(model, token_data)
-    small = width.cut(model, plan)
+    small = width_cut.cut(model, plan)
     after = val_loss(small, token_data)
 
     def shape(m: PreTrainedModel) -> dict[str, int]:
-        return dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), width.geometry(m.config), strict=True))
+        return dict(zip(("heads", "kv_heads", "head_width", "ffn_neurons"), width_cut.geometry(m.config), strict=True))
 
     result = WidthPruneResult(
         out=Path(),

@@ -50,8 +50,8 @@ from inheritune.recipe import Recipe, default_recipe_text, load_recipe
 from inheritune.reporting.report import build_report, write_report
 from inheritune.result import CommandResult
 from inheritune.training import TrainConfig
-from inheritune.training.config import make_config
 from inheritune.training.teacher import check_teacher_states
+from inheritune.training.train_config import make_config
 
 HELP = {"recipe": "recipe YAML (default: the embedded default, see --show-default)"}  # shared: commands.HELP
 

@@ -4,7 +4,7 @@ joined per head and per layer, with the correlations between them and findings r
 ``study(model, data=DIR, out=OUT)`` is ``inheritune study MODEL --data DIR --out OUT``: the same
 arguments, the same folder, and a ``StudyResult``. OUT holds the three commands' own folders
 (``analysis/``, ``importance/``, ``induction/``) and the join: heads.csv, layers.csv, study.json
-(``result.report()``), study.md and plots (``reporting.study``).
+(``result.report()``), study.md and plots (``reporting.study_report``).
 
 Correlations are Spearman's, each with the number of units it is over and a two-sided permutation
 p-value (seeded, ``PERMUTATIONS`` shuffles), so a weak or insignificant one reads as such.
@@ -22,7 +22,7 @@ import numpy as np
 from transformers import PreTrainedModel
 
 from inheritune.analysis import overlap as ov
-from inheritune.analysis.importance import THIRDS
+from inheritune.analysis.unit_importance import THIRDS
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.commands.analyze import NO_TOKENIZER, analyze
 from inheritune.commands.importance import check_shots, check_sources, importance
@@ -31,7 +31,7 @@ from inheritune.errors import InherituneError
 from inheritune.models.families import context_length
 from inheritune.models.loading import load, model_name
 from inheritune.options import positive
-from inheritune.reporting.study import write
+from inheritune.reporting.study_report import write
 from inheritune.result import CommandResult
 
 TASKS = ("mmlu-stem", "mmlu-humanities", "bb-sports-understanding")  # run on SmolLM2 on a CPU in minutes

@@ -42,7 +42,7 @@ from inheritune.atomic import (
 from inheritune.data.loader import TrainLoader
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError, TrainingInterrupted
-from inheritune.evaluation.loss import YARDSTICK, val_context, val_loss
+from inheritune.evaluation.val_loss import YARDSTICK, val_context, val_loss
 from inheritune.models.card import write_card
 from inheritune.models.families import context_length
 from inheritune.models.loading import (
@@ -56,13 +56,13 @@ from inheritune.models.loading import (
 from inheritune.models.precision import autocast_dtype
 from inheritune.result import CommandResult
 from inheritune.training import checkpoint, distributed, healing, teacher_cache
-from inheritune.training.config import TrainConfig, make_config, read_recipe
 from inheritune.training.distributed import barrier, clip, full_state, grad_sync, load_optimizer, prepare
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
-from inheritune.training.loss import CausalLMLoss
+from inheritune.training.objective import CausalLMLoss
 from inheritune.training.optim import lr_at, make_optimizer
 from inheritune.training.teacher import check_teacher_states, make_teacher, open_teacher_cache, states_of
+from inheritune.training.train_config import TrainConfig, make_config, read_recipe
 
 HELP = {"resume": "continue the run in --out from its latest valid checkpoint"}  # shared: inheritune.commands.HELP
 
@@ -430,7 +430,7 @@ def _write_config(run: _Run, model_name: str, data: str, parameters: int, distil
             "parameters": parameters,
             "flops_per_token": run.flops,
             "tokenizer_fingerprint": run.data.fingerprint,
-            "train_loss": "distillation mix (see training/loss.py)" if distilling else "cross-entropy",
+            "train_loss": "distillation mix (see training/objective.py)" if distilling else "cross-entropy",
             "val_loss": {**YARDSTICK, "context": val_context(run.model)},
         },
     )

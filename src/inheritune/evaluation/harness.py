@@ -23,9 +23,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError
-from inheritune.evaluation.loss import val_loss
 from inheritune.evaluation.task_index import check_include_yamls, harness_manager
 from inheritune.evaluation.tasks import LOCAL_TASKS, build_local_task
+from inheritune.evaluation.val_loss import val_loss
 
 PAPER_TASKS = ("arc_easy", "piqa", "sciq", "hellaswag", "lambada_openai", "mmlu")
 
@@ -125,7 +125,7 @@ def evaluate_model(
     limit: int | None,
     batch_size: int,
 ) -> tuple[dict | None, dict, dict]:
-    """Val loss on ``data``'s val split (the one yardstick, ``evaluation/loss.py``) and the tasks
+    """Val loss on ``data``'s val split (the one yardstick, ``evaluation/val_loss.py``) and the tasks
     of ``managers`` (``task_managers``): ``(val, tasks, seconds)``. A model handed in mid-training
     goes back to training mode."""
     was_training = model.training

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from inheritune.errors import InherituneError
 from inheritune.models.families import config_of_blocks, num_layers
-from inheritune.models.width import WidthPlan, geometry, smaller_config
+from inheritune.models.width_cut import WidthPlan, geometry, smaller_config
 from inheritune.options import shown
 from inheritune.specs import Choice
 

@@ -35,7 +35,7 @@ class Family:
     layer_lists: tuple[str, ...] = field(default=("layer_types",))  # per-layer config lists
     weights_in_out: bool = False  # projections store [in, out] (GPT-2's Conv1D); nn.Linear stores [out, in]
     logit_softcap: str | None = None  # config key of the final-logit soft-cap, where the family has one
-    # Width (models/width.py): the projections whose output rows are heads or FFN neurons, and the
+    # Width (models/width_cut.py): the projections whose output rows are heads or FFN neurons, and the
     # config keys that size them.
     qkv: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")  # one entry: fused [q|k|v]
     ffn_in: tuple[str, ...] = ("mlp.gate_proj", "mlp.up_proj")  # output rows = neurons

@@ -3,7 +3,7 @@ machines, report.md and a self-contained report.html.
 
 Every number comes from the train runs' own results and logs; this module computes only what
 is read off them (the verdict, time-to-target) and lays the same numbers out as tables, so the
-three files cannot disagree. Every "val loss" is the one yardstick of ``evaluation/loss.py``,
+three files cannot disagree. Every "val loss" is the one yardstick of ``evaluation/val_loss.py``,
 whose definition heads the report.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.evaluation.compare import comparison_table
-from inheritune.evaluation.loss import YARDSTICK
+from inheritune.evaluation.val_loss import YARDSTICK
 from inheritune.models.surgery import spans
 from inheritune.reporting.plots import curves, strips
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from inheritune.training.config import TrainConfig
+from inheritune.training.train_config import TrainConfig
 
 
 def make_optimizer(

@@ -20,9 +20,9 @@ from inheritune.models.loading import (
 )
 from inheritune.specs import TeacherStates
 from inheritune.training import teacher_cache
-from inheritune.training.config import TrainConfig
 from inheritune.training.distributed import barrier
-from inheritune.training.loss import Teacher
+from inheritune.training.objective import Teacher
+from inheritune.training.train_config import TrainConfig
 
 
 def make_teacher(config: TrainConfig, model: PreTrainedModel | None, data, student: PreTrainedModel) -> Teacher | None:

@@ -6,7 +6,7 @@ again and again: every KD arm of a recipe, every growth round, a resume, a sweep
 window is a pure function of (data, seq_len, its start in the train stream) (data/loader.py), so
 the teacher's last hidden states of a window can be computed once and read back by anyone who
 draws that window again. The LM head then recomputes the teacher's logits chunk by chunk beside
-the student's (training/loss.py), so the loss and its gradients are the uncached ones exactly:
+the student's (training/objective.py), so the loss and its gradients are the uncached ones exactly:
 the states are stored in the dtype the fused loss computes in (fp32, or bf16 under bf16 autocast),
 the very values it would have cast them to.
 
@@ -51,7 +51,7 @@ from inheritune.atomic import atomic_write_json, discard, read_json
 from inheritune.data.shards import MANIFEST, TokenData
 from inheritune.errors import InherituneError
 from inheritune.specs import HIDDEN, TeacherStates
-from inheritune.training.loss import TopK
+from inheritune.training.objective import TopK
 
 FORMAT = "inheritune-teacher-cache/1"
 RECORD = np.dtype([("start", "<i8"), ("offset", "<i8"), ("crc", "<u4"), ("pad", "<u4")])

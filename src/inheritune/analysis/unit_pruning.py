@@ -36,7 +36,7 @@ import transformers
 from transformers import PreTrainedModel
 
 from inheritune.analysis.hooks import ffn_knockout, head_mask
-from inheritune.analysis.importance import Example, per_example
+from inheritune.analysis.unit_importance import Example, per_example
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks, family_of, input_features, input_weights, num_heads
 

@@ -2,7 +2,7 @@
 
 Defaults are the paper's (AdamW 0.9/0.95, weight decay 0.1, peak lr 2e-4, warmup then cosine to
 1e-5, grad clip 1.0, no dropout). ``distill_from`` adds knowledge distillation from a teacher
-that shares the tokenizer (see training/loss.py).
+that shares the tokenizer (see training/objective.py).
 """
 
 from __future__ import annotations

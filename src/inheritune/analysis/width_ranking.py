@@ -7,7 +7,7 @@ windows of the data's train split (the val split scores the result).
   a scale m = 1 on the unit's output (Michel et al.'s head importance; for a neuron the same
   first-order Taylor term), one backward pass per batch.
 
-``masked`` applies a :class:`~inheritune.models.width.WidthPlan` to the reference with the same
+``masked`` applies a :class:`~inheritune.models.width_cut.WidthPlan` to the reference with the same
 hooks, the function the cut model must compute.
 """
 
@@ -21,9 +21,9 @@ import torch
 from transformers import PreTrainedModel
 
 from inheritune.analysis.hooks import ffn_activations, head_mask, head_outputs, neuron_mask
-from inheritune.analysis.importance import batched, frozen_weights, lm_examples, padded, scored_losses
+from inheritune.analysis.unit_importance import batched, frozen_weights, lm_examples, padded, scored_losses
 from inheritune.models.families import num_layers
-from inheritune.models.width import WidthPlan, geometry
+from inheritune.models.width_cut import WidthPlan, geometry
 from inheritune.options import shown
 from inheritune.specs import Choice
 

@@ -3,11 +3,11 @@ cut out of every block, saved as an ordinary, smaller config.
 
 Why the same number everywhere: a config holds one head count and one FFN width for all layers
 (transformers 5 dropped per-layer ``pruned_heads``), so a plan that cuts more in one layer than in
-another can only be saved as zeroed weights (``analysis/prune.py``). Cutting the same count in
+another can only be saved as zeroed weights (``analysis/unit_pruning.py``). Cutting the same count in
 every layer, possibly different units in each, is what Minitron ships (arXiv 2407.14679).
 
 A :class:`WidthPlan` lists, per layer, the query heads, key/value heads and FFN neurons kept.
-:func:`cut` builds the smaller model; ``analysis.width.masked`` applies the same plan with hooks on
+:func:`cut` builds the smaller model; ``analysis.width_ranking.masked`` applies the same plan with hooks on
 the reference (the cut units output zero), and the two compute the same function (tested to 1e-5
 per family).
 
