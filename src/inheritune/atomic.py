@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +368,38 @@ def claim(out: Path, work: Path, stamp: str, settings: dict, started_with: str, 
         work.mkdir(parents=True)
         atomic_write_json(work / stamp, json.loads(json.dumps(settings)))
     return resuming
+
+
+@dataclass
+class RunFolder:
+    """A resumable command's output folder, the protocol written once: ``open`` before the slow work
+    (a folder started with other settings is refused unless ``overwrite``; nothing is touched),
+    ``build`` once every input is checked (a replacement is built beside the old output and claimed
+    with its settings stamp), and at the end of ``build`` the complete folder is swapped in; a
+    failure or kill at any point leaves the previous output as it was, and a rerun continues."""
+
+    out: Path
+    resuming: bool
+    stamp: str | None = None  # the settings file in the folder (None: the caller records its own)
+    settings: dict | None = None
+    started_with: str = "different settings"
+
+    @classmethod
+    def open(cls, out: Path, stamp: str, settings: dict, started_with: str, overwrite: bool) -> RunFolder:
+        resuming = resumes(out, stamp, settings=settings, started_with=started_with, overwrite=overwrite)
+        return cls(out, resuming, stamp, settings, started_with)
+
+    @contextmanager
+    def build(self, swap: bool = True) -> Iterator[Path]:
+        """The folder to write (``out``, or the hidden sibling a replacement is built in); swapped in
+        when the block ends without error (``swap=False``: the caller swaps, e.g. on one rank only)."""
+        work = build_dir(self.out, self.resuming)
+        with building(self.out, work):
+            if self.stamp is not None:
+                claim(self.out, work, self.stamp, self.settings or {}, self.started_with, self.resuming)
+            yield work
+            if swap and work != self.out:
+                swap_in(work, self.out)  # the new output is complete: only now is the old one replaced
 
 
 def csv_text(header: list[str], rows: list[list]) -> str:

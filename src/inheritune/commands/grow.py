@@ -30,16 +30,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from inheritune.analysis.selection import HELP as SELECTOR_HELP
 from inheritune.analysis.selection import BlockSelector, as_selector, scoring_windows
 from inheritune.atomic import (
+    RunFolder,
     atomic_dir,
     atomic_write_json,
-    build_dir,
-    building,
-    claim,
     current_paths,
     final_paths,
     read_json,
-    resumes,
-    swap_in,
 )
 from inheritune.commands.train import TrainResult, train
 from inheritune.data.shards import TokenData, open_data
@@ -242,9 +238,7 @@ def grow_until_matched(
     if config.distill_from not in (None, str(reference)) and config.distill_alpha > 0:
         check_teacher(config.distill_from, token_data, config.trust_remote_code)  # before any folder is made
     settings = final_paths(_settings(str(reference), token_data, growth=growth, by=by, config=config))
-    resuming = resumes(
-        out, SETTINGS, settings=settings, started_with="different settings", overwrite=overwrite
-    )  # before the slow reference load
+    folder = RunFolder.open(out, SETTINGS, settings, "different settings", overwrite)  # before the slow load
     ref = (
         reference_model
         if reference_model is not None
@@ -255,9 +249,7 @@ def grow_until_matched(
     max_layers = growth.check_depth(num_layers(ref.config), str(reference))
     growth = dataclasses.replace(growth, max_layers=max_layers)
     _check_specs(selector, config, growth, ref, str(reference))
-    work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
-    with building(out, work):
-        claim(out, work, stamp=SETTINGS, settings=settings, started_with="different settings", resuming=resuming)
+    with folder.build() as work:  # every input checked: a replacement is built beside the old run
         if work != out:
             log(f"building the new grow run in {work}; {out} is kept until it is complete")
         if (work / SUMMARY).is_file():
@@ -277,8 +269,6 @@ def grow_until_matched(
                 log=log,
             )
             summary = rounds.run()
-        if work != out:
-            swap_in(work, out)  # the new run is complete: only now is the old one replaced
     return GrowResult.from_json(current_paths(summary))
 
 

@@ -23,15 +23,11 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from inheritune.atomic import (
+    RunFolder,
     atomic_write_json,
-    build_dir,
-    building,
-    claim,
     current_paths,
     final_paths,
     read_json,
-    resumes,
-    swap_in,
 )
 from inheritune.commands.analyze import analyze
 from inheritune.commands.eval import evaluate
@@ -401,18 +397,14 @@ def run(
     out = Path(out)
     for line in check_inputs(recipe):  # every file and model the recipe names, before any work
         log(f"checked {line}")
-    resuming = resumes(out, RECIPE, settings=recipe.to_dict(), started_with="a different recipe", overwrite=overwrite)
+    folder = RunFolder.open(out, RECIPE, recipe.to_dict(), "a different recipe", overwrite)
     log(f"loading reference {recipe.reference}")
     reference, tokenizer = _load_reference(recipe)
     _check_fit(recipe, reference, tokenizer)
-    work = build_dir(out, resuming)  # every input checked: a replacement is built beside the old run
-    with building(out, work):
-        claim(out, work, stamp=RECIPE, settings=recipe.to_dict(), started_with="a different recipe", resuming=resuming)
+    with folder.build() as work:  # every input checked: a replacement is built beside the old run
         if work != out:
             log(f"building the new run in {work}; {out} is kept until it is complete")
         report = _run(recipe, reference, tokenizer=tokenizer, out=work, start=start, log=log)
-        if work != out:
-            swap_in(work, out)  # the new run is complete: only now is the old one replaced
     log(f"{report['verdict']}\nreport: {out / 'report.md'} / {out / 'report.html'}")
     return RunResult(out=out, seconds=time.perf_counter() - start, **current_paths(report))
 

@@ -28,10 +28,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from inheritune.atomic import (
+    RunFolder,
     atomic_dir,
     atomic_write_json,
-    build_dir,
-    building,
     check_output_dir,
     current_paths,
     differences,
@@ -135,8 +134,7 @@ def train(
     _check_specs(model, config, teacher)
     out = Path(out)
     continuing = resume and ((out / "result.json").is_file() or any(checkpoint.checkpoint_dir(out).glob("step-*")))
-    work = build_dir(out, continuing)
-    with _quiet_hf(), building(out, work):
+    with _quiet_hf(), RunFolder(out, continuing).build(swap=False) as work:  # swapped in by rank 0 (_finalize)
         return _train(
             model,
             data,
