@@ -281,7 +281,7 @@ def test_a_kill_during_checkpoint_rotation_never_leaves_a_checkpoint_without_its
     assert visible and all((folder / checkpoint.STATE).is_file() for folder in visible)
     assert len(_hidden(run)) == 1
     newest = {"deleting": "step-0000003", "writing": "step-0000002"}[where]
-    assert checkpoint.latest(run)[0].name == newest  # the leftover is never a candidate
+    assert checkpoint.latest(run).folder.name == newest  # the leftover is never a candidate
     capsys.readouterr()
     checkpoint.clean_partial(run)
     assert _hidden(run) == [] and capsys.readouterr().err.startswith(REMOVED)

@@ -23,7 +23,7 @@ from inheritune.errors import InherituneError
 from inheritune.growth.grow_config import GrowConfig
 from inheritune.models.budget import SHAPES, BudgetShape, check_share
 from inheritune.options import build
-from inheritune.training.train_config import TrainConfig, make_config
+from inheritune.training.train_config import TrainConfig, check_distillation, make_config
 
 NOGROW_INITS = ("all", "attention", "mlp")
 FIRST_N = BlockSelector("first-n", "inherit.by")  # the defaults, as values
@@ -149,10 +149,7 @@ def _check(recipe: Recipe) -> Recipe:
     """Value rules the types cannot express."""
     recipe.grow.check(name=lambda key: f"recipe key 'grow.{key}'")
     d = recipe.distill
-    if not 0 <= d.alpha <= 1:
-        raise InherituneError(f"recipe key 'distill.alpha' must be in [0, 1], not {d.alpha}")
-    if not d.temperature > 0:
-        raise InherituneError(f"recipe key 'distill.temperature' must be positive, not {d.temperature}")
+    check_distillation(d.alpha, d.temperature, key=lambda field: f"recipe key 'distill.{field.split('_', 1)[1]}'")
     if not d.teacher.strip():
         raise InherituneError("recipe key 'distill.teacher' is empty (use 'reference' or a model)")
     for i, init in enumerate(recipe.arms.nogrow):

@@ -287,7 +287,7 @@ def _setup(
     autocast = autocast_dtype(config.precision, env.device)
     prepare(model, env.device)
     if found is not None:
-        checkpoint.load_into(model, found[2], found[0])
+        checkpoint.load_into(model, found.weights, found.folder)
     flops, parameters = flops_per_token(model, config.seq_len), parameter_count(model)  # before any sharding
     scales = healing.lr_scales(model, config.train_blocks, config.rest_lr_scale)  # frozen before any wrapping
     torch.manual_seed(config.seed)
@@ -327,14 +327,14 @@ def _setup(
         checkpoint_every=checkpoint_every,
         flops=flops,
         peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
-        log=RunLog(work, keep_until=found[1]["step"] if found is not None else None, enabled=env.main),
+        log=RunLog(work, keep_until=found.state["step"] if found is not None else None, enabled=env.main),
         fresh=found is None,
-        last_checkpoint=found[0] if found else None,
+        last_checkpoint=found.folder if found else None,
         teacher_states=states,
         cache=cache,
     )
     if found is not None:
-        _restore(run, found[1])
+        _restore(run, found.state)
     if env.main:
         _write_config(run, model_name, data=str(data), parameters=parameters, distilling=teacher is not None)
     return run
@@ -349,7 +349,7 @@ def _start_point(
     resuming: bool,
     overwrite: bool,
     env: distributed.Dist,
-):
+) -> checkpoint.Checkpoint | None:
     """The latest checkpoint that loads (of the run, or of a replacement a kill stopped), or None for
     a fresh run, whose folder is then cleared (never the run it replaces)."""
     found = _resume_point(run_dir, resuming, overwrite=overwrite, config=config, env=env)
@@ -650,7 +650,9 @@ def _teacher_states(run: _Run, micro: int, inputs: torch.Tensor):
     return run.cache.states(run.loader.starts(run.step, micro), inputs, run.teacher_states)
 
 
-def _resume_point(run_dir: Path, resuming: bool, overwrite: bool, config: TrainConfig, env):
+def _resume_point(
+    run_dir: Path, resuming: bool, overwrite: bool, config: TrainConfig, env: distributed.Dist
+) -> checkpoint.Checkpoint | None:
     """The checkpoint ``--resume`` continues from: the latest of ``run_dir`` that loads. None when
     there is none (a run killed before its first checkpoint starts over, which loses nothing)."""
     if not resuming:
@@ -671,7 +673,9 @@ def _resume_point(run_dir: Path, resuming: bool, overwrite: bool, config: TrainC
     return None
 
 
-def _continue_beside(work: Path, config: TrainConfig, model_name: str, data: str, env):
+def _continue_beside(
+    work: Path, config: TrainConfig, model_name: str, data: str, env: distributed.Dist
+) -> checkpoint.Checkpoint | None:
     """The checkpoint of a replacement that a kill stopped in ``work``, if it is this very run
     (same recipe, model and data): rerunning the command continues it instead of starting over."""
     if not (work / "config.json").is_file():
@@ -686,7 +690,7 @@ def _continue_beside(work: Path, config: TrainConfig, model_name: str, data: str
         checkpoint.clean_partial(work)
     found = checkpoint.latest(work)
     if found is not None and env.main:
-        print(f"inheritune: continuing the replacement run in {work} from {found[0].name}", file=sys.stderr)
+        print(f"inheritune: continuing the replacement run in {work} from {found.folder.name}", file=sys.stderr)
     return found
 
 

@@ -10,7 +10,9 @@ falls back to an older one if a file was damaged later.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -63,12 +65,21 @@ def load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: P
         )
 
 
-def latest(run_dir: Path) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
-    """The newest checkpoint that loads (folder, trainer state, weights); corrupt ones are reported and skipped."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint that loaded: its folder, the trainer's state (step, optimizer, RNG, history) and the weights."""
+
+    folder: Path
+    state: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+
+
+def latest(run_dir: Path) -> Checkpoint | None:
+    """The newest checkpoint that loads; corrupt ones are reported and skipped."""
     for folder in sorted(checkpoint_dir(run_dir).glob("step-*"), reverse=True):
         try:
             state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
-            return folder, state, weights(folder)
+            return Checkpoint(folder, state, weights(folder))
         except Exception as e:
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"inheritune: warning: skipping corrupt checkpoint {folder}: {detail[:200]}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -109,10 +110,7 @@ class TrainConfig:
             raise InherituneError(f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.on_nonfinite not in NONFINITE:
             raise InherituneError(f"on_nonfinite must be one of {', '.join(NONFINITE)}, not '{self.on_nonfinite}'")
-        if not 0 <= self.distill_alpha <= 1:
-            raise InherituneError(f"distill_alpha must be in [0, 1], not {self.distill_alpha}")
-        if not self.distill_temperature > 0:
-            raise InherituneError(f"distill_temperature must be positive, not {self.distill_temperature}")
+        check_distillation(self.distill_alpha, self.distill_temperature)
         if not str(self.teacher_cache).strip():
             raise InherituneError("teacher_cache must be auto, off or a folder, not empty")
         if not isinstance(self.teacher_states, TeacherStates):  # a TrainConfig built by hand: parsed here
@@ -138,6 +136,15 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def check_distillation(alpha: float, temperature: float, key: Callable[[str], str] = str) -> None:
+    """The distillation weight and temperature, wherever they are set (TrainConfig's ``distill_*``,
+    the recipe's ``distill`` section); ``key`` names a field as the user wrote it."""
+    if not 0 <= alpha <= 1:
+        raise InherituneError(f"{key('distill_alpha')} must be in [0, 1], not {alpha}")
+    if not temperature > 0:
+        raise InherituneError(f"{key('distill_temperature')} must be positive, not {temperature}")
 
 
 def make_config(config: TrainConfig | dict | None = None, **overrides) -> TrainConfig:
