@@ -277,8 +277,8 @@ def test_a_late_failure_in_training_leaves_the_previous_run_and_a_rerun_complete
     before = _snapshot(out)
     make = trainer.make_optimizer
 
-    def failing_optimizer(model, config, scales=None):
-        optimizer = make(model, config, scales)
+    def failing_optimizer(model, **settings):
+        optimizer = make(model, **settings)
         step, calls = optimizer.step, []
 
         def third_step_fails(*args, **kwargs):

@@ -318,7 +318,14 @@ def _setup(
         loader=loader,
         step_loss=step_loss,
         forward=torch.compile(step_loss) if config.compile else step_loss,
-        optimizer=make_optimizer(model, config, scales),
+        optimizer=make_optimizer(
+            model,
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            sharded=config.fsdp,
+            scales=scales,
+        ),
         autocast=autocast,
         tokens_per_step=tokens_per_step,
         total_steps=total_steps,
@@ -517,7 +524,7 @@ def _optimizer_step(run: _Run, stop_requested: bool) -> tuple[float, float, bool
     and whether any rank asked to stop."""
     start = time.perf_counter()
     config, env = run.config, run.env
-    lr = lr_at(run.step + 1, config, run.total_steps, run.warmup)
+    lr = lr_at(run.step + 1, lr=config.lr, min_lr=config.min_lr, total_steps=run.total_steps, warmup=run.warmup)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # train_blocks: the rest at rest_lr_scale
     loss_sum = torch.zeros((), device=env.device)

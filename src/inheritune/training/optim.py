@@ -10,15 +10,19 @@ import math
 
 import torch
 
-from inheritune.training.train_config import TrainConfig
-
 
 def make_optimizer(
-    model: torch.nn.Module, config: TrainConfig, scales: dict[str, float] | None = None
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    sharded: bool = False,
+    scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW: >=2-D weights decay, biases and norm gains do not (the paper's recipe); each group
     carries its ``lr_scale`` (``scales``, per parameter name: training/healing.py), frozen
-    parameters are left out."""
+    parameters are left out. ``sharded``: the parameters are FSDP2 DTensors (no fused kernel)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # tied weights appear once
     scales = scales or {}
     groups = []
@@ -26,17 +30,15 @@ def make_optimizer(
         for decay in (True, False):
             chosen = [p for n, p in params if scales.get(n, 1.0) == scale and (p.dim() >= 2) == decay]
             if chosen:
-                groups.append(
-                    {"params": chosen, "weight_decay": config.weight_decay if decay else 0.0, "lr_scale": scale}
-                )
+                groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale})
     # The fused kernel is one pass over all tensors (CPU and CUDA); DTensors (FSDP2) take foreach.
-    fused = not config.fsdp and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)
+    fused = not sharded and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
-def lr_at(step: int, config: TrainConfig, total_steps: int, warmup: int) -> float:
-    """Learning rate of optimizer step ``step`` (1-based): linear warmup, then cosine to ``min_lr``."""
+def lr_at(step: int, *, lr: float, min_lr: float, total_steps: int, warmup: int) -> float:
+    """Learning rate of optimizer step ``step`` (1-based): linear warmup to ``lr``, then cosine to ``min_lr``."""
     if step <= warmup:
-        return config.lr * step / warmup
+        return lr * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
