@@ -243,7 +243,7 @@ def _cli(capsys, *args) -> tuple[int, str]:
 
 @needs_tasks("mmlu-stem", "bb-navigate")
 def test_importance_cli_writes_every_task_and_shot_source_and_the_overlaps(tmp_path, tokenizer, capsys, one_thread):
-    from inheritune.commands.importance import query_ids
+    from inheritune.analysis.example_sources import query_ids
     from inheritune.evaluation import suite
 
     model_dir = save_tiny(tmp_path / "m", "llama", layers=3, tok=tokenizer)

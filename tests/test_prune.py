@@ -17,7 +17,7 @@ from inheritune.analysis.hooks import head_mask
 from inheritune.analysis.layers import SWEEP
 from inheritune.cli import main
 from inheritune.analysis.sampling import tokens_from
-from inheritune.commands.importance import half_windows
+from inheritune.analysis.example_sources import half_windows
 from inheritune.commands.prune import overlap, rescorer
 from inheritune.models.families import blocks, num_layers
 

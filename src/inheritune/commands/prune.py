@@ -33,10 +33,10 @@ from inheritune.analysis import selection
 from inheritune.analysis import unit_importance as imp
 from inheritune.analysis import unit_pruning as pr
 from inheritune.analysis import width_ranking as wd
+from inheritune.analysis.example_sources import check_sources, example_sources, half_windows, query_ids
 from inheritune.analysis.induction_heads import candidate_tokens, induction_scores
 from inheritune.analysis.sampling import tokens_from
 from inheritune.atomic import atomic_dir, atomic_write_json, check_output_dir, read_json
-from inheritune.commands.importance import check_sources, example_sources, half_windows, query_ids
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.val_loss import val_loss
