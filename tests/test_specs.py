@@ -94,6 +94,9 @@ def test_python_keywords_recipe_keys_and_cli_options_each_name_themselves(tmp_pa
     with pytest.raises(InherituneError, match=r"^inherit.by 'first-last:x': K must be a whole number >= 0"):
         recipe_from_dict({"reference": "x", "inherit": {"by": "first-last:x"}})
     assert make_config(tokens=1, train_blocks="last:2").train_blocks.k == 2
+    assert recipe_from_dict({"reference": "x", "train": {"train_blocks": 3}}).train["train_blocks"].blocks.indices == (3,)
+    with pytest.raises(InherituneError, match=r"^recipe key 'train.train_blocks' must be all, last:K, .* not True$"):
+        recipe_from_dict({"reference": "x", "train": {"train_blocks": True}})
 
 
 # ---- checked before anything is created or renamed ----------------------------------------------

@@ -99,6 +99,8 @@ def type_name(tp: Any) -> str:
         return "a list"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
+    if isinstance(tp, type) and issubclass(tp, Spec):
+        return tp.syntax or tp.__name__
     return {type(None): "null", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -108,8 +110,8 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and issubclass(tp, Spec):
         if isinstance(value, tp):
             return value
-        if isinstance(value, (str, list, tuple)):
-            return tp(value, shown(key))
+        if isinstance(value, (str, list, tuple)) or (isinstance(value, int) and not isinstance(value, bool)):
+            return tp(value, shown(key))  # a YAML 3 is the text "3"
     elif tp is type(None):
         if value is None or (text is not None and text.lower() in NONE):
             return None
