@@ -138,7 +138,7 @@ def analyze(
     if (data is None) == (text is None):
         raise InherituneError("give exactly one of --data DIR or --text FILE")
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(
+    loaded, tok = load(
         model,
         tokenizer,
         trust_remote_code,
@@ -147,9 +147,9 @@ def analyze(
         device=device,
         device_map=device_map,
     )
-    ids = _windows(model_, tok, data=data, text=text, sequences=sequences, seq_len=seq_len, seed=seed, bos=bos)
+    ids = _windows(loaded, tok, data=data, text=text, sequences=sequences, seq_len=seq_len, seed=seed, bos=bos)
     fields, heads, mean_attn, distance = measure_attention(
-        model_,
+        loaded,
         ids,
         tau=tau,
         batch_size=batch_size,

@@ -83,13 +83,13 @@ def evaluate(
         token_data.check_tokenizer(tokenizer_fingerprint(tok))
     managers = task_managers(tasks, token_data, tok, include_path)
     loading = time.perf_counter()
-    model_, tok = load(
+    loaded, tok = load(
         model, tok, trust_remote_code, needed=True, no_tokenizer="", device=device, device_map=device_map
     )
     assert tok is not None  # needed: load raises rather than return no tokenizer
     times = {} if isinstance(model, PreTrainedModel) else {"load": round(time.perf_counter() - loading, 2)}
     val, results, stage_times = evaluate_model(
-        model_, tok, data=token_data, managers=managers, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size
+        loaded, tok, data=token_data, managers=managers, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size
     )
     result = EvalResult(
         out=Path(out) if out is not None else None,

@@ -138,7 +138,7 @@ def importance(
     tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     counts = check_shots(shots)
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(
+    loaded, tok = load(
         model,
         tokenizer,
         trust_remote_code,
@@ -148,7 +148,7 @@ def importance(
         device_map=device_map,
     )
     scored = example_sources(
-        model_,
+        loaded,
         tok,
         tasks=tasks,
         examples=examples,
@@ -163,14 +163,14 @@ def importance(
         scored = {"lm": halves[RANK_SPLIT], **scored}
         ids["lm"] = {"split": RANK_SPLIT, "ids": halves[f"{RANK_SPLIT}_ids"]}
     results = {}
-    for name, examples_ in tqdm(scored.items(), desc="sources", unit="source", disable=None):
-        tqdm.write(f"importance on {name}: {len(examples_)} examples")  # one line per stage in logs, too
-        results[name] = {**ids[name], **imp.measure_importance(model_, examples_)}
+    for name, source_examples in tqdm(scored.items(), desc="sources", unit="source", disable=None):
+        tqdm.write(f"importance on {name}: {len(source_examples)} examples")  # one line per stage in logs, too
+        results[name] = {**ids[name], **imp.measure_importance(loaded, source_examples)}
     result = ImportanceResult(
         out=Path(out),
         model=model_name(model),
-        num_layers=num_layers(model_.config),
-        num_heads=num_heads(model_.config),
+        num_layers=num_layers(loaded.config),
+        num_heads=num_heads(loaded.config),
         seq_len=seq_len,
         shots=counts,
         seed=seed,

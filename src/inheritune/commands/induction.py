@@ -89,7 +89,7 @@ def induction(
     if not 0 <= exclude < 0.5:
         raise InherituneError(f"--exclude must be in [0, 0.5), not {exclude:g}")
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(
+    loaded, tok = load(
         model,
         tokenizer,
         trust_remote_code,
@@ -98,10 +98,10 @@ def induction(
         device=device,
         device_map=device_map,
     )
-    bos = bos_id(model_, tok)
-    candidates = candidate_tokens(shared_vocab(model_, tok), exclude, special_ids(model_, tok))
+    bos = bos_id(loaded, tok)
+    candidates = candidate_tokens(shared_vocab(loaded, tok), exclude, special_ids(loaded, tok))
     scores = induction_scores(
-        model_, candidates, seg_len=seg_len, repeats=repeats, seeds=seeds, bos=bos, batch_size=batch_size
+        loaded, candidates, seg_len=seg_len, repeats=repeats, seeds=seeds, bos=bos, batch_size=batch_size
     )
     prefix, copying = scores["prefix"], scores["copying"]
     result = InductionResult(

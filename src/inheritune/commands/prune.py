@@ -487,7 +487,7 @@ def prune(
     ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
     tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(
+    loaded, tok = load(
         model,
         tokenizer,
         trust_remote_code,
@@ -496,15 +496,15 @@ def prune(
         device=device,
         device_map=device_map,
     )
-    model_.eval()
+    loaded.eval()
     if params is not None:
-        cut = _budget_cut(model_.config, params, budget_by)
+        cut = _budget_cut(loaded.config, params, budget_by)
         drop_layers, widths = cut.drop_layers, (0.0, cut.ffn_percent)
     windows = {"data": data, "examples": examples, "seq_len": seq_len, "seed": seed}
     result: PruneResult | LayerPruneResult | WidthPruneResult
     if drop_layers or any(widths):
         result, saved = _cut_out(
-            model_,
+            loaded,
             tok,
             windows,
             drop_layers=drop_layers,
@@ -516,7 +516,7 @@ def prune(
         )
     else:
         sources = split_sources(
-            model_,
+            loaded,
             tok,
             data=data,
             text=text,
@@ -529,7 +529,7 @@ def prune(
             include_path=include_path,
         )
         result = _prune_units(
-            model_,
+            loaded,
             tok,
             sources=sources,
             by=by,
@@ -544,7 +544,7 @@ def prune(
             head_steps=head_steps,
             ffn_steps=ffn_sweep,
         )
-        saved = model_
+        saved = loaded
     result.out, result.model = Path(out), model_name(model)
     _save(saved, tok, result, out, overwrite)
     result.seconds = time.perf_counter() - start

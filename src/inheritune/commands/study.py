@@ -97,7 +97,7 @@ def study(
     for value, name in ((seq_len, "--seq-len"), (sequences, "--sequences"), (seeds, "--seeds")):
         positive(value, name)
     check_output_dir(out, overwrite)  # fail before the slow load
-    model_, tok = load(
+    loaded, tok = load(
         model,
         tokenizer,
         trust_remote_code,
@@ -107,10 +107,10 @@ def study(
         device_map=device_map,
     )
     common: dict[str, Any] = {"tokenizer": tok, "device": device, "device_map": device_map}
-    seg_len = induction_seg_len(model_)
+    seg_len = induction_seg_len(loaded)
     with atomic_dir(out, overwrite) as tmp:
         analysis = analyze(
-            model_,
+            loaded,
             out=tmp / "analysis",
             data=data,
             text=text,
@@ -120,7 +120,7 @@ def study(
             **common,
         )
         scores = importance(
-            model_,
+            loaded,
             out=tmp / "importance",
             data=data,
             text=text,
@@ -132,7 +132,7 @@ def study(
             include_path=include_path,
             **common,
         )
-        heads_ = induction(model_, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
+        heads_ = induction(loaded, out=tmp / "induction", seg_len=seg_len, repeats=REPEATS, seeds=seeds, **common)
         result = join(out, model_name(model), analysis=analysis, scores=scores, heads_=heads_, seed=seed)
         atomic_write_json(tmp / "study.json", result.report())
         write(tmp, result)
