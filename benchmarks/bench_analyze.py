@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from inheritune.commands.analyze import analyze
+from inheritune.analysis.analyze_job import analyze
 from inheritune.analysis.sampling import sequences_from
 from inheritune.atomic import atomic_write_json
 from inheritune.models.loading import load

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from inheritune.data.corpora import expand
-from inheritune.commands.prepare import prepare_data
+from inheritune.data.prepare_job import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.data.sources import documents
 from inheritune.atomic import atomic_write_json

@@ -65,7 +65,7 @@ def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, windows) -> 
     out = ROOT / "runs" / "heal" / name / arm["name"].replace(":", "_")
     result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True,
                    teacher=reference if kd else None)
-    return arm | {"keep": keep, "start_val_loss": result.val_history[0]["val_loss"],
+    return arm | {"keep": keep, "start_val_loss": result.val_history[0].val_loss,
                   "val_loss": result.final_val_loss, "wall_time": result.wall_time,
                   "tokens_per_s": result.tokens / max(result.wall_time, 1e-9)}
 

@@ -28,7 +28,8 @@ import torch
 
 from inheritune.analysis import unit_importance as imp
 from inheritune.analysis import unit_pruning as pr
-from inheritune.commands.prune import TOLERANCE, prune
+from inheritune.pruning.prune_job import prune
+from inheritune.pruning.prune_results import TOLERANCE
 from inheritune.evaluation import suite
 from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.models.loading import load_model, load_tokenizer

@@ -25,7 +25,7 @@ import torch
 
 from inheritune.analysis import layers as lp
 from inheritune.analysis.selection import Scoring, choose, scoring_windows
-from inheritune.commands.prepare import prepare_data
+from inheritune.data.prepare_job import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.families import num_layers

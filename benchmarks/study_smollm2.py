@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from inheritune.commands.study import study
-from inheritune.commands.prepare import prepare_data
+from inheritune.data.prepare_job import prepare_data
 from inheritune.models.loading import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inheritune.commands.prepare import prepare_data
+from inheritune.data.prepare_job import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.evaluation.val_loss import YARDSTICK
 from inheritune.commands.grow import reference_val_loss

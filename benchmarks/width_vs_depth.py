@@ -117,7 +117,7 @@ def heal(model, data: Path, tokenizer, tokens: int, lr: float, out: Path, teache
     config = TrainConfig(seq_len=SEQ, batch_size=BATCH, tokens_per_step=BATCH * SEQ, tokens=tokens, lr=lr, min_lr=1e-5,
                          warmup_steps=6, eval_every=10_000, progress=False, **kd)
     result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True, teacher=teacher)
-    return {"untrained": result.val_history[0]["val_loss"], "healed": result.final_val_loss,
+    return {"untrained": result.val_history[0].val_loss, "healed": result.final_val_loss,
             "train_seconds": result.wall_time}
 
 

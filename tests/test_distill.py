@@ -61,7 +61,7 @@ def test_alpha_zero_is_cross_entropy_bit_for_bit(setup, tmp_path):
     root, student, teacher, data = setup
     ce = train(student, data, tmp_path / "ce", steps=6, **FAST)
     kd0 = train(student, data, tmp_path / "kd0", steps=6, distill_from=str(teacher), distill_alpha=0.0, **FAST)
-    assert [h["val_loss"] for h in kd0.val_history] == [h["val_loss"] for h in ce.val_history]
+    assert [h.val_loss for h in kd0.val_history] == [h.val_loss for h in ce.val_history]
     a, b = load_file(ce.model_dir / "model.safetensors"), load_file(kd0.model_dir / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -73,7 +73,7 @@ def test_a_teacher_equal_to_the_student_starts_at_zero_and_kd_trains(setup, tmp_
     assert first["step"] == 1 and abs(first["train_loss"]) < 1e-6
     kd = train(student, data, tmp_path / "kd", steps=12, distill_from=str(teacher), distill_alpha=0.5,
                distill_temperature=2.0, **FAST)
-    assert kd.final_val_loss < kd.val_history[0]["val_loss"]
+    assert kd.final_val_loss < kd.val_history[0].val_loss
     assert json.loads((kd.run_dir / "config.json").read_text())["config"]["distill_from"] == str(teacher)
 
 
@@ -109,4 +109,4 @@ def test_sigkill_then_resume_with_kd_stays_on_the_same_curve(setup, tmp_path):
     assert not (run / "result.json").exists(), "the run finished before it could be killed"
     resumed = train(student, data, run, resume=True, **steps, **kd, **FAST)
     for a, b in zip(resumed.val_history, whole.val_history, strict=True):
-        assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+        assert a.step == b.step and a.val_loss == pytest.approx(b.val_loss, abs=1e-6)

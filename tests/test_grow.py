@@ -66,20 +66,20 @@ def setup(tmp_path_factory):
 def test_never_matched_runs_to_max_layers_with_a_clear_verdict(setup):
     root, reference, data, full = setup
     assert not full.matched
-    assert [r["layers"] for r in full.rounds] == [1, 2, 3]
+    assert [r.layers for r in full.rounds] == [1, 2, 3]
     assert full.layers == 3 and full.verdict.startswith("not matched")
-    assert full.tokens == 3 * TOKENS_PER_ROUND == sum(r["tokens"] for r in full.rounds)
+    assert full.tokens == 3 * TOKENS_PER_ROUND == sum(r.tokens for r in full.rounds)
     summary = json.loads((root / "full" / "summary.json").read_text())
-    assert summary["rounds"] == full.rounds and summary["matched"] is False
+    assert summary["rounds"] == [r.to_json() for r in full.rounds] and summary["matched"] is False
     for r in full.rounds:  # the summary's numbers are the round runs' own results
-        stored = json.loads((Path(r["run_dir"]) / "result.json").read_text())
-        assert r["val_loss"] == stored["final_val_loss"] and r["tokens"] == stored["tokens"]
+        stored = json.loads((r.run_dir / "result.json").read_text())
+        assert r.val_loss == stored["final_val_loss"] and r.tokens == stored["tokens"]
     # The model handed back is the last round's, weight for weight.
-    last = load_model(Path(full.rounds[-1]["run_dir"]) / "final")
+    last = load_model(full.rounds[-1].run_dir / "final")
     handed = load_model(full.model_dir)
     assert all(torch.equal(v, handed.state_dict()[k]) for k, v in last.state_dict().items())
     # Training helps, and the reference's loss is measured once and cached.
-    assert full.rounds[-1]["val_loss"] < full.rounds[0]["start_val_loss"]
+    assert full.rounds[-1].val_loss < full.rounds[0].start_val_loss
     cached = json.loads((root / "full" / "reference.json").read_text())["result"]["loss"]
     ref_now = val_loss(load_model(reference), open_data(data), batch_size=CONFIG.batch_size)
     assert cached == full.reference_val_loss == pytest.approx(ref_now["loss"], abs=1e-6)
@@ -87,27 +87,27 @@ def test_never_matched_runs_to_max_layers_with_a_clear_verdict(setup):
 
 def test_stops_at_the_first_round_that_meets_the_target_and_not_before(setup):
     root, reference, data, full = setup
-    losses = [r["val_loss"] for r in full.rounds]
+    losses = [r.val_loss for r in full.rounds]
     assert losses[1] < losses[0], "growing to 2 layers should lower the loss (premise of this test)"
     # A target between round 1's and round 2's losses: round 1 misses it, round 2 meets it.
     target = (losses[0] + losses[1]) / 2
     margin = target - full.reference_val_loss
     grown = grow_until_matched(reference, data, root / "stop", growth(margin=margin), CONFIG, log=lambda m: None)
     assert grown.matched and grown.layers == 2 and len(grown.rounds) == 2
-    assert [r["matched"] for r in grown.rounds] == [False, True]
-    assert [r["val_loss"] for r in grown.rounds] == losses[:2]  # same seeds, same curves
+    assert [r.matched for r in grown.rounds] == [False, True]
+    assert [r.val_loss for r in grown.rounds] == losses[:2]  # same seeds, same curves
     assert grown.verdict.startswith("matched: 2 layers")
     # A generous margin stops after round 1.
     easy = grow_until_matched(reference, data, root / "easy", growth(margin=losses[0] - full.reference_val_loss),
                               CONFIG, log=lambda m: None)
-    assert easy.matched and [r["layers"] for r in easy.rounds] == [1]
+    assert easy.matched and [r.layers for r in easy.rounds] == [1]
 
 
 @pytest.mark.parametrize("mode", ["reference", "duplicate"])
 def test_grown_model_keeps_trained_blocks_and_adds_the_right_new_ones(setup, mode):
     root, reference, data, full = setup
     ref = load_model(reference)
-    previous = Path(full.rounds[1]["run_dir"]) / "final"  # round 2: 2 trained layers
+    previous = full.rounds[1].run_dir / "final"  # round 2: 2 trained layers
     trained = load_model(previous)
     grown = grown_to(ref, previous, 4, mode)
     blocks = FAMILIES["llama"].blocks
@@ -124,9 +124,9 @@ def test_grown_model_keeps_trained_blocks_and_adds_the_right_new_ones(setup, mod
 def test_each_round_starts_from_the_grown_model(setup):
     """Round 3's step-0 val loss is exactly that of round 2's trained model grown by the reference's block 2."""
     root, reference, data, full = setup
-    start = grown_to(load_model(reference), Path(full.rounds[1]["run_dir"]) / "final", 3)
+    start = grown_to(load_model(reference), full.rounds[1].run_dir / "final", 3)
     loss = val_loss(start, open_data(data), batch_size=CONFIG.batch_size)["loss"]
-    assert full.rounds[2]["start_val_loss"] == pytest.approx(loss, abs=1e-6)
+    assert full.rounds[2].start_val_loss == pytest.approx(loss, abs=1e-6)
 
 
 def _cli(reference, data, out, *extra) -> list[str]:
@@ -158,7 +158,7 @@ def test_killed_in_round_two_resumes_to_the_same_result(setup):
     assert "round 1 (1 layers): finished earlier" in done.stdout and round1.stat().st_mtime_ns == round1_written
     summary = json.loads((out / "summary.json").read_text())
     assert [r["layers"] for r in summary["rounds"]] == [1, 2, 3]
-    assert [r["val_loss"] for r in summary["rounds"]] == pytest.approx([r["val_loss"] for r in full.rounds], abs=1e-5)
+    assert [r["val_loss"] for r in summary["rounds"]] == pytest.approx([r.val_loss for r in full.rounds], abs=1e-5)
     assert summary["reference_val_loss"] == full.reference_val_loss
 
 
@@ -205,9 +205,9 @@ def test_grow_distils_from_the_reference_in_memory(setup, tmp_path):
     config = TrainConfig(**{**CONFIG.__dict__, "distill_from": "reference", "distill_alpha": 0.5})
     grown = grow_until_matched(reference, data, tmp_path / "kd", growth(margin=-100.0, max_layers=2), config,
                                log=lambda m: None)
-    stored = json.loads((Path(grown.rounds[0]["run_dir"]) / "config.json").read_text())
+    stored = json.loads((grown.rounds[0].run_dir / "config.json").read_text())
     assert stored["config"]["distill_from"] == str(reference) and stored["train_loss"].startswith("distillation")
-    assert grown.rounds[-1]["val_loss"] < grown.rounds[0]["start_val_loss"]
+    assert grown.rounds[-1].val_loss < grown.rounds[0].start_val_loss
 
 
 def test_overwrite_with_bad_input_leaves_the_previous_run_as_it_was(setup, tmp_path):
@@ -229,7 +229,7 @@ def test_grow_by_a_selector_adds_back_blocks_at_their_places(setup, tmp_path):
     root, reference, data, full = setup
     grown = grow_until_matched(reference, data, tmp_path / "bi", growth(margin=-100.0, start_layers=2, max_layers=3),
                                CONFIG, by="block-influence", log=lambda m: None)
-    first, second = (r["blocks"] for r in grown.rounds)
+    first, second = (r.blocks for r in grown.rounds)
     assert len(first) == 2 and len(second) == 3 and set(first) < set(second) and second == sorted(second)
     recorded = json.loads((tmp_path / "bi" / "round-01-02.blocks.json").read_text())
     assert recorded["blocks"] == first and recorded["selection"]["by"] == "block-influence"
@@ -237,7 +237,7 @@ def test_grow_by_a_selector_adds_back_blocks_at_their_places(setup, tmp_path):
     assert model.config.inheritune["blocks"] == second == grown.blocks
     ref = load_model(reference)  # the block round 2 added is the reference's, untrained
     new = next(i for i, j in enumerate(second) if j not in first)
-    start = grown_to(ref, Path(grown.rounds[0]["run_dir"]) / "final", 3, by="block-influence", data=data)
+    start = grown_to(ref, grown.rounds[0].run_dir / "final", 3, by="block-influence", data=data)
     assert all(torch.equal(a, b) for a, b in zip(module(start, f"model.layers.{new}").state_dict().values(),
                                                   module(ref, f"model.layers.{second[new]}").state_dict().values()))
     assert "selector: block-influence" in (grown.model_dir / "README.md").read_text()
@@ -248,15 +248,15 @@ def test_shrink_drops_blocks_of_the_healed_model_while_within_the_margin(setup, 
     easy = grow_until_matched(reference, data, tmp_path / "easy",
                               growth(direction="shrink", start_layers=3, min_layers=1, margin=100.0), CONFIG,
                               by="block-influence", log=lambda m: None)
-    assert [r["layers"] for r in easy.rounds] == [3, 2, 1] and easy.matched and easy.layers == 1
-    blocks_per_round = [set(r["blocks"]) for r in easy.rounds]
+    assert [r.layers for r in easy.rounds] == [3, 2, 1] and easy.matched and easy.layers == 1
+    blocks_per_round = [set(r.blocks) for r in easy.rounds]
     assert blocks_per_round[2] < blocks_per_round[1] < blocks_per_round[0]  # each round drops the healed model's own
     # A target no round meets: shrinking stops after round 1, whose model is the answer, not matched.
     hard = grow_until_matched(reference, data, tmp_path / "hard",
                               growth(direction="shrink", start_layers=3, min_layers=1, margin=-100.0), CONFIG,
                               by="block-influence", log=lambda m: None)
-    assert [r["layers"] for r in hard.rounds] == [3] and not hard.matched and hard.blocks == hard.rounds[0]["blocks"]
-    assert hard.rounds[0]["val_loss"] == easy.rounds[0]["val_loss"]  # same seed, same first round
+    assert [r.layers for r in hard.rounds] == [3] and not hard.matched and hard.blocks == hard.rounds[0].blocks
+    assert hard.rounds[0].val_loss == easy.rounds[0].val_loss  # same seed, same first round
     with pytest.raises(InherituneError, match="--min-layers \\(3\\) is above --start-layers \\(2\\)"):
         grow_until_matched(reference, data, tmp_path / "bad", growth(direction="shrink", start_layers=2, min_layers=3),
                            CONFIG, log=lambda m: None)
@@ -269,9 +269,9 @@ def test_rounds_continue_one_order_of_windows_and_an_arm_on_all_their_tokens_rea
     config = TrainConfig(**{**CONFIG.__dict__, "distill_from": "reference", "teacher_cache": str(tmp_path / "c")})
     grown = grow_until_matched(reference, data, tmp_path / "kd", growth(margin=-100.0, max_layers=2), config,
                                log=lambda m: None)
-    skips = [json.loads((Path(r["run_dir"]) / "config.json").read_text())["config"]["skip_tokens"] for r in grown.rounds]
+    skips = [json.loads((Path(r.run_dir) / "config.json").read_text())["config"]["skip_tokens"] for r in grown.rounds]
     assert skips == [0, TOKENS_PER_ROUND]
     arm = train(tiny_model("llama", 2, seed=7), data, tmp_path / "arm", CONFIG, tokens=2 * TOKENS_PER_ROUND,
                 distill_from=str(reference), teacher=load_model(reference), teacher_cache=str(tmp_path / "c"))
-    assert arm.teacher_cache["windows_computed"] == 0
-    assert arm.teacher_cache["windows_read"] == 2 * TOKENS_PER_ROUND // CONFIG.seq_len
+    assert arm.teacher_cache.windows_computed == 0
+    assert arm.teacher_cache.windows_read == 2 * TOKENS_PER_ROUND // CONFIG.seq_len

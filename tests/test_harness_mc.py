@@ -11,7 +11,7 @@ import yaml
 from conftest import save_tiny, tiny_model
 from inheritune import evaluate
 from inheritune.cli import main
-from inheritune.commands.importance import importance
+from inheritune.analysis.importance_job import importance
 from inheritune.errors import InherituneError
 from inheritune.evaluation import harness_mc, suite
 

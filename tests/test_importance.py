@@ -285,7 +285,7 @@ def test_importance_cli_writes_every_task_and_shot_source_and_the_overlaps(tmp_p
 
 
 def test_device_cpu_and_device_map_auto_give_the_same_scores(tmp_path, tokenizer, one_thread):
-    from inheritune.commands.importance import importance
+    from inheritune.analysis.importance_job import importance
 
     model_dir = save_tiny(tmp_path / "m", "llama", layers=2, tok=tokenizer)
     data = make_data_dir(tmp_path / "data", tokenizer, n_docs=40, val_docs=12)

@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from inheritune.analysis.induction_heads import candidate_tokens, induction_scores, repeated_sequences, top_heads
 from inheritune.cli import main
-from inheritune.commands import induction as command
+from inheritune.analysis import induction_job as command
 
 V = P = D = 32  # vocabulary, positions, head size: the residual stream is [token | position | previous token]
 PREV, INDUCTION = (0, 0), (1, 0)  # (layer, head) of the two constructed heads

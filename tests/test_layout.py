@@ -18,8 +18,9 @@ LAYERS = [
     {"evaluation"},
     {"reporting"},
     {"analysis", "training"},
-    {"growth"},
-    {"recipe"},
+    {"growth", "pruning"},
+    {"recipe", "recipe_checks", "arms"},
+    {"yardstick"},
     {"commands"},
     {"cli"},
     {"__init__", "__main__"},
@@ -66,3 +67,19 @@ def test_nothing_imports_a_higher_layer():
 def test_module_names_are_unique():
     names = Counter(p.stem for p in ROOT.rglob("*.py") if p.stem != "__init__")
     assert not [n for n, k in names.items() if k > 1], [n for n, k in names.items() if k > 1]
+
+
+def test_no_command_imports_another():
+    """A command is a thin edge over components: what two commands share lives below them."""
+    commands = ROOT / "commands"
+    names = {p.stem for p in commands.glob("*.py")} - {"__init__"}
+    found = []
+    for path in sorted(commands.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                modules = [parts[2]] if parts[:2] == ["inheritune", "commands"] and len(parts) > 2 else []
+                if node.module == "inheritune.commands":
+                    modules = [a.name for a in node.names]
+                found += [f"{path.stem} imports {m}" for m in modules if m in names and m != path.stem]
+    assert not found, found

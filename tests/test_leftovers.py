@@ -225,7 +225,7 @@ def test_a_cli_command_killed_while_writing_cleans_up_when_rerun(tmp_path, capsy
     _killed("""
         import os, sys
         from inheritune.cli import main
-        from inheritune.commands import prepare
+        from inheritune.data import prepare_job as prepare
         prepare._manifest = lambda *args, **kwargs: os._exit(9)  # the shards are written, the manifest not
         main(sys.argv[1:])
     """, *argv, "--overwrite")

@@ -270,7 +270,7 @@ class Injected(RuntimeError):
 
 def test_a_late_failure_in_training_leaves_the_previous_run_and_a_rerun_completes_it(world, previous, tmp_path,
                                                                                     capsys, monkeypatch):
-    from inheritune.commands import train as trainer
+    from inheritune.training import trainer
 
     out = tmp_path / "case" / "out"
     shutil.copytree(previous("train"), out)

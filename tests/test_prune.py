@@ -18,7 +18,7 @@ from inheritune.analysis.layers import SWEEP
 from inheritune.cli import main
 from inheritune.analysis.sampling import tokens_from
 from inheritune.analysis.example_sources import half_windows
-from inheritune.commands.prune import overlap, rescorer
+from inheritune.pruning.unit_masks import overlap, rescorer
 from inheritune.models.families import blocks, num_layers
 
 

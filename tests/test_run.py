@@ -66,7 +66,7 @@ def test_report_files_exist_and_are_self_contained(finished):
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     report = json.loads((out / "report.json").read_text())
-    assert set(report["arms"]) == set(ARMS) | {"reference"}
+    assert set(report["arms"]) == set(ARMS) | {"reference", "reference-trained"}
     for arm in report["arms"]:
         assert f"| {arm} |" in md and f"<td>{arm}</td>" in html
     assert "## Growth rounds: inheritune-kd" in md and "<h2>Growth rounds: inheritune</h2>" in html
@@ -154,6 +154,102 @@ def test_json_numbers_equal_the_runs_logs(finished):
     assert arms["scratch-kd"]["params"] == arms["inheritune-kd"]["params"]
 
 
+def test_the_reference_trained_on_the_same_tokens_is_the_yardstick(finished):
+    """The reference, trained with cross-entropy on the same windows as the grown arm's rounds, runs
+    first; its final val loss (plus the margin) is what the grow loop, the verdict and time-to-target
+    judge against, and every arm carries its gap to both references."""
+    _, out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    arms, margin = report["arms"], report["recipe"]["grow"]["margin"]
+    trained = arms["reference-trained"]
+    config = json.loads((out / "arms" / "reference-trained" / "config.json").read_text())["config"]
+    assert trained["tokens"] == 2 * ROUND_TOKENS and trained["layers"] == arms["reference"]["layers"] == 3
+    assert config["distill_from"] is None and config["train_blocks"] == "all" and config["skip_tokens"] == 0
+    assert trained["final_val_loss"] < arms["reference"]["final_val_loss"]  # it learnt the data
+    assert report["judged_by"]["loss"] == trained["final_val_loss"]
+    assert "trained on the same" in report["judged_by"]["name"] and report["judged_by"]["name"] in report["verdict"]
+    for name in ("inheritune-kd", "inheritune"):
+        summary = json.loads((out / "arms" / name / "summary.json").read_text())
+        assert summary["target"] == pytest.approx(trained["final_val_loss"] + margin)
+        assert summary["yardstick"] == report["judged_by"]["name"]
+    for name, arm in arms.items():
+        assert arm["gap"] == pytest.approx(arm["final_val_loss"] - arms["reference"]["final_val_loss"])
+        assert arm["gap_trained"] == pytest.approx(arm["final_val_loss"] - trained["final_val_loss"])
+        if name != "reference":  # time to the yardstick's levels: the first evaluation at or below it
+            curve, hits = arm["curve"], arm["time_to_target"]
+            for level, hit in hits.items():
+                below = [t for t, v in zip(curve["tokens"], curve["val_loss"], strict=True)
+                         if v <= trained["final_val_loss"] + float(level)]
+                assert (hit["tokens"] if hit else None) == (below[0] if below else None), (name, level)
+    md = (out / "report.md").read_text()
+    assert "| gap_trained |" in md
+
+
+def test_every_arm_counts_its_training_and_teacher_flops(finished):
+    """Training FLOPs = the run's FLOPs per token x tokens; a -kd arm is also charged the teacher's
+    forward pass over its tokens; at the main arm's compute, the main arm is at its own final loss."""
+    from inheritune.models.loading import load_model
+    from inheritune.training.flops import flops_per_token
+
+    _, out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    arms = report["arms"]
+    reference = load_model(report["recipe"]["reference"])
+    forward = flops_per_token(reference, report["recipe"]["train"]["seq_len"]) / 3
+    for name in [*ARMS[2:], "reference-trained"]:
+        per_token = json.loads((out / "arms" / name / "config.json").read_text())["flops_per_token"]
+        arm = arms[name]
+        assert arm["flops_per_token"] == per_token and arm["train_flops"] == pytest.approx(per_token * arm["tokens"])
+        expected = forward * arm["tokens"] if name.endswith("-kd") else 0.0
+        assert arm["teacher_flops"] == pytest.approx(expected), name
+    main = arms["inheritune-kd"]
+    assert main["at_main_flops"] == pytest.approx(main["final_val_loss"])
+    deeper = arms["scratch-full-kd"]  # 3 layers on the same tokens: more FLOPs, so the budget falls inside its curve
+    assert deeper["flops_per_token"] > main["flops_per_token"] and deeper["at_main_flops"] is not None
+    assert min(deeper["curve"]["val_loss"]) - 1e-9 <= deeper["at_main_flops"] <= max(deeper["curve"]["val_loss"]) + 1e-9
+    assert arms["scratch-1L-kd"]["at_main_flops"] is None  # it spent less than the main arm in all
+
+
+@pytest.mark.parametrize("own_tokens", [False, True])
+def test_teacher_correction_distils_from_the_reference_trained_on_the_train_split(tmp_path, own_tokens):
+    """distill.teacher: corrected: the -kd arms distil from the reference after it trained on the
+    run's train split. On the arms' own tokens and lr it is the reference-trained arm (trained once);
+    with its own correction_tokens it is a run of its own in RUN/teacher. Its training FLOPs are
+    charged to every arm that distils from it."""
+    from inheritune.models.loading import load_model
+
+    recipe = _recipe(tmp_path)
+    recipe["arms"] = {"scratch": False, "first_n": False}
+    recipe["grow"] = {**recipe["grow"], "max_layers": 1}
+    recipe |= {"distill": {"enabled": True, "teacher": "corrected"}, "analysis": {}, "eval": {}, "budget": {}}
+    if own_tokens:
+        recipe["distill"]["correction_tokens"] = 2 * ROUND_TOKENS
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = _inheritune("run", str(path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    corrected = out / ("teacher" if own_tokens else "arms/reference-trained")
+    assert (out / "teacher").exists() == own_tokens
+    teacher_run = json.loads((corrected / "result.json").read_text())
+    assert teacher_run["tokens"] == (2 if own_tokens else 1) * ROUND_TOKENS
+    config = json.loads((out / "arms" / "inheritune-kd" / "round-01-01" / "config.json").read_text())["config"]
+    assert config["distill_from"] == str(corrected / "final")
+    teacher, reference = load_model(corrected / "final"), load_model(recipe["reference"])
+    assert any(not torch_equal(a, b) for a, b in zip(teacher.parameters(), reference.parameters(), strict=True))
+    arm = report["arms"]["inheritune-kd"]
+    charged = json.loads((corrected / "config.json").read_text())["flops_per_token"] * teacher_run["tokens"]
+    assert arm["correction_flops"] == pytest.approx(charged) and arm["teacher_flops"] > charged
+    assert "corrected first" in report["setup"]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
 def test_budget_arms_are_cut_to_the_budget_and_reported_side_by_side(finished):
     """Depth, width and both cut the reference to at most half its non-embedding parameters (exact
     counts), start from the cut model's own loss, and sit in one table with the reference."""
@@ -187,7 +283,7 @@ def test_scratch_model_is_the_reference_architecture_with_fresh_weights():
     import torch
 
     from conftest import tiny_model
-    from inheritune.commands.run import scratch_model
+    from inheritune.arms import scratch_model
 
     ref = tiny_model("gemma3_text", 6)
     scratch = scratch_model(ref, 4, seed=0)
@@ -229,6 +325,9 @@ BAD = [
     ({"reference": "x", "train": {"sequence_length": 256}}, "unknown recipe key 'train.sequence_length'"),
     ({"reference": "x", "train": {"tokens": 1000}}, "recipe key 'train.tokens'"),
     ({"reference": "x", "grow": {"mode": "sideways"}}, "recipe key 'grow.mode'"),
+    ({"reference": "x", "distill": {"correction_tokens": 4096}}, "recipe key 'distill.correction_tokens' sets the corrected teacher"),
+    ({"reference": "x", "distill": {"teacher": "corrected", "correction_lr": -1.0}}, "recipe key 'distill.correction_lr' must be positive"),
+    ({"reference": "x", "distill": {"teacher": "corrected", "correction_tokens": "many"}}, "recipe key 'distill.correction_tokens' must be int"),
     ({"grow": {"start_layers": 3}}, "missing the required key 'reference'"),
     ([1, 2], "must be a YAML mapping"),
 ]

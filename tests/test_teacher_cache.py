@@ -80,7 +80,7 @@ def test_bf16_states_are_the_values_the_loss_casts_to(tmp_path, setup):
     again = open_cache(tmp_path, "t", teacher, open_data(setup[3]), 32, torch.bfloat16)
     stored = again.states([0, 32], tokens, lambda x: pytest.fail("recomputed"))
     assert stored.dtype == torch.bfloat16 and torch.equal(stored, hidden(tokens).to(torch.bfloat16))
-    assert again.stats()["bytes_per_token"] == 2 * teacher.config.hidden_size
+    assert again.stats().bytes_per_token == 2 * teacher.config.hidden_size
 
 
 def test_a_cached_run_is_the_uncached_run_bit_for_bit_and_the_teacher_runs_once(setup, tmp_path):
@@ -91,15 +91,15 @@ def test_a_cached_run_is_the_uncached_run_bit_for_bit_and_the_teacher_runs_once(
     warm = train(student, data, tmp_path / "warm", teacher_cache=str(tmp_path / "c"), **kd)
     assert plain.teacher_cache is None and not (tmp_path / "c" / "x").exists()
     windows = 6 * 256 // 32
-    assert (cold.teacher_cache["windows_computed"], cold.teacher_cache["windows_read"]) == (windows, 0)
-    assert (warm.teacher_cache["windows_computed"], warm.teacher_cache["windows_read"]) == (0, windows)
-    assert [h["val_loss"] for h in warm.val_history] == [h["val_loss"] for h in plain.val_history]
+    assert (cold.teacher_cache.windows_computed, cold.teacher_cache.windows_read) == (windows, 0)
+    assert (warm.teacher_cache.windows_computed, warm.teacher_cache.windows_read) == (0, windows)
+    assert [h.val_loss for h in warm.val_history] == [h.val_loss for h in plain.val_history]
     a, b, c = weights(plain), weights(cold), weights(warm)
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
     # another student on the same windows (a scratch arm, a growth round) reads them too
     other = train(save_tiny(tmp_path / "s3", "llama", 3, seed=5, tok=make_tokenizer()), data, tmp_path / "other",
                   teacher_cache=str(tmp_path / "c"), **kd)
-    assert other.teacher_cache["windows_computed"] == 0
+    assert other.teacher_cache.windows_computed == 0
     assert json.loads((warm.run_dir / "result.json").read_text())["teacher_cache"]["windows_read"] == windows
 
 
@@ -107,7 +107,7 @@ def test_the_auto_cache_lives_under_inheritune_cache(setup, tmp_path, private_ca
     root, student, teacher, data = setup
     result = train(student, data, tmp_path / "run", distill_from=str(teacher), steps=2, **FAST)
     assert result.teacher_cache is not None
-    assert str(private_cache) in result.teacher_cache["folder"]
+    assert str(private_cache) in result.teacher_cache.folder
     assert list((private_cache / "teacher").rglob("meta.json"))
 
 
@@ -140,17 +140,17 @@ def test_other_weights_data_or_precision_recompute_with_one_line(change, words, 
         assert cache.entries == {}
     else:
         again = train(student, data, tmp_path / "b", **kd)
-        assert again.teacher_cache["windows_computed"] == 2 * 4 and again.teacher_cache["windows_read"] == 0
+        assert again.teacher_cache.windows_computed == 2 * 4 and again.teacher_cache.windows_read == 0
         fresh = train(student, data, tmp_path / "c2", teacher_cache="off", **{k: v for k, v in kd.items()
                                                                              if k != "teacher_cache"})
-        assert [h["val_loss"] for h in again.val_history] == [h["val_loss"] for h in fresh.val_history]
+        assert [h.val_loss for h in again.val_history] == [h.val_loss for h in fresh.val_history]
     lines = [line for line in capfd.readouterr().err.splitlines() if "teacher cache" in line]
     assert len(lines) == 1 and words in lines[0] and "computing it again" in lines[0], lines
 
 
 def cache_folder(result) -> "os.PathLike":
     from pathlib import Path
-    return Path(result.teacher_cache["folder"])
+    return Path(result.teacher_cache.folder)
 
 
 def test_a_torn_write_is_ignored_and_recomputed(setup, tmp_path):
@@ -164,8 +164,8 @@ def test_a_torn_write_is_ignored_and_recomputed(setup, tmp_path):
     with open(idx.with_suffix(".bin"), "ab") as f:
         f.write(b"\x01" * 1000)  # bytes of a window whose record was never written
     again = train(student, data, tmp_path / "b", **kd)
-    assert again.teacher_cache["windows_computed"] == 2 and again.teacher_cache["windows_read"] == 6
-    assert [h["val_loss"] for h in again.val_history] == [h["val_loss"] for h in first.val_history]
+    assert again.teacher_cache.windows_computed == 2 and again.teacher_cache.windows_read == 6
+    assert [h.val_loss for h in again.val_history] == [h.val_loss for h in first.val_history]
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
@@ -258,8 +258,8 @@ def test_a_top_k_run_is_the_same_cached_or_not(setup, tmp_path):
     plain = train(student, data, tmp_path / "plain", teacher_cache="off", **kd)
     cold = train(student, data, tmp_path / "cold", teacher_cache=str(tmp_path / "c"), **kd)
     warm = train(student, data, tmp_path / "warm", teacher_cache=str(tmp_path / "c"), **kd)
-    assert warm.teacher_cache["windows_computed"] == 0 and warm.teacher_cache["form"] == "top:8"
-    assert warm.teacher_cache["bytes_per_token"] == 8 * 4 + 8 * 4 + 4
+    assert warm.teacher_cache.windows_computed == 0 and warm.teacher_cache.form == "top:8"
+    assert warm.teacher_cache.bytes_per_token == 8 * 4 + 8 * 4 + 4
     a, b, c = weights(plain), weights(cold), weights(warm)
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
     exact = train(student, data, tmp_path / "exact", teacher_cache="off", **kd | {"teacher_states": "hidden"})

@@ -48,9 +48,9 @@ def _log(run: Path) -> list[dict]:
 def test_losses_fall_and_run_folder_is_complete(setup):
     root, model, data = setup
     result = train(model, data, root / "run", steps=24, eval_every=8, **FAST)
-    vals = [h["val_loss"] for h in result.val_history]
-    assert [h["step"] for h in result.val_history] == [0, 8, 16, 24]
-    assert [h["tokens"] for h in result.val_history] == [0, 8 * 128, 16 * 128, 24 * 128]
+    vals = [h.val_loss for h in result.val_history]
+    assert [h.step for h in result.val_history] == [0, 8, 16, 24]
+    assert [h.tokens for h in result.val_history] == [0, 8 * 128, 16 * 128, 24 * 128]
     assert vals[-1] < vals[0] - 0.5, vals
     rows = _log(root / "run")
     train_losses = [r["train_loss"] for r in rows if r["train_loss"] is not None]
@@ -77,7 +77,7 @@ def test_losses_fall_and_run_folder_is_complete(setup):
             train(model, data, root / "run", steps=steps, eval_every=8, resume=True, **FAST)
     assert json.loads((root / "run" / "result.json").read_text()) == stored
     # Wall time is the optimizer steps' own, cumulative, in the log and in the result.
-    assert 0 < result.wall_time == rows[-1]["wall_time"] and result.val_history[-1]["wall_time"] == result.wall_time
+    assert 0 < result.wall_time == rows[-1]["wall_time"] and result.val_history[-1].wall_time == result.wall_time
 
 
 def test_bad_inputs_are_clear_errors(setup, tmp_path):
@@ -175,7 +175,7 @@ def test_sigkill_then_resume_gives_the_same_curve_even_past_a_corrupt_checkpoint
     result = train(model, data, run, resume=True, **LONG)
     assert result.steps == 40
     _assert_same_curve(_log(run), uninterrupted)
-    assert [h["step"] for h in result.val_history] == list(range(0, 41, 4))
+    assert [h.step for h in result.val_history] == list(range(0, 41, 4))
 
 
 def test_sigterm_finishes_the_step_checkpoints_and_resumes(setup, uninterrupted, tmp_path):
@@ -229,7 +229,7 @@ def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(setup, tokenize
     rows = _log(tmp_path / "skip")
     assert [r["step"] for r in rows if r.get("skipped")] == [3]
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert result.final_val_loss < result.val_history[0]["val_loss"]
+    assert result.final_val_loss < result.val_history[0].val_loss
 
 
 def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_batch(setup, tmp_path):
@@ -241,7 +241,7 @@ def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_
     kd = dict(distill_from=str(teacher), distill_alpha=0.5, distill_temperature=2.0)
     singles = {loss: train(model, data, tmp_path / f"single{loss}", batch_size=2, tokens_per_step=4 * 32,
                            progress=False, **common, **extra) for loss, extra in (("", {}), ("-kd", kd))}
-    assert all(s.val_history[-1]["val_loss"] < s.val_history[0]["val_loss"] for s in singles.values())
+    assert all(s.val_history[-1].val_loss < s.val_history[0].val_loss for s in singles.values())
     for name, extra in (("ddp", []), ("fsdp", ["--fsdp"]), ("ddp-kd", [f"--{k.replace('_', '-')}={v}" for k, v in kd.items()])):
         single = singles["-kd" if name.endswith("-kd") else ""]
         args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
@@ -258,7 +258,7 @@ def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_
         if name == "ddp-kd":  # each rank read its own windows' teacher states, stored by the single-process run
             assert (result["teacher_cache"]["windows_read"], result["teacher_cache"]["windows_computed"]) == (6 * 2, 0)
         for a, b in zip(result["val_history"], single.val_history, strict=True):
-            assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4), name
+            assert a["step"] == b.step and a["val_loss"] == pytest.approx(b.val_loss, abs=1e-4), name
         # The final model is a whole (unsharded) HF model equal, tensor for tensor, to the single-process one.
         mine, theirs = load_file(tmp_path / name / "final" / "model.safetensors"), load_file(single.model_dir / "model.safetensors")
         assert mine.keys() == theirs.keys(), name

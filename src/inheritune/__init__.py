@@ -12,26 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 # name -> the module that defines it
 _EXPORTS = {
-    "AnalyzeResult": "inheritune.commands.analyze",
-    "analyze": "inheritune.commands.analyze",
+    "AnalyzeResult": "inheritune.analysis.analyze_job",
+    "analyze": "inheritune.analysis.analyze_job",
     "ffn_importance": "inheritune.analysis.unit_importance",
     "head_importance": "inheritune.analysis.unit_importance",
     "induction_scores": "inheritune.analysis.induction_heads",
-    "ImportanceResult": "inheritune.commands.importance",
-    "importance": "inheritune.commands.importance",
-    "InductionResult": "inheritune.commands.induction",
-    "induction": "inheritune.commands.induction",
-    "LayerPruneResult": "inheritune.commands.prune",
-    "PruneResult": "inheritune.commands.prune",
-    "WidthPruneResult": "inheritune.commands.prune",
-    "prune": "inheritune.commands.prune",
+    "ImportanceResult": "inheritune.analysis.importance_job",
+    "importance": "inheritune.analysis.importance_job",
+    "InductionResult": "inheritune.analysis.induction_job",
+    "induction": "inheritune.analysis.induction_job",
+    "LayerPruneResult": "inheritune.pruning.prune_results",
+    "PruneResult": "inheritune.pruning.prune_results",
+    "WidthPruneResult": "inheritune.pruning.prune_results",
+    "prune": "inheritune.pruning.prune_job",
     "StudyResult": "inheritune.commands.study",
     "study": "inheritune.commands.study",
-    "PrepareResult": "inheritune.commands.prepare",
-    "prepare_data": "inheritune.commands.prepare",
+    "PrepareResult": "inheritune.data.prepare_job",
+    "prepare_data": "inheritune.data.prepare_job",
     "InherituneError": "inheritune.errors",
-    "EvalResult": "inheritune.commands.eval",
-    "evaluate": "inheritune.commands.eval",
+    "EvalResult": "inheritune.evaluation.eval_job",
+    "evaluate": "inheritune.evaluation.eval_job",
     "GrowResult": "inheritune.commands.grow",
     "grow": "inheritune.commands.grow",
     "grow_until_matched": "inheritune.commands.grow",
@@ -50,7 +50,7 @@ _EXPORTS = {
     "run": "inheritune.commands.run",
     "Recipe": "inheritune.recipe",
     "load_recipe": "inheritune.recipe",
-    "TrainResult": "inheritune.commands.train",
+    "TrainResult": "inheritune.training.train_result",
     "train": "inheritune.commands.train",
     "TrainConfig": "inheritune.training",
 }
@@ -100,25 +100,27 @@ __all__ = [  # = the keys of _EXPORTS (a test checks)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from inheritune.analysis.analyze_job import AnalyzeResult, analyze
+    from inheritune.analysis.importance_job import ImportanceResult, importance
     from inheritune.analysis.induction_heads import induction_scores
+    from inheritune.analysis.induction_job import InductionResult, induction
     from inheritune.analysis.selection import Selection, select
     from inheritune.analysis.unit_importance import ffn_importance, head_importance
-    from inheritune.commands.analyze import AnalyzeResult, analyze
     from inheritune.commands.derive import DeriveResult, derive
-    from inheritune.commands.eval import EvalResult, evaluate
     from inheritune.commands.grow import GrowResult, grow, grow_until_matched
-    from inheritune.commands.importance import ImportanceResult, importance
-    from inheritune.commands.induction import InductionResult, induction
-    from inheritune.commands.prepare import PrepareResult, prepare_data
-    from inheritune.commands.prune import LayerPruneResult, PruneResult, WidthPruneResult, prune
     from inheritune.commands.run import RunResult, run
     from inheritune.commands.study import StudyResult, study
-    from inheritune.commands.train import TrainResult, train
+    from inheritune.commands.train import train
+    from inheritune.data.prepare_job import PrepareResult, prepare_data
     from inheritune.errors import InherituneError
+    from inheritune.evaluation.eval_job import EvalResult, evaluate
     from inheritune.models.loading import load, load_model, load_tokenizer, save_model
     from inheritune.models.surgery import deepen, inherit, stack_blocks
+    from inheritune.pruning.prune_job import prune
+    from inheritune.pruning.prune_results import LayerPruneResult, PruneResult, WidthPruneResult
     from inheritune.recipe import Recipe, load_recipe
     from inheritune.training import TrainConfig
+    from inheritune.training.train_result import TrainResult
 
 
 def __getattr__(name: str) -> Any:

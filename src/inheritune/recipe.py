@@ -26,6 +26,7 @@ from inheritune.options import build
 from inheritune.training.train_config import TrainConfig, check_distillation, make_config
 
 NOGROW_INITS = ("all", "attention", "mlp")
+CORRECTED = "corrected"  # distill.teacher: the reference trained on the run's train split first
 FIRST_N = BlockSelector("first-n", "inherit.by")  # the defaults, as values
 ACTIVATION = WidthRanking("activation", "budget.width_by")
 MOVED = {  # keys of earlier recipes: where they went
@@ -58,9 +59,11 @@ class DistillConfig:
     """Knowledge distillation from a teacher (TrainConfig's distill_* fields) for the main arms."""
 
     enabled: bool = False
-    teacher: str = "reference"  # "reference" = the recipe's reference (already in memory), or any model
+    teacher: str = "reference"  # "reference" = the recipe's reference (already in memory), "corrected", or any model
     alpha: float = 1.0  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
     temperature: float = 1.0
+    correction_tokens: int | None = None  # teacher corrected: its training tokens (default: the arms' tokens)
+    correction_lr: float | None = None  # ... and its lr (default: train.lr)
 
 
 @dataclass
@@ -75,7 +78,7 @@ class ArmsConfig:
     scratch_full: bool = False  # random init at the reference's depth, the inheritune arm's tokens and loss
     scratch_2x: bool = False  # the same, twice the tokens (the arm that beat Inheritune in the authors' logs)
     scratch_start: bool = False  # random init at start_layers, one round of tokens: same depth as round 1
-    reference_trained: bool = False  # the reference itself trained on the inheritune arm's total tokens
+    reference_trained: bool = True  # the reference trained on the inheritune arm's tokens: the yardstick
     nogrow: list[str] = field(default_factory=list)  # inits (all/attention/mlp) of fixed-depth derived arms
 
 
@@ -151,7 +154,15 @@ def _check(recipe: Recipe) -> Recipe:
     d = recipe.distill
     check_distillation(d.alpha, d.temperature, key=lambda field: f"recipe key 'distill.{field.split('_', 1)[1]}'")
     if not d.teacher.strip():
-        raise InherituneError("recipe key 'distill.teacher' is empty (use 'reference' or a model)")
+        raise InherituneError(f"recipe key 'distill.teacher' is empty (use 'reference', '{CORRECTED}' or a model)")
+    for key in ("correction_tokens", "correction_lr"):
+        value = getattr(d, key)
+        if value is not None and d.teacher != CORRECTED:
+            raise InherituneError(
+                f"recipe key 'distill.{key}' sets the corrected teacher: it needs distill.teacher: {CORRECTED}"
+            )
+        if value is not None and value <= 0:
+            raise InherituneError(f"recipe key 'distill.{key}' must be positive, not {value}")
     for i, init in enumerate(recipe.arms.nogrow):
         if init not in NOGROW_INITS:
             raise InherituneError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import re
 import sys
@@ -104,7 +105,7 @@ def add_command(sub: argparse._SubParsersAction, name: str, command: Command) ->
     p = sub.add_parser(name, help=command.help, description=inspect.getdoc(command.function))
     p.set_defaults(_command=command)
     hints = typing.get_type_hints(command.function)
-    module = sys.modules[command.function.__module__]
+    module = importlib.import_module(f"inheritune.commands.{name}")  # its options' help: the module named like it
     texts = {**commands.HELP, **getattr(module, "HELP", {})}
     choices = {**commands.CHOICES, **getattr(module, "CHOICES", {})}
     first, *rest = inspect.signature(command.function).parameters.values()

@@ -22,12 +22,12 @@ import numpy as np
 from transformers import PreTrainedModel
 
 from inheritune.analysis import overlap as ov
+from inheritune.analysis.analyze_job import NO_TOKENIZER, analyze
 from inheritune.analysis.example_sources import check_shots, check_sources
+from inheritune.analysis.importance_job import importance
+from inheritune.analysis.induction_job import induction
 from inheritune.analysis.unit_importance import THIRDS
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
-from inheritune.commands.analyze import NO_TOKENIZER, analyze
-from inheritune.commands.importance import importance
-from inheritune.commands.induction import induction
 from inheritune.errors import InherituneError
 from inheritune.models.families import context_length
 from inheritune.models.loading import load, model_name

@@ -60,3 +60,10 @@ class GrowConfig:
                 f"({self.start_layers}) and {name('max_layers')} ({self.max_layers}) must not exceed it"
             )
         return total if self.max_layers is None else self.max_layers
+
+    def max_rounds(self, total: int) -> int:
+        """How many rounds the run can take at most, from start to the depth limit (``total``: the
+        reference's depth, when max_layers is not set)."""
+        deepest = self.max_layers or total
+        span = deepest - self.start_layers if self.direction == "grow" else self.start_layers - self.min_layers
+        return 1 + max(0, -(-span // self.step_layers))

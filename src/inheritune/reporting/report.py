@@ -17,13 +17,28 @@ from inheritune.atomic import atomic_write_json, atomic_write_text
 from inheritune.evaluation.compare import comparison_table
 from inheritune.evaluation.val_loss import YARDSTICK
 from inheritune.models.surgery import spans
+from inheritune.reporting.arm_numbers import ArmResult, Curve, TargetHit, Yardstick
 from inheritune.reporting.plots import curves, strips
 
 CURVES_PNG = "val_loss_vs_tokens.png"
 BLOCKS_PNG = "blocks_kept.png"
-ARM_COLUMNS = ("arm", "layers", "blocks", "params", "tokens", "final_val_loss", "gap", "ppl", "wall_time")
+ARM_COLUMNS = (
+    "arm",
+    "layers",
+    "blocks",
+    "params",
+    "tokens",
+    "final_val_loss",
+    "gap",
+    "gap_trained",
+    "total_flops",
+    "at_main_flops",
+    "ppl",
+    "wall_time",
+)
 ROUND_COLUMNS = ("round", "layers", "blocks", "tokens", "start_val_loss", "val_loss", "wall_time", "matched")
-TARGET_LEVELS = (2.0, 1.0, 0.5)  # time-to-target: the reference's val loss + these many nats
+TARGET_LEVELS = (2.0, 1.0, 0.5)  # time-to-target: the yardstick's val loss + these many nats
+TRAINED = "reference-trained"  # the arm that is the reference trained on the same tokens (yardstick.py)
 
 
 def target_levels(margin: float) -> tuple[float, ...]:
@@ -31,35 +46,38 @@ def target_levels(margin: float) -> tuple[float, ...]:
     return tuple(sorted(set(TARGET_LEVELS) | {margin}, reverse=True))
 
 
-def time_to_target(curve: dict, reference_loss: float, levels=TARGET_LEVELS) -> dict:
-    """Per level: training tokens and seconds at the first evaluation at or below reference + level
-    (None when never reached)."""
-    out = {}
+def time_to_target(curve: Curve, target_loss: float, levels=TARGET_LEVELS) -> dict[str, TargetHit | None]:
+    """Per level: training tokens and seconds at the first evaluation at or below the yardstick +
+    level (None when never reached)."""
+    out: dict[str, TargetHit | None] = {}
     for level in levels:
-        hit = next((i for i, v in enumerate(curve["val_loss"]) if v <= reference_loss + level), None)
-        out[f"{level:+g}"] = (
-            None if hit is None else {"tokens": curve["tokens"][hit], "wall_time": curve["wall_time"][hit]}
-        )
+        hit = next((i for i, v in enumerate(curve.val_loss) if v <= target_loss + level), None)
+        out[f"{level:+g}"] = None if hit is None else TargetHit(curve.tokens[hit], curve.wall_time[hit])
     return out
 
 
-def _verdict(main: str, arms: dict, grown) -> str:
+def _verdict(main: str, arms: dict[str, ArmResult], grown, judged_by: Yardstick) -> str:
     ref, inh = arms["reference"], arms[main]
     suffix = main.removeprefix("inheritune")
     text = (
-        f"{main} {'matched' if grown.matched else 'did not match'} the {ref['layers']}-layer reference "
-        f"(val loss {ref['final_val_loss']:.4f}): {inh['layers']} layers reach {inh['final_val_loss']:.4f} "
-        f"({inh['final_val_loss'] - ref['final_val_loss']:+.2f} nats) after {inh['tokens']:,} tokens in "
+        f"{main} {'matched' if grown.matched else 'did not match'} {judged_by.name} "
+        f"(val loss {judged_by.loss:.4f}): {inh.layers} layers reach {inh.final_val_loss:.4f} "
+        f"({inh.final_val_loss - judged_by.loss:+.3f} nats) after {inh.tokens:,} tokens in "
         f"{len(grown.rounds)} round(s)"
     )
+    if TRAINED in arms:
+        text += (
+            f"; the reference as it is ({ref.layers} layers, never trained on this data): "
+            f"{ref.final_val_loss:.4f} ({inh.final_val_loss - ref.final_val_loss:+.3f})"
+        )
     if f"scratch{suffix}" in arms:
         s = arms[f"scratch{suffix}"]
-        better = "beat" if inh["final_val_loss"] < s["final_val_loss"] else "did not beat"
-        text += f"; it {better} scratch{suffix} (same depth, tokens and loss: {s['final_val_loss']:.4f})"
+        better = "beat" if inh.final_val_loss < s.final_val_loss else "did not beat"
+        text += f"; it {better} scratch{suffix} (same depth, tokens and loss: {s.final_val_loss:.4f})"
     if suffix and "inheritune" in arms and "scratch" in arms:
         text += (
-            f". With cross-entropy alone: inheritune {arms['inheritune']['final_val_loss']:.4f}, "
-            f"scratch {arms['scratch']['final_val_loss']:.4f}"
+            f". With cross-entropy alone: inheritune {arms['inheritune'].final_val_loss:.4f}, "
+            f"scratch {arms['scratch'].final_val_loss:.4f}"
         )
     return text + "."
 
@@ -68,28 +86,51 @@ def _loss_sentence(recipe) -> str:
     d = recipe.distill
     if not d.enabled:
         return "Every arm trains on cross-entropy."
-    return f"Arms ending in -kd distil from {d.teacher} (alpha {d.alpha}, T {d.temperature})."
+    teacher = (
+        f"the reference corrected first (trained on {d.correction_tokens or 'the arms'} tokens of the train split)"
+        if d.teacher == "corrected"
+        else d.teacher
+    )
+    return f"Arms ending in -kd distil from {teacher} (alpha {d.alpha}, T {d.temperature})."
+
+
+def judge(arms: dict[str, ArmResult], main: str, judged_by: Yardstick, margin: float) -> None:
+    """Each arm's gaps to both references, time to the yardstick's levels, and val loss at the
+    main arm's compute (filled into the arms)."""
+    ref, trained = arms["reference"], arms.get(TRAINED)
+    budget = arms[main].total_flops
+    for arm in arms.values():
+        arm.gap = arm.final_val_loss - ref.final_val_loss
+        arm.gap_trained = arm.final_val_loss - trained.final_val_loss if trained is not None else None
+        if arm.curve is not None:
+            arm.time_to_target = time_to_target(arm.curve, judged_by.loss, target_levels(margin))
+            arm.at_main_flops = arm.loss_at_flops(budget)
 
 
 def build_report(
-    recipe, data, grown: dict, main_suffix: str, arms: dict, analysis: dict | None, evals: dict | None, elapsed: float
+    recipe,
+    data,
+    grown: dict,
+    main_suffix: str,
+    arms: dict[str, ArmResult],
+    judged_by: Yardstick,
+    analysis: dict | None,
+    evals: dict | None,
+    elapsed: float,
 ) -> dict:
-    """The report's numbers: arms (with gap to the reference and time-to-target), growth, verdict."""
+    """The report's numbers: arms (with gaps, time-to-target and equal compute), growth, verdict."""
     main = f"inheritune{main_suffix}"
-    ref_loss = arms["reference"]["final_val_loss"]
-    for arm in arms.values():
-        arm["gap"] = arm["final_val_loss"] - ref_loss
-        if arm.get("curve"):
-            arm["time_to_target"] = time_to_target(arm["curve"], ref_loss, target_levels(recipe.grow.margin))
+    judge(arms, main, judged_by, recipe.grow.margin)
     g = recipe.grow
     step = (
-        f"+{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference']['layers']}"
+        f"+{g.step_layers} per round ({g.mode}), at most {g.max_layers or arms['reference'].layers}"
         if g.direction == "grow"
         else f"-{g.step_layers} per round (shrink), at least {g.min_layers}"
     )
     setup = (
         f"Reference `{recipe.reference}`, data `{data.root}`. Val loss: {YARDSTICK['definition']}; the same "
-        f"number for every arm, the reference, and `inheritune eval --data`. Blocks: selector "
+        f"number for every arm, the reference, and `inheritune eval --data`. Judged against {judged_by.name} "
+        f"(val loss {judged_by.loss:.4f}). Blocks: selector "
         f"`{recipe.inherit.by}` (`inheritune derive --help` says what each selector keeps), scored on the "
         f"train split; trained blocks: `{recipe.train.get('train_blocks', 'all')}`. "
         f"Depth: start {g.start_layers} layers, "
@@ -98,14 +139,15 @@ def build_report(
         f"This invocation of the run took {elapsed:.0f} s."
     )
     return {
-        "title": f"{recipe.reference} -> {arms[main]['layers']} layers",
+        "title": f"{recipe.reference} -> {arms[main].layers} layers",
         "main_arm": main,
-        "verdict": _verdict(main, arms, grown[main_suffix]),
+        "verdict": _verdict(main, arms, grown[main_suffix], judged_by),
+        "judged_by": judged_by.to_json(),
         "setup": setup,
         "yardstick": YARDSTICK,
         "recipe": recipe.to_dict(),
         "data": str(data.root),
-        "arms": arms,
+        "arms": {name: arm.to_json() for name, arm in arms.items()},
         "growth": {f"inheritune{s}": r.to_json() for s, r in grown.items()},
         "analysis": analysis,
         "eval": evals,
@@ -122,8 +164,10 @@ def _fmt(value, column: str = "") -> str:
         return f"{value:.1f} s"
     if column == "ppl":
         return f"{value:.2f}"
-    if column == "gap":
+    if column in ("gap", "gap_trained"):
         return f"{value:+.3f}"
+    if column.endswith("flops") and column != "at_main_flops":
+        return f"{value / 1e12:.1f} T" if value else "0"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, int) and abs(value) >= 1000:
@@ -132,7 +176,11 @@ def _fmt(value, column: str = "") -> str:
 
 
 def arm_rows(report: dict) -> list[list[str]]:
-    return [[name] + [_fmt(arm.get(c), c) for c in ARM_COLUMNS[1:]] for name, arm in report["arms"].items()]
+    rows = []
+    for name, arm in report["arms"].items():
+        total = arm.get("train_flops", 0.0) + arm.get("teacher_flops", 0.0)
+        rows.append([name] + [_fmt(total if c == "total_flops" else arm.get(c), c) for c in ARM_COLUMNS[1:]])
+    return rows
 
 
 def target_table(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -225,10 +273,19 @@ def _md_table(columns, rows) -> str:
 def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
     """(heading, paragraph, table) in report order: one list that markdown and HTML both render."""
     sections: list[tuple[str, str | None, tuple | None]] = [
-        ("Arms", "gap = final val loss minus the reference's.", (ARM_COLUMNS, arm_rows(report))),
+        (
+            "Arms",
+            "gap = final val loss minus the reference's as it is; gap_trained = minus the reference's trained "
+            "on the same tokens (the reference-trained arm); total_flops = training FLOPs, the teacher's "
+            "forward passes and correction included; at_main_flops = val loss after as many FLOPs as the "
+            f"main arm ({report['main_arm']}) spent in all, read off the arm's curve (- : the arm never "
+            "spent that much).",
+            (ARM_COLUMNS, arm_rows(report)),
+        ),
         (
             "Time to target",
-            "Training tokens and seconds at the first evaluation at or below the reference's val loss plus the level.",
+            "Training tokens and seconds at the first evaluation at or below "
+            f"{report.get('judged_by', {}).get('name', 'the reference')}'s val loss plus the level.",
             target_table(report),
         ),
     ]

@@ -52,6 +52,7 @@ from inheritune.data.shards import MANIFEST, TokenData
 from inheritune.errors import InherituneError
 from inheritune.specs import HIDDEN, TeacherStates
 from inheritune.training.objective import TopK
+from inheritune.training.train_result import CacheStats
 
 FORMAT = "inheritune-teacher-cache/1"
 RECORD = np.dtype([("start", "<i8"), ("offset", "<i8"), ("crc", "<u4"), ("pad", "<u4")])
@@ -161,15 +162,15 @@ class TeacherCache:
         joined = [torch.cat([r[f] for r in filled]).to(inputs.device) for f in range(len(self.layout))]
         return joined[0] if self.form.k is None else TopK(joined[0], joined[1], joined[2].flatten())
 
-    def stats(self) -> dict:
-        return {
-            "folder": str(self.folder),
-            "form": self.form,
-            "windows_read": self.hits,
-            "windows_computed": self.computed,
-            "compute_seconds": round(self.compute_seconds, 2),
-            "bytes_per_token": self.bytes_per_token,
-        }
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            folder=str(self.folder),
+            form=self.form,
+            windows_read=self.hits,
+            windows_computed=self.computed,
+            compute_seconds=round(self.compute_seconds, 2),
+            bytes_per_token=self.bytes_per_token,
+        )
 
     def _read(self, start: int) -> list[torch.Tensor] | None:
         entry = self.entries.get(start)

@@ -1,0 +1,181 @@
+"""The honest gap: a cut model against the reference trained on the same tokens, on the development split.
+
+The reference as it is never saw the corpus, so a cut model that matches it may only have adapted to
+the domain. This sweep trains, on the development split (split seed 1, never the split the default run
+reports), the reference itself and the cut models on the same windows, and reports each cut model's gap
+to both. An arm is METHOD:DEPTH:TOKENS:LR:
+
+- ``ref``: the reference itself trained with cross-entropy (the yardstick; DEPTH is its own depth);
+- ``ce``: the blocks the selector keeps (``--by``), healed with cross-entropy;
+- ``kdc``: the same cut, distilled (top-64 logits) from the reference trained on the same tokens (Minitron's
+  teacher correction; that ``ref`` arm must have run);
+- ``cutc``: the blocks cut out of the reference trained on the same tokens, then cross-entropy (correct, cut, heal);
+- ``cutc-kdc``: both (Minitron's order: correct, prune, distil);
+- ``laco``: the cut initialised by merging each dropped slice into the kept block before it (LaCo:
+  that block's weights plus the sum of the slice's differences from them), then cross-entropy.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/honest_gap.py --reference smollm2-135m --by angular \\
+        --arms ref:30:81920:3e-4 ce:24:81920:3e-4 kdc:24:81920:3e-4
+
+2,048 tokens per step (4 x 512), 6 warmup steps, cosine to 1e-5, the product's own trainer. FLOPs: the
+trainer's FLOPs per token x tokens, plus for distillation the teacher's forward passes (a third of its
+training FLOPs per token) and its correction (the ``ref`` run's FLOPs). The data folder holds the first
+``--data-tokens`` train tokens of the default corpus, so runs of up to that many tokens see each window once.
+Writes benchmarks/results/honest_gap_REFERENCE.{json,md}; rewritten after each arm, a rerun skips what it holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from inheritune.analysis.selection import scoring_windows, select
+from inheritune.commands.train import train
+from inheritune.data.prepare_job import prepare_data
+from inheritune.data.shards import open_data
+from inheritune.evaluation.val_loss import val_loss
+from inheritune.models.families import blocks, num_layers
+from inheritune.models.loading import load_model, load_tokenizer
+from inheritune.models.surgery import inherit, spans
+from inheritune.training import TrainConfig
+from inheritune.training.flops import flops_per_token
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("ref", "ce", "kdc", "cutc", "cutc-kdc", "laco")
+
+
+def data_folder(reference: str, tokenizer, max_tokens: int) -> Path:
+    out = ROOT / "runs" / "honest" / f"{reference}-split1-{max_tokens}" / "data"
+    if not (out / "manifest.json").is_file():
+        prepare_data(["default"], tokenizer, out, max_tokens=max_tokens, val_tokens=8192, seed=1, overwrite=True)
+    return out
+
+
+def parse_arm(spec: str) -> dict:
+    method, depth, tokens, lr = spec.split(":")
+    if method not in METHODS:
+        raise SystemExit(f"{spec}: method must be one of {', '.join(METHODS)}")
+    return {"name": spec, "method": method, "layers": int(depth), "tokens": int(tokens), "lr": float(lr), "lr_text": lr}
+
+
+def run_dir(reference: str, arm: dict) -> Path:
+    return ROOT / "runs" / "honest" / reference / arm["name"].replace(":", "_")
+
+
+def trained_reference(reference: str, arm: dict, total: int) -> Path:
+    """The final model of the ``ref`` arm on the same tokens and lr (it must have run)."""
+    ref = {"name": f"ref:{total}:{arm['tokens']}:{arm['lr_text']}"}
+    final = run_dir(reference, ref) / "final"
+    if not (final / "model.safetensors").is_file():
+        raise SystemExit(f"{arm['name']} needs the arm {ref['name']} first")
+    return final
+
+
+def laco(model, keep: list[int], cut_from) -> None:
+    """Merge each dropped slice into the kept block before it: theta_k += sum_j (theta_j - theta_k)."""
+    source = blocks(cut_from)
+    merged = blocks(model)
+    for position, k in enumerate(keep):
+        nxt = keep[position + 1] if position + 1 < len(keep) else num_layers(cut_from.config)
+        dropped = range(k + 1, nxt)
+        if not dropped:
+            continue
+        base = source[k].state_dict()
+        state = {name: value.clone() for name, value in base.items()}
+        for j in dropped:
+            for name, value in source[j].state_dict().items():
+                state[name] += value - base[name]
+        merged[position].load_state_dict(state)
+
+
+def build(arm: dict, reference, name: str, data: Path, by: str) -> tuple[torch.nn.Module, list[int], object]:
+    """The arm's model, the reference blocks it holds and its teacher (None: cross-entropy)."""
+    total = num_layers(reference.config)
+    if arm["method"] == "ref":
+        return inherit(reference, list(range(total))), list(range(total)), None
+    corrected = load_model(trained_reference(name, arm, total)) if arm["method"] not in ("ce", "laco") else None
+    source = corrected if arm["method"].startswith("cutc") else reference
+    keep = select(source, arm["layers"], by, scoring_windows(data)).keep
+    model = inherit(source, keep)
+    if arm["method"] == "laco":
+        laco(model, keep, reference)
+    teacher = corrected if arm["method"].endswith("kdc") else None
+    return model, keep, teacher
+
+
+def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, by: str) -> dict:
+    model, keep, teacher = build(arm, reference, name, data, by)
+    total = num_layers(reference.config)
+    config = TrainConfig(seq_len=512, batch_size=4, tokens_per_step=2048, tokens=arm["tokens"], lr=arm["lr"],
+                         min_lr=1e-5, warmup_steps=6, eval_every=10_000, progress=False,
+                         distill_from=str(trained_reference(name, arm, total)) if teacher is not None else None,
+                         teacher_states="top:64" if teacher is not None else "hidden")
+    out = run_dir(name, arm)
+    result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True, teacher=teacher)
+    per_token = json.loads((out / "config.json").read_text())["flops_per_token"]
+    teacher_flops = 0.0
+    if teacher is not None:
+        ref_run = trained_reference(name, arm, total).parent
+        correction = json.loads((ref_run / "config.json").read_text())["flops_per_token"] * arm["tokens"]
+        teacher_flops = flops_per_token(teacher, 512) / 3 * arm["tokens"] + correction
+    return arm | {"by": by if arm["method"] != "ref" else "-", "keep": keep,
+                  "start_val_loss": result.val_history[0].val_loss, "val_loss": result.final_val_loss,
+                  "wall_time": result.wall_time, "train_flops": per_token * arm["tokens"], "teacher_flops": teacher_flops}
+
+
+def table(stored: dict) -> str:
+    rows, ref_loss = stored["rows"], stored["reference_val_loss"]
+    trained = {(r["tokens"], r["lr"]): r["val_loss"] for r in rows if r["method"] == "ref"}
+    lines = ["| method | layers | blocks | tokens | lr | untrained | final | gap (as is) | gap (trained) | PFLOP | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["tokens"], -r["layers"], r["method"], r["lr"])):
+        twin = trained.get((r["tokens"], r["lr"]))
+        gap = f"{r['val_loss'] - twin:+.3f}" if twin is not None else "-"
+        lines.append(f"| {r['method']} | {r['layers']} | {spans(r['keep'])} | {r['tokens']:,} | {r['lr']:g} | "
+                     f"{r['start_val_loss']:.3f} | {r['val_loss']:.3f} | {r['val_loss'] - ref_loss:+.3f} | {gap} | "
+                     f"{(r['train_flops'] + r['teacher_flops']) / 1e15:.1f} | {r['wall_time']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", default="smollm2-135m")
+    parser.add_argument("--by", default="angular", help="the block selector of the cut arms")
+    parser.add_argument("--arms", nargs="+", required=True)
+    parser.add_argument("--data-tokens", type=int, default=1_000_000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer, reference = load_tokenizer(args.reference), load_model(args.reference)
+    data = data_folder(args.reference, tokenizer, args.data_tokens)
+    path = RESULTS / f"honest_gap_{args.reference}.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    if "reference_val_loss" not in stored:
+        stored = {"reference": args.reference, "split_seed": 1, "data_tokens": args.data_tokens, "rows": [],
+                  "reference_val_loss": val_loss(reference, open_data(data))["loss"]}
+    for spec in args.arms:
+        arm = parse_arm(spec)
+        if any(r["name"] == spec for r in stored["rows"]):
+            continue
+        start = time.perf_counter()
+        row = run_arm(arm, reference, args.reference, tokenizer, data, args.by)
+        stored["rows"].append(row | {"seconds": round(time.perf_counter() - start, 1)})
+        path.write_text(json.dumps(stored, indent=1) + "\n")
+        print(f"{spec}: {row['start_val_loss']:.3f} -> {row['val_loss']:.3f} in {row['wall_time']:.0f} s", flush=True)
+    text = (f"{args.reference}: the honest gap on the development split (split seed 1, {args.data_tokens:,} train "
+            f"tokens, the 8,192-token val split); val loss of the reference as it is {stored['reference_val_loss']:.3f}; "
+            f"gap (trained) = final minus the reference trained on the same tokens at the same lr (`ref`); "
+            f"PFLOP = training FLOPs, the teacher's forward passes and correction included; s = training seconds "
+            f"(benchmarks/honest_gap.py).\n\n{table(stored)}\n")
+    (RESULTS / f"honest_gap_{args.reference}.md").write_text(text)
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
