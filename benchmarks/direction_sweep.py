@@ -29,7 +29,7 @@ import torch
 from inheritune.data.shards import open_data
 from inheritune.evaluation.val_loss import val_loss
 from inheritune.growth.grow_config import GrowConfig
-from inheritune.commands.grow import grow_until_matched
+from inheritune.growth.rounds import grow_until_matched
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import spans
 from inheritune.training import TrainConfig

@@ -26,7 +26,7 @@ import torch
 from inheritune.data.prepare_job import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.evaluation.val_loss import YARDSTICK
-from inheritune.commands.grow import reference_val_loss
+from inheritune.evaluation.reference_loss import reference_val_loss
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.analysis.selection import select
 from inheritune.models.surgery import inherit

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "inheritune"
 # bottom up; a unit may import its own layer and the layers below it
 LAYERS = [
     {"errors"},
-    {"error_lines", "specs", "packaged", "atomic", "result"},
+    {"error_lines", "specs", "packaged", "leftovers", "result"},
+    {"atomic"},
     {"options"},
     {"models"},
     {"data"},

@@ -25,7 +25,8 @@ import yaml
 from conftest import generated_text, make_data_dir, make_tokenizer, save_tiny
 from inheritune.cli import main
 from inheritune.errors import InherituneError
-from inheritune.atomic import atomic_dir, atomic_write_json, build_dir, check_output_dir, clean_leftovers, claim, resumes
+from inheritune.atomic import atomic_dir, atomic_write_json, build_dir, check_output_dir, claim, resumes
+from inheritune.leftovers import clean_leftovers
 from inheritune.error_lines import held_back
 from inheritune.commands.train import train
 from inheritune.training import checkpoint

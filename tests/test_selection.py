@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import make_data_dir, save_tiny, tiny_model
 from inheritune.analysis import selection
-from inheritune.analysis.selection import Scoring, choose, select, skipped, window_loss
+from inheritune.analysis.block_scores import skipped, window_loss
+from inheritune.analysis.selection import Scoring, choose, select
 from inheritune.cli import main
 from inheritune.errors import InherituneError
 from inheritune.models.card import card_text

@@ -32,9 +32,10 @@ _EXPORTS = {
     "InherituneError": "inheritune.errors",
     "EvalResult": "inheritune.evaluation.eval_job",
     "evaluate": "inheritune.evaluation.eval_job",
-    "GrowResult": "inheritune.commands.grow",
+    "GrowConfig": "inheritune.growth.grow_config",
+    "GrowResult": "inheritune.growth.rounds",
     "grow": "inheritune.commands.grow",
-    "grow_until_matched": "inheritune.commands.grow",
+    "grow_until_matched": "inheritune.growth.rounds",
     "load": "inheritune.models.loading",
     "load_model": "inheritune.models.loading",
     "load_tokenizer": "inheritune.models.loading",
@@ -58,6 +59,7 @@ __all__ = [  # = the keys of _EXPORTS (a test checks)
     "AnalyzeResult",
     "DeriveResult",
     "EvalResult",
+    "GrowConfig",
     "GrowResult",
     "ImportanceResult",
     "InductionResult",
@@ -107,13 +109,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from inheritune.analysis.selection import Selection, select
     from inheritune.analysis.unit_importance import ffn_importance, head_importance
     from inheritune.commands.derive import DeriveResult, derive
-    from inheritune.commands.grow import GrowResult, grow, grow_until_matched
+    from inheritune.commands.grow import grow
     from inheritune.commands.run import RunResult, run
     from inheritune.commands.study import StudyResult, study
     from inheritune.commands.train import train
     from inheritune.data.prepare_job import PrepareResult, prepare_data
     from inheritune.errors import InherituneError
     from inheritune.evaluation.eval_job import EvalResult, evaluate
+    from inheritune.growth.grow_config import GrowConfig
+    from inheritune.growth.rounds import GrowResult, grow_until_matched
     from inheritune.models.loading import load, load_model, load_tokenizer, save_model
     from inheritune.models.surgery import deepen, inherit, stack_blocks
     from inheritune.pruning.prune_job import prune

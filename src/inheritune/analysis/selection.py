@@ -33,32 +33,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from inheritune.analysis import attention as metrics
-from inheritune.analysis import batching
-from inheritune.analysis.depth import angular_distance, block_influence, cosine_sums, residual_states
-from inheritune.analysis.hooks import attention_probs, hooks
+from inheritune.analysis.block_scores import block_importance, column_mass, mean_cosines, window_loss
+from inheritune.analysis.depth import angular_distance, block_influence
 from inheritune.analysis.sampling import sample_sequences
-from inheritune.analysis.unit_importance import ffn_importance, head_importance, lm_examples
 from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
-from inheritune.models.families import blocks, num_layers
+from inheritune.models.families import num_layers
 from inheritune.models.surgery import parse_layers
 from inheritune.options import closest, shown
 from inheritune.specs import Spec, block_indices, within
 
 WINDOWS, WINDOW_LEN = 16, 256  # scoring windows of the train split: 4,096 tokens
+
+
 LOSS_WINDOWS = 4  # the loss selectors score each candidate on the first 4 windows (1,024 tokens, the same for
-#                   every candidate): they run one forward pass per candidate (fp32: CPU bf16 autocast was 3x slower)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +235,11 @@ SELECTORS: dict[str, Selector] = {
         Selector("list", "keep exactly the listed blocks (list:0-11,27-29)", _listed, needs_windows=False, arg="SPEC"),
     )
 }
+
+
 NAMES = tuple(f"{s.name}:{s.arg}" if s.arg else s.name for s in SELECTORS.values())
+
+
 HELP = "; ".join(f"{name}: {s.meaning}" for name, s in zip(NAMES, SELECTORS.values(), strict=True))
 
 
@@ -365,72 +365,3 @@ def scoring_windows(
     token_data = data if isinstance(data, TokenData) else open_data(data)
     tokens = token_data.tokens("train")
     return sample_sequences(tokens, n, min(seq_len, len(tokens)), seed)  # a small corpus: windows as long as it
-
-
-# --- the scores, each one pass over the windows ------------------------------------------
-
-
-@torch.no_grad()
-def mean_cosines(model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Mean over tokens of cos(x_i, x_j) between every pair of the L+1 residual states, ``[L+1, L+1]``."""
-
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        with residual_states(model) as states:
-            model(input_ids=batch.to(model.device), use_cache=False)
-        return cosine_sums(cast(list[torch.Tensor], states)).cpu()  # every state is recorded by the pass
-
-    pieces = batching.Batcher(batch_size, "residual cosines").pieces(windows, len, run, unit="window")
-    return cast(torch.Tensor, sum(pieces)) / windows.numel()  # a sum of tensors (windows are never empty)
-
-
-@torch.no_grad()
-def column_mass(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
-    """Per layer: mean over heads of the heaviest column's share of the attention averaged over the windows."""
-    n, t = windows.shape
-
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        probs = attention_probs(model, batch.to(model.device))
-        return torch.stack([p.sum(0).cpu() for p in probs])  # [L, H, T, T]
-
-    batcher = batching.Batcher(max(1, batching.budget(model) // batching.attention_bytes(model, t)), "attention")
-    total = cast(torch.Tensor, sum(batcher.pieces(windows, len, run, unit="window")))  # a sum of tensors
-    mass, _column = metrics.heaviest_column(total / n)  # [L, H]
-    return mass.mean(1).tolist()
-
-
-def block_importance(model: PreTrainedModel, windows: torch.Tensor) -> list[float]:
-    """Per block: summed head importance (mean |dL/dxi_h|) + the loss increase with its FFN knocked out,
-    both on next-token loss over the windows (the toolkit's ``importance`` measures)."""
-    examples = lm_examples(windows)
-    heads = head_importance(model, examples).sum(1)
-    ffn = ffn_importance(model, examples)["loss_increase"]
-    return [float(h + f) for h, f in zip(heads, ffn, strict=True)]
-
-
-@contextmanager
-def skipped(model: PreTrainedModel, dropped: Sequence[int]):
-    """Blocks ``dropped`` pass their input through unchanged: the same outputs as removing them,
-    without copying the model (how ``loss`` scores hundreds of candidates)."""
-
-    def keep_input(_module, args, kwargs, out):
-        x = args[0] if args else kwargs["hidden_states"]
-        return (x, *out[1:]) if isinstance(out, tuple) else x
-
-    layers = blocks(model)
-    with hooks(post=[(layers[i], keep_input) for i in dropped], post_with_kwargs=True):
-        yield model
-
-
-@torch.no_grad()
-def window_loss(
-    model: PreTrainedModel, windows: torch.Tensor, dropped: Sequence[int] = (), batch_size: int = 8
-) -> float:
-    """Mean next-token NLL (fp32) over the windows, with blocks ``dropped`` skipped."""
-    total, count = 0.0, 0
-    with skipped(model, list(dropped)):
-        for start in range(0, len(windows), batch_size):
-            ids = windows[start : start + batch_size].to(model.device)
-            logits = model(input_ids=ids[:, :-1], use_cache=False).logits.float()
-            total += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
-            count += ids[:, 1:].numel()
-    return total / count

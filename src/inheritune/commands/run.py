@@ -31,7 +31,8 @@ from inheritune.data.prepare_job import prepare_data
 from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.eval_job import evaluate
-from inheritune.growth.rounds import GrowResult, reference_val_loss
+from inheritune.evaluation.reference_loss import reference_val_loss
+from inheritune.growth.rounds import GrowResult
 from inheritune.recipe import Recipe, default_recipe_text, load_recipe
 from inheritune.recipe_checks import check_fit, check_inputs, load_reference
 from inheritune.reporting.arm_numbers import ArmResult, Yardstick

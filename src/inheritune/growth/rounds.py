@@ -16,16 +16,12 @@ rerunning the same command continues the new one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.analysis.selection import BlockSelector, as_selector, scoring_windows
@@ -38,12 +34,12 @@ from inheritune.atomic import (
     read_json,
 )
 from inheritune.data.shards import TokenData, open_data
-from inheritune.evaluation.val_loss import YARDSTICK, val_loss
+from inheritune.evaluation.reference_loss import data_key, reference_val_loss
 from inheritune.growth.blocks import choose_blocks, round_model
 from inheritune.growth.grow_config import GrowConfig
 from inheritune.models.card import write_card
 from inheritune.models.families import num_layers
-from inheritune.models.loading import load_model, load_tokenizer, parameter_count, tokenizer_fingerprint
+from inheritune.models.loading import load_model, load_tokenizer, tokenizer_fingerprint
 from inheritune.models.surgery import spans
 from inheritune.reporting.arm_numbers import Yardstick
 from inheritune.result import CommandResult, Record
@@ -54,7 +50,11 @@ from inheritune.training.train_result import TrainResult
 from inheritune.training.trainer import train_resumable
 
 SETTINGS = "grow.json"  # the arguments a grow run was started with: a rerun must match them to resume
+
+
 SUMMARY = "summary.json"  # written last: its presence means the grow run finished
+
+
 _PRINT = partial(print, flush=True)  # the default log: each line shown at once
 
 
@@ -106,32 +106,6 @@ class GrowResult(CommandResult):
     def summary(self) -> str:
         """What the CLI prints (the files hold the rest)."""
         return f"model -> {self.model_dir}; summary -> {self.run_dir / 'summary.json'}"
-
-
-def data_key(data: TokenData) -> str:
-    """Identifies the validation set: tokenizer plus the val split's shards and sizes."""
-    val = json.dumps(data.manifest["splits"]["val"], sort_keys=True)
-    return hashlib.sha256(f"{data.fingerprint}|{val}".encode()).hexdigest()[:16]
-
-
-def reference_val_loss(model: PreTrainedModel, name: str, data: TokenData, cache: Path, batch_size: int = 8) -> dict:
-    """The reference's val loss: the same yardstick every train run reports.
-
-    Cached in ``cache`` under a key of reference, val set and yardstick: the 30-layer forward
-    pass over the val set is not free, and every arm compares against the same number.
-    """
-    key = {"reference": name, "data": data_key(data), "yardstick": YARDSTICK}
-    if cache.is_file():
-        stored = read_json(cache, "reference cache")
-        if stored.get("key") == key:
-            return stored["result"]
-    start = time.perf_counter()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = val_loss(model.to(device), data, batch_size=batch_size)  # type: ignore[arg-type]  # wraps: .to unbound
-    model.to("cpu")  # type: ignore[arg-type]  # functools.wraps types PreTrainedModel.to unbound
-    result.update(layers=num_layers(model.config), params=parameter_count(model), wall_time=time.perf_counter() - start)
-    atomic_write_json(cache, {"key": key, "result": result})
-    return result
 
 
 def round_dir(out: Path, index: int, layers: int) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from inheritune.atomic import atomic_write_text, final_paths
-from inheritune.models.loading import ALIASES
+from inheritune.models.model_source import ALIASES
 
 CARD = "README.md"  # save_model writes the same name
 

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from inheritune.atomic import atomic_dir, clean_leftovers, discard
+from inheritune.atomic import atomic_dir
 from inheritune.errors import InherituneError
+from inheritune.leftovers import clean_leftovers, discard
 
 STATE = "trainer_state.pt"
 

@@ -27,7 +27,7 @@ from inheritune.data.shards import TokenData
 from inheritune.errors import InherituneError, TrainingInterrupted
 from inheritune.evaluation.val_loss import val_loss
 from inheritune.training import checkpoint, distributed, teacher_cache
-from inheritune.training.distributed import barrier, clip, full_state, grad_sync
+from inheritune.training.distributed import barrier, clip, full_state, grad_sync, load_optimizer
 from inheritune.training.logs import RunLog
 from inheritune.training.optim import lr_at
 from inheritune.training.train_config import TrainConfig
@@ -101,6 +101,16 @@ def save_checkpoint(run: TrainState, at: int) -> None:
             model_state=full[0],
         )
     barrier(run.env)
+
+
+def restore_checkpoint(run: TrainState, state: dict) -> None:
+    """Optimizer moments, RNG, step, history and training time of a checkpoint (``save_checkpoint``'s state)."""
+    run.train_seconds = state.get("wall_time", 0.0)
+    load_optimizer(run.model, run.optimizer, state["optimizer"], run.config.fsdp)
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and run.env.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    run.step, run.val_history = state["step"], [ValPoint.from_json(p) for p in state["val_history"]]
 
 
 def fit(run: TrainState) -> None:

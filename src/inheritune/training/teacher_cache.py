@@ -47,9 +47,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from inheritune.atomic import atomic_write_json, discard, read_json
+from inheritune.atomic import atomic_write_json, read_json
 from inheritune.data.shards import MANIFEST, TokenData
 from inheritune.errors import InherituneError
+from inheritune.leftovers import discard
 from inheritune.specs import HIDDEN, TeacherStates
 from inheritune.training.objective import TopK
 from inheritune.training.train_result import CacheStats

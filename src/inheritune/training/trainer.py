@@ -9,6 +9,7 @@ A fresh run that replaces another one is written beside it and swapped in at the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from inheritune.atomic import (
     swap_in,
 )
 from inheritune.data.loader import TrainLoader
-from inheritune.data.shards import open_data
+from inheritune.data.shards import TokenData, open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.val_loss import YARDSTICK, val_context
 from inheritune.models.card import write_card
@@ -40,17 +41,17 @@ from inheritune.models.loading import (
     tokenizer_fingerprint,
 )
 from inheritune.models.precision import autocast_dtype
-from inheritune.training import checkpoint, distributed, healing
-from inheritune.training.distributed import barrier, full_state, load_optimizer, prepare
+from inheritune.training import checkpoint, distributed, healing, teacher_cache
+from inheritune.training.distributed import barrier, full_state, prepare
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
-from inheritune.training.loop import TrainState, fit
-from inheritune.training.objective import CausalLMLoss
+from inheritune.training.loop import TrainState, fit, restore_checkpoint
+from inheritune.training.objective import CausalLMLoss, Teacher
 from inheritune.training.optim import make_optimizer
 from inheritune.training.resume import finished, start_point
 from inheritune.training.teacher import check_teacher_states, make_teacher, open_teacher_cache, states_of
 from inheritune.training.train_config import TrainConfig
-from inheritune.training.train_result import TrainResult, ValPoint
+from inheritune.training.train_result import TrainResult
 
 
 def train_model(
@@ -170,20 +171,8 @@ def _setup(
     tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
     model, tokenizer, model_name = _model_and_tokenizer(model, tokenizer, tokens_data, config)
     tokens_per_step = _tokens_per_step(config, env.world)
-    total_steps = config.total_steps(tokens_per_step)
-    warmup, eval_every, checkpoint_every = config.schedule(total_steps)
-    loader = TrainLoader(
-        tokens_data,
-        config.seq_len,
-        batch_size=config.batch_size,
-        sequences_per_step=tokens_per_step // config.seq_len,
-        seed=config.seed,
-        rank=env.rank,
-        world=env.world,
-        skip_steps=_skip_steps(config, tokens_per_step),
-    )
+    loader = _loader(config, tokens_data, env, tokens_per_step)
     teacher = make_teacher(config, teacher_model, tokens_data, model)
-
     model_name = final_paths(model_name)
     found = start_point(
         run_dir,
@@ -195,7 +184,6 @@ def _setup(
         overwrite=overwrite,
         env=env,
     )
-
     autocast = autocast_dtype(config.precision, env.device)
     prepare(model, env.device)
     if found is not None:
@@ -203,22 +191,12 @@ def _setup(
     flops, parameters = flops_per_token(model, config.seq_len), parameter_count(model)  # before any sharding
     scales = healing.lr_scales(model, config.train_blocks, config.rest_lr_scale)  # frozen before any wrapping
     torch.manual_seed(config.seed)
-    if teacher is not None:
-        teacher.model.to(device=env.device, dtype=torch.float32).eval()  # type: ignore[call-arg]  # wraps: .to unbound
-    loss = CausalLMLoss(model, fused=not config.fsdp, teacher=teacher)
-    step_loss: torch.nn.Module
-    if config.fsdp:  # the HF model is the FSDP root, so evaluation and saving can call it directly
-        distributed.shard(model)
-        step_loss = loss
-    else:
-        step_loss = distributed.data_parallel(loss, env)
-    states = states_of(teacher, config, loss.fused, autocast)
-    cache = None
-    if states is not None:
-        assert teacher is not None  # states are a teacher's
-        cache = open_teacher_cache(
-            config, teacher, data=tokens_data, autocast=autocast, env=env, tokens=total_steps * tokens_per_step
-        )
+    total_steps = config.total_steps(tokens_per_step)
+    step_loss, states, cache = _loss(model, config, teacher, tokens_data, total_steps * tokens_per_step, env, autocast)
+    warmup, eval_every, checkpoint_every = config.schedule(total_steps)
+    optimizer = make_optimizer(
+        model, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, sharded=config.fsdp, scales=scales
+    )
     run = TrainState(
         config=config,
         env=env,
@@ -230,14 +208,7 @@ def _setup(
         loader=loader,
         step_loss=step_loss,
         forward=torch.compile(step_loss) if config.compile else step_loss,
-        optimizer=make_optimizer(
-            model,
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
-            sharded=config.fsdp,
-            scales=scales,
-        ),
+        optimizer=optimizer,
         autocast=autocast,
         tokens_per_step=tokens_per_step,
         total_steps=total_steps,
@@ -253,10 +224,52 @@ def _setup(
         cache=cache,
     )
     if found is not None:
-        _restore(run, found.state)
+        restore_checkpoint(run, found.state)
     if env.main:
         _write_config(run, model_name, data=str(data), parameters=parameters, distilling=teacher is not None)
     return run
+
+
+def _loader(config: TrainConfig, data: TokenData, env: distributed.Dist, tokens_per_step: int) -> TrainLoader:
+    """The batches: a pure function of (seed, step), this rank's share, past ``skip_tokens``."""
+    return TrainLoader(
+        data,
+        config.seq_len,
+        batch_size=config.batch_size,
+        sequences_per_step=tokens_per_step // config.seq_len,
+        seed=config.seed,
+        rank=env.rank,
+        world=env.world,
+        skip_steps=_skip_steps(config, tokens_per_step),
+    )
+
+
+def _loss(
+    model: PreTrainedModel,
+    config: TrainConfig,
+    teacher: Teacher | None,
+    data: TokenData,
+    tokens: int,
+    env: distributed.Dist,
+    autocast: torch.dtype | None,
+) -> tuple[torch.nn.Module, Callable[[torch.Tensor], object] | None, teacher_cache.TeacherCache | None]:
+    """The step's loss (wrapped for data parallelism, or the model sharded), what it reads of the
+    teacher, and the teacher's cache (for a run of ``tokens``) when it reads through one."""
+    if teacher is not None:
+        teacher.model.to(device=env.device, dtype=torch.float32).eval()  # type: ignore[call-arg]  # wraps: .to unbound
+    loss = CausalLMLoss(model, fused=not config.fsdp, teacher=teacher)
+    step_loss: torch.nn.Module
+    if config.fsdp:  # the HF model is the FSDP root, so evaluation and saving can call it directly
+        distributed.shard(model)
+        step_loss = loss
+    else:
+        step_loss = distributed.data_parallel(loss, env)
+    states = states_of(teacher, config, loss.fused, autocast)
+    cache = None
+    if states is not None:
+        assert teacher is not None  # states are a teacher's
+        cache = open_teacher_cache(config, teacher, data=data, autocast=autocast, env=env, tokens=tokens)
+    return step_loss, states, cache
 
 
 def _model_and_tokenizer(model, tokenizer, data, config: TrainConfig):
@@ -294,16 +307,6 @@ def _skip_steps(config: TrainConfig, tokens_per_step: int) -> int:
             f"skip_tokens {config.skip_tokens} is not a whole number of steps of {tokens_per_step} tokens"
         )
     return config.skip_tokens // tokens_per_step
-
-
-def _restore(run: TrainState, state: dict) -> None:
-    """Optimizer moments, RNG, step, history and training time of a checkpoint."""
-    run.train_seconds = state.get("wall_time", 0.0)
-    load_optimizer(run.model, run.optimizer, state["optimizer"], run.config.fsdp)
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and run.env.device.type == "cuda":
-        torch.cuda.set_rng_state(state["rng"]["cuda"])
-    run.step, run.val_history = state["step"], [ValPoint.from_json(p) for p in state["val_history"]]
 
 
 def _write_config(run: TrainState, model_name: str, data: str, parameters: int, distilling: bool) -> None:
