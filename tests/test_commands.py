@@ -185,6 +185,10 @@ def _induction_argv(w, out):
     return ["induction", w["model"], "--out", out, "--seeds", "2", "--seg-len", "6", "--top", "3"]
 
 
+def _export_argv(w, out):
+    return ["export", w["model"], "--type", "q8_0", "--gguf", f"{out}.gguf"]
+
+
 def _study_argv(w, out):
     return ["study", w["model"], "--data", w["data"], "--tasks", "mmlu-stem", "--shots", "0", "--examples", "2",
             "--seq-len", "16", "--sequences", "2", "--seeds", "2", "--out", out]
@@ -192,10 +196,15 @@ def _study_argv(w, out):
 
 INVOCATIONS = {"importance": _importance_argv, "study": _study_argv, "prune": _prune_argv, "induction": _induction_argv,
                "derive": _derive_argv, "data prepare": _prepare_argv, "analyze": _analyze_argv, "eval": _eval_argv,
-               "train": _train_argv, "grow": _grow_argv, "run": _run_argv}
+               "train": _train_argv, "grow": _grow_argv, "run": _run_argv, "export": _export_argv}
 # The JSON file holding ``result.report()`` (relative to the output; "" = the output itself).
 REPORTS = {"importance": "importance.json", "study": "study.json", "prune": "prune.json", "induction": "induction.json",
            "derive": "derive.json", "analyze": "analysis.json", "eval": "", "run": "report.json"}
+
+
+def _out(args) -> Path:
+    """Where a command writes: --out, or export's --gguf file."""
+    return Path(args.gguf if args._name == "export" else args.out)
 
 
 def test_every_counterpart_is_invoked_here():
@@ -208,11 +217,11 @@ def test_cli_and_python_call_write_the_same_files_and_return_a_typed_result(comm
     name = command.replace(" ", "-")
     argv = [str(a) for a in INVOCATIONS[command](w, w["tmp"] / f"{name}-cli")]
     assert main(argv) == 0, capsys.readouterr().err
-    cli_out = Path(build_parser().parse_args(argv).out)
+    cli_out = _out(build_parser().parse_args(argv))
 
     args = build_parser().parse_args([str(a) for a in INVOCATIONS[command](w, w["tmp"] / f"{name}-py")])
     result = _function(command)(**keywords(args))
-    py_out = Path(args.out)
+    py_out = _out(args)
 
     cli, py = _tree(cli_out), _tree(py_out)
     assert cli.keys() == py.keys()

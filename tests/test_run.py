@@ -36,6 +36,7 @@ def _recipe(root: Path) -> dict:
         "budget": {"params": 0.5},  # depth, width and both: the reference cut to half its non-embedding parameters
         "analysis": {"enabled": True, "sequences": 4, "seq_len": 16},
         "eval": {"tasks": ["cloze-local"], "limit": 3},
+        "export": {"gguf": "f32"},  # the main arm's model as RUN/model.gguf
     }
 
 
@@ -210,6 +211,21 @@ def test_every_arm_counts_its_training_and_teacher_flops(finished):
     assert arms["scratch-1L-kd"]["at_main_flops"] is None  # it spent less than the main arm in all
 
 
+def test_the_main_arms_model_is_also_written_as_gguf(finished):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from inheritune.models.loading import load_model
+
+    _, out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    main = load_model(report["arms"]["inheritune-kd"]["model_dir"]).eval()
+    back = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf").eval()
+    tokens = torch.randint(0, main.config.vocab_size, (1, 16))
+    with torch.no_grad():
+        assert torch.allclose(main(tokens).logits, back(tokens).logits, atol=1e-5)
+
+
 @pytest.mark.parametrize("own_tokens", [False, True])
 def test_teacher_correction_distils_from_the_reference_trained_on_the_train_split(tmp_path, own_tokens):
     """distill.teacher: corrected: the -kd arms distil from the reference after it trained on the
@@ -221,7 +237,7 @@ def test_teacher_correction_distils_from_the_reference_trained_on_the_train_spli
     recipe = _recipe(tmp_path)
     recipe["arms"] = {"scratch": False, "first_n": False}
     recipe["grow"] = {**recipe["grow"], "max_layers": 1}
-    recipe |= {"distill": {"enabled": True, "teacher": "corrected"}, "analysis": {}, "eval": {}, "budget": {}}
+    recipe |= {"distill": {"enabled": True, "teacher": "corrected"}, "analysis": {}, "eval": {}, "budget": {}, "export": {}}
     if own_tokens:
         recipe["distill"]["correction_tokens"] = 2 * ROUND_TOKENS
     path = tmp_path / "recipe.yaml"
@@ -306,7 +322,8 @@ def test_rerun_resumes_without_retraining(finished):
     before = json.loads((out / "report.json").read_text())
     after = run(recipe, out=out)
     assert [p.stat().st_mtime_ns for p in results] == stamps
-    assert after.arms == before["arms"] and after.verdict == before["verdict"] and after.out == out
+    assert {n: a.to_json() for n, a in after.arms.items()} == before["arms"] and after.verdict == before["verdict"]
+    assert after.out == out
     # Another recipe in the same folder is refused, and the finished run is left as it was.
     other = yaml.safe_load(recipe.read_text()) | {"seed": 1}
     changed = recipe.with_name("other.yaml")
@@ -328,6 +345,7 @@ BAD = [
     ({"reference": "x", "distill": {"correction_tokens": 4096}}, "recipe key 'distill.correction_tokens' sets the corrected teacher"),
     ({"reference": "x", "distill": {"teacher": "corrected", "correction_lr": -1.0}}, "recipe key 'distill.correction_lr' must be positive"),
     ({"reference": "x", "distill": {"teacher": "corrected", "correction_tokens": "many"}}, "recipe key 'distill.correction_tokens' must be int"),
+    ({"reference": "x", "export": {"gguf": "q4"}}, "recipe key 'export.gguf' must be one of f32, f16, bf16, q8_0"),
     ({"grow": {"start_layers": 3}}, "missing the required key 'reference'"),
     ([1, 2], "must be a YAML mapping"),
 ]

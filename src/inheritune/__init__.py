@@ -32,6 +32,8 @@ _EXPORTS = {
     "InherituneError": "inheritune.errors",
     "EvalResult": "inheritune.evaluation.eval_job",
     "evaluate": "inheritune.evaluation.eval_job",
+    "ExportResult": "inheritune.commands.export",
+    "export": "inheritune.commands.export",
     "GrowConfig": "inheritune.growth.grow_config",
     "GrowResult": "inheritune.growth.rounds",
     "grow": "inheritune.commands.grow",
@@ -59,6 +61,7 @@ __all__ = [  # = the keys of _EXPORTS (a test checks)
     "AnalyzeResult",
     "DeriveResult",
     "EvalResult",
+    "ExportResult",
     "GrowConfig",
     "GrowResult",
     "ImportanceResult",
@@ -78,6 +81,7 @@ __all__ = [  # = the keys of _EXPORTS (a test checks)
     "deepen",
     "derive",
     "evaluate",
+    "export",
     "ffn_importance",
     "grow",
     "grow_until_matched",
@@ -109,6 +113,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from inheritune.analysis.selection import Selection, select
     from inheritune.analysis.unit_importance import ffn_importance, head_importance
     from inheritune.commands.derive import DeriveResult, derive
+    from inheritune.commands.export import ExportResult, export
     from inheritune.commands.grow import grow
     from inheritune.commands.run import RunResult, run
     from inheritune.commands.study import StudyResult, study

@@ -22,6 +22,7 @@ from inheritune.analysis.width_ranking import WidthRanking
 from inheritune.errors import InherituneError
 from inheritune.growth.grow_config import GrowConfig
 from inheritune.models.budget import SHAPES, BudgetShape, check_share
+from inheritune.models.gguf_export import TYPES as GGUF_TYPES
 from inheritune.options import build
 from inheritune.training.train_config import TrainConfig, check_distillation, make_config
 
@@ -115,6 +116,13 @@ class EvalConfig:
 
 
 @dataclass
+class ExportConfig:
+    """The main arm's final model also as one GGUF file (RUN/model.gguf), for llama.cpp."""
+
+    gguf: str | None = None  # None: no file; else the tensor type: f32, f16, bf16 or q8_0
+
+
+@dataclass
 class Recipe:
     reference: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -126,6 +134,7 @@ class Recipe:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -169,6 +178,10 @@ def _check(recipe: Recipe) -> Recipe:
                 f"recipe key 'arms.nogrow[{i}]' must be one of {', '.join(NOGROW_INITS)}, not '{init}'"
             )
     _check_budget(recipe.budget)
+    if recipe.export.gguf is not None and recipe.export.gguf not in GGUF_TYPES:
+        raise InherituneError(
+            f"recipe key 'export.gguf' must be one of {', '.join(GGUF_TYPES)}, not '{recipe.export.gguf}'"
+        )
     if not recipe.reference.strip():
         raise InherituneError("recipe key 'reference' is empty")
     if recipe.data.dir is None and not recipe.data.sources:

@@ -10,6 +10,7 @@ from inheritune.data.shards import open_data
 from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.models.families import num_layers
+from inheritune.models.gguf_export import layout_of
 from inheritune.models.loading import load_config, load_model, load_tokenizer, tokenizer_fingerprint
 from inheritune.recipe import CORRECTED, Recipe
 from inheritune.training.teacher import check_teacher_states
@@ -78,7 +79,10 @@ def check_inputs(recipe: Recipe) -> list[str]:
 def _check_specs(recipe: Recipe, trust: bool) -> str:
     """The selector, the trained blocks and top:K against the reference's config (no weights) and the
     depths the arms take: each refusal names its recipe key, its value and the model."""
-    layers = num_layers(_named("reference", recipe.reference, lambda: load_config(recipe.reference, trust)))
+    config = _named("reference", recipe.reference, lambda: load_config(recipe.reference, trust))
+    layers = num_layers(config)
+    if recipe.export.gguf is not None:  # the main arm is the reference's family, cut: the same layout
+        _named("export.gguf", recipe.export.gguf, lambda: layout_of(config))
     g = recipe.grow
     deepest = g.check_depth(layers, recipe.reference, name=lambda key: f"recipe key 'grow.{key}'")
     last = deepest if g.direction == "grow" else g.min_layers

@@ -17,7 +17,20 @@ import transformers.modeling_gguf_pytorch_utils as gguf_utils
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from inheritune import analyze, derive, evaluate, grow, importance, induction, prepare_data, prune, run, study, train
+from inheritune import (
+    analyze,
+    derive,
+    evaluate,
+    export,
+    grow,
+    importance,
+    induction,
+    prepare_data,
+    prune,
+    run,
+    study,
+    train,
+)
 from inheritune.cli.generate import Command, Parser, add_command, keywords
 from inheritune.commands.run import check, show_default
 from inheritune.error_lines import one_line
@@ -43,6 +56,7 @@ COMMANDS = {  # in the order `inheritune --help` lists them
     "run": Command(
         run, "run a recipe end to end: data, grow until matched, scratch arms, report", switches=(show_default, check)
     ),
+    "export": Command(export, "write a model as one GGUF file for llama.cpp, LM Studio and Ollama"),
 }
 GROUPS = {"data": "prepare token data (train/val shards) from text"}
 # Each command's Python counterpart (tests/test_commands.py holds the two to writing the same files).

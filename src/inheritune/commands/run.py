@@ -33,6 +33,8 @@ from inheritune.errors import InherituneError
 from inheritune.evaluation.eval_job import evaluate
 from inheritune.evaluation.reference_loss import reference_val_loss
 from inheritune.growth.rounds import GrowResult
+from inheritune.models.gguf_export import export_gguf
+from inheritune.models.loading import load_model
 from inheritune.recipe import Recipe, default_recipe_text, load_recipe
 from inheritune.recipe_checks import check_fit, check_inputs, load_reference
 from inheritune.reporting.arm_numbers import ArmResult, Yardstick
@@ -51,6 +53,7 @@ from inheritune.yardstick import teacher as make_teacher
 
 HELP = {"recipe": "recipe YAML (default: the embedded default, see --show-default)"}  # shared: commands.HELP
 
+GGUF = "model.gguf"  # export.gguf: the main arm's final model for llama.cpp
 RECIPE = "recipe.json"  # the resolved recipe a run was started with: a rerun must match it to resume
 
 
@@ -187,6 +190,11 @@ def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> 
         )
     arms |= train_arms(recipe, reference, tokenizer, data_dir, out, grown, all_losses, teacher, log)
     evals = _evaluate(recipe, arms, tokenizer=tokenizer, data_dir=data_dir, log=log) if recipe.eval.tasks else None
+    if recipe.export.gguf is not None:
+        main = arms[f"inheritune{all_losses[0].suffix}"]
+        assert main.model_dir is not None
+        log(f"writing {out / GGUF} ({recipe.export.gguf}) from {main.model_dir}")
+        export_gguf(load_model(main.model_dir), tokenizer, out / GGUF, recipe.export.gguf)
     report = final_paths(
         build_report(
             recipe,

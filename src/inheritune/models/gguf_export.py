@@ -1,0 +1,246 @@
+"""A model folder as one GGUF file, for llama.cpp, LM Studio and Ollama.
+
+One row per exportable family (``LAYOUTS``): the llama.cpp architecture it is written as, the
+config keys its metadata holds, and what the weights need on the way (llama.cpp's rotary layout
+for the query and key rows of the llama architecture). The tensor names come from the ``gguf``
+package's own map (``TensorNameMap``), so a name llama.cpp does not know is refused, never guessed.
+The tokenizer travels with the weights (byte-level BPE: its tokens, merges, special ids and chat
+template); a family or tokenizer GGUF cannot express is one line naming why.
+
+Types: f32 and f16/bf16 store every matrix in that type; q8_0 stores the 2-D weights as 8-bit
+blocks of 32. Norms and other 1-D tensors stay f32, as llama.cpp's own converter writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from inheritune.errors import InherituneError
+from inheritune.models.families import num_layers
+
+TYPES = {
+    "f32": gguf.GGMLQuantizationType.F32,
+    "f16": gguf.GGMLQuantizationType.F16,
+    "bf16": gguf.GGMLQuantizationType.BF16,
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+}
+FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}  # fmt: skip
+_COMMON = {  # GGUF key (after the architecture prefix) -> config key
+    "context_length": "max_position_embeddings",
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "vocab_size": "vocab_size",
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one family is written: its llama.cpp architecture, extra metadata keys (GGUF key -> config
+    key; ``None``: the head width), and whether query/key rows take llama.cpp's rotary order."""
+
+    arch: gguf.MODEL_ARCH
+    metadata: tuple[tuple[str, str | None], ...] = ()
+    permute_qk: bool = False
+    read_head_width: int | None = None  # what transformers' GGUF reader assumes a head's width is
+    #                                     (None: it reads it from the file, or from hidden_size / heads)
+
+
+# a head's width, for a width cut whose heads are not hidden_size / heads wide (rotary: the whole head)
+_HEAD_WIDTH = (("rope.dimension_count", None), ("attention.key_length", None), ("attention.value_length", None))
+LAYOUTS: dict[str, Layout] = {
+    "llama": Layout(gguf.MODEL_ARCH.LLAMA, _HEAD_WIDTH, permute_qk=True),
+    "mistral": Layout(gguf.MODEL_ARCH.LLAMA, _HEAD_WIDTH, permute_qk=True),  # llama.cpp writes Mistral as llama
+    "qwen2": Layout(gguf.MODEL_ARCH.QWEN2, _HEAD_WIDTH[1:]),
+    "qwen3": Layout(gguf.MODEL_ARCH.QWEN3, _HEAD_WIDTH[1:], read_head_width=128),
+}
+REFUSED = {  # families of the family table that have no layout here, and why
+    "phi3": "its fused qkv and gate_up projections are not split for llama.cpp's phi3 layout yet",
+    "gemma3_text": "llama.cpp's gemma3 fixes which layers use the sliding window by position, "
+    "which a model with chosen blocks need not follow",
+    "gpt2": "not written yet (llama.cpp's gpt2 layout transposes every projection)",
+    "opt": "llama.cpp has no OPT architecture",
+    "gpt_neox": "transformers cannot read GPT-NeoX GGUF files back, so an export could not be checked",
+}
+
+
+@dataclass
+class GgufExport:
+    """What ``export_gguf`` wrote."""
+
+    path: Path
+    arch: str
+    type: str
+    tensors: int
+    bytes: int
+    tokenizer: bool
+
+
+def layout_of(config: PretrainedConfig) -> Layout:
+    """The family's layout, or one line saying why it cannot be written."""
+    kind = config.model_type
+    if kind in LAYOUTS:
+        rope, layout = _rope(config), LAYOUTS[kind]
+        if rope.get("rope_type", "default") != "default":
+            raise InherituneError(f"GGUF export: rope scaling ({rope['rope_type']}) is not written yet")
+        _check_head_width(config, layout)
+        return layout
+    why = REFUSED.get(kind, "not in the family table")
+    raise InherituneError(f"GGUF export: model type {kind} cannot be written: {why}")
+
+
+def _check_head_width(config: PretrainedConfig, layout: Layout) -> None:
+    """A head width the file could state but transformers' reader would not take (e.g. after a width cut)."""
+    width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    even = config.hidden_size // config.num_attention_heads
+    reads = layout.read_head_width or (width if layout.permute_qk else even)
+    if width != reads:
+        raise InherituneError(
+            f"GGUF export: {config.model_type} heads {width} wide cannot be read back: transformers' GGUF "
+            f"reader takes them as {reads} wide (a width cut of this family stays a Hugging Face folder)"
+        )
+
+
+def check_type(kind: str) -> str:
+    if kind not in TYPES:
+        raise InherituneError(f"--type must be one of {', '.join(TYPES)}, not '{kind}'")
+    return kind
+
+
+def export_gguf(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, path: str | Path, kind: str = "f16"
+) -> GgufExport:
+    """Write ``model`` (and its tokenizer) as one GGUF file at ``path`` (written beside, then renamed)."""
+    layout, kind, path = layout_of(model.config), check_type(kind), Path(path)
+    arch = gguf.MODEL_ARCH_NAMES[layout.arch]
+    tmp = path.with_name(f".{path.name}.tmp")
+    writer = gguf.GGUFWriter(tmp, arch)
+    try:
+        _metadata(writer, model.config, layout, kind)
+        if tokenizer is not None:
+            _tokenizer(writer, tokenizer, model.config)
+        count = _tensors(writer, model, layout, kind)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file(progress=False)
+    finally:
+        writer.close()
+    tmp.replace(path)
+    return GgufExport(path, arch, kind, count, path.stat().st_size, tokenizer is not None)
+
+
+def _metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, layout: Layout, kind: str) -> None:
+    arch = gguf.MODEL_ARCH_NAMES[layout.arch]
+    writer.add_file_type(FILE_TYPES[kind])
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    values = {key: getattr(config, attr, None) for key, attr in _COMMON.items()}
+    values |= {key: head_dim if attr is None else getattr(config, attr) for key, attr in layout.metadata}
+    values["rope.freq_base"] = _rope_theta(config)
+    if values["attention.head_count_kv"] is None:
+        values["attention.head_count_kv"] = config.num_attention_heads
+    for key, value in values.items():
+        if value is None:
+            raise InherituneError(f"GGUF export: the config has no value for {arch}.{key}")
+        full = f"{arch}.{key}"
+        if isinstance(value, float):
+            writer.add_float32(full, value)
+        else:
+            writer.add_uint32(full, int(value))
+
+
+def _rope(config: PretrainedConfig) -> dict:
+    """The rotary settings (transformers 5: ``rope_parameters``; before: ``rope_theta`` and ``rope_scaling``)."""
+    found = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return dict(found) | ({"rope_theta": config.rope_theta} if getattr(config, "rope_theta", None) else {})
+
+
+def _rope_theta(config: PretrainedConfig) -> float:
+    theta = _rope(config).get("rope_theta")
+    if theta is None:
+        raise InherituneError("GGUF export: the config has no rope_theta")
+    return float(theta)
+
+
+def _tensors(writer: gguf.GGUFWriter, model: PreTrainedModel, layout: Layout, kind: str) -> int:
+    names = gguf.TensorNameMap(layout.arch, num_layers(model.config))
+    config, count = model.config, 0
+    tied = model.get_output_embeddings() is None or (
+        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    )
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and tied:
+            continue
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        base, suffix = name.rsplit(".", 1)
+        mapped = names.get_name(base)
+        if mapped is None:
+            raise InherituneError(f"GGUF export: no llama.cpp name for the tensor {name}")
+        data = tensor.detach().to(torch.float32).cpu().numpy()
+        if layout.permute_qk and mapped.endswith(("attn_q", "attn_k")):
+            heads = config.num_attention_heads if mapped.endswith("attn_q") else _kv_heads(config)
+            data = _rotary_order(data, heads)
+        _add(writer, f"{mapped}.{suffix}", data, kind)
+        count += 1
+    return count
+
+
+def _kv_heads(config: PretrainedConfig) -> int:
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+
+
+def _rotary_order(weights: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's order of a head's rotary pairs (interleaved), from Hugging Face's (two halves)."""
+    half = weights.shape[0] // heads // 2
+    return weights.reshape(heads, 2, half, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+def _add(writer: gguf.GGUFWriter, name: str, data: np.ndarray, kind: str) -> None:
+    if data.ndim < 2 or kind == "f32" or (kind == "q8_0" and data.shape[-1] % 32):
+        writer.add_tensor(name, data.astype(np.float32))
+    elif kind == "f16":
+        writer.add_tensor(name, data.astype(np.float16))
+    else:
+        packed = gguf.quants.quantize(data, TYPES[kind])
+        writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=TYPES[kind])
+
+
+def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> None:
+    """A byte-level BPE tokenizer: tokens by id, merges, special tokens and the chat template."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, "is_fast", False) else {}
+    model = spec.get("model", {})
+    if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
+        raise InherituneError(
+            "GGUF export: only byte-level BPE tokenizers (GPT-2 style: SmolLM2, Llama 3, Qwen) are written; "
+            "pass --no-tokenizer to write the weights alone"
+        )
+    vocab = tokenizer.get_vocab()
+    size = max(config.vocab_size, max(vocab.values()) + 1)
+    tokens, types = [f"[PAD{i}]" for i in range(size)], [gguf.TokenType.UNUSED] * size
+    special = set(tokenizer.all_special_ids) | {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    for text, index in vocab.items():
+        tokens[index] = text
+        types[index] = gguf.TokenType.CONTROL if index in special else gguf.TokenType.NORMAL
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_token_merges(merges)
+    for role in ("bos", "eos", "unk", "pad"):
+        special_id = getattr(tokenizer, f"{role}_token_id", None)
+        if special_id is not None:
+            getattr(writer, f"add_{role}_token_id")(special_id)
+    if getattr(tokenizer, "chat_template", None):
+        writer.add_chat_template(tokenizer.chat_template)
