@@ -29,6 +29,7 @@ from inheritune.evaluation.val_loss import val_loss
 from inheritune.training import checkpoint, distributed, teacher_cache
 from inheritune.training.distributed import barrier, clip, full_state, grad_sync, load_optimizer
 from inheritune.training.logs import RunLog
+from inheritune.training.lora import Adapters
 from inheritune.training.optim import lr_at
 from inheritune.training.train_config import TrainConfig
 from inheritune.training.train_result import ValPoint
@@ -66,6 +67,7 @@ class TrainState:
     val_history: list[ValPoint] = dataclasses.field(default_factory=list)
     train_seconds: float = 0.0
     last_checkpoint: Path | None = None
+    adapters: Adapters | None = None  # LoRA (training/lora.py): the model's linear layers hold them
 
 
 def evaluate_now(run: TrainState, at: int) -> float:

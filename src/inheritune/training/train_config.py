@@ -50,6 +50,12 @@ HELP = {  # the CLI's help for each field (its default is added there)
     "train_blocks": "blocks that train at the full lr: all | last:K | cuts:K (K blocks each side of every cut a "
     "derived model has) | indices like 0-3,20; the final norm trains too",
     "rest_lr_scale": "lr multiplier of everything outside --train-blocks; 0 freezes it (no gradient or state)",
+    "lora": "rank of LoRA adapters to heal with (peft; alpha 2 x rank), the model's own weights frozen; 0: full "
+    "fine-tuning",
+    "lora_targets": "modules that get adapters: all-linear (every linear layer but the LM head) or names like "
+    "q_proj,v_proj",
+    "lora_merge": "merge the adapters into the final model's weights; --no-lora-merge keeps final/ the base and "
+    "final/adapter/ the adapters (peft's format)",
 }
 
 
@@ -88,6 +94,9 @@ class TrainConfig:
     teacher_states: TeacherStates = HIDDEN  # hidden | top:K (specs.py)
     train_blocks: TrainBlocks = ALL_BLOCKS  # all | last:K | cuts:K | indices (healing.py)
     rest_lr_scale: float = 0.0  # lr multiplier of everything else when train_blocks is not all; 0 freezes it
+    lora: int = 0  # LoRA rank (training/lora.py); 0 = full fine-tuning
+    lora_targets: str = "all-linear"
+    lora_merge: bool = True
 
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong, with the option's name in the message."""
@@ -119,10 +128,26 @@ class TrainConfig:
             self.train_blocks = TrainBlocks(self.train_blocks, "train_blocks")
         if not 0 <= self.rest_lr_scale <= 1:
             raise InherituneError(f"rest_lr_scale must be in [0, 1], not {self.rest_lr_scale}")
+        self._check_lora()
         self.betas = cast(tuple[float, float], tuple(float(b) for b in self.betas))  # its length is checked next
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise InherituneError(f"betas must be two numbers in [0, 1), not {self.betas}")
         return self
+
+    def _check_lora(self) -> None:
+        if self.lora < 0:
+            raise InherituneError(f"lora must be a rank >= 1 (or 0: full fine-tuning), not {self.lora}")
+        if not self.lora:
+            return
+        if self.train_blocks.kind != "all":
+            raise InherituneError(
+                f"lora trains adapters on every block and train_blocks ({self.train_blocks}) chooses blocks to "
+                "train in full: give one of them"
+            )
+        if self.fsdp:
+            raise InherituneError("lora with fsdp is not supported: the adapters are small, train them with DDP")
+        if not self.lora_targets.strip():
+            raise InherituneError("lora_targets is empty: all-linear or module names like q_proj,v_proj")
 
     def total_steps(self, tokens_per_step: int) -> int:
         # validate() lets exactly one of steps and tokens through

@@ -46,6 +46,7 @@ from inheritune.training.distributed import barrier, full_state, prepare
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
 from inheritune.training.loop import TrainState, fit, restore_checkpoint
+from inheritune.training.lora import add_adapters
 from inheritune.training.objective import CausalLMLoss, Teacher
 from inheritune.training.optim import make_optimizer
 from inheritune.training.resume import finished, start_point
@@ -170,6 +171,9 @@ def _setup(
     tokens_data = open_data(data)
     tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
     model, tokenizer, model_name = _model_and_tokenizer(model, tokenizer, tokens_data, config)
+    adapters = add_adapters(model, config.lora, config.lora_targets) if config.lora else None
+    if adapters is not None:  # the same model, its linear layers holding adapters; everything else frozen
+        model = adapters.model
     tokens_per_step = _tokens_per_step(config, env.world)
     loader = _loader(config, tokens_data, env, tokens_per_step)
     teacher = make_teacher(config, teacher_model, tokens_data, model)
@@ -219,6 +223,7 @@ def _setup(
         peak=config.peak_flops or (matmul_peak(env.device, autocast or torch.float32) if env.main else 1.0),
         log=RunLog(work, keep_until=found.state["step"] if found is not None else None, enabled=env.main),
         fresh=found is None,
+        adapters=adapters,
         last_checkpoint=found.folder if found else None,
         teacher_states=states,
         cache=cache,
@@ -325,6 +330,7 @@ def _write_config(run: TrainState, model_name: str, data: str, parameters: int, 
             "eval_every": run.eval_every,
             "checkpoint_every": run.checkpoint_every,
             "parameters": parameters,
+            "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
             "flops_per_token": run.flops,
             "tokenizer_fingerprint": run.data.fingerprint,
             "train_loss": "distillation mix (see training/objective.py)" if distilling else "cross-entropy",
@@ -348,7 +354,7 @@ def _finalize(run: TrainState) -> TrainResult:
     )
     if run.env.main:
         with atomic_dir(run.work / "final", overwrite=True) as tmp:
-            run.model.save_pretrained(tmp, safe_serialization=True, state_dict=full[0])
+            _save_final(run, tmp, full[0])
             if run.tokenizer is not None:
                 run.tokenizer.save_pretrained(tmp)
             write_card(tmp, _card(run, result), source=read_json(run.work / "config.json", "run config")["model"])
@@ -359,6 +365,14 @@ def _finalize(run: TrainState) -> TrainResult:
     return result
 
 
+def _save_final(run: TrainState, folder: Path, state: dict | None) -> None:
+    """The final weights: as trained, or with LoRA adapters merged in (or beside, in adapter/)."""
+    if run.adapters is None:
+        run.model.save_pretrained(folder, safe_serialization=True, state_dict=state)
+        return
+    run.adapters.save(folder, merge=run.config.lora_merge)
+
+
 def _card(run: TrainState, result: TrainResult) -> dict:
     """The final model's card facts: how it was trained and where it ended."""
     c = run.config
@@ -367,11 +381,15 @@ def _card(run: TrainState, result: TrainResult) -> dict:
         if c.distill_from
         else "cross-entropy"
     )
+    trained = str(c.train_blocks)
+    if c.lora:
+        how = "merged" if c.lora_merge else "in adapter/"
+        trained = f"LoRA adapters of rank {c.lora} on {c.lora_targets} ({how}), the rest frozen"
     return {
         "command": "train",
         "loss": loss,
         "training tokens": result.tokens,
-        "trained": c.train_blocks,
+        "trained": trained,
         "val loss": round(result.final_val_loss, 4),
         "val loss definition": YARDSTICK["definition"],
     }

@@ -1,0 +1,55 @@
+"""LoRA healing through peft: low-rank adapters on a model's linear layers, the rest frozen.
+
+Full fine-tuning with AdamW holds about 16 bytes per parameter (weights, gradients, two moments);
+with adapters only they are trained, so a reference too big to train in full still heals on one
+device. ``add_adapters`` injects them into the model in place (its modules keep their names, so
+the loss, checkpoints and resumption see the same model); ``save`` folds them into plain
+weights (``merge``) or saves the untouched base and the adapters apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import peft
+from transformers import PreTrainedModel
+
+from inheritune.errors import InherituneError
+
+
+@dataclass
+class Adapters:
+    """The peft wrapper around the model whose linear layers hold adapters."""
+
+    wrapper: peft.PeftModel
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The model itself, adapters inside: what trains, evaluates and is checkpointed."""
+        return cast(PreTrainedModel, self.wrapper.base_model.model)
+
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.wrapper.parameters() if p.requires_grad)
+
+    def save(self, folder: Path, merge: bool) -> None:
+        """The final model in ``folder``: the adapters merged into its weights, or the untouched base
+        there and the adapters in ``folder/adapter`` (peft's format). Either way the layers are plain after."""
+        if merge:
+            cast(PreTrainedModel, self.wrapper.merge_and_unload()).save_pretrained(folder, safe_serialization=True)
+            return
+        self.wrapper.save_pretrained(str(folder / "adapter"), safe_serialization=True)
+        cast(PreTrainedModel, self.wrapper.unload()).save_pretrained(folder, safe_serialization=True)
+
+
+def add_adapters(model: PreTrainedModel, rank: int, targets: str) -> Adapters:
+    """Rank-``rank`` adapters (alpha 2 x rank, no dropout) on ``targets``: "all-linear" (every linear
+    layer but the LM head) or comma-separated module names (e.g. q_proj,v_proj)."""
+    modules: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t]
+    config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=modules, bias="none")
+    try:
+        wrapper = peft.get_peft_model(model, config)
+    except ValueError as e:  # peft: "Target modules {...} not found in the base model"
+        raise InherituneError(f"--lora-targets {targets}: {str(e).splitlines()[0]}") from None
+    return Adapters(wrapper)
