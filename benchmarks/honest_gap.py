@@ -12,7 +12,11 @@ to both. An arm is METHOD:DEPTH:TOKENS:LR:
 - ``cutc``: the blocks cut out of the reference trained on the same tokens, then cross-entropy (correct, cut, heal);
 - ``cutc-kdc``: both (Minitron's order: correct, prune, distil);
 - ``laco``: the cut initialised by merging each dropped slice into the kept block before it (LaCo:
-  that block's weights plus the sum of the slice's differences from them), then cross-entropy.
+  that block's weights plus the sum of the slice's differences from them), then cross-entropy;
+- ``lastK``: the cut healed with cross-entropy in its last K blocks only (train --train-blocks last:K);
+- ``loraR``: the cut healed with cross-entropy through LoRA adapters of rank R (train --lora R), the
+  weights frozen: the row also records the trainable parameters and their bytes (weights, gradients
+  and AdamW's two moments, fp32: 16 per parameter).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/honest_gap.py --reference smollm2-135m --by angular \\
         --arms ref:30:81920:3e-4 ce:24:81920:3e-4 kdc:24:81920:3e-4
@@ -42,6 +46,7 @@ from inheritune.evaluation.val_loss import val_loss
 from inheritune.models.families import blocks, num_layers
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import inherit, spans
+from inheritune.reporting.plots import curves
 from inheritune.training import TrainConfig
 from inheritune.training.flops import flops_per_token
 
@@ -59,7 +64,7 @@ def data_folder(reference: str, tokenizer, max_tokens: int) -> Path:
 
 def parse_arm(spec: str) -> dict:
     method, depth, tokens, lr = spec.split(":")
-    if method not in METHODS:
+    if method not in METHODS and not any(method.startswith(p) and method[len(p):].isdigit() for p in ("lora", "last")):
         raise SystemExit(f"{spec}: method must be one of {', '.join(METHODS)}")
     return {"name": spec, "method": method, "layers": int(depth), "tokens": int(tokens), "lr": float(lr), "lr_text": lr}
 
@@ -99,7 +104,7 @@ def build(arm: dict, reference, name: str, data: Path, by: str) -> tuple[torch.n
     total = num_layers(reference.config)
     if arm["method"] == "ref":
         return inherit(reference, list(range(total))), list(range(total)), None
-    corrected = load_model(trained_reference(name, arm, total)) if arm["method"] not in ("ce", "laco") else None
+    corrected = load_model(trained_reference(name, arm, total)) if arm["method"] in ("kdc", "cutc", "cutc-kdc") else None
     source = corrected if arm["method"].startswith("cutc") else reference
     keep = select(source, arm["layers"], by, scoring_windows(data)).keep
     model = inherit(source, keep)
@@ -109,13 +114,15 @@ def build(arm: dict, reference, name: str, data: Path, by: str) -> tuple[torch.n
     return model, keep, teacher
 
 
-def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, by: str) -> dict:
+def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, by: str, eval_every: int) -> dict:
     model, keep, teacher = build(arm, reference, name, data, by)
     total = num_layers(reference.config)
     config = TrainConfig(seq_len=512, batch_size=4, tokens_per_step=2048, tokens=arm["tokens"], lr=arm["lr"],
-                         min_lr=1e-5, warmup_steps=6, eval_every=10_000, progress=False,
+                         min_lr=1e-5, warmup_steps=6, eval_every=eval_every, progress=False,
                          distill_from=str(trained_reference(name, arm, total)) if teacher is not None else None,
-                         teacher_states="top:64" if teacher is not None else "hidden")
+                         teacher_states="top:64" if teacher is not None else "hidden",
+                         lora=int(arm["method"][4:]) if arm["method"].startswith("lora") else 0,
+                         train_blocks=f"last:{arm['method'][4:]}" if arm["method"].startswith("last") else "all")
     out = run_dir(name, arm)
     result = train(model, data, out, config, tokenizer=tokenizer, overwrite=True, teacher=teacher)
     per_token = json.loads((out / "config.json").read_text())["flops_per_token"]
@@ -126,7 +133,17 @@ def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, by: str) -> 
         teacher_flops = flops_per_token(teacher, 512) / 3 * arm["tokens"] + correction
     return arm | {"by": by if arm["method"] != "ref" else "-", "keep": keep,
                   "start_val_loss": result.val_history[0].val_loss, "val_loss": result.final_val_loss,
-                  "wall_time": result.wall_time, "train_flops": per_token * arm["tokens"], "teacher_flops": teacher_flops}
+                  "wall_time": result.wall_time, "train_flops": per_token * arm["tokens"], "teacher_flops": teacher_flops,
+                  "history": [[h.tokens, h.val_loss] for h in result.val_history],
+                  "trainable": json.loads((out / "config.json").read_text())["trainable_parameters"],
+                  "parameters": json.loads((out / "config.json").read_text())["parameters"]}
+
+
+def share(row: dict) -> str:
+    """Trainable parameters: their count and share, and the bytes AdamW training holds for them (16 each)."""
+    if "trainable" not in row:
+        return "-"
+    return f"{row['trainable'] / 1e6:.1f}M ({row['trainable'] / row['parameters']:.1%}; {16 * row['trainable'] / 2**20:.0f} MiB)"
 
 
 def table(stored: dict) -> str:
@@ -135,15 +152,46 @@ def table(stored: dict) -> str:
     for r in rows:
         if r["method"] == "ref":
             trained[r["tokens"]] = min(r["val_loss"], trained.get(r["tokens"], float("inf")))
-    lines = ["| method | layers | blocks | tokens | lr | untrained | final | gap (as is) | gap (trained) | PFLOP | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | layers | blocks | tokens | lr | untrained | final | gap (as is) | gap (trained) | trained params "
+             "| PFLOP | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["tokens"], -r["layers"], r["method"], r["lr"])):
         twin = trained.get(r["tokens"])
         gap = f"{r['val_loss'] - twin:+.3f}" if twin is not None else "-"
         lines.append(f"| {r['method']} | {r['layers']} | {spans(r['keep'])} | {r['tokens']:,} | {r['lr']:g} | "
                      f"{r['start_val_loss']:.3f} | {r['val_loss']:.3f} | {r['val_loss'] - ref_loss:+.3f} | {gap} | "
+                     f"{share(r)} | "
                      f"{(r['train_flops'] + r['teacher_flops']) / 1e15:.1f} | {r['wall_time']:.0f} |")
     return "\n".join(lines)
+
+
+def gap_curve(stored: dict, path: Path) -> str:
+    """The gap along the longest runs: each cut method's val loss minus the reference's at every
+    evaluation of runs of the same length (one cosine schedule each), plus the end of every shorter run."""
+    rows = stored["rows"]
+    longest = max((r["tokens"] for r in rows if len(r.get("history", [])) > 2), default=None)
+    if longest is None:
+        return ""
+    ref = next((r for r in rows if r["method"] == "ref" and r["tokens"] == longest), None)
+    cuts = [r for r in rows if r["method"] != "ref" and r["tokens"] == longest and len(r.get("history", [])) > 2]
+    if ref is None or not cuts:
+        return ""
+    at = dict((tokens, loss) for tokens, loss in ref["history"])
+    lines = [f"Along the {longest:,}-token runs (one schedule each; the ends of the shorter runs in the table above):\n",
+             "| tokens | reference trained | " + " | ".join(f"{c['method']} {c['layers']}L (gap)" for c in cuts) + " |",
+             "|---|---|" + "---|" * len(cuts)]
+    series = {}
+    for c in cuts:
+        points = [(tokens, loss - at[tokens]) for tokens, loss in c["history"] if tokens in at and tokens > 0]
+        series[f"{c['method']} {c['layers']} layers"] = ([x for x, _ in points], [y for _, y in points])
+    for tokens, loss in ref["history"]:
+        if tokens == 0:
+            continue
+        cells = [f"{dict(c['history']).get(tokens, float('nan')):.3f} ({dict(c['history']).get(tokens, float('nan')) - loss:+.3f})"
+                 for c in cuts]
+        lines.append(f"| {tokens:,} | {loss:.3f} | " + " | ".join(cells) + " |")
+    curves(series, path, title="gap to the reference trained on the same tokens", xlabel="training tokens",
+           ylabel="val loss gap (nats)")
+    return "\n".join(lines) + f"\n\n![gap vs tokens]({path.name})\n"
 
 
 def main() -> None:
@@ -153,6 +201,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", required=True)
     parser.add_argument("--data-tokens", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=10_000, help="steps between evaluations (the curve)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer, reference = load_tokenizer(args.reference), load_model(args.reference)
@@ -167,7 +216,7 @@ def main() -> None:
         if any(r["name"] == spec for r in stored["rows"]):
             continue
         start = time.perf_counter()
-        row = run_arm(arm, reference, args.reference, tokenizer, data, args.by)
+        row = run_arm(arm, reference, args.reference, tokenizer, data, args.by, args.eval_every)
         stored["rows"].append(row | {"seconds": round(time.perf_counter() - start, 1)})
         path.write_text(json.dumps(stored, indent=1) + "\n")
         print(f"{spec}: {row['start_val_loss']:.3f} -> {row['val_loss']:.3f} in {row['wall_time']:.0f} s", flush=True)
@@ -175,7 +224,8 @@ def main() -> None:
             f"tokens, the 8,192-token val split); val loss of the reference as it is {stored['reference_val_loss']:.3f}; "
             f"gap (trained) = final minus the best reference trained on the same tokens (`ref`, over the lrs run); "
             f"PFLOP = training FLOPs, the teacher's forward passes and correction included; s = training seconds "
-            f"(benchmarks/honest_gap.py).\n\n{table(stored)}\n")
+            f"(benchmarks/honest_gap.py).\n\n{table(stored)}\n\n"
+            f"{gap_curve(stored, RESULTS / f'honest_gap_{args.reference}.png')}")
     (RESULTS / f"honest_gap_{args.reference}.md").write_text(text)
     print(text, flush=True)
 

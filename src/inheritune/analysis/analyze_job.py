@@ -57,7 +57,7 @@ class AnalyzeResult(CommandResult):
     thresholds: dict
     lazy_rule: str
     uniform_causal_rank: int
-    lazy_layers: list
+    lazy_layers: list[int]
     recommended_layers: int
     rule: str
     first_lazy_layer: int | None
@@ -68,7 +68,7 @@ class AnalyzeResult(CommandResult):
     angular_distance: list
     best_slices_to_drop: list
     example_heads: dict
-    plots: dict
+    plots: dict[str, str]
     csv: list
     seconds: float
 

@@ -58,7 +58,7 @@ class ImportanceResult(CommandResult):
     num_layers: int
     num_heads: int
     seq_len: int
-    shots: list  # shot counts of the task sources
+    shots: list[int]  # shot counts of the task sources
     seed: int
     sources: dict  # "task/Nshot" or "lm" -> {"split", "ids", "examples", "loss", "accuracy", "head_importance", ...}
     aggregate: dict  # {"head_importance", "ffn_loss_increase", "clusters"}: mean of normalised source scores

@@ -35,10 +35,10 @@ class InductionResult(CommandResult):
     repeats: int
     seeds: int
     exclude: float
-    token_ids: list  # [lowest, highest] id the random tokens were drawn from
+    token_ids: list[int]  # [lowest, highest] id the random tokens were drawn from
     bos: int | None
-    prefix: list  # [layers][heads] prefix-matching score
-    copying: list  # [layers][heads] copying score
+    prefix: list[list[float]]  # [layers][heads] prefix-matching score
+    copying: list[list[float]]  # [layers][heads] copying score
     top_heads: list  # [{"layer", "head", "prefix", "copying"}, ...], best prefix score first
     seconds: float
 

@@ -38,9 +38,9 @@ class DeriveResult(CommandResult):
 
     out: Path
     reference: str
-    blocks: list  # the reference's block indices, in the derived model's order
+    blocks: list[int]  # the reference's block indices, in the derived model's order
     by: str  # the block selector (analysis/selection.py)
-    scores: list | None  # the selector's per-block scores of the reference (None: it reads none)
+    scores: list[float] | None  # the selector's per-block scores of the reference (None: it reads none)
     reference_layers: int
     parameters: int
     init: str

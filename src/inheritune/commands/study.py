@@ -49,7 +49,7 @@ class StudyResult(CommandResult):
     model: str
     num_layers: int
     num_heads: int
-    sources: list  # importance's sources: "lm" and "task/Nshot"
+    sources: list[str]  # importance's sources: "lm" and "task/Nshot"
     heads: list  # per (layer, head): lazy_layer, rank, column_mass, importance, importance_rank, prefix, copying
     layers: list  # per layer: lazy, block_influence, column_mass_mean, ffn_importance, head_importance
     correlations: dict  # name -> {"x", "y", "n", "spearman", "p_value", "strength"}

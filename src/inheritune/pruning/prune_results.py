@@ -29,8 +29,8 @@ class PruneResult(CommandResult):
     iterative: int  # re-scoring steps (1: one-shot)
     heads_percent: float
     ffn_percent: float
-    pruned_heads: list  # [[layer, head], ...]
-    pruned_ffn: list  # [layer, ...]
+    pruned_heads: list[list[int]]  # [[layer, head], ...]
+    pruned_ffn: list[int]  # [layer, ...]
     heads_total: int
     ffn_total: int
     steps: list  # iterative: per step, the head importance it ranked by ([layers][heads])
@@ -73,7 +73,7 @@ class LayerPruneResult(CommandResult):
     model: str
     by: str  # the block selector (analysis/selection.py)
     drop_layers: int
-    dropped_layers: list  # the blocks removed
+    dropped_layers: list[int]  # the blocks removed
     layer_scores: dict  # analysis.selection.Selection.to_json()
     before: dict  # {"val": {"loss": ...}}: the yardstick on the data's val split
     after: dict
@@ -105,7 +105,7 @@ class WidthPruneResult(CommandResult):
     after: dict  # the saved, cut model
     masked: dict  # the (depth-cut) model with the cut units masked (must equal ``after``)
     seconds: float
-    dropped_layers: list = dataclasses.field(default_factory=list)  # --budget-by both: the blocks dropped first
+    dropped_layers: list[int] = dataclasses.field(default_factory=list)  # --budget-by both: the blocks dropped first
     layers_by: str = ""  # ... and the selector that chose them
 
     def summary(self) -> str:
