@@ -34,6 +34,8 @@ from inheritune.training import TrainConfig
 from inheritune.training.train_result import TrainResult
 from inheritune.training.trainer import train_resumable
 
+REFERENCE_CACHE = "reference.json"  # the reference's val loss, measured once per run (RUN/reference.json)
+
 
 @dataclass
 class Teacher:
@@ -150,6 +152,7 @@ def grow_arm(
         tokenizer=tokenizer,
         yardstick=yardstick,
         teacher_model=teacher.model if distilling and teacher is not None else None,
+        reference_cache=out / REFERENCE_CACHE,
         log=log,
     )
     results = [TrainResult.from_json(read_json(r.run_dir / "result.json", "train result")) for r in grown.rounds]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from inheritune.analysis.analyze_job import analyze
-from inheritune.arms import grow_arm, losses, train_arms
+from inheritune.arms import REFERENCE_CACHE, grow_arm, losses, train_arms
 from inheritune.atomic import (
     RunFolder,
     atomic_write_json,
@@ -160,7 +160,7 @@ def _run(recipe: Recipe, reference, tokenizer, out: Path, start: float, log) -> 
         else None
     )
     measured = reference_val_loss(
-        reference, recipe.reference, open_data(data_dir), cache=out / "reference.json", batch_size=config.batch_size
+        reference, recipe.reference, open_data(data_dir), cache=out / REFERENCE_CACHE, batch_size=config.batch_size
     )
     arms = {"reference": reference_arm(reference, measured)}
     runs = (

@@ -143,6 +143,7 @@ def grow_until_matched(
     tokenizer: PreTrainedTokenizerBase | None = None,
     yardstick: Yardstick | None = None,
     teacher_model: PreTrainedModel | None = None,
+    reference_cache: Path | None = None,
     log: Callable[[str], None] = _PRINT,
 ) -> GrowResult:
     """Derive ``growth.start_layers`` blocks of ``reference`` (chosen by ``by``), train, and grow
@@ -158,7 +159,8 @@ def grow_until_matched(
     (``round-XX-LL.blocks.json``), so a resumed round rebuilds the same model without re-scoring.
 
     ``yardstick`` replaces the reference's own val loss as the target (before the margin);
-    ``teacher_model`` is ``config.distill_from`` already in memory.
+    ``teacher_model`` is ``config.distill_from`` already in memory; ``reference_cache`` is where the
+    reference's val loss is cached (default: the grow run's own reference.json).
     """
     out = Path(out)
     config = make_config(config, steps=None, tokens=growth.tokens_per_round)
@@ -200,6 +202,7 @@ def grow_until_matched(
                 by=selector,
                 teacher=teacher_model if teacher_model is not None else teacher_of(config, reference, ref),
                 yardstick=yardstick,
+                reference_cache=reference_cache,
                 log=log,
             )
             summary = rounds.run()
@@ -240,6 +243,7 @@ class _Rounds:
     by: BlockSelector
     teacher: PreTrainedModel | None
     yardstick: Yardstick | None
+    reference_cache: Path | None
     log: Callable[[str], None]
 
     def run(self) -> dict:
@@ -249,7 +253,7 @@ class _Rounds:
             self.ref,
             self.reference,
             data=self.data,
-            cache=self.out / "reference.json",
+            cache=self.reference_cache or self.out / "reference.json",
             batch_size=self.config.batch_size,
         )["loss"]
         yard = self.yardstick or Yardstick(f"the reference ({total} layers)", ref_loss)
