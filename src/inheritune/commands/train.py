@@ -36,16 +36,8 @@ def train(
     ``inheritune train MODEL --data DIR --out RUN [--config YAML] [--OPTION VALUE ...]`` with the
     same arguments: ``config`` is a TrainConfig, a dict of its fields or a YAML recipe, and every
     TrainConfig field is also a keyword (``seq_len=1024``, or the CLI's string ``"1e6"``),
-    overriding it. ``teacher`` (Python only) is an in-memory model for ``distill_from``.
-
-    ``resume=True``: a finished run of the same length returns its stored result (another
-    length is refused), an unfinished one continues from its latest valid checkpoint, and one
-    with no checkpoint yet (killed before its first) starts over.
-
-    A fresh run over a non-empty ``out`` (``overwrite``) is built beside it in ``.NAME.new`` and
-    swapped in only once complete: a failure or kill at any step leaves the previous run as it
-    was. Rerunning the same command continues that replacement from its latest checkpoint (or
-    starts it over if the recipe, model or data changed); ``resume`` still means the run in ``out``.
+    overriding it. ``teacher`` (Python only) is an in-memory model for ``distill_from``. What
+    ``resume`` and ``overwrite`` do: ``training.trainer.train_model``, which runs it.
     """
     config = make_config(read_recipe(config) if isinstance(config, (str, Path)) else config, **options)
     return train_model(

@@ -81,17 +81,11 @@ def train_model(
     _check_specs(model, config, teacher)
     out = Path(out)
     with _quiet_hf(), RunFolder(out, resume and started(out)).build(swap=False) as work:  # swapped in by _finalize
-        return _train(
-            model,
-            data,
-            run_dir=out,
-            work=work,
-            config=config,
-            tokenizer=tokenizer,
-            resume=resume,
-            overwrite=overwrite,
-            teacher_model=teacher,
-        )
+        if resume and (done := finished(out, config)) is not None:
+            return done
+        run = _setup(model, data, out, work, config, tokenizer, resume, overwrite, teacher_model=teacher)
+        fit(run)
+        return _finalize(run)
 
 
 def train_resumable(
@@ -119,36 +113,6 @@ def _check_specs(model, config: TrainConfig, teacher: PreTrainedModel | None) ->
     refused before any folder is made or renamed."""
     healing.focus(load_config(model, config.trust_remote_code), config.train_blocks, model_name(model))
     check_teacher_states(config.teacher_states, teacher or config.distill_from, config.trust_remote_code)
-
-
-def _train(
-    model,
-    data,
-    run_dir: Path,
-    work: Path,
-    config: TrainConfig,
-    tokenizer,
-    resume: bool,
-    overwrite: bool,
-    teacher_model: PreTrainedModel | None,
-) -> TrainResult:
-    """``run_dir`` is the run's folder; ``work`` is where this invocation writes it (``run_dir``, or
-    the sibling a replacement is built in, swapped in at the end)."""
-    if resume and (done := finished(run_dir, config)) is not None:
-        return done
-    run = _setup(
-        model,
-        data,
-        run_dir=run_dir,
-        work=work,
-        config=config,
-        tokenizer=tokenizer,
-        resume=resume,
-        overwrite=overwrite,
-        teacher_model=teacher_model,
-    )
-    fit(run)
-    return _finalize(run)
 
 
 def _setup(
