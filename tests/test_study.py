@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from inheritune.commands.study import correlation, study
+from inheritune.analysis.study_findings import correlation
+from inheritune.commands.study import study
 from test_induction import INDUCTION, V, induction_gpt2
 
 
@@ -89,7 +90,7 @@ def test_study_refuses_without_data_or_text_before_loading(tmp_path):
 
 
 def test_lazy_finding_compares_lazy_with_other_layers_and_says_when_it_cannot():
-    from inheritune.commands.study import lazy_finding
+    from inheritune.analysis.study_findings import lazy_finding
 
     lazy = np.array([False, True, True, False])
     found = lazy_finding(np.array([4.0, 1.0, 2.0, 6.0]), np.array([0.1, 0.5, 0.3, 0.1]), lazy, {"strength": "s"})

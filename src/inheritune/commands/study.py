@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from inheritune.analysis.analyze_job import NO_TOKENIZER, analyze
 from inheritune.analysis.example_sources import check_shots, check_sources
 from inheritune.analysis.importance_job import importance
 from inheritune.analysis.induction_job import induction
-from inheritune.analysis.unit_importance import THIRDS
+from inheritune.analysis.study_findings import correlation, depth_finding, induction_finding, lazy_finding
 from inheritune.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, csv_text
 from inheritune.errors import InherituneError
 from inheritune.models.families import context_length
@@ -36,8 +37,8 @@ from inheritune.reporting.study_report import write
 from inheritune.result import CommandResult
 
 TASKS = ("mmlu-stem", "mmlu-humanities", "bb-sports-understanding")  # run on SmolLM2 on a CPU in minutes
-PERMUTATIONS = 2000
-SIGNIFICANT = 0.05
+
+
 SEG_LEN, REPEATS = 25, 4  # induction's defaults, shortened to fit a short context
 
 
@@ -152,186 +153,112 @@ def induction_seg_len(model: PreTrainedModel) -> int:
 
 def join(out: str | Path, model: str, analysis, scores, heads_, seed: int) -> StudyResult:
     """The three commands' results as one table per head and per layer, correlated."""
-    layers, n_heads = analysis.num_layers, analysis.num_heads
-    lazy = np.array([row["lazy"] for row in analysis.layers])
-    rank = np.array([row["rank"] for row in analysis.layers], dtype=float)
-    mass = np.array([row["column_mass"] for row in analysis.layers], dtype=float)
-    head_imp = np.asarray(scores.aggregate["head_importance"], dtype=float)
-    ffn_imp = np.asarray(scores.aggregate["ffn_loss_increase"], dtype=float)
-    prefix, copying = np.asarray(heads_.prefix, dtype=float), np.asarray(heads_.copying, dtype=float)
-    bi = np.array([row["block_influence"] for row in analysis.layers], dtype=float)
-    imp_rank = ov.rank_descending(head_imp)
-    heads = [
-        {
-            "layer": layer,
-            "head": h,
-            "lazy_layer": bool(lazy[layer]),
-            "rank": float(rank[layer, h]),
-            "column_mass": float(mass[layer, h]),
-            "importance": float(head_imp[layer, h]),
-            "importance_rank": int(imp_rank[layer, h]),
-            "prefix": float(prefix[layer, h]),
-            "copying": float(copying[layer, h]),
-        }
-        for layer in range(layers)
-        for h in range(n_heads)
-    ]
-    layer_rows = [
-        {
-            "layer": layer,
-            "lazy": bool(lazy[layer]),
-            "block_influence": float(bi[layer]),
-            "column_mass_mean": float(mass[layer].mean()),
-            "ffn_importance": float(ffn_imp[layer]),
-            "head_importance": float(head_imp[layer].sum()),
-        }
-        for layer in range(layers)
-    ]
-    rng = np.random.default_rng(seed)
-    correlations = {
-        "head_importance_vs_induction_prefix": correlation(
-            "head importance", "induction prefix score", x=head_imp, y=prefix, rng=rng
-        ),
-        "head_importance_vs_induction_copying": correlation(
-            "head importance", "induction copying score", x=head_imp, y=copying, rng=rng
-        ),
-        "head_importance_vs_column_mass": correlation(
-            "head importance", "heaviest-column mass", x=head_imp, y=mass, rng=rng
-        ),
-        "ffn_importance_vs_block_influence": correlation("FFN importance", "Block Influence", x=ffn_imp, y=bi, rng=rng),
-        "layer_head_importance_vs_lazy": correlation(
-            "summed head importance per layer",
-            "lazy verdict (1 = lazy)",
-            x=head_imp.sum(1),
-            y=lazy.astype(float),
-            rng=rng,
-        ),
-    }
-    agreement = {
-        kind: {
-            "sources": len(o["sources"]),
-            "mean_spearman": o["mean_spearman"],
-            "mean_jaccard": o["mean_jaccard"],
-            "top_k": o["top_k"],
-        }
-        for kind, o in scores.overlap.items()
-    }
-    findings = {
-        "depth": depth_finding(scores.aggregate["clusters"]),
-        "induction": induction_finding(head_imp, prefix, correlations["head_importance_vs_induction_prefix"]),
-        "lazy": lazy_finding(head_imp.sum(1), ffn_imp, lazy, correlations["layer_head_importance_vs_lazy"]),
-    }
+    m = _Measures.of(analysis, scores, heads_)
+    correlations = _correlations(m, np.random.default_rng(seed))
     return StudyResult(
         out=Path(out),
         model=model,
-        num_layers=layers,
-        num_heads=n_heads,
+        num_layers=analysis.num_layers,
+        num_heads=analysis.num_heads,
         sources=list(scores.sources),
-        heads=heads,
-        layers=layer_rows,
+        heads=_head_rows(m),
+        layers=_layer_rows(m),
         correlations=correlations,
-        agreement=agreement,
-        findings=findings,
+        agreement={kind: _agreement(o) for kind, o in scores.overlap.items()},
+        findings={
+            "depth": depth_finding(scores.aggregate["clusters"]),
+            "induction": induction_finding(m.head_imp, m.prefix, correlations["head_importance_vs_induction_prefix"]),
+            "lazy": lazy_finding(m.head_imp.sum(1), m.ffn_imp, m.lazy, correlations["layer_head_importance_vs_lazy"]),
+        },
         seconds=0.0,
     )
 
 
-def permutation_p(x: np.ndarray, y: np.ndarray, rho: float, rng: np.random.Generator) -> float:
-    """Two-sided p-value of Spearman's rho: the share of shuffles of ``y`` at least as extreme."""
-    rx, ry = ov.ranks(x), ov.ranks(y)
-    rx, ry = (rx - rx.mean()) / rx.std(), (ry - ry.mean()) / ry.std()
-    shuffled = np.stack([rng.permutation(ry) for _ in range(PERMUTATIONS)])
-    extreme = np.sum(np.abs(shuffled @ rx / rx.size) >= abs(rho) - 1e-12)
-    return float((1 + extreme) / (1 + PERMUTATIONS))
+@dataclass
+class _Measures:
+    """Per layer and head, what analyze, importance and induction measured, as arrays."""
+
+    lazy: np.ndarray  # [layers] bool
+    rank: np.ndarray  # [layers, heads]
+    mass: np.ndarray  # [layers, heads]
+    bi: np.ndarray  # [layers]
+    head_imp: np.ndarray  # [layers, heads]
+    ffn_imp: np.ndarray  # [layers]
+    prefix: np.ndarray  # [layers, heads]
+    copying: np.ndarray  # [layers, heads]
+
+    @classmethod
+    def of(cls, analysis, scores, heads_) -> _Measures:
+        rows = analysis.layers
+        return cls(
+            lazy=np.array([row["lazy"] for row in rows]),
+            rank=np.array([row["rank"] for row in rows], dtype=float),
+            mass=np.array([row["column_mass"] for row in rows], dtype=float),
+            bi=np.array([row["block_influence"] for row in rows], dtype=float),
+            head_imp=np.asarray(scores.aggregate["head_importance"], dtype=float),
+            ffn_imp=np.asarray(scores.aggregate["ffn_loss_increase"], dtype=float),
+            prefix=np.asarray(heads_.prefix, dtype=float),
+            copying=np.asarray(heads_.copying, dtype=float),
+        )
 
 
-def strength(rho: float | None, p: float | None) -> str:
-    """Plain words for a correlation: its size, and whether it could be chance."""
-    if rho is None:
-        return "undefined (one side is constant)"
-    assert p is not None  # a defined rho comes with its p-value (see correlation)
-    size = abs(rho)
-    word = "negligible" if size < 0.1 else "weak" if size < 0.3 else "moderate" if size < 0.5 else "strong"
-    sign = "positive" if rho > 0 else "negative"
-    verdict = "significant" if p < SIGNIFICANT else "not significant"
-    return f"{word} {sign}, {verdict} (p = {p:.3g})"
-
-
-def correlation(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> dict:
-    """Spearman's rho of two per-unit arrays, with n and a permutation p-value."""
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    rho = ov.spearman(x, y)
-    p = None if rho is None else permutation_p(x, y, rho, rng)
-    return {"x": x_name, "y": y_name, "n": int(x.size), "spearman": rho, "p_value": p, "strength": strength(rho, p)}
-
-
-def depth_finding(clusters: dict) -> dict:
-    """Which third of the depth holds most of the aggregate head and FFN importance mass."""
-    found: dict[str, Any] = {}
-    for kind, c in clusters.items():
-        peak = max(THIRDS, key=lambda t: c["mass_share"][t])
-        found[kind] = {"peak_third": peak, "mass_share": c["mass_share"]}
-    found["text"] = "; ".join(
-        f"{'heads' if kind == 'heads' else 'FFNs'}: the {f['peak_third']} third holds "
-        f"{f['mass_share'][f['peak_third']]:.0%} of the importance mass"
-        for kind, f in found.items()
-    )
-    return found
-
-
-def induction_finding(importance: np.ndarray, prefix: np.ndarray, corr: dict) -> dict:
-    """Are the top induction heads among the top-importance heads? Top-k (20% of heads) overlap
-    against what random sets of k would share (k * k / n)."""
-    n = importance.size
-    k = ov.top_count(n)
-    shared = len(ov.top_k(importance, k) & ov.top_k(prefix, k))
-    chance = k * k / n
-    best = int(np.argmax(prefix))
-    best_rank = int(ov.rank_descending(importance).ravel()[best])
-    layer, head = divmod(best, importance.shape[1])
-    jaccard = ov.jaccard(importance, prefix, k)
-    text = (
-        f"{shared} of the top {k} induction heads are among the top {k} heads by importance "
-        f"(random sets would share {chance:.1f}; Jaccard {jaccard:.2f}); "
-        f"the strongest induction head {layer}.{head} (prefix {prefix.ravel()[best]:.2f}) ranks "
-        f"{best_rank} of {n} by importance; importance vs prefix score: {corr['strength']}"
-    )
-    return {
-        "top_k": k,
-        "shared": shared,
-        "chance": chance,
-        "jaccard": jaccard,
-        "best_induction_head": [layer, head],
-        "best_induction_head_importance_rank": best_rank,
-        "text": text,
-    }
-
-
-def lazy_finding(layer_importance: np.ndarray, ffn_importance: np.ndarray, lazy: np.ndarray, corr: dict) -> dict:
-    """Do lazy layers carry less importance? Mean summed head importance and mean FFN importance,
-    lazy vs other layers."""
-    if not lazy.any() or lazy.all():
-        which = "no layer is" if not lazy.any() else "every layer is"
-        return {
-            "lazy_layers": int(lazy.sum()),
-            "heads": None,
-            "ffn": None,
-            "text": f"{which} lazy: no comparison is possible",
+def _head_rows(m: _Measures) -> list[dict]:
+    imp_rank = ov.rank_descending(m.head_imp)
+    layers, heads = m.head_imp.shape
+    return [
+        {
+            "layer": layer,
+            "head": h,
+            "lazy_layer": bool(m.lazy[layer]),
+            "rank": float(m.rank[layer, h]),
+            "column_mass": float(m.mass[layer, h]),
+            "importance": float(m.head_imp[layer, h]),
+            "importance_rank": int(imp_rank[layer, h]),
+            "prefix": float(m.prefix[layer, h]),
+            "copying": float(m.copying[layer, h]),
         }
-    means = {
-        kind: {"lazy": float(v[lazy].mean()), "other": float(v[~lazy].mean())}
-        for kind, v in (("heads", layer_importance), ("ffn", ffn_importance))
-    }
-    parts = [
-        f"{'less' if m['lazy'] < m['other'] else 'more'} {label} importance (mean {m['lazy']:.3g} vs "
-        f"{m['other']:.3g} per layer)"
-        for label, m in (("head", means["heads"]), ("FFN", means["ffn"]))
+        for layer in range(layers)
+        for h in range(heads)
     ]
-    text = (
-        f"the {int(lazy.sum())} lazy layers carry {parts[0]} and {parts[1]} than the other "
-        f"{int((~lazy).sum())}; summed head importance vs lazy verdict: {corr['strength']}"
-    )
-    return {"lazy_layers": int(lazy.sum()), **means, "text": text}
+
+
+def _layer_rows(m: _Measures) -> list[dict]:
+    return [
+        {
+            "layer": layer,
+            "lazy": bool(m.lazy[layer]),
+            "block_influence": float(m.bi[layer]),
+            "column_mass_mean": float(m.mass[layer].mean()),
+            "ffn_importance": float(m.ffn_imp[layer]),
+            "head_importance": float(m.head_imp[layer].sum()),
+        }
+        for layer in range(len(m.lazy))
+    ]
+
+
+def _correlations(m: _Measures, rng: np.random.Generator) -> dict:
+    pairs = {
+        "head_importance_vs_induction_prefix": ("head importance", "induction prefix score", m.head_imp, m.prefix),
+        "head_importance_vs_induction_copying": ("head importance", "induction copying score", m.head_imp, m.copying),
+        "head_importance_vs_column_mass": ("head importance", "heaviest-column mass", m.head_imp, m.mass),
+        "ffn_importance_vs_block_influence": ("FFN importance", "Block Influence", m.ffn_imp, m.bi),
+        "layer_head_importance_vs_lazy": (
+            "summed head importance per layer",
+            "lazy verdict (1 = lazy)",
+            m.head_imp.sum(1),
+            m.lazy.astype(float),
+        ),
+    }
+    return {key: correlation(x_name, y_name, x=x, y=y, rng=rng) for key, (x_name, y_name, x, y) in pairs.items()}
+
+
+def _agreement(o: dict) -> dict:
+    return {
+        "sources": len(o["sources"]),
+        "mean_spearman": o["mean_spearman"],
+        "mean_jaccard": o["mean_jaccard"],
+        "top_k": o["top_k"],
+    }
 
 
 def _write_tables(folder: Path, result: StudyResult) -> None:
