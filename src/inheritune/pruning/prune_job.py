@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,32 +137,17 @@ def prune(
     ``ffn_steps`` for every criterion (layers: val loss vs K up to ``drop_layers`` per criterion).
     A loaded ``model`` is pruned in place (heads/FFNs) or copied (layers)."""
     start = time.perf_counter()
-    heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
-    widths = (pr.check_percent(width_heads, "--width-heads"), pr.check_percent(width_ffn, "--width-ffn"))
-    mode: dict[str, Any] = {
-        "by": by,
-        "heads": heads,
-        "ffn": ffn,
-        "iterative": iterative,
-        "scores": scores,
-        "tasks": tasks,
-        "data": data,
-    }
-    budget_given = params is not None
-    by = (
-        _check_budget(params, budget_by, drop_layers, widths, **mode)
-        if params is not None
-        else check_mode(drop_layers, widths=widths, **mode)
+    plan = _plan(
+        heads, ffn, drop_layers, by, iterative, scores, tasks, data, (width_heads, width_ffn), params, budget_by
     )
-    if by != "width" and not drop_layers and not budget_given and not (heads_pct or ffn_pct) and not sweep:
+    if plan.removes_nothing and not sweep:
         raise InherituneError(
             "prune removes nothing: every cut (--heads, --ffn, --drop-layers, --width-heads, --width-ffn, "
             "--params) is 0 or not given; give one (--sweep alone draws the curves)"
         )
     ranking = wd.WidthRanking(width_by, shown("width_by"))
-    units = by != "width" and not drop_layers and not budget_given
-    head_steps = percents(steps, "--steps") if sweep and units else []
-    ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and units else []
+    head_steps = percents(steps, "--steps") if sweep and plan.units else []
+    ffn_sweep = percents(ffn_steps, "--ffn-steps") if sweep and plan.units else []
     tasks = check_sources(data, text, tasks=tasks, examples=examples, include_path=include_path)
     check_output_dir(out, overwrite)  # fail before the slow load
     loaded, tok = load(
@@ -176,20 +162,12 @@ def prune(
     loaded.eval()
     if params is not None:
         cut = budget_cut(loaded.config, params, budget_by)
-        drop_layers, widths = cut.drop_layers, (0.0, cut.ffn_percent)
+        plan.drop_layers, plan.widths = cut.drop_layers, (0.0, cut.ffn_percent)
     windows = {"data": data, "examples": examples, "seq_len": seq_len, "seed": seed}
     result: PruneResult | LayerPruneResult | WidthPruneResult
-    if drop_layers or any(widths):
+    if plan.drop_layers or any(plan.widths):
         result, saved = cut_out(
-            loaded,
-            tok,
-            windows,
-            drop_layers=drop_layers,
-            widths=widths,
-            by=by,
-            sweep=sweep,
-            ranking=ranking,
-            unit=head_unit,
+            loaded, tok, windows, plan.drop_layers, plan.widths, plan.by, sweep=sweep, ranking=ranking, unit=head_unit
         )
     else:
         sources = split_sources(
@@ -209,12 +187,12 @@ def prune(
             loaded,
             tok,
             sources=sources,
-            by=by,
+            by=plan.by,
             scores=scores,
             source=source,
             allow_overlap=allow_overlap,
-            heads_pct=heads_pct,
-            ffn_pct=ffn_pct,
+            heads_pct=plan.heads_pct,
+            ffn_pct=plan.ffn_pct,
             iterative=iterative,
             physical=physical,
             seed=seed,
@@ -226,6 +204,60 @@ def prune(
     _save(saved, tok, result, out, overwrite)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass
+class _Plan:
+    """What the options ask for, checked before the load: the criterion, the shares of heads and
+    FFNs (global masks) or the blocks and widths to cut out (filled in from a budget after it)."""
+
+    by: str  # a unit criterion, "width", or a block selector
+    heads_pct: float
+    ffn_pct: float
+    drop_layers: int
+    widths: tuple[float, float]
+    budget: bool
+
+    @property
+    def units(self) -> bool:
+        """Global head/FFN masks (not a structural cut)."""
+        return self.by != "width" and not self.drop_layers and not self.budget
+
+    @property
+    def removes_nothing(self) -> bool:
+        return self.units and not (self.heads_pct or self.ffn_pct)
+
+
+def _plan(
+    heads: float,
+    ffn: float,
+    drop_layers: int,
+    by: str | None,
+    iterative: int,
+    scores,
+    tasks,
+    data,
+    width: tuple[float, float],
+    params: float | None,
+    budget_by: str,
+) -> _Plan:
+    heads_pct, ffn_pct = pr.check_percent(heads, "--heads"), pr.check_percent(ffn, "--ffn")
+    widths = (pr.check_percent(width[0], "--width-heads"), pr.check_percent(width[1], "--width-ffn"))
+    mode: dict[str, Any] = {
+        "by": by,
+        "heads": heads,
+        "ffn": ffn,
+        "iterative": iterative,
+        "scores": scores,
+        "tasks": tasks,
+        "data": data,
+    }
+    chosen = (
+        _check_budget(params, budget_by, drop_layers, widths, **mode)
+        if params is not None
+        else check_mode(drop_layers, widths=widths, **mode)
+    )
+    return _Plan(chosen, heads_pct, ffn_pct, drop_layers, widths, budget=params is not None)
 
 
 def _save(model, tok, result, out: str | Path, overwrite: bool) -> None:
