@@ -141,8 +141,8 @@ def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, by: str, eva
 
 def share(row: dict) -> str:
     """Trainable parameters: their count and share, and the bytes AdamW training holds for them (16 each)."""
-    if "trainable" not in row:
-        return "-"
+    if "trainable" not in row or row["trainable"] == row["parameters"]:
+        return "all"
     return f"{row['trainable'] / 1e6:.1f}M ({row['trainable'] / row['parameters']:.1%}; {16 * row['trainable'] / 2**20:.0f} MiB)"
 
 
@@ -153,14 +153,14 @@ def table(stored: dict) -> str:
         if r["method"] == "ref":
             trained[r["tokens"]] = min(r["val_loss"], trained.get(r["tokens"], float("inf")))
     lines = ["| method | layers | blocks | tokens | lr | untrained | final | gap (as is) | gap (trained) | trained params "
-             "| PFLOP | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| TFLOP | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["tokens"], -r["layers"], r["method"], r["lr"])):
         twin = trained.get(r["tokens"])
         gap = f"{r['val_loss'] - twin:+.3f}" if twin is not None else "-"
         lines.append(f"| {r['method']} | {r['layers']} | {spans(r['keep'])} | {r['tokens']:,} | {r['lr']:g} | "
                      f"{r['start_val_loss']:.3f} | {r['val_loss']:.3f} | {r['val_loss'] - ref_loss:+.3f} | {gap} | "
                      f"{share(r)} | "
-                     f"{(r['train_flops'] + r['teacher_flops']) / 1e15:.1f} | {r['wall_time']:.0f} |")
+                     f"{(r['train_flops'] + r['teacher_flops']) / 1e12:.0f} | {r['wall_time']:.0f} |")
     return "\n".join(lines)
 
 
@@ -223,7 +223,7 @@ def main() -> None:
     text = (f"{args.reference}: the honest gap on the development split (split seed 1, {args.data_tokens:,} train "
             f"tokens, the 8,192-token val split); val loss of the reference as it is {stored['reference_val_loss']:.3f}; "
             f"gap (trained) = final minus the best reference trained on the same tokens (`ref`, over the lrs run); "
-            f"PFLOP = training FLOPs, the teacher's forward passes and correction included; s = training seconds "
+            f"TFLOP = training FLOPs, the teacher's forward passes and correction included; s = training seconds "
             f"(benchmarks/honest_gap.py).\n\n{table(stored)}\n\n"
             f"{gap_curve(stored, RESULTS / f'honest_gap_{args.reference}.png')}")
     (RESULTS / f"honest_gap_{args.reference}.md").write_text(text)
