@@ -109,7 +109,7 @@ def _trained(
     model = copy.deepcopy(reference)  # training must not change the reference the other arms are cut from
     result = train_resumable(model, data_dir, run_dir=run_dir, config=config, tokenizer=tokenizer)
     log(f"arm {run_dir.name}: val loss {result.final_val_loss:.4f} after {result.tokens} tokens")
-    return arm_result([result], model, teacher=None)
+    return arm_result([result], model, teacher=None, blocks=list(range(num_layers(model.config))))  # every block
 
 
 def yardstick(reference_loss: ArmResult, runs: ReferenceRuns | None) -> Yardstick:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import torch
@@ -17,6 +17,18 @@ import torch.nn as nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from inheritune.errors import InherituneError
+
+
+@dataclass(frozen=True)
+class GgufLayout:
+    """How llama.cpp stores a family: its architecture (a ``gguf.MODEL_ARCH`` member name), the metadata
+    keys that state a head's width, whether query/key rows take llama.cpp's rotary order, and the head
+    width transformers' GGUF reader assumes (None: it reads the file's, or hidden_size / heads)."""
+
+    arch: str
+    head_width_keys: tuple[str, ...] = ()
+    permute_qk: bool = False
+    read_head_width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,15 +57,18 @@ class Family:
     kv_heads: str | None = "num_key_value_heads"  # config key of the key/value head count (None: one per head)
     head_width: str | None = "head_dim"  # config key the attention reads a head's width from; None: it computes
     #                                      hidden_size / num_attention_heads, so fewer heads would mean narrower ones
+    gguf: GgufLayout | str = "not written yet"  # how llama.cpp stores it (models/gguf_export.py), or why it cannot
 
 
 _LLAMA_LIKE = Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm")
+_GGUF_HEAD_WIDTH = ("rope.dimension_count", "attention.key_length", "attention.value_length")
+GGUF_BPE = "gpt2"  # GGUF's name for a byte-level BPE vocabulary
 
 FAMILIES: dict[str, Family] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
+    "llama": replace(_LLAMA_LIKE, gguf=GgufLayout("LLAMA", _GGUF_HEAD_WIDTH, permute_qk=True)),
+    "mistral": replace(_LLAMA_LIKE, gguf=GgufLayout("LLAMA", _GGUF_HEAD_WIDTH, permute_qk=True)),  # llama.cpp's way
+    "qwen2": replace(_LLAMA_LIKE, gguf=GgufLayout("QWEN2", _GGUF_HEAD_WIDTH[1:])),
+    "qwen3": replace(_LLAMA_LIKE, gguf=GgufLayout("QWEN3", _GGUF_HEAD_WIDTH[1:], read_head_width=128)),
     "phi3": Family(
         blocks="model.layers",
         embed="model.embed_tokens",
@@ -61,6 +76,7 @@ FAMILIES: dict[str, Family] = {
         qkv=("self_attn.qkv_proj",),
         ffn_in=("mlp.gate_up_proj",),
         ffn_in_chunks=2,
+        gguf="its fused qkv and gate_up projections are not split for llama.cpp's phi3 layout yet",
     ),
     "gemma3_text": Family(
         blocks="model.layers",
@@ -69,6 +85,8 @@ FAMILIES: dict[str, Family] = {
         mlp_parts=("mlp", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
         attn_parts=("self_attn", "input_layernorm", "post_attention_layernorm"),
         logit_softcap="final_logit_softcapping",
+        gguf="llama.cpp's gemma3 fixes which layers use the sliding window by position, which a model with "
+        "chosen blocks need not follow",
     ),
     "gpt2": Family(
         blocks="transformer.h",
@@ -86,6 +104,7 @@ FAMILIES: dict[str, Family] = {
         ffn_width="n_inner",
         kv_heads=None,
         head_width=None,
+        gguf="not written yet (llama.cpp's gpt2 layout transposes every projection)",
     ),
     "opt": Family(
         blocks="model.decoder.layers",
@@ -104,6 +123,7 @@ FAMILIES: dict[str, Family] = {
         ffn_width="ffn_dim",
         kv_heads=None,
         head_width=None,
+        gguf="llama.cpp has no OPT architecture",
     ),
     "gpt_neox": Family(
         blocks="gpt_neox.layers",
@@ -118,6 +138,7 @@ FAMILIES: dict[str, Family] = {
         ffn_in=("mlp.dense_h_to_4h",),
         kv_heads=None,
         head_width=None,
+        gguf="transformers cannot read GPT-NeoX GGUF files back, so an export could not be checked",
     ),
 }
 

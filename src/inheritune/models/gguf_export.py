@@ -1,8 +1,8 @@
 """A model folder as one GGUF file, for llama.cpp, LM Studio and Ollama.
 
-One row per exportable family (``LAYOUTS``): the llama.cpp architecture it is written as, the
-config keys its metadata holds, and what the weights need on the way (llama.cpp's rotary layout
-for the query and key rows of the llama architecture). The tensor names come from the ``gguf``
+The family table says how each family is written (``Family.gguf``: the llama.cpp architecture, the
+keys that state a head's width, llama.cpp's rotary layout for the query and key rows of the llama
+architecture) or why it cannot be. The tensor names come from the ``gguf``
 package's own map (``TensorNameMap``), so a name llama.cpp does not know is refused, never guessed.
 The tokenizer travels with the weights (byte-level BPE: its tokens, merges, special ids and chat
 template); a family or tokenizer GGUF cannot express is one line naming why.
@@ -23,7 +23,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.errors import InherituneError
-from inheritune.models.families import num_layers
+from inheritune.models.families import GGUF_BPE, GgufLayout, context_length, family_of, num_layers
 
 TYPES = {
     "f32": gguf.GGMLQuantizationType.F32,
@@ -37,45 +37,13 @@ FILE_TYPES = {
     "bf16": gguf.LlamaFileType.MOSTLY_BF16,
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
-_COMMON = {  # GGUF key (after the architecture prefix) -> config key
-    "context_length": "max_position_embeddings",
+_COMMON = {  # GGUF key (after the architecture prefix) -> config key (depth and context: from the family table)
     "embedding_length": "hidden_size",
-    "block_count": "num_hidden_layers",
     "feed_forward_length": "intermediate_size",
     "attention.head_count": "num_attention_heads",
     "attention.head_count_kv": "num_key_value_heads",
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
-}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How one family is written: its llama.cpp architecture, extra metadata keys (GGUF key -> config
-    key; ``None``: the head width), and whether query/key rows take llama.cpp's rotary order."""
-
-    arch: gguf.MODEL_ARCH
-    metadata: tuple[tuple[str, str | None], ...] = ()
-    permute_qk: bool = False
-    read_head_width: int | None = None  # what transformers' GGUF reader assumes a head's width is
-    #                                     (None: it reads it from the file, or from hidden_size / heads)
-
-
-# a head's width, for a width cut whose heads are not hidden_size / heads wide (rotary: the whole head)
-_HEAD_WIDTH = (("rope.dimension_count", None), ("attention.key_length", None), ("attention.value_length", None))
-LAYOUTS: dict[str, Layout] = {
-    "llama": Layout(gguf.MODEL_ARCH.LLAMA, _HEAD_WIDTH, permute_qk=True),
-    "mistral": Layout(gguf.MODEL_ARCH.LLAMA, _HEAD_WIDTH, permute_qk=True),  # llama.cpp writes Mistral as llama
-    "qwen2": Layout(gguf.MODEL_ARCH.QWEN2, _HEAD_WIDTH[1:]),
-    "qwen3": Layout(gguf.MODEL_ARCH.QWEN3, _HEAD_WIDTH[1:], read_head_width=128),
-}
-REFUSED = {  # families of the family table that have no layout here, and why
-    "phi3": "its fused qkv and gate_up projections are not split for llama.cpp's phi3 layout yet",
-    "gemma3_text": "llama.cpp's gemma3 fixes which layers use the sliding window by position, "
-    "which a model with chosen blocks need not follow",
-    "gpt2": "not written yet (llama.cpp's gpt2 layout transposes every projection)",
-    "opt": "llama.cpp has no OPT architecture",
-    "gpt_neox": "transformers cannot read GPT-NeoX GGUF files back, so an export could not be checked",
 }
 
 
@@ -91,20 +59,19 @@ class GgufExport:
     tokenizer: bool
 
 
-def layout_of(config: PretrainedConfig) -> Layout:
-    """The family's layout, or one line saying why it cannot be written."""
-    kind = config.model_type
-    if kind in LAYOUTS:
-        rope, layout = _rope(config), LAYOUTS[kind]
-        if rope.get("rope_type", "default") != "default":
-            raise InherituneError(f"GGUF export: rope scaling ({rope['rope_type']}) is not written yet")
-        _check_head_width(config, layout)
-        return layout
-    why = REFUSED.get(kind, "not in the family table")
-    raise InherituneError(f"GGUF export: model type {kind} cannot be written: {why}")
+def layout_of(config: PretrainedConfig) -> GgufLayout:
+    """The family's layout (its row of the family table), or one line saying why it cannot be written."""
+    layout = family_of(config).gguf
+    if isinstance(layout, str):
+        raise InherituneError(f"GGUF export: model type {config.model_type} cannot be written: {layout}")
+    rope = _rope(config)
+    if rope.get("rope_type", "default") != "default":
+        raise InherituneError(f"GGUF export: rope scaling ({rope['rope_type']}) is not written yet")
+    _check_head_width(config, layout)
+    return layout
 
 
-def _check_head_width(config: PretrainedConfig, layout: Layout) -> None:
+def _check_head_width(config: PretrainedConfig, layout: GgufLayout) -> None:
     """A head width the file could state but transformers' reader would not take (e.g. after a width cut)."""
     width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     even = config.hidden_size // config.num_attention_heads
@@ -127,7 +94,7 @@ def export_gguf(
 ) -> GgufExport:
     """Write ``model`` (and its tokenizer) as one GGUF file at ``path`` (written beside, then renamed)."""
     layout, kind, path = layout_of(model.config), check_type(kind), Path(path)
-    arch = gguf.MODEL_ARCH_NAMES[layout.arch]
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[layout.arch]]
     tmp = path.with_name(f".{path.name}.tmp")
     writer = gguf.GGUFWriter(tmp, arch)
     try:
@@ -144,12 +111,13 @@ def export_gguf(
     return GgufExport(path, arch, kind, count, path.stat().st_size, tokenizer is not None)
 
 
-def _metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, layout: Layout, kind: str) -> None:
-    arch = gguf.MODEL_ARCH_NAMES[layout.arch]
+def _metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, layout: GgufLayout, kind: str) -> None:
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[layout.arch]]
     writer.add_file_type(FILE_TYPES[kind])
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     values = {key: getattr(config, attr, None) for key, attr in _COMMON.items()}
-    values |= {key: head_dim if attr is None else getattr(config, attr) for key, attr in layout.metadata}
+    values |= {"context_length": context_length(config), "block_count": num_layers(config)}
+    values |= dict.fromkeys(layout.head_width_keys, head_dim)
     values["rope.freq_base"] = _rope_theta(config)
     if values["attention.head_count_kv"] is None:
         values["attention.head_count_kv"] = config.num_attention_heads
@@ -176,8 +144,8 @@ def _rope_theta(config: PretrainedConfig) -> float:
     return float(theta)
 
 
-def _tensors(writer: gguf.GGUFWriter, model: PreTrainedModel, layout: Layout, kind: str) -> int:
-    names = gguf.TensorNameMap(layout.arch, num_layers(model.config))
+def _tensors(writer: gguf.GGUFWriter, model: PreTrainedModel, layout: GgufLayout, kind: str) -> int:
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH[layout.arch], num_layers(model.config))
     config, count = model.config, 0
     tied = model.get_output_embeddings() is None or (
         model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -236,7 +204,7 @@ def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, conf
     for text, index in vocab.items():
         tokens[index] = text
         types[index] = gguf.TokenType.CONTROL if index in special else gguf.TokenType.NORMAL
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(GGUF_BPE)
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_types(types)

@@ -284,8 +284,8 @@ def _sections(report: dict) -> list[tuple[str, str | None, tuple | None]]:
         ),
         (
             "Time to target",
-            "Training tokens and seconds at the first evaluation at or below "
-            f"{report.get('judged_by', {}).get('name', 'the reference')}'s val loss plus the level.",
+            "Training tokens and seconds at the first evaluation at or below the val loss of "
+            f"{report.get('judged_by', {}).get('name', 'the reference')} plus the level.",
             target_table(report),
         ),
     ]
