@@ -124,3 +124,19 @@ def test_the_command_writes_a_folder_model_and_refuses_bad_input_in_one_line(tmp
         assert r.returncode != 0 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert (tmp_path / "m.gguf").read_bytes() == before and not (tmp_path / "x.gguf").exists()
+
+
+def test_a_failed_export_leaves_nothing_and_the_earlier_file_as_it_was(tmp_path, monkeypatch):
+    from inheritune.models import gguf_export
+
+    model = tiny_model("llama", 2)
+    earlier = export_gguf(model, None, tmp_path / "m.gguf", "f32").path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise InherituneError("GGUF export: injected failure while writing tensors")
+
+    monkeypatch.setattr(gguf_export, "_tensors", broken)
+    with pytest.raises(InherituneError, match="injected"):
+        export_gguf(model, None, tmp_path / "m.gguf", "q8_0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
+    assert (tmp_path / "m.gguf").read_bytes() == earlier

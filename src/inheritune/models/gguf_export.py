@@ -23,6 +23,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from inheritune.errors import InherituneError
+from inheritune.leftovers import clean_leftovers, hidden_name
 from inheritune.models.families import GGUF_BPE, GgufLayout, context_length, family_of, num_layers
 
 TYPES = {
@@ -95,7 +96,8 @@ def export_gguf(
     """Write ``model`` (and its tokenizer) as one GGUF file at ``path`` (written beside, then renamed)."""
     layout, kind, path = layout_of(model.config), check_type(kind), Path(path)
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[layout.arch]]
-    tmp = path.with_name(f".{path.name}.tmp")
+    clean_leftovers(path.parent, path.name)  # what a killed export of this file left
+    tmp = hidden_name(path, "tmp")  # owner-named: the next export can tell a dead one's from a live one's
     writer = gguf.GGUFWriter(tmp, arch)
     try:
         _metadata(writer, model.config, layout, kind)
@@ -105,9 +107,12 @@ def export_gguf(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file(progress=False)
-    finally:
         writer.close()
-    tmp.replace(path)
+        tmp.replace(path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)  # a failed export leaves nothing, and any earlier file as it was
+        raise
     return GgufExport(path, arch, kind, count, path.stat().st_size, tokenizer is not None)
 
 
