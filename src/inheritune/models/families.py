@@ -21,14 +21,23 @@ from inheritune.errors import InherituneError
 
 @dataclass(frozen=True)
 class GgufLayout:
-    """How llama.cpp stores a family: its architecture (a ``gguf.MODEL_ARCH`` member name), the metadata
-    keys that state a head's width, whether query/key rows take llama.cpp's rotary order, and the head
-    width transformers' GGUF reader assumes (None: it reads the file's, or hidden_size / heads)."""
+    """How llama.cpp stores a family (models/gguf_export.py): its architecture (a ``gguf.MODEL_ARCH``
+    member name), the metadata keys that state a head's width, whether query/key rows take llama.cpp's
+    rotary order, the head width transformers' GGUF reader assumes (None: it reads the file's, or
+    hidden_size / heads), the norm's kind, the positions (rotary, or learned like GPT-2's), what
+    llama.cpp adds to norm weights (Gemma stores w, applies 1 + w), whether it states each layer's
+    sliding window, and GPT-NeoX's fused projection of [q|k|v] per head with its partial rotary and
+    parallel residual."""
 
     arch: str
     head_width_keys: tuple[str, ...] = ()
     permute_qk: bool = False
     read_head_width: int | None = None
+    norm: str = "rms"  # "rms" (rms_norm_eps) or "layer" (LayerNorm: layer_norm_epsilon / layer_norm_eps)
+    positions: str = "rotary"  # or "learned"
+    norm_shift: float = 0.0
+    sliding_layers: bool = False  # per-layer sliding window, rotary base for local layers, soft-caps
+    neox: bool = False  # qkv rows per head, rotary on part of each head, parallel residual flag
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,20 @@ class Family:
 
 
 _LLAMA_LIKE = Family(blocks="model.layers", embed="model.embed_tokens", final_norm="model.norm")
+GGUF_BPE, GGUF_SENTENCEPIECE = "gpt2", "llama"  # GGUF's names for byte-level BPE and sentencepiece vocabularies
+_LLAMA3_SPLIT = (  # Llama 3's tokenizer.json regex
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+PreStep = tuple[str, object]  # a pre-tokenizer step: its type and what sets its splitting
+# a byte-level tokenizer's pre-tokenizer steps -> llama.cpp's name for the same splitting
+GGUF_PRE_TOKENIZERS: dict[tuple[PreStep, ...], str] = {
+    (("ByteLevel", True),): "gpt-2",
+    (("Digits", True), ("ByteLevel", True)): "smollm",  # SmolLM/SmolLM2: each digit apart
+    (("Split", _LLAMA3_SPLIT), ("ByteLevel", False)): "llama-bpe",  # Llama 3
+    (("Split", _LLAMA3_SPLIT.replace("{1,3}", "")), ("ByteLevel", False)): "qwen2",  # Qwen2/2.5/3: digits apart
+}
 _GGUF_HEAD_WIDTH = ("rope.dimension_count", "attention.key_length", "attention.value_length")
-GGUF_BPE = "gpt2"  # GGUF's name for a byte-level BPE vocabulary
 
 FAMILIES: dict[str, Family] = {
     "llama": replace(_LLAMA_LIKE, gguf=GgufLayout("LLAMA", _GGUF_HEAD_WIDTH, permute_qk=True)),
@@ -76,7 +97,7 @@ FAMILIES: dict[str, Family] = {
         qkv=("self_attn.qkv_proj",),
         ffn_in=("mlp.gate_up_proj",),
         ffn_in_chunks=2,
-        gguf="its fused qkv and gate_up projections are not split for llama.cpp's phi3 layout yet",
+        gguf=GgufLayout("PHI3", ("rope.dimension_count",)),  # llama.cpp keeps the fused projections too
     ),
     "gemma3_text": Family(
         blocks="model.layers",
@@ -85,8 +106,7 @@ FAMILIES: dict[str, Family] = {
         mlp_parts=("mlp", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
         attn_parts=("self_attn", "input_layernorm", "post_attention_layernorm"),
         logit_softcap="final_logit_softcapping",
-        gguf="llama.cpp's gemma3 fixes which layers use the sliding window by position, which a model with "
-        "chosen blocks need not follow",
+        gguf=GgufLayout("GEMMA3", _GGUF_HEAD_WIDTH[1:], norm_shift=1.0, sliding_layers=True),
     ),
     "gpt2": Family(
         blocks="transformer.h",
@@ -104,7 +124,7 @@ FAMILIES: dict[str, Family] = {
         ffn_width="n_inner",
         kv_heads=None,
         head_width=None,
-        gguf="not written yet (llama.cpp's gpt2 layout transposes every projection)",
+        gguf=GgufLayout("GPT2", norm="layer", positions="learned"),  # projections transposed: weights_in_out
     ),
     "opt": Family(
         blocks="model.decoder.layers",
@@ -138,7 +158,7 @@ FAMILIES: dict[str, Family] = {
         ffn_in=("mlp.dense_h_to_4h",),
         kv_heads=None,
         head_width=None,
-        gguf="transformers cannot read GPT-NeoX GGUF files back, so an export could not be checked",
+        gguf=GgufLayout("GPTNEOX", ("rope.dimension_count",), norm="layer", neox=True),
     ),
 }
 

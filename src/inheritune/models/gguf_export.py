@@ -14,6 +14,7 @@ blocks of 32. Norms and other 1-D tensors stay f32, as llama.cpp's own converter
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,17 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from inheritune.errors import InherituneError
 from inheritune.leftovers import clean_leftovers, hidden_name
-from inheritune.models.families import GGUF_BPE, GgufLayout, context_length, family_of, num_layers
+from inheritune.models.families import (
+    GGUF_BPE,
+    GGUF_PRE_TOKENIZERS,
+    GGUF_SENTENCEPIECE,
+    GgufLayout,
+    PreStep,
+    context_length,
+    family_of,
+    logit_softcap,
+    num_layers,
+)
 
 TYPES = {
     "f32": gguf.GGMLQuantizationType.F32,
@@ -38,6 +49,7 @@ FILE_TYPES = {
     "bf16": gguf.LlamaFileType.MOSTLY_BF16,
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a sentencepiece byte-fallback token
 _COMMON = {  # GGUF key (after the architecture prefix) -> config key (depth and context: from the family table)
     "embedding_length": "hidden_size",
     "feed_forward_length": "intermediate_size",
@@ -65,18 +77,32 @@ def layout_of(config: PretrainedConfig) -> GgufLayout:
     layout = family_of(config).gguf
     if isinstance(layout, str):
         raise InherituneError(f"GGUF export: model type {config.model_type} cannot be written: {layout}")
-    rope = _rope(config)
-    if rope.get("rope_type", "default") != "default":
-        raise InherituneError(f"GGUF export: rope scaling ({rope['rope_type']}) is not written yet")
+    if layout.positions == "rotary":
+        for rope in _ropes(config).values():
+            if rope.get("rope_type", "default") != "default":
+                raise InherituneError(f"GGUF export: rope scaling ({rope['rope_type']}) is not written yet")
+        if _rotary_share(config) != 1.0 and not layout.neox:
+            raise InherituneError(
+                "GGUF export: a partial rotary factor is not read back by transformers' GGUF "
+                "reader, so the export could not be checked"
+            )
+    if layout.sliding_layers and getattr(config, "query_pre_attn_scalar", None) not in (None, _head_width(config)):
+        raise InherituneError(
+            f"GGUF export: llama.cpp scales attention by the head width ({_head_width(config)}), "
+            f"not query_pre_attn_scalar ({config.query_pre_attn_scalar})"
+        )
     _check_head_width(config, layout)
     return layout
 
 
+def _head_width(config: PretrainedConfig) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def _check_head_width(config: PretrainedConfig, layout: GgufLayout) -> None:
     """A head width the file could state but transformers' reader would not take (e.g. after a width cut)."""
-    width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    even = config.hidden_size // config.num_attention_heads
-    reads = layout.read_head_width or (width if layout.permute_qk else even)
+    width, even = _head_width(config), config.hidden_size // config.num_attention_heads
+    reads = layout.read_head_width or (width if layout.permute_qk or layout.sliding_layers else even)
     if width != reads:
         raise InherituneError(
             f"GGUF export: {config.model_type} heads {width} wide cannot be read back: transformers' GGUF "
@@ -119,62 +145,107 @@ def export_gguf(
 def _metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, layout: GgufLayout, kind: str) -> None:
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[layout.arch]]
     writer.add_file_type(FILE_TYPES[kind])
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    family = family_of(config)
+    ffn = getattr(config, family.ffn_width, None) or family.ffn_width_unset * config.hidden_size
     values = {key: getattr(config, attr, None) for key, attr in _COMMON.items()}
-    values |= {"context_length": context_length(config), "block_count": num_layers(config)}
-    values |= dict.fromkeys(layout.head_width_keys, head_dim)
-    values["rope.freq_base"] = _rope_theta(config)
+    values |= {"context_length": context_length(config), "block_count": num_layers(config), "feed_forward_length": ffn}
+    values |= dict.fromkeys(layout.head_width_keys, _head_width(config))
     if values["attention.head_count_kv"] is None:
         values["attention.head_count_kv"] = config.num_attention_heads
+    if layout.norm == "layer":  # GPT-2, GPT-NeoX: LayerNorm
+        del values["attention.layer_norm_rms_epsilon"]
+        values["attention.layer_norm_epsilon"] = getattr(config, "layer_norm_epsilon", None) or config.layer_norm_eps
+    if layout.positions == "rotary":
+        values["rope.freq_base"] = _theta(_ropes(config)["full"])
+    if layout.neox:  # rotary on the first share of each head; attention and FFN side by side or in turn
+        values["rope.dimension_count"] = int(_head_width(config) * _rotary_share(config))
+        values["use_parallel_residual"] = bool(config.use_parallel_residual)
+    if layout.sliding_layers:
+        values |= _sliding(config)
     for key, value in values.items():
         if value is None:
             raise InherituneError(f"GGUF export: the config has no value for {arch}.{key}")
         full = f"{arch}.{key}"
-        if isinstance(value, float):
+        if isinstance(value, list):
+            writer.add_array(full, value)
+        elif isinstance(value, bool):
+            writer.add_bool(full, value)
+        elif isinstance(value, float):
             writer.add_float32(full, value)
         else:
             writer.add_uint32(full, int(value))
 
 
-def _rope(config: PretrainedConfig) -> dict:
-    """The rotary settings (transformers 5: ``rope_parameters``; before: ``rope_theta`` and ``rope_scaling``)."""
-    found = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    return dict(found) | ({"rope_theta": config.rope_theta} if getattr(config, "rope_theta", None) else {})
+def _sliding(config: PretrainedConfig) -> dict[str, object]:
+    """Gemma 3's local layers: which they are (llama.cpp reads the per-layer list; a model of chosen blocks
+    keeps each block's own kind), their window and rotary base, and the soft-caps where set."""
+    kinds = getattr(config, "layer_types", None) or []
+    values: dict[str, object] = {
+        "attention.sliding_window": config.sliding_window,
+        "attention.sliding_window_pattern": [kind == "sliding_attention" for kind in kinds],
+        "rope.freq_base_swa": _theta(_ropes(config)["sliding"]),
+    }
+    if logit_softcap(config):
+        values[gguf.Keys.LLM.FINAL_LOGIT_SOFTCAPPING.removeprefix("{arch}.")] = float(logit_softcap(config) or 0.0)
+    return values
 
 
-def _rope_theta(config: PretrainedConfig) -> float:
-    theta = _rope(config).get("rope_theta")
+def _ropes(config: PretrainedConfig) -> dict[str, dict]:
+    """The rotary settings of full and sliding-window layers (transformers 5: ``rope_parameters``, one
+    per layer kind for Gemma 3; before: ``rope_theta``, ``rope_local_base_freq`` and ``rope_scaling``)."""
+    found = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    if "full_attention" in found:
+        return {"full": dict(found["full_attention"]), "sliding": dict(found.get("sliding_attention", {}))}
+    full = found | ({"rope_theta": config.rope_theta} if getattr(config, "rope_theta", None) else {})
+    local = getattr(config, "rope_local_base_freq", None)
+    return {"full": full, "sliding": {"rope_theta": local} if local else {}}
+
+
+def _rotary_share(config: PretrainedConfig) -> float:
+    """The share of each head's width that turns (GPT-NeoX: rotary_pct, 0.25 in Pythia)."""
+    share = _ropes(config)["full"].get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None)
+    return float(share or getattr(config, "rotary_pct", None) or 1.0)
+
+
+def _theta(rope: dict) -> float:
+    theta = rope.get("rope_theta")
     if theta is None:
         raise InherituneError("GGUF export: the config has no rope_theta")
     return float(theta)
 
 
 def _tensors(writer: gguf.GGUFWriter, model: PreTrainedModel, layout: GgufLayout, kind: str) -> int:
+    """Every parameter once (a tied LM head is the embedding), under llama.cpp's name and in its layout."""
     names = gguf.TensorNameMap(gguf.MODEL_ARCH[layout.arch], num_layers(model.config))
     config, count = model.config, 0
-    tied = model.get_output_embeddings() is None or (
-        model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    )
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and tied:
-            continue
-        if name.endswith("rotary_emb.inv_freq"):
-            continue
+    transpose = family_of(config).weights_in_out  # GPT-2 stores projections [in, out]; llama.cpp reads [out, in]
+    for name, tensor in model.named_parameters():
         base, suffix = name.rsplit(".", 1)
         mapped = names.get_name(base)
         if mapped is None:
             raise InherituneError(f"GGUF export: no llama.cpp name for the tensor {name}")
         data = tensor.detach().to(torch.float32).cpu().numpy()
+        if transpose and data.ndim == 2 and mapped.startswith("blk."):
+            data = data.T
+        if layout.neox and mapped.endswith("attn_qkv"):
+            data = _grouped_qkv(data, config.num_attention_heads)
         if layout.permute_qk and mapped.endswith(("attn_q", "attn_k")):
             heads = config.num_attention_heads if mapped.endswith("attn_q") else _kv_heads(config)
             data = _rotary_order(data, heads)
-        _add(writer, f"{mapped}.{suffix}", data, kind)
+        if layout.norm_shift and mapped.endswith("norm") and suffix == "weight":
+            data = data + layout.norm_shift
+        _add(writer, f"{mapped}.{suffix}", np.ascontiguousarray(data), kind)
         count += 1
     return count
 
 
 def _kv_heads(config: PretrainedConfig) -> int:
     return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+
+
+def _grouped_qkv(rows: np.ndarray, heads: int) -> np.ndarray:
+    """GPT-NeoX's fused projection rows, [q|k|v] per head, as llama.cpp reads them: every head's q, then k, then v."""
+    return rows.reshape(heads, 3, -1, *rows.shape[1:]).swapaxes(0, 1).reshape(rows.shape)
 
 
 def _rotary_order(weights: np.ndarray, heads: int) -> np.ndarray:
@@ -194,13 +265,16 @@ def _add(writer: gguf.GGUFWriter, name: str, data: np.ndarray, kind: str) -> Non
 
 
 def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> None:
-    """A byte-level BPE tokenizer: tokens by id, merges, special tokens and the chat template."""
+    """A BPE tokenizer: tokens by id, their kinds, merges, special tokens and the chat template. Byte-level
+    ones (SmolLM2, Llama 3, Qwen, GPT-2) are GGUF's byte-level BPE model; sentencepiece-style ones with
+    byte fallback (Gemma, Llama 2) its sentencepiece model, whose scores rank merges as the merge list does."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, "is_fast", False) else {}
     model = spec.get("model", {})
-    if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
+    byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer"))
+    if model.get("type") != "BPE" or not (byte_level or model.get("byte_fallback")):
         raise InherituneError(
-            "GGUF export: only byte-level BPE tokenizers (GPT-2 style: SmolLM2, Llama 3, Qwen) are written; "
-            "pass --no-tokenizer to write the weights alone"
+            "GGUF export: only BPE tokenizers, byte-level (SmolLM2, Llama 3, Qwen) or with byte fallback (Gemma), "
+            "are written; pass --no-tokenizer to write the weights alone"
         )
     vocab = tokenizer.get_vocab()
     size = max(config.vocab_size, max(vocab.values()) + 1)
@@ -208,16 +282,51 @@ def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, conf
     special = set(tokenizer.all_special_ids) | {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
     for text, index in vocab.items():
         tokens[index] = text
-        types[index] = gguf.TokenType.CONTROL if index in special else gguf.TokenType.NORMAL
-    writer.add_tokenizer_model(GGUF_BPE)
-    writer.add_tokenizer_pre("default")
+        kind = gguf.TokenType.BYTE if not byte_level and _BYTE_TOKEN.fullmatch(text) else gguf.TokenType.NORMAL
+        types[index] = gguf.TokenType.CONTROL if index in special else kind
+    pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    merges = [" ".join(pair) for pair in pairs]
+    writer.add_tokenizer_model(GGUF_BPE if byte_level else GGUF_SENTENCEPIECE)
+    writer.add_tokenizer_pre(_pre_tokenizer(spec) if byte_level else "default")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_token_merges(merges)
+    if not byte_level:  # llama.cpp's sentencepiece merges the pair whose result scores highest
+        scores = [0.0] * size
+        for rank, pair in reversed(list(enumerate(pairs))):  # the first merge that makes a token ranks it
+            made = vocab.get("".join(pair))
+            if made is not None:
+                scores[made] = -float(rank)
+        writer.add_token_scores(scores)
+        writer.add_add_bos_token(tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id])
+        first = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False).input_ids)[:1]
+        writer.add_add_space_prefix(first[0].startswith("\u2581") if first else False)  # Llama 2 yes, Gemma no
     for role in ("bos", "eos", "unk", "pad"):
         special_id = getattr(tokenizer, f"{role}_token_id", None)
         if special_id is not None:
             getattr(writer, f"add_{role}_token_id")(special_id)
     if getattr(tokenizer, "chat_template", None):
         writer.add_chat_template(tokenizer.chat_template)
+
+
+def _pre_tokenizer(spec: dict) -> str:
+    """llama.cpp's name for how a byte-level tokenizer splits text before merging (its regexes are built in,
+    chosen by name), or one line saying there is none."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    signature = tuple(_step(step) for step in steps)
+    if signature not in GGUF_PRE_TOKENIZERS:
+        raise InherituneError(
+            f"GGUF export: llama.cpp splits text in none of the ways this tokenizer does ({json.dumps(signature)}); "
+            "pass --no-tokenizer to write the weights alone"
+        )
+    return GGUF_PRE_TOKENIZERS[signature]
+
+
+def _step(step: dict) -> PreStep:
+    kind = step.get("type", "")
+    if kind == "Split":
+        return kind, step.get("pattern", {}).get("Regex")
+    if kind == "Digits":
+        return kind, step.get("individual_digits")
+    return kind, step.get("use_regex", True)
