@@ -48,6 +48,25 @@ def test_adapters_alone_train_and_merge_into_a_plain_folder(setup):
     assert "LoRA adapters of rank 8" in card
 
 
+def test_the_result_measures_what_training_holds_and_lora_holds_a_fraction(setup):
+    """Gradients and AdamW's two moments, read off the tensors: 4 + 8 bytes per trainable fp32 parameter
+    (plus AdamW's step counters), so adapters hold a small share of what full fine-tuning holds."""
+    root, model, data = setup
+    runs = {name: train(model, data, root / f"mem-{name}", steps=2, **FAST, **extra)
+            for name, extra in (("full", {}), ("lora", {"lora": 2}))}
+    for name, result in runs.items():
+        memory = result.memory
+        assert memory.gradient_bytes == 4 * memory.trainable_parameters, name
+        assert 8 * memory.trainable_parameters <= memory.optimizer_bytes <= 8 * memory.trainable_parameters + 2**12
+        assert memory.peak_bytes > memory.weight_bytes > 0
+        assert json.loads((root / f"mem-{name}" / "result.json").read_text())["memory"]["optimizer_bytes"] == \
+            memory.optimizer_bytes
+    full, lora = runs["full"].memory, runs["lora"].memory
+    assert full.trainable_parameters == sum(p.numel() for p in load_model(model).parameters())
+    assert lora.training_bytes < 0.5 * full.training_bytes
+    assert lora.weight_bytes > full.weight_bytes  # the frozen weights stay, the adapters come on top
+
+
 def test_kept_apart_the_base_is_untouched_and_the_adapters_load_with_peft(setup):
     from peft import PeftModel
 
@@ -74,12 +93,19 @@ def test_a_resumed_lora_run_ends_where_an_uninterrupted_one_does(setup):
     assert resumed.final_val_loss == pytest.approx(whole.final_val_loss, abs=1e-6)
 
 
-def test_lora_heals_by_distillation_too(setup):
+def test_lora_heals_by_distillation_too_through_the_teacher_cache(setup):
+    """The teacher's states computed once (cold), then read (warm): the same adapters learn the same."""
     root, model, data = setup
     teacher = save_tiny(root / "teacher", "llama", layers=3, seed=5, tok=make_tokenizer())
-    result = train(model, data, root / "kd", steps=12, lora=8, distill_from=str(teacher),
-                   teacher_states="top:8", teacher_cache="off", **FAST)
-    assert result.final_val_loss < result.val_history[0].val_loss
+    kd = dict(steps=12, lora=8, distill_from=str(teacher), teacher_states="top:8", **FAST)
+    plain = train(model, data, root / "kd", teacher_cache="off", **kd)
+    assert plain.final_val_loss < plain.val_history[0].val_loss
+    cold = train(model, data, root / "kd-cold", teacher_cache=str(root / "cache"), **kd)
+    warm = train(model, data, root / "kd-warm", teacher_cache=str(root / "cache"), **kd)
+    assert cold.teacher_cache.windows_computed > 0 and cold.teacher_cache.windows_read == 0
+    assert warm.teacher_cache.windows_computed == 0 and warm.teacher_cache.windows_read > 0
+    for run in (cold, warm):
+        assert run.final_val_loss == pytest.approx(plain.final_val_loss, abs=1e-5)
 
 
 @pytest.mark.parametrize("options,message", [

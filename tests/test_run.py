@@ -260,6 +260,30 @@ def test_teacher_correction_distils_from_the_reference_trained_on_the_train_spli
     assert "corrected first" in report["setup"]
 
 
+def test_a_recipe_heals_with_lora_and_scratch_arms_still_train_in_full(tmp_path):
+    """train: {lora: R}: every inherited arm heals through adapters merged into plain folders; a
+    scratch arm has no inherited weights to freeze, so it trains every weight."""
+    from safetensors.torch import load_file
+
+    recipe = _recipe(tmp_path)
+    recipe["train"] = {k: v for k, v in recipe["train"].items() if k not in ("train_blocks", "rest_lr_scale")}
+    recipe["train"]["lora"] = 4
+    recipe["arms"] = {"scratch": True, "first_n": False}
+    recipe["grow"] = {**recipe["grow"], "max_layers": 1}
+    recipe |= {"distill": {"enabled": False}, "analysis": {}, "eval": {}, "budget": {}, "export": {}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = _inheritune("run", str(path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    arms = tmp_path / "out" / "arms"
+    main = json.loads((arms / "inheritune" / "round-01-01" / "config.json").read_text())
+    scratch = json.loads((arms / "scratch" / "config.json").read_text())
+    assert main["config"]["lora"] == 4 and main["trainable_parameters"] < main["parameters"]
+    assert scratch["config"]["lora"] == 0 and scratch["trainable_parameters"] == scratch["parameters"]
+    weights = load_file(arms / "inheritune" / "round-01-01" / "final" / "model.safetensors")
+    assert not any("lora" in key for key in weights)
+
+
 def torch_equal(a, b) -> bool:
     import torch
 

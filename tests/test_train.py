@@ -232,18 +232,20 @@ def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(setup, tokenize
     assert result.final_val_loss < result.val_history[0].val_loss
 
 
-def test_torchrun_two_ranks_ddp_and_fsdp_match_one_process_with_the_same_global_batch(setup, tmp_path):
+def test_torchrun_two_ranks_ddp_fsdp_and_lora_match_one_process_with_the_same_global_batch(setup, tmp_path):
     from safetensors.torch import load_file
 
     root, model, data = setup
     teacher = save_tiny(tmp_path / "teacher", "llama", layers=3, seed=5, tok=make_tokenizer())
     common = dict(steps=6, eval_every=3, seq_len=32, lr=3e-3, precision="fp32")
     kd = dict(distill_from=str(teacher), distill_alpha=0.5, distill_temperature=2.0)
+    lora = dict(lora=4)
     singles = {loss: train(model, data, tmp_path / f"single{loss}", batch_size=2, tokens_per_step=4 * 32,
-                           progress=False, **common, **extra) for loss, extra in (("", {}), ("-kd", kd))}
+                           progress=False, **common, **extra) for loss, extra in (("", {}), ("-kd", kd), ("-lora", lora))}
     assert all(s.val_history[-1].val_loss < s.val_history[0].val_loss for s in singles.values())
-    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"]), ("ddp-kd", [f"--{k.replace('_', '-')}={v}" for k, v in kd.items()])):
-        single = singles["-kd" if name.endswith("-kd") else ""]
+    flags = {name: [f"--{k.replace('_', '-')}={v}" for k, v in extra.items()] for name, extra in (("kd", kd), ("lora", lora))}
+    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"]), ("ddp-kd", flags["kd"]), ("ddp-lora", flags["lora"])):
+        single = singles["".join(name.partition("-")[1:])]  # ddp-kd: the single "-kd" run
         args = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             "-m", "inheritune", "train", str(model), "--data", str(data), "--out", str(tmp_path / name),

@@ -245,8 +245,8 @@ def train_arm(
     log(f"arm {arm.name}: {num_layers(model.config)} layers, {arm.tokens} tokens -> {run_dir}")
     config = dataclasses.replace(arm.loss.config, tokens=arm.tokens)
     inherited = bool(getattr(model.config, PROVENANCE, None))
-    if not inherited:  # scratch: no inherited blocks to leave frozen
-        config = dataclasses.replace(config, train_blocks=ALL_BLOCKS)
+    if not inherited:  # scratch: no inherited weights to leave frozen (blocks, or under LoRA adapters)
+        config = dataclasses.replace(config, train_blocks=ALL_BLOCKS, lora=0)
     distilling = config.distill_from is not None and teacher is not None and config.distill_from == teacher.name
     result = train_resumable(
         model,

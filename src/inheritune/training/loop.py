@@ -32,7 +32,7 @@ from inheritune.training.logs import RunLog
 from inheritune.training.lora import Adapters
 from inheritune.training.optim import lr_at
 from inheritune.training.train_config import TrainConfig
-from inheritune.training.train_result import ValPoint
+from inheritune.training.train_result import TrainingMemory, ValPoint
 
 
 @dataclass
@@ -68,6 +68,7 @@ class TrainState:
     train_seconds: float = 0.0
     last_checkpoint: Path | None = None
     adapters: Adapters | None = None  # LoRA (training/lora.py): the model's linear layers hold them
+    memory: TrainingMemory | None = None  # measured at this invocation's first optimizer step
 
 
 def evaluate_now(run: TrainState, at: int) -> float:
@@ -196,9 +197,39 @@ def _optimizer_step(run: TrainState, stop_requested: bool) -> tuple[float, float
         )
     if not nonfinite:  # a skipped batch makes no update
         run.optimizer.step()
+        if run.memory is None:
+            run.memory = held_memory(run.model, run.optimizer)
     run.optimizer.zero_grad(set_to_none=True)
     run.train_seconds += time.perf_counter() - start
     return lr, train_loss, nonfinite, stop
+
+
+def held_memory(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingMemory:
+    """The bytes of the weights, the gradients and the optimizer state, read off the tensors themselves
+    (this rank's shards under FSDP), with the peak so far."""
+
+    def size(t: torch.Tensor) -> int:
+        local = t.to_local() if hasattr(t, "to_local") else t  # an FSDP DTensor: this rank's shard
+        return local.numel() * local.element_size()
+
+    params = list(model.parameters())
+    state = [v for entry in optimizer.state.values() for v in entry.values() if isinstance(v, torch.Tensor)]
+    return TrainingMemory(
+        trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
+        weight_bytes=sum(size(p) for p in params),
+        gradient_bytes=sum(size(p.grad) for p in params if p.grad is not None),
+        optimizer_bytes=sum(size(v) for v in state),
+        peak_bytes=peak_bytes(params[0].device),
+    )
+
+
+def peak_bytes(device: torch.device) -> int:
+    """The device's peak allocation (GPU), or this process's peak resident set (CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def _log_step(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import cast
 
 import peft
+import torch
 from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
@@ -43,13 +44,16 @@ class Adapters:
         cast(PreTrainedModel, self.wrapper.unload()).save_pretrained(folder, safe_serialization=True)
 
 
-def add_adapters(model: PreTrainedModel, rank: int, targets: str) -> Adapters:
+def add_adapters(model: PreTrainedModel, rank: int, targets: str, seed: int) -> Adapters:
     """Rank-``rank`` adapters (alpha 2 x rank, no dropout) on ``targets``: "all-linear" (every linear
-    layer but the LM head) or comma-separated module names (e.g. q_proj,v_proj)."""
+    layer but the LM head) or comma-separated module names (e.g. q_proj,v_proj). Their random half is
+    drawn from ``seed`` alone, so one process, several ranks and a teacher cache all start alike."""
     modules: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t]
     config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=modules, bias="none")
     try:
-        wrapper = peft.get_peft_model(model, config)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            wrapper = peft.get_peft_model(model, config)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
         raise InherituneError(f"--lora-targets {targets}: {str(e).splitlines()[0]}") from None
     return Adapters(wrapper)

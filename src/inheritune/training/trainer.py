@@ -45,7 +45,7 @@ from inheritune.training import checkpoint, distributed, healing, teacher_cache
 from inheritune.training.distributed import barrier, full_state, prepare
 from inheritune.training.flops import flops_per_token, matmul_peak
 from inheritune.training.logs import RunLog
-from inheritune.training.loop import TrainState, fit, restore_checkpoint
+from inheritune.training.loop import TrainState, fit, peak_bytes, restore_checkpoint
 from inheritune.training.lora import add_adapters
 from inheritune.training.objective import CausalLMLoss, Teacher
 from inheritune.training.optim import make_optimizer
@@ -135,7 +135,7 @@ def _setup(
     tokens_data = open_data(data)
     tokens_data.shards("val")  # a damaged validation split fails now, not at the first evaluation
     model, tokenizer, model_name = _model_and_tokenizer(model, tokenizer, tokens_data, config)
-    adapters = add_adapters(model, config.lora, config.lora_targets) if config.lora else None
+    adapters = add_adapters(model, config.lora, config.lora_targets, config.seed) if config.lora else None
     if adapters is not None:  # the same model, its linear layers holding adapters; everything else frozen
         model = adapters.model
     tokens_per_step = _tokens_per_step(config, env.world)
@@ -315,6 +315,7 @@ def _finalize(run: TrainState) -> TrainResult:
         val_history=run.val_history,
         wall_time=run.train_seconds,
         teacher_cache=run.cache.stats() if run.cache is not None else None,
+        memory=dataclasses.replace(run.memory, peak_bytes=peak_bytes(run.env.device)) if run.memory else None,
     )
     if run.env.main:
         with atomic_dir(run.work / "final", overwrite=True) as tmp:
