@@ -14,7 +14,9 @@ TORCH := torch==2.13.0
 LM_EVAL := $(shell sed -n 's/.*"\(lm-eval==[^"]*\)".*/\1/p' pyproject.toml)
 PACKAGED := $(PY) -m inheritune.packaged
 
-.PHONY: install demo test lint tasks corpora gemma extras check-pins bench
+LLAMA_CPP := llama-cpp-python==0.3.36
+
+.PHONY: install demo test lint tasks corpora gemma extras check-pins bench llamacpp
 install: $(VENV)/.installed
 
 # the package, its dependencies and the core data: what `make demo` needs
@@ -50,5 +52,11 @@ lint: install
 check-pins:
 	PYTHONPATH=src python3 -m inheritune.packaged check-pins --also $(TORCH) $(LM_EVAL)
 
-bench: install
+# llama.cpp for benchmarks/bench_llamacpp.py: the package compiles it from source (about 10 minutes
+# on two cores; CPU only, no BLAS), so it is not part of install or the tests
+llamacpp: install
+	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DGGML_BLAS=OFF" \
+		$(PIP) $(LLAMA_CPP) diskcache
+
+bench: install llamacpp
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -136,7 +136,8 @@ def run_arm(arm: dict, reference, name: str, tokenizer, data: Path, by: str, eva
                   "wall_time": result.wall_time, "train_flops": per_token * arm["tokens"], "teacher_flops": teacher_flops,
                   "history": [[h.tokens, h.val_loss] for h in result.val_history],
                   "trainable": json.loads((out / "config.json").read_text())["trainable_parameters"],
-                  "parameters": json.loads((out / "config.json").read_text())["parameters"]}
+                  "parameters": json.loads((out / "config.json").read_text())["parameters"],
+                  "memory": result.memory.to_json() if result.memory else None}
 
 
 def share(row: dict) -> str:
