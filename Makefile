@@ -58,5 +58,9 @@ llamacpp: install
 	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DGGML_BLAS=OFF" \
 		$(PIP) $(LLAMA_CPP) diskcache
 
-bench: install llamacpp
+# bench_llamacpp reads the default run's model
+runs/default/report.json:
+	$(MAKE) demo VENV=$(VENV)
+
+bench: install llamacpp runs/default/report.json
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
