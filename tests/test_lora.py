@@ -10,12 +10,14 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from conftest import make_data_dir, make_tokenizer, save_tiny
+from inheritune.commands.export import export
 from inheritune.commands.train import train
+from inheritune.data.shards import open_data
 from inheritune.errors import InherituneError
 from inheritune.evaluation.val_loss import val_loss
-from inheritune.data.shards import open_data
 from inheritune.models.loading import load_model
 
 FAST = dict(seq_len=32, batch_size=4, lr=1e-2, precision="fp32", progress=False)
@@ -67,17 +69,26 @@ def test_the_result_measures_what_training_holds_and_lora_holds_a_fraction(setup
     assert lora.weight_bytes > full.weight_bytes  # the frozen weights stay, the adapters come on top
 
 
-def test_kept_apart_the_base_is_untouched_and_the_adapters_load_with_peft(setup):
+def test_kept_apart_the_base_is_untouched_and_the_folder_loads_as_the_trained_model(setup, tmp_path):
+    """--no-lora-merge: the folder's weights are the untouched base, peft's adapters sit in adapter/, and
+    every command that loads the folder (eval, export, a further train) gets the adapters merged back."""
     from peft import PeftModel
 
     root, model, data = setup
     result = train(model, data, root / "apart", steps=8, lora=4, lora_targets="q_proj,v_proj", lora_merge=False,
                    **FAST)
-    base = load_model(result.model_dir)
     start = load_model(model)
-    assert all(torch.equal(v, start.state_dict()[k]) for k, v in base.state_dict().items())
-    adapted = PeftModel.from_pretrained(base, str(result.model_dir / "adapter")).merge_and_unload()
+    base = load_file(result.model_dir / "model.safetensors")
+    assert all(torch.equal(v, start.state_dict()[k]) for k, v in base.items())
+    adapted = PeftModel.from_pretrained(start, str(result.model_dir / "adapter")).merge_and_unload()
     assert val_loss(adapted, open_data(data), batch_size=4)["loss"] == pytest.approx(result.final_val_loss, abs=1e-4)
+    loaded = load_model(result.model_dir)
+    assert val_loss(loaded, open_data(data), batch_size=4)["loss"] == pytest.approx(result.final_val_loss, abs=1e-4)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(loaded.state_dict()[q], base[q])
+    exported = export(result.model_dir, gguf=tmp_path / "apart.gguf", type="f32")
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="apart.gguf")
+    assert torch.allclose(back.state_dict()[q], loaded.state_dict()[q], atol=1e-6) and exported.tensors > 0
 
 
 def test_a_resumed_lora_run_ends_where_an_uninterrupted_one_does(setup):

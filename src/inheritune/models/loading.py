@@ -77,12 +77,30 @@ def load_model(
     except Exception as e:
         raise load_failure("model", source, e) from None
     check_loaded(model, info, source)
+    adapters = Path(source.location) / ADAPTERS
+    if source.kind == "folder" and (adapters / "adapter_config.json").is_file():
+        model = _with_adapters(model, adapters)
     if getattr(model.config, "quantization_config", None) is not None and source.kind == "gguf":
         del model.config.quantization_config  # weights are dequantized: save them as a plain model
         # else save_pretrained refuses the (no longer) quantized model
         model.hf_quantizer = None  # type: ignore[assignment]  # transformers sets it undeclared: typed as a submodule
     model.eval()
     return model if device_map else model.to(device)  # type: ignore[arg-type]  # functools.wraps: .to typed unbound
+
+
+ADAPTERS = "adapter"  # train --no-lora-merge: the folder holds the untouched base, peft's adapters in here
+
+
+def _with_adapters(model: PreTrainedModel, folder: Path) -> PreTrainedModel:
+    """A LoRA run kept apart: its adapters merged into the base, so every command (eval, export,
+    derive, a further train) uses the model that was trained, not the base it started from."""
+    from peft import PeftModel
+
+    try:
+        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except Exception as e:
+        raise InherituneError(f"{folder}: the LoRA adapters cannot be applied: {str(e).splitlines()[0]}") from None
+    return cast(PreTrainedModel, merged)
 
 
 DEVICE_MAPS = ("auto",)

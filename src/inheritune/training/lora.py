@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel
 
 from inheritune.errors import InherituneError
+from inheritune.models.loading import ADAPTERS
 
 
 @dataclass
@@ -36,11 +37,12 @@ class Adapters:
 
     def save(self, folder: Path, merge: bool) -> None:
         """The final model in ``folder``: the adapters merged into its weights, or the untouched base
-        there and the adapters in ``folder/adapter`` (peft's format). Either way the layers are plain after."""
+        there and the adapters in ``folder/adapter`` (peft's format; ``load_model`` of the folder merges
+        them back). Either way the layers are plain after."""
         if merge:
             cast(PreTrainedModel, self.wrapper.merge_and_unload()).save_pretrained(folder, safe_serialization=True)
             return
-        self.wrapper.save_pretrained(str(folder / "adapter"), safe_serialization=True)
+        self.wrapper.save_pretrained(str(folder / ADAPTERS), safe_serialization=True)
         cast(PreTrainedModel, self.wrapper.unload()).save_pretrained(folder, safe_serialization=True)
 
 
