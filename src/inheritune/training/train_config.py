@@ -51,7 +51,7 @@ HELP = {  # the CLI's help for each field (its default is added there)
     "derived model has) | indices like 0-3,20; the final norm trains too",
     "rest_lr_scale": "lr multiplier of everything outside --train-blocks; 0 freezes it (no gradient or state)",
     "lora": "rank of LoRA adapters to heal with (peft; alpha 2 x rank), the model's own weights frozen; 0: full "
-    "fine-tuning",
+    "fine-tuning. Adapters want a higher --lr than full fine-tuning (1e-3 in the README's measurements)",
     "lora_targets": "modules that get adapters: all-linear (every linear layer but the LM head) or names like "
     "q_proj,v_proj",
     "lora_merge": "merge the adapters into the final model's weights; --no-lora-merge keeps final/ the base and "
