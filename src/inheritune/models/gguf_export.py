@@ -36,6 +36,7 @@ from inheritune.models.families import (
     logit_softcap,
     num_layers,
 )
+from inheritune.models.width_cut import geometry
 
 TYPES = {
     "f32": gguf.GGMLQuantizationType.F32,
@@ -50,11 +51,8 @@ FILE_TYPES = {
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a sentencepiece byte-fallback token
-_COMMON = {  # GGUF key (after the architecture prefix) -> config key (depth and context: from the family table)
+_COMMON = {  # GGUF key (after the architecture prefix) -> config key (shapes, depth, context: family table)
     "embedding_length": "hidden_size",
-    "feed_forward_length": "intermediate_size",
-    "attention.head_count": "num_attention_heads",
-    "attention.head_count_kv": "num_key_value_heads",
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
 }
@@ -86,22 +84,19 @@ def layout_of(config: PretrainedConfig) -> GgufLayout:
                 "GGUF export: a partial rotary factor is not read back by transformers' GGUF "
                 "reader, so the export could not be checked"
             )
-    if layout.sliding_layers and getattr(config, "query_pre_attn_scalar", None) not in (None, _head_width(config)):
+    width = geometry(config)[2]
+    if layout.sliding_layers and getattr(config, "query_pre_attn_scalar", None) not in (None, width):
         raise InherituneError(
-            f"GGUF export: llama.cpp scales attention by the head width ({_head_width(config)}), "
+            f"GGUF export: llama.cpp scales attention by the head width ({width}), "
             f"not query_pre_attn_scalar ({config.query_pre_attn_scalar})"
         )
     _check_head_width(config, layout)
     return layout
 
 
-def _head_width(config: PretrainedConfig) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
 def _check_head_width(config: PretrainedConfig, layout: GgufLayout) -> None:
     """A head width the file could state but transformers' reader would not take (e.g. after a width cut)."""
-    width, even = _head_width(config), config.hidden_size // config.num_attention_heads
+    width, even = geometry(config)[2], config.hidden_size // config.num_attention_heads
     reads = layout.read_head_width or (width if layout.permute_qk or layout.sliding_layers else even)
     if width != reads:
         raise InherituneError(
@@ -145,20 +140,18 @@ def export_gguf(
 def _metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, layout: GgufLayout, kind: str) -> None:
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[layout.arch]]
     writer.add_file_type(FILE_TYPES[kind])
-    family = family_of(config)
-    ffn = getattr(config, family.ffn_width, None) or family.ffn_width_unset * config.hidden_size
+    heads, kv_heads, width, ffn = geometry(config)  # the family table's reading of the shapes
     values = {key: getattr(config, attr, None) for key, attr in _COMMON.items()}
-    values |= {"context_length": context_length(config), "block_count": num_layers(config), "feed_forward_length": ffn}
-    values |= dict.fromkeys(layout.head_width_keys, _head_width(config))
-    if values["attention.head_count_kv"] is None:
-        values["attention.head_count_kv"] = config.num_attention_heads
+    values |= {"context_length": context_length(config), "block_count": num_layers(config)}
+    values |= {"feed_forward_length": ffn, "attention.head_count": heads, "attention.head_count_kv": kv_heads}
+    values |= dict.fromkeys(layout.head_width_keys, width)
     if layout.norm == "layer":  # GPT-2, GPT-NeoX: LayerNorm
         del values["attention.layer_norm_rms_epsilon"]
         values["attention.layer_norm_epsilon"] = getattr(config, "layer_norm_epsilon", None) or config.layer_norm_eps
     if layout.positions == "rotary":
         values["rope.freq_base"] = _theta(_ropes(config)["full"])
     if layout.neox:  # rotary on the first share of each head; attention and FFN side by side or in turn
-        values["rope.dimension_count"] = int(_head_width(config) * _rotary_share(config))
+        values["rope.dimension_count"] = int(width * _rotary_share(config))
         values["use_parallel_residual"] = bool(config.use_parallel_residual)
     if layout.sliding_layers:
         values |= _sliding(config)
@@ -185,8 +178,9 @@ def _sliding(config: PretrainedConfig) -> dict[str, object]:
         "attention.sliding_window_pattern": [kind == "sliding_attention" for kind in kinds],
         "rope.freq_base_swa": _theta(_ropes(config)["sliding"]),
     }
-    if logit_softcap(config):
-        values[gguf.Keys.LLM.FINAL_LOGIT_SOFTCAPPING.removeprefix("{arch}.")] = float(logit_softcap(config) or 0.0)
+    cap = logit_softcap(config)
+    if cap:
+        values[gguf.Keys.LLM.FINAL_LOGIT_SOFTCAPPING.removeprefix("{arch}.")] = float(cap)
     return values
 
 
@@ -230,17 +224,13 @@ def _tensors(writer: gguf.GGUFWriter, model: PreTrainedModel, layout: GgufLayout
         if layout.neox and mapped.endswith("attn_qkv"):
             data = _grouped_qkv(data, config.num_attention_heads)
         if layout.permute_qk and mapped.endswith(("attn_q", "attn_k")):
-            heads = config.num_attention_heads if mapped.endswith("attn_q") else _kv_heads(config)
+            heads = geometry(config)[0 if mapped.endswith("attn_q") else 1]
             data = _rotary_order(data, heads)
         if layout.norm_shift and mapped.endswith("norm") and suffix == "weight":
             data = data + layout.norm_shift
         _add(writer, f"{mapped}.{suffix}", np.ascontiguousarray(data), kind)
         count += 1
     return count
-
-
-def _kv_heads(config: PretrainedConfig) -> int:
-    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
 
 
 def _grouped_qkv(rows: np.ndarray, heads: int) -> np.ndarray:
