@@ -123,11 +123,16 @@ def test_lora_heals_by_distillation_too_through_the_teacher_cache(setup):
     ({"lora": -1}, "lora must be a rank >= 1"),
     ({"lora": 4, "train_blocks": "last:1"}, "give one of them"),
     ({"lora": 4, "fsdp": True}, "lora with fsdp is not supported"),
-    ({"lora": 4, "lora_targets": "nonexistent_proj"}, "--lora-targets nonexistent_proj"),
+    ({"lora": 4, "lora_targets": "nonexistent_proj"}, "'nonexistent_proj': llama has no module named nonexistent_proj"),
+    ({"lora": 4, "lora_targets": "q_proj,,v_proj"}, "must be all-linear or module names"),
+    ({"lora": 4, "lora_targets": "lm_head"}, "lm_head is an embedding or the LM head"),
+    ({"lora": 4, "lora_targets": "q_proj,embed_tokens"}, "model.embed_tokens is an embedding or the LM head"),
+    ({"lora_merge": False}, "lora_merge is set but lora is 0"),
+    ({"lora_targets": "q_proj"}, "lora_targets is set but lora is 0"),
 ])
 def test_what_lora_cannot_do_is_refused_in_one_line(setup, options, message):
     root, model, data = setup
-    out = root / f"bad-{len(message)}"
+    out = root / f"bad-{'-'.join(map(str, options.values()))}"
     with pytest.raises(InherituneError, match=message) as e:
         train(model, data, out, steps=2, **(FAST | options))
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and not out.exists()

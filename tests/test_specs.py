@@ -16,7 +16,7 @@ from conftest import make_data_dir, save_tiny
 from inheritune.analysis.selection import BlockSelector
 from inheritune.cli import main
 from inheritune.errors import InherituneError
-from inheritune.specs import BlockList, TeacherStates, TrainBlocks
+from inheritune.specs import BlockList, LoraTargets, TeacherStates, TrainBlocks
 from inheritune.training.train_config import make_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,6 +35,7 @@ def test_a_spec_is_its_text_with_its_parts_and_keeps_its_key_through_copies():
     assert listed == "0,1,5" and listed.kind == "list" and listed.blocks is not None
     assert listed.blocks.indices == (0, 1, 5)
     assert BlockList("0-2,7", "k").indices == (0, 1, 2, 7)
+    assert LoraTargets(" q_proj, v_proj ", "k").names == ("q_proj", "v_proj") and LoraTargets("all-linear").names is None
     assert TeacherStates("top:64", "k").k == 64 and TeacherStates("hidden", "k").k is None
     assert (BlockSelector("first-last:3", "--by").name, BlockSelector("first-last:3", "--by").tail) == ("first-last", 3)
     assert BlockSelector("list:0-2,5", "--by").listed == (0, 1, 2, 5)
@@ -50,6 +51,9 @@ def test_a_spec_is_its_text_with_its_parts_and_keeps_its_key_through_copies():
         (TrainBlocks, "", r"^--x '': must be all"),
         (TeacherStates, "top:0", r"^--x 'top:0': must be hidden or top:K \(K >= 1\)$"),
         (TeacherStates, "top64", r"^--x 'top64': must be hidden or top:K"),
+        (LoraTargets, "q_proj,,v_proj", r"^--x 'q_proj,,v_proj': must be all-linear or module names like q_proj,v_proj$"),
+        (LoraTargets, "", r"^--x '': must be all-linear"),
+        (LoraTargets, "q_proj;v_proj", r"^--x 'q_proj;v_proj': must be all-linear"),
         (BlockList, "0-3,2", r"^--x '0-3,2': block 2 is listed twice$"),
         (BlockList, "5-2", r"^--x '5-2': the range 5-2 runs backwards$"),
         (BlockList, "a,b", r"^--x 'a,b': must be block indices like 0-11,27-29"),
@@ -219,6 +223,9 @@ def _recipe(tmp_path: Path, model: Path, data: Path, **sections) -> Path:
         ({"train": {"train_blocks": "0-9"}}, "train.train_blocks '0-9': block 2 is out of range"),
         ({"train": {"train_blocks": "last:9"}}, "train.train_blocks 'last:9': "),
         ({"train": {"train_blocks": "lst:2"}}, "train.train_blocks 'lst:2': must be"),
+        ({"train": {"lora": 4, "lora_targets": "q_proj,"}}, "train.lora_targets 'q_proj,': must be all-linear"),
+        ({"train": {"lora": 4, "lora_targets": "qproj"}}, "train.lora_targets 'qproj': llama has no module named qproj"),
+        ({"train": {"lora": 4, "lora_targets": "lm_head"}}, "train.lora_targets 'lm_head': lm_head is an embedding"),
         ({"train": {"teacher_states": "top:99999"}, "distill": {"enabled": True}},
          "train.teacher_states 'top:99999': K is larger than the vocabulary of the teacher"),
     ],

@@ -11,8 +11,9 @@ from inheritune.data.sources import check_source
 from inheritune.errors import InherituneError
 from inheritune.models.families import num_layers
 from inheritune.models.gguf_export import layout_of
-from inheritune.models.loading import load_config, load_model, load_tokenizer, tokenizer_fingerprint
+from inheritune.models.loading import load_config, load_model, load_tokenizer, skeleton, tokenizer_fingerprint
 from inheritune.recipe import CORRECTED, Recipe
+from inheritune.training.lora import check_targets
 from inheritune.training.teacher import check_teacher_states
 
 
@@ -77,7 +78,7 @@ def check_inputs(recipe: Recipe) -> list[str]:
 
 
 def _check_specs(recipe: Recipe, trust: bool) -> str:
-    """The selector, the trained blocks and top:K against the reference's config (no weights) and the
+    """The selector, the trained blocks, LoRA's targets and top:K against the reference's config (no weights) and the
     depths the arms take: each refusal names its recipe key, its value and the model."""
     config = _named("reference", recipe.reference, lambda: load_config(recipe.reference, trust))
     layers = num_layers(config)
@@ -90,6 +91,8 @@ def _check_specs(recipe: Recipe, trust: bool) -> str:
     shallowest = min(g.start_layers, last)
     if (blocks := recipe.train.get("train_blocks")) is not None:
         blocks.check_depth(shallowest, f"the {shallowest}-layer arms")
+    if recipe.train.get("lora") and (targets := recipe.train.get("lora_targets")) is not None:
+        check_targets(skeleton(config, trust), targets)  # the arms are the reference's blocks: its module names
     teacher = recipe.reference if recipe.distill.teacher in ("reference", CORRECTED) else recipe.distill.teacher
     if (states := recipe.train.get("teacher_states")) is not None and (
         recipe.distill.enabled or recipe.arms.other_loss

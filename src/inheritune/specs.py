@@ -152,6 +152,23 @@ class TeacherStates(Spec):
             raise self.refuse(f"K is larger than the vocabulary of the teacher {teacher} ({vocabulary:,} tokens)")
 
 
+class LoraTargets(Spec):
+    """Which modules get LoRA adapters: ``all-linear`` (peft's: every linear layer but the LM head) or
+    module names like ``q_proj,v_proj`` (``names``; None for all-linear)."""
+
+    syntax = "all-linear or module names like q_proj,v_proj"
+    names: tuple[str, ...] | None
+
+    def _parse(self) -> None:
+        if str(self) == "all-linear":
+            self.names = None
+            return
+        names = tuple(part.strip() for part in str(self).split(","))
+        if not all(name.replace("_", "").replace(".", "").isalnum() for name in names):
+            raise self._bad()
+        self.names = names
+
+
 class Choice(Spec):
     """One of a fixed set of words (``choices``, set by each subclass beside the code that reads it)."""
 
@@ -164,3 +181,4 @@ class Choice(Spec):
 
 HIDDEN = TeacherStates("hidden", "teacher_states")  # the defaults, as values
 ALL_BLOCKS = TrainBlocks("all", "train_blocks")
+ALL_LINEAR = LoraTargets("all-linear", "lora_targets")

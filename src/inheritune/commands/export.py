@@ -67,7 +67,12 @@ def export(
         raise InherituneError(f"{out.parent} is not a folder")
     config = model.config if isinstance(model, PreTrainedModel) else load_config(model, trust_remote_code)
     layout_of(config)  # a family GGUF cannot express fails before the load
-    loaded, tok = load(model, trust_remote_code=trust_remote_code, needed=not no_tokenizer)
+    loaded, tok = load(
+        model,
+        trust_remote_code=trust_remote_code,
+        needed=not no_tokenizer,
+        no_tokenizer="the GGUF file holds the weights alone",
+    )
     written = export_gguf(loaded.eval(), None if no_tokenizer else tok, out, type)
     return ExportResult(
         out=out,

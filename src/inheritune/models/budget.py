@@ -9,12 +9,14 @@ family's own layout (biases, norms, fused projections) is counted as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
-from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers import PretrainedConfig
 
 from inheritune.errors import InherituneError
 from inheritune.models.families import config_of_blocks, num_layers
+from inheritune.models.loading import skeleton
 from inheritune.models.width_cut import WidthPlan, geometry, smaller_config
 from inheritune.options import shown
 from inheritune.specs import Choice
@@ -56,9 +58,9 @@ def cut_within(config: PretrainedConfig, share: float, shape: str | BudgetShape)
 
 def non_embedding(config: PretrainedConfig) -> int:
     """Parameters outside the token embedding and the LM head (tied or not)."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    model = skeleton(config)
+    embed = cast(torch.Tensor, model.get_input_embeddings().weight)
+    head = cast(torch.Tensor, model.get_output_embeddings().weight)
     unique = {id(p): p for p in model.parameters()}
     return sum(p.numel() for p in unique.values()) - embed.numel() - (head.numel() if head is not embed else 0)
 

@@ -208,6 +208,12 @@ def load_config(reference: str | Path | PreTrainedModel, trust_remote_code: bool
         raise load_failure("the config", source, e) from None
 
 
+def skeleton(config: PretrainedConfig, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A model of ``config``'s shape on the meta device: its modules and shapes, no weights, no memory."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
 def vocabulary_size(config: PretrainedConfig) -> int:
     """The number of tokens a model predicts, read from its (text) config."""
     return int(config.get_text_config().vocab_size)

@@ -18,7 +18,7 @@ import yaml
 
 from inheritune.errors import InherituneError
 from inheritune.options import build, check_keys
-from inheritune.specs import ALL_BLOCKS, HIDDEN, TeacherStates, TrainBlocks
+from inheritune.specs import ALL_BLOCKS, ALL_LINEAR, HIDDEN, LoraTargets, TeacherStates, TrainBlocks
 
 PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
@@ -95,7 +95,7 @@ class TrainConfig:
     train_blocks: TrainBlocks = ALL_BLOCKS  # all | last:K | cuts:K | indices (healing.py)
     rest_lr_scale: float = 0.0  # lr multiplier of everything else when train_blocks is not all; 0 freezes it
     lora: int = 0  # LoRA rank (training/lora.py); 0 = full fine-tuning
-    lora_targets: str = "all-linear"
+    lora_targets: LoraTargets = ALL_LINEAR  # all-linear | module names (training/lora.py)
     lora_merge: bool = True
 
     def validate(self) -> TrainConfig:
@@ -128,6 +128,8 @@ class TrainConfig:
             self.train_blocks = TrainBlocks(self.train_blocks, "train_blocks")
         if not 0 <= self.rest_lr_scale <= 1:
             raise InherituneError(f"rest_lr_scale must be in [0, 1], not {self.rest_lr_scale}")
+        if not isinstance(self.lora_targets, LoraTargets):
+            self.lora_targets = LoraTargets(self.lora_targets, "lora_targets")
         self._check_lora()
         self.betas = cast(tuple[float, float], tuple(float(b) for b in self.betas))  # its length is checked next
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -138,6 +140,15 @@ class TrainConfig:
         if self.lora < 0:
             raise InherituneError(f"lora must be a rank >= 1 (or 0: full fine-tuning), not {self.lora}")
         if not self.lora:
+            given = [
+                name
+                for name, on in (("lora_targets", self.lora_targets != ALL_LINEAR), ("lora_merge", not self.lora_merge))
+                if on
+            ]
+            if given:
+                raise InherituneError(
+                    f"{given[0]} is set but lora is 0 (full fine-tuning, no adapters): give lora a rank"
+                )
             return
         if self.train_blocks.kind != "all":
             raise InherituneError(
@@ -146,8 +157,6 @@ class TrainConfig:
             )
         if self.fsdp:
             raise InherituneError("lora with fsdp is not supported: the adapters are small, train them with DDP")
-        if not self.lora_targets.strip():
-            raise InherituneError("lora_targets is empty: all-linear or module names like q_proj,v_proj")
 
     def total_steps(self, tokens_per_step: int) -> int:
         # validate() lets exactly one of steps and tokens through
