@@ -39,10 +39,11 @@ import torch
 from inheritune.data.shards import open_data
 from inheritune.evaluation.val_loss import VAL_CONTEXT, token_nll
 from inheritune.models.budget import cut_within
-from inheritune.models.families import num_layers
+from inheritune.models.families import FAMILIES, num_layers
 from inheritune.models.gguf_export import export_gguf
 from inheritune.models.loading import load_model, load_tokenizer
 from inheritune.models.surgery import inherit
+from inheritune.models.width_cut import cut, geometry, plan
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,9 +180,21 @@ def tiny_configs(vocab: int) -> dict:
     }
 
 
+def narrowed(model, heads_percent: int, ffn_percent: int):
+    """``model`` width-cut as prune --width-* cuts it: the share of key/value groups and FFN neurons cut
+    out of every block, ranked at random (the shapes are what llama.cpp must read, not the ranking)."""
+    heads, _, _, neurons = geometry(model.config)
+    layers = num_layers(model.config)
+    rng = np.random.default_rng(0)
+    ranking = plan(model.config, rng.random((layers, heads)), rng.random((layers, neurons)), heads_percent,
+                   ffn_percent, "group")
+    return cut(model, ranking).eval()
+
+
 def families(tokens: np.ndarray, folder: Path, threads: int) -> list[dict]:
-    """Every exportable family, as a small random model with SmolLM2's tokenizer: llama.cpp's logits
-    on a 256-token window against transformers', f32 and q8_0 files."""
+    """Every exportable family, as a small random model with SmolLM2's tokenizer, whole and width-cut (half
+    the FFN neurons; half the key/value groups too where the family has explicit head widths): llama.cpp's
+    logits on a 256-token window against transformers', f32 and q8_0 files."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer("smollm2-135m")
@@ -189,20 +202,26 @@ def families(tokens: np.ndarray, folder: Path, threads: int) -> list[dict]:
     rows = []
     for family, config in tiny_configs(len(tokenizer)).items():
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config).eval()
-        theirs = hf_logits(model, window)
-        for kind in ("f32", "q8_0"):
-            file = export(model, tokenizer, folder, family, kind)
-            engine = llama(file["path"], threads, 256, all_logits=True)
-            engine.reset()
-            engine.eval(window.tolist())
-            mine = np.array(engine.scores[: len(window)], dtype=np.float64)
-            rows.append({"family": family, "type": kind, "max_logit_diff": float(np.abs(mine - theirs).max()),
-                         "logit_scale": float(np.abs(theirs).max()),
-                         "top1_agree": float((mine.argmax(-1) == theirs.argmax(-1)).mean())})
-            print(json.dumps(rows[-1]), flush=True)
-            del engine
-            file["path"].unlink()
+        whole = AutoModelForCausalLM.from_config(config).eval()
+        shapes = {"whole": whole, "FFN cut": narrowed(whole, 0, 50)}
+        family_row = FAMILIES[family]
+        if family_row.head_width is not None and not family_row.gguf.query_is_hidden:  # else refused or no heads cut
+            shapes["heads + FFN cut"] = narrowed(whole, 50, 50)
+        for shape, model in shapes.items():
+            theirs = hf_logits(model, window)
+            for kind in ("f32", "q8_0"):
+                file = export(model, tokenizer, folder, family, kind)
+                engine = llama(file["path"], threads, 256, all_logits=True)
+                engine.reset()
+                engine.eval(window.tolist())
+                mine = np.array(engine.scores[: len(window)], dtype=np.float64)
+                rows.append({"family": family, "shape": shape, "type": kind,
+                             "max_logit_diff": float(np.abs(mine - theirs).max()),
+                             "logit_scale": float(np.abs(theirs).max()),
+                             "top1_agree": float((mine.argmax(-1) == theirs.argmax(-1)).mean())})
+                print(json.dumps(rows[-1]), flush=True)
+                del engine
+                file["path"].unlink()
     return rows
 
 
@@ -304,11 +323,12 @@ def report(results: dict, args) -> str:
         lines += [f"| {g['model']} | {g['layers']} | {g['global_layers']} | {g['max_logit_diff']:.3f} | "
                   f"{g['top1_agree']:.3f} | {g['tokenizer_same_ids']:.4f} |" for g in results["gemma"]]
     if "families" in results:
-        lines += ["", "Every exported family, a small random model (4-6 layers, SmolLM2's vocabulary): llama.cpp's "
-                  "logits against transformers' on a 256-token window.", "",
-                  "| family | GGUF | max logit diff | largest logit | top-1 agree |", "|---|---|---|---|---|"]
-        lines += [f"| {f['family']} | {f['type']} | {f['max_logit_diff']:.2g} | {f['logit_scale']:.2f} | "
-                  f"{f['top1_agree']:.3f} |" for f in results["families"]]
+        lines += ["", "Every exported family, a small random model (4-6 layers, SmolLM2's vocabulary), whole and "
+                  "width-cut (prune --width-*: half the FFN neurons, and half the key/value groups where heads have "
+                  "their own width): llama.cpp's logits against transformers' on a 256-token window.", "",
+                  "| family | shape | GGUF | max logit diff | largest logit | top-1 agree |", "|---|---|---|---|---|---|"]
+        lines += [f"| {f['family']} | {f.get('shape', 'whole')} | {f['type']} | {f['max_logit_diff']:.2g} | "
+                  f"{f['logit_scale']:.2f} | {f['top1_agree']:.3f} |" for f in results["families"]]
     if "speed" in results:
         base = {r["type"]: r["decode_tok_s"] for r in results["speed"] if r["model"].startswith("reference")}
         lines += ["", f"Batch 1, {PROMPT}-token prompt, {NEW} greedy tokens, llama.cpp KV cache, median of "

@@ -131,3 +131,12 @@ def test_the_installer_runs_before_torch_exists_and_the_api_imports_on_first_use
             "assert set(inheritune.__all__) == set(inheritune._EXPORTS); print(inheritune.TrainConfig.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "TrainConfig", done.stderr
+
+
+def test_a_mistyped_local_path_is_refused_at_once_never_sent_to_the_hub(tmp_path, monkeypatch):
+    """OWNER/NAME is a hub id unless OWNER is a folder here: then NAME is a typo, refused without a network call."""
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InherituneError, match=r"^no such model file or folder: runs/final \(runs/ is a folder here and has no final\)$"):
+        model_source.resolve("runs/final")
+    assert model_source.resolve("HuggingFaceTB/SmolLM2-135M").kind == "hub"

@@ -22,22 +22,22 @@ from inheritune.errors import InherituneError
 @dataclass(frozen=True)
 class GgufLayout:
     """How llama.cpp stores a family (models/gguf_export.py): its architecture (a ``gguf.MODEL_ARCH``
-    member name), the metadata keys that state a head's width, whether query/key rows take llama.cpp's
-    rotary order, the head width transformers' GGUF reader assumes (None: it reads the file's, or
-    hidden_size / heads), the norm's kind, the positions (rotary, or learned like GPT-2's), what
+    member name), the metadata keys that state a head's width (llama.cpp reads them; without them it takes
+    hidden_size / heads, wrong after a width cut), whether query/key rows take llama.cpp's rotary
+    order, the norm's kind, the positions (rotary, or learned like GPT-2's), what
     llama.cpp adds to norm weights (Gemma stores w, applies 1 + w), whether it states each layer's
-    sliding window, and GPT-NeoX's fused projection of [q|k|v] per head with its partial rotary and
-    parallel residual."""
+    sliding window, GPT-NeoX's fused projection of [q|k|v] per head with its partial rotary and
+    parallel residual, and whether llama.cpp's loader assumes hidden_size-wide queries (no heads cut)."""
 
     arch: str
     head_width_keys: tuple[str, ...] = ()
     permute_qk: bool = False
-    read_head_width: int | None = None
     norm: str = "rms"  # "rms" (rms_norm_eps) or "layer" (LayerNorm: layer_norm_epsilon / layer_norm_eps)
     positions: str = "rotary"  # or "learned"
     norm_shift: float = 0.0
     sliding_layers: bool = False  # per-layer sliding window, rotary base for local layers, soft-caps
     neox: bool = False  # qkv rows per head, rotary on part of each head, parallel residual flag
+    query_is_hidden: bool = False  # llama.cpp's loader takes the query projection as hidden_size wide: no heads cut
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ _GGUF_HEAD_WIDTH = ("rope.dimension_count", "attention.key_length", "attention.v
 FAMILIES: dict[str, Family] = {
     "llama": replace(_LLAMA_LIKE, gguf=GgufLayout("LLAMA", _GGUF_HEAD_WIDTH, permute_qk=True)),
     "mistral": replace(_LLAMA_LIKE, gguf=GgufLayout("LLAMA", _GGUF_HEAD_WIDTH, permute_qk=True)),  # llama.cpp's way
-    "qwen2": replace(_LLAMA_LIKE, gguf=GgufLayout("QWEN2", _GGUF_HEAD_WIDTH[1:])),
-    "qwen3": replace(_LLAMA_LIKE, gguf=GgufLayout("QWEN3", _GGUF_HEAD_WIDTH[1:], read_head_width=128)),
+    "qwen2": replace(_LLAMA_LIKE, gguf=GgufLayout("QWEN2", _GGUF_HEAD_WIDTH, query_is_hidden=True)),
+    "qwen3": replace(_LLAMA_LIKE, gguf=GgufLayout("QWEN3", _GGUF_HEAD_WIDTH)),
     "phi3": Family(
         blocks="model.layers",
         embed="model.embed_tokens",
@@ -97,7 +97,7 @@ FAMILIES: dict[str, Family] = {
         qkv=("self_attn.qkv_proj",),
         ffn_in=("mlp.gate_up_proj",),
         ffn_in_chunks=2,
-        gguf=GgufLayout("PHI3", ("rope.dimension_count",)),  # llama.cpp keeps the fused projections too
+        gguf=GgufLayout("PHI3", _GGUF_HEAD_WIDTH, query_is_hidden=True),  # llama.cpp keeps the fused projections too
     ),
     "gemma3_text": Family(
         blocks="model.layers",
@@ -106,7 +106,7 @@ FAMILIES: dict[str, Family] = {
         mlp_parts=("mlp", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
         attn_parts=("self_attn", "input_layernorm", "post_attention_layernorm"),
         logit_softcap="final_logit_softcapping",
-        gguf=GgufLayout("GEMMA3", _GGUF_HEAD_WIDTH[1:], norm_shift=1.0, sliding_layers=True),
+        gguf=GgufLayout("GEMMA3", _GGUF_HEAD_WIDTH, norm_shift=1.0, sliding_layers=True),
     ),
     "gpt2": Family(
         blocks="transformer.h",

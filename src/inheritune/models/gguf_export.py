@@ -84,25 +84,19 @@ def layout_of(config: PretrainedConfig) -> GgufLayout:
                 "GGUF export: a partial rotary factor is not read back by transformers' GGUF "
                 "reader, so the export could not be checked"
             )
-    width = geometry(config)[2]
+    heads, _, width, _ = geometry(config)
+    if layout.query_is_hidden and heads * width != config.hidden_size:
+        raise InherituneError(
+            f"GGUF export: llama.cpp reads a {config.model_type} query projection as hidden_size "
+            f"({config.hidden_size}) wide, not {heads} heads x {width}: a width cut of its heads stays a "
+            "Hugging Face folder (an FFN-only cut, --width-ffn, exports)"
+        )
     if layout.sliding_layers and getattr(config, "query_pre_attn_scalar", None) not in (None, width):
         raise InherituneError(
             f"GGUF export: llama.cpp scales attention by the head width ({width}), "
             f"not query_pre_attn_scalar ({config.query_pre_attn_scalar})"
         )
-    _check_head_width(config, layout)
     return layout
-
-
-def _check_head_width(config: PretrainedConfig, layout: GgufLayout) -> None:
-    """A head width the file could state but transformers' reader would not take (e.g. after a width cut)."""
-    width, even = geometry(config)[2], config.hidden_size // config.num_attention_heads
-    reads = layout.read_head_width or (width if layout.permute_qk or layout.sliding_layers else even)
-    if width != reads:
-        raise InherituneError(
-            f"GGUF export: {config.model_type} heads {width} wide cannot be read back: transformers' GGUF "
-            f"reader takes them as {reads} wide (a width cut of this family stays a Hugging Face folder)"
-        )
 
 
 def check_type(kind: str) -> str:

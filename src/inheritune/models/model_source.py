@@ -97,6 +97,10 @@ def resolve(reference: str | Path) -> Source:
     looks_local = ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1
     if looks_local or not _HUB_ID.match(ref):
         raise InherituneError(f"no such model file or folder: {ref}")
+    if "/" in ref and path.parent.is_dir():  # OWNER/NAME where OWNER is a folder here: a mistyped path, not the hub
+        raise InherituneError(
+            f"no such model file or folder: {ref} ({path.parent}/ is a folder here and has no {path.name})"
+        )
     return Source("hub", ref)
 
 
