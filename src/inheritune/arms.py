@@ -29,7 +29,6 @@ from inheritune.models.surgery import PROVENANCE, Init, inherit, origins, proven
 from inheritune.pruning.prune_job import prune
 from inheritune.recipe import Recipe
 from inheritune.reporting.arm_numbers import ArmResult, Curve, Yardstick
-from inheritune.specs import ALL_BLOCKS, ALL_LINEAR
 from inheritune.training import TrainConfig
 from inheritune.training.train_result import TrainResult
 from inheritune.training.trainer import train_resumable
@@ -246,7 +245,7 @@ def train_arm(
     config = dataclasses.replace(arm.loss.config, tokens=arm.tokens)
     inherited = bool(getattr(model.config, PROVENANCE, None))
     if not inherited:  # scratch: no inherited weights to leave frozen (blocks, or under LoRA adapters)
-        config = dataclasses.replace(config, train_blocks=ALL_BLOCKS, lora=0, lora_targets=ALL_LINEAR, lora_merge=True)
+        config = config.in_full()
     distilling = config.distill_from is not None and teacher is not None and config.distill_from == teacher.name
     result = train_resumable(
         model,

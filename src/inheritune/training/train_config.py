@@ -158,6 +158,10 @@ class TrainConfig:
         if self.fsdp:
             raise InherituneError("lora with fsdp is not supported: the adapters are small, train them with DDP")
 
+    def in_full(self) -> TrainConfig:
+        """This config with every parameter trained at the full lr: no block focus, no adapters."""
+        return dataclasses.replace(self, train_blocks=ALL_BLOCKS, lora=0, lora_targets=ALL_LINEAR, lora_merge=True)
+
     def total_steps(self, tokens_per_step: int) -> int:
         # validate() lets exactly one of steps and tokens through
         return self.steps if self.steps is not None else math.ceil(cast(int, self.tokens) / tokens_per_step)
